@@ -1,0 +1,1 @@
+"""Built-in cookies plugin for retention (loaded through the `retention` entry point)."""

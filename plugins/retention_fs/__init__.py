@@ -1,0 +1,1 @@
+"""Built-in fs plugin for retention (loaded through the `retention` entry point)."""

@@ -1,0 +1,123 @@
+"""The one interface every storage plugin implements.
+
+A backend only lists and deletes. It knows nothing of rules, holds or subjects' lifecycles:
+the core decides, the backend executes and reports exactly one :class:`Outcome` per record.
+Capabilities are class attributes so the core (and the conformance suite in
+:mod:`retention_core.testing`) can see what a backend offers without calling it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import ClassVar
+
+from .model import Action, Outcome, Record, Source
+from .options import Options
+
+
+class Backend(ABC):
+    """Abstract storage backend, one instance per configured source.
+
+    Contract (the conformance suite checks each point):
+
+    * ``__init__(options)`` reads every option it accepts through the typed getters of
+      :class:`~retention_core.options.Options` and ends with ``options.done()``; invalid or
+      unknown options raise :class:`~retention_core.errors.ConfigError` naming the key. It
+      must not touch storage; :meth:`check` is where connectivity and preconditions are
+      verified.
+    * :meth:`scan` is lazy: it yields records while paging through storage and never builds
+      a list of everything. Pagination and retries of transient errors happen inside.
+      ``created`` is timezone-aware UTC. Every item the source owns is yielded exactly once
+      (one per version where storage keeps versions).
+    * :meth:`delete` yields exactly one :class:`Outcome` per record given, in any order:
+      ``deleted``; ``already_gone`` when it did not exist (deleting is idempotent);
+      ``refused`` when storage itself refused (a lock, a retention setting) — reported as
+      held by storage, never retried; ``failed`` with the error text otherwise. It raises only
+      for programming errors: one bad record must not hide the others' outcomes.
+    * :meth:`close` releases connections; the core calls it once, after the last use.
+    """
+
+    #: The name used in config (``backend: fs``). Set by each subclass.
+    name: ClassVar[str] = ""
+    #: How many records the core hands to one :meth:`delete` call.
+    batch_size: ClassVar[int] = 1000
+    #: Storage can refuse a deletion (Object Lock); such records get ``refused``.
+    can_refuse: ClassVar[bool] = False
+    #: :meth:`anonymize` is implemented (``action: anonymize`` categories may use it).
+    can_anonymize: ClassVar[bool] = False
+    #: :meth:`push_down` is implemented: deletion as set operations inside storage.
+    can_push_down: ClassVar[bool] = False
+
+    def __init__(self, options: Options) -> None:
+        options.done()
+
+    @abstractmethod
+    def scan(self, source: Source) -> Iterator[Record]:
+        """Yield every record in *source*, lazily, with ``record.source == source.name``."""
+
+    @abstractmethod
+    def delete(self, records: Sequence[Record]) -> Iterator[Outcome]:
+        """Delete *records*; yield exactly one outcome for each."""
+
+    def anonymize(self, records: Sequence[Record]) -> Iterator[Outcome]:
+        """Strip identity from *records* but keep them (status ``anonymized``)."""
+        raise NotImplementedError(f"backend {self.name!r} cannot anonymize")
+
+    def push_down(self, source: Source, plan: PushdownPlan) -> Iterator[list[Outcome]]:
+        """Optional fast path: apply *plan* inside storage, one short transaction per batch.
+
+        Must select exactly what per-record :func:`retention_core.engine.decide` would, call
+        ``plan.refresh()`` inside every batch's transaction (so a hold placed mid-run protects
+        the rest), and yield each batch's outcomes, naming every affected record.
+        """
+        raise NotImplementedError(f"backend {self.name!r} has no push-down path")
+
+    def check(self, source: Source) -> None:
+        """Verify preconditions before enforcing (reachability, MFA Delete …); raise ConfigError."""
+
+    def warnings(self, source: Source) -> list[str]:
+        """Things a person should know before enforcing (shown by validate and dry-run)."""
+        return []
+
+    def close(self) -> None:
+        """Release connections and handles."""
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class Cutoffs:
+    """The engine's decision for one single-category source, in set form.
+
+    A record of subject ``s`` created at ``c`` is due exactly when the source is not held,
+    ``s`` is not in ``held_subjects``, and ``c <= per_subject.get(s, default)`` (``None``
+    means nothing of that subject is due). Records of subjects outside ``per_subject`` use
+    ``default``.
+    """
+
+    action: Action
+    held: bool
+    held_subjects: frozenset[str]
+    per_subject: Mapping[str, datetime | None] = field(default_factory=dict)
+    default: datetime | None = None
+
+    def due(self, subject: str | None, created: datetime) -> bool:
+        if self.held or (subject is not None and subject in self.held_subjects):
+            return False
+        cutoff = self.per_subject.get(subject, self.default) if subject is not None else self.default
+        return cutoff is not None and created <= cutoff
+
+
+@dataclass(frozen=True)
+class PushdownPlan:
+    """What a push-down backend needs: the cutoffs now, and a way to re-read holds."""
+
+    cutoffs: Cutoffs
+    refresh: Callable[[], Cutoffs]

@@ -1,0 +1,49 @@
+"""The small error hierarchy; the CLI turns each into one line and an exit code."""
+
+from __future__ import annotations
+
+
+class RetentionError(Exception):
+    """Base of every error the tool reports to a user instead of a traceback."""
+
+    exit_code = 2
+
+
+class ConfigError(RetentionError):
+    """Bad configuration or CLI input: names the file, the key path, expected vs found."""
+
+    def __init__(self, message: str, *, file: str | None = None, key: str | None = None) -> None:
+        self.file = file
+        self.key = key
+        self.detail = message
+        where = ": ".join(part for part in (file, key) if part)
+        super().__init__(f"{where}: {message}" if where else message)
+
+    def located(self, *, file: str | None = None, prefix: str | None = None) -> ConfigError:
+        """The same error, placed inside a file and under a parent key path."""
+        key = self.key
+        if prefix:
+            key = f"{prefix}.{key}" if key else prefix
+        return ConfigError(self.detail, file=file or self.file, key=key)
+
+
+class PluginError(RetentionError):
+    """A plugin failed to load or registered something invalid."""
+
+
+class BackendError(RetentionError):
+    """Storage said something the backend could not turn into an outcome."""
+
+    exit_code = 1
+
+
+class SafetyLimitError(RetentionError):
+    """Planned deletions exceed a configured limit; nothing was deleted."""
+
+    exit_code = 3
+
+
+class LockedError(RetentionError):
+    """Another run holds the state store's lock."""
+
+    exit_code = 4

@@ -1,0 +1,121 @@
+"""Every hook a retention plugin can implement, documented hook by hook.
+
+Plugins implement these with ``@retention_core.hookimpl``. Argument names must match the
+spec (pluggy passes them by name); a plugin may accept any subset of them. Hooks are
+called in LIFO registration order unless noted; built-in plugins are registered exactly
+like third-party ones, through the ``retention`` entry-point group.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    import click
+
+    from .model import Context, Outcome, Record
+    from .registry import (
+        BackendRegistry,
+        HoldSourceRegistry,
+        ReportWriterRegistry,
+        SubjectSourceRegistry,
+    )
+
+hookspec = pluggy.HookspecMarker("retention")
+
+
+# -------------------------------------------------------------------------
+# Registration hooks: called once, right after plugins are loaded.
+# -------------------------------------------------------------------------
+
+
+@hookspec
+def retention_register_backends(register: BackendRegistry) -> None:
+    """Register storage backends.
+
+    :param register: call ``register(BackendClass)`` for each
+        :class:`~retention_core.Backend` subclass (its ``name`` is the config name), or
+        ``register.unavailable(name, hint)`` when an optional dependency is missing so
+        users get an install hint instead of "unknown backend".
+
+    Called once per plugin when the backends are first needed. Registering a name another
+    plugin already registered is a :class:`~retention_core.PluginError` naming both.
+    """
+
+
+@hookspec
+def retention_register_commands(cli: click.Group) -> None:
+    """Attach click commands or groups under ``retention``.
+
+    :param cli: the ``retention`` click group; call ``cli.add_command(...)``.
+
+    Called once when the command line starts, after plugins are loaded.
+    """
+
+
+@hookspec
+def retention_subject_sources(register: SubjectSourceRegistry) -> None:
+    """Register providers of subjects (who the data belongs to, service end, minor flag).
+
+    :param register: call ``register(name, factory)``; ``factory(options)`` receives an
+        :class:`~retention_core.Options` of the ``subjects:`` config block (without
+        ``source``), must validate it eagerly, and returns an iterable of
+        :class:`~retention_core.Subject`.
+
+    The built-in ``csv`` source is registered through this same hook.
+    """
+
+
+@hookspec
+def retention_hold_sources(register: HoldSourceRegistry) -> None:
+    """Register extra providers of holds (an external legal-hold system).
+
+    :param register: call ``register(name, provider)``; ``provider()`` returns an iterable
+        of :class:`~retention_core.Hold` and is called each time holds are read — at the
+        start of a run and again before every batch — so it must be cheap or cache.
+
+    Their holds are merged with the state store's and the config's; any covering hold
+    blocks deletion. A provider that raises stops the run before anything is deleted.
+    """
+
+
+@hookspec
+def retention_report_writers(register: ReportWriterRegistry) -> None:
+    """Register report formats for ``retention run --report PATH``.
+
+    :param register: call ``register(suffix, writer)``; ``writer(report, path)`` writes
+        the finished :class:`~retention_core.report.RunReport` to *path*.
+
+    The format is chosen by the path's suffix (``.json``, ``.csv``, ...).
+    """
+
+
+# -------------------------------------------------------------------------
+# Observation hooks: called during an enforcing run (never in dry-run).
+# -------------------------------------------------------------------------
+
+
+@hookspec
+def retention_before_delete(batch: list[Record], context: Context) -> None:
+    """Observe a batch just before it is deleted (after its intent is journalled).
+
+    :param batch: the records about to be deleted or anonymized.
+    :param context: the run's context (``now``, holds, subjects, requests).
+
+    Holds were decided before this hook, and nothing it returns is used: a hook cannot
+    un-hold or skip records. An exception here aborts the run before the batch is touched.
+    Not called for push-down batches, whose records are known only once deleted.
+    """
+
+
+@hookspec
+def retention_after_delete(outcomes: list[Outcome], context: Context) -> None:
+    """Observe the outcomes of a batch (notify a SIEM, open a ticket on failures).
+
+    :param outcomes: one :class:`~retention_core.Outcome` per record of the batch.
+    :param context: the run's context.
+
+    Called after the outcomes are journalled, for ordinary and push-down batches alike.
+    """

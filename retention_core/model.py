@@ -1,0 +1,178 @@
+"""The data that flows through a run: small frozen dataclasses, no behaviour beyond naming."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from .durations import Duration
+
+
+class Action(StrEnum):
+    """What the policy says should happen to a record."""
+
+    DELETE = "delete"
+    ANONYMIZE = "anonymize"
+    KEEP = "keep"
+    HOLD = "hold"
+    SKIP = "skip"
+
+
+class Status(StrEnum):
+    """What storage did with a record we asked it to delete or anonymize."""
+
+    DELETED = "deleted"
+    ANONYMIZED = "anonymized"
+    ALREADY_GONE = "already_gone"
+    REFUSED = "refused"  # storage itself refused, e.g. an S3 Object Lock: held by storage
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One item in storage, as a backend lists it.
+
+    ``location`` is the backend's own address (a path relative to the fs root, an S3 key, a
+    primary-key value as text). ``version`` distinguishes versions at one location (S3
+    version ids). ``subject``/``category`` are usually filled in by the core from the
+    source's ``match`` regex and ``category``; a backend that knows them (an SQL column, S3
+    tags) may set them itself. ``created`` is always timezone-aware UTC.
+    """
+
+    source: str
+    location: str
+    created: datetime
+    size: int | None = None
+    version: str | None = None
+    subject: str | None = None
+    category: str | None = None
+
+    @property
+    def key(self) -> tuple[str, str, str | None]:
+        """Identity of the record within a run."""
+        return (self.source, self.location, self.version)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """Exactly one per record handed to ``Backend.delete`` (or ``anonymize``)."""
+
+    record: Record
+    status: Status
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The engine's verdict on one record, with the reason a person can read."""
+
+    action: Action
+    reason: str
+    holds: tuple[str, ...] = ()
+    due: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Category:
+    """A retention rule: keep ``retain`` after ``after`` (created | service_end), then ``action``."""
+
+    name: str
+    retain: Duration
+    after: str = "created"
+    action: Action = Action.DELETE
+
+
+@dataclass(frozen=True, slots=True)
+class HoldScope:
+    """Every given key must match; at least one is always given."""
+
+    subject: str | None = None
+    category: str | None = None
+    source: str | None = None
+
+    def covers(self, record: Record) -> bool:
+        return (
+            (self.subject is None or self.subject == record.subject)
+            and (self.category is None or self.category == record.category)
+            and (self.source is None or self.source == record.source)
+        )
+
+    def as_dict(self) -> dict[str, str]:
+        return {k: v for k, v in (("subject", self.subject), ("category", self.category),
+                                  ("source", self.source)) if v is not None}
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """A legal or dispute hold. Holds never expire by themselves; released ones are kept."""
+
+    id: str
+    kind: str  # legal | dispute
+    scope: HoldScope
+    reason: str
+    placed_by: str = ""
+    placed_at: datetime | None = None
+    released_at: datetime | None = None
+    released_by: str | None = None
+    release_reason: str | None = None
+    origin: str = "state"  # state | config | <hold source name>
+
+    @property
+    def active(self) -> bool:
+        return self.released_at is None
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """Whose data it is, who controls it, and whether their service has ended."""
+
+    id: str
+    controller: str | None = None
+    service_ended_at: datetime | None = None
+    minor: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ErasureRequest:
+    """A controller's request to erase a subject's data, due 30 days after receipt."""
+
+    id: str
+    subject: str
+    controller: str
+    received_at: datetime
+    due_at: datetime
+    done_at: datetime | None = None
+    done_run: str | None = None
+    held_remaining: int = 0
+
+    def status(self, now: datetime) -> str:
+        if self.done_at is not None:
+            return "done"
+        return "overdue" if now > self.due_at else "pending"
+
+
+@dataclass(frozen=True)
+class Source:
+    """A configured place to scan: which backend, its options, and how to classify records."""
+
+    name: str
+    backend: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+    match: re.Pattern[str] | None = None
+    category: str | None = None
+    index: int = 0  # position in the config's sources list, for error messages
+
+
+@dataclass(frozen=True)
+class Context:
+    """Everything ``decide`` may look at. ``now`` lives here so ``--as-of`` is honest."""
+
+    now: datetime
+    categories: Mapping[str, Category]
+    subjects: Mapping[str, Subject]
+    holds: tuple[Hold, ...] = ()
+    requests: Mapping[str, ErasureRequest] = field(default_factory=dict)

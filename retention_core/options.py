@@ -1,0 +1,125 @@
+"""Typed reading of a mapping from config, with errors that name the key.
+
+Backends and subject sources use :class:`Options` so their option errors read exactly
+like the core's: ``policy.yaml: sources[0].options.root: expected an existing directory,
+found '/nope'``. Unknown keys are errors, because a typo must never silently change what
+gets deleted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .errors import ConfigError
+
+T = TypeVar("T")
+_REQUIRED: Any = object()
+
+
+class Options:
+    """A read-once view of an options mapping.
+
+    Call the typed getters for every key you accept, then :meth:`done` to reject the rest.
+    Errors carry ``key`` relative to this mapping; the core places them in the file.
+    """
+
+    def __init__(self, data: Mapping[str, Any] | None, *, base_dir: Path | None = None,
+                 where: str = "options") -> None:
+        if data is None:
+            data = {}
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"expected a mapping, found {_kind(data)}", key=where)
+        self._data = dict(data)
+        self._seen: set[str] = set()
+        self.base_dir = base_dir or Path.cwd()
+        self.where = where
+
+    def error(self, key: str, message: str) -> ConfigError:
+        """A ConfigError for *key* of this mapping."""
+        return ConfigError(message, key=f"{self.where}.{key}")
+
+    def raw(self, key: str, default: Any = _REQUIRED) -> Any:
+        self._seen.add(key)
+        if key not in self._data or self._data[key] is None:
+            if default is _REQUIRED:
+                raise self.error(key, "is required")
+            return default
+        return self._data[key]
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._data
+
+    def str(self, key: str, default: Any = _REQUIRED) -> Any:
+        value = self.raw(key, default)
+        if value is default and default is not _REQUIRED:
+            return value
+        if not isinstance(value, str) or not value:
+            raise self.error(key, f"expected a non-empty string, found {_kind(value)}")
+        return value
+
+    def int(self, key: str, default: Any = _REQUIRED, *, minimum: int | None = None,
+            maximum: int | None = None) -> Any:
+        value = self.raw(key, default)
+        if value is default and default is not _REQUIRED:
+            return value
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.error(key, f"expected an integer, found {_kind(value)}")
+        if minimum is not None and value < minimum:
+            raise self.error(key, f"expected an integer >= {minimum}, found {value}")
+        if maximum is not None and value > maximum:
+            raise self.error(key, f"expected an integer <= {maximum}, found {value}")
+        return value
+
+    def bool(self, key: str, default: Any = _REQUIRED) -> Any:
+        value = self.raw(key, default)
+        if value is default and default is not _REQUIRED:
+            return value
+        if not isinstance(value, bool):
+            raise self.error(key, f"expected true or false, found {_kind(value)}")
+        return value
+
+    def choice(self, key: str, choices: tuple[str, ...], default: Any = _REQUIRED) -> Any:
+        value = self.raw(key, default)
+        if value not in choices:
+            raise self.error(key, f"expected one of {', '.join(choices)}, found {_kind(value)}")
+        return value
+
+    def mapping(self, key: str, default: Any = _REQUIRED) -> Any:
+        value = self.raw(key, default)
+        if value is default and default is not _REQUIRED:
+            return value
+        if not isinstance(value, Mapping):
+            raise self.error(key, f"expected a mapping, found {_kind(value)}")
+        return value
+
+    def path(self, key: str, default: Any = _REQUIRED) -> Any:
+        """A filesystem path; relative paths are relative to the config file's folder."""
+        value = self.str(key, default)
+        if value is default and default is not _REQUIRED:
+            return value
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else self.base_dir / path
+
+    def done(self) -> None:
+        """Reject every key no getter asked for."""
+        unknown = sorted(set(self._data) - self._seen, key=str)
+        if unknown:
+            raise self.error(str(unknown[0]), "unknown key"
+                             + (f" (accepted: {', '.join(sorted(self._seen))})" if self._seen else ""))
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return repr(value) if len(value) < 60 else repr(value[:57] + "...")
+    return type(value).__name__ if not isinstance(value, Mapping) else "a mapping"
+
+
+describe = _kind

@@ -1,0 +1,171 @@
+"""Loading plugins: built-in and third-party alike, through the ``retention`` entry points.
+
+Nothing happens at import time. :func:`load_plugins` is the one explicit, lazy step; it
+returns a :class:`Plugins` facade with one typed method per hook so the core never calls
+``pm.hook`` untyped.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+import pluggy
+
+from . import defaults, hookspecs
+from .errors import PluginError
+from .model import Context, Outcome, Record
+from .registry import (
+    BackendRegistry,
+    HoldSourceRegistry,
+    ReportWriterRegistry,
+    SubjectSourceRegistry,
+    _Registry,
+)
+
+GROUP = "retention"
+DISABLE_ENV = "RETENTION_DISABLE_PLUGINS"
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """What ``retention plugins`` shows for one loaded plugin."""
+
+    name: str
+    distribution: str
+    version: str
+    hooks: tuple[str, ...]
+    provides: dict[str, list[str]] = field(default_factory=dict)
+
+
+class Plugins:
+    """The loaded plugin manager and its registries."""
+
+    def __init__(self, pm: pluggy.PluginManager, origins: dict[str, tuple[str, str]]) -> None:
+        self.pm = pm
+        self._origins = origins
+        self._registries: dict[str, _Registry[Any]] = {}
+
+    # -- registries, filled on first use -------------------------------------------------
+    def _collect(self, hook_name: str, registry: _Registry[Any], arg: str) -> Any:
+        if hook_name not in self._registries:
+            hook = getattr(self.pm.hook, hook_name)
+            for impl in reversed(hook.get_hookimpls()):
+                plugin = impl.plugin_name
+                try:
+                    impl.function(**{arg: registry._for_plugin(plugin)})
+                except PluginError:
+                    raise
+                except Exception as exc:
+                    raise PluginError(f"plugin {plugin!r}{self._from(plugin)} failed in {hook_name}: "
+                                      f"{type(exc).__name__}: {exc}") from exc
+            self._registries[hook_name] = registry
+        return self._registries[hook_name]
+
+    def backends(self) -> BackendRegistry:
+        return self._collect("retention_register_backends", BackendRegistry(), "register")
+
+    def subject_sources(self) -> SubjectSourceRegistry:
+        return self._collect("retention_subject_sources", SubjectSourceRegistry(), "register")
+
+    def hold_sources(self) -> HoldSourceRegistry:
+        return self._collect("retention_hold_sources", HoldSourceRegistry(), "register")
+
+    def report_writers(self) -> ReportWriterRegistry:
+        return self._collect("retention_report_writers", ReportWriterRegistry(), "register")
+
+    # -- plain hooks ------------------------------------------------------------------------
+    def register_commands(self, cli: Any) -> None:
+        self.pm.hook.retention_register_commands(cli=cli)
+
+    def before_delete(self, batch: list[Record], context: Context) -> None:
+        self.pm.hook.retention_before_delete(batch=batch, context=context)
+
+    def after_delete(self, outcomes: list[Outcome], context: Context) -> None:
+        self.pm.hook.retention_after_delete(outcomes=outcomes, context=context)
+
+    # -- introspection ------------------------------------------------------------------------
+    def _from(self, plugin: str) -> str:
+        dist = self._origins.get(plugin)
+        return f" (distribution {dist[0]} {dist[1]})" if dist else ""
+
+    def info(self) -> list[PluginInfo]:
+        provides: dict[str, dict[str, list[str]]] = {}
+        for label, registry in (("backends", self.backends()), ("subject sources", self.subject_sources()),
+                                ("hold sources", self.hold_sources()),
+                                ("report formats", self.report_writers())):
+            for plugin, names in registry.by_plugin().items():
+                provides.setdefault(plugin, {})[label] = sorted(names)
+        out = []
+        for name, plugin in sorted(self.pm.list_name_plugin(), key=lambda np: np[0]):
+            dist, version = self._origins.get(name, ("retention (core)", _own_version()))
+            hooks = tuple(sorted(h.name for h in self.pm.get_hookcallers(plugin) or []))
+            out.append(PluginInfo(name, dist, version, hooks, provides.get(name, {})))
+        return out
+
+
+def _own_version() -> str:
+    try:
+        return md.version("retention")
+    except md.PackageNotFoundError:
+        return "unknown"
+
+
+def disabled_names(env: str | None = None) -> set[str]:
+    raw = os.environ.get(DISABLE_ENV, "") if env is None else env
+    return {name.strip() for name in raw.split(",") if name.strip()}
+
+
+def new_plugin_manager() -> pluggy.PluginManager:
+    pm = pluggy.PluginManager(GROUP)
+    pm.add_hookspecs(hookspecs)
+    return pm
+
+
+def load_plugins(*, extra: Iterable[ModuleType | object] = (), entry_points: bool = True,
+                 disabled: set[str] | None = None) -> Plugins:
+    """Load the core defaults, every ``retention`` entry point, and *extra* plugins.
+
+    ``RETENTION_DISABLE_PLUGINS=name,…`` blocks entry points by name. Raises
+    :class:`PluginError` naming the plugin and its distribution if one fails to import or
+    implements a hook that does not exist (``check_pending``).
+    """
+    pm = new_plugin_manager()
+    blocked = disabled_names() if disabled is None else disabled
+    origins: dict[str, tuple[str, str]] = {}
+    pm.register(defaults, name="retention.defaults")
+    if entry_points:
+        for ep in sorted(md.entry_points(group=GROUP), key=lambda e: e.name):
+            if ep.name in blocked or pm.get_plugin(ep.name) is not None:
+                continue
+            dist = (ep.dist.name, ep.dist.version) if ep.dist else ("unknown", "?")
+            origins[ep.name] = dist
+            try:
+                plugin = ep.load()
+            except Exception as exc:  # a broken plugin must name itself, not crash the CLI
+                raise PluginError(f"plugin {ep.name!r} (distribution {dist[0]} {dist[1]}) failed to "
+                                  f"load from {ep.value!r}: {type(exc).__name__}: {exc}") from exc
+            _register(pm, plugin, ep.name, origins)
+    for plugin in extra:
+        _register(pm, plugin, None, origins)
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        name = pm.get_name(exc.plugin) or "?"
+        dist = origins.get(name, ("?", "?"))
+        raise PluginError(f"plugin {name!r} (distribution {dist[0]} {dist[1]}): {exc}") from exc
+    return Plugins(pm, origins)
+
+
+def _register(pm: pluggy.PluginManager, plugin: object, name: str | None,
+              origins: dict[str, tuple[str, str]]) -> None:
+    try:
+        pm.register(plugin, name=name)
+    except (pluggy.PluginValidationError, ValueError) as exc:
+        label = name or getattr(plugin, "__name__", repr(plugin))
+        dist = origins.get(label, ("?", "?"))
+        raise PluginError(f"plugin {label!r} (distribution {dist[0]} {dist[1]}): {exc}") from exc
