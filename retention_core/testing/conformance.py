@@ -1,0 +1,385 @@
+"""``BackendConformanceTests``: the test suite every storage backend subclasses.
+
+The suite seeds and inspects storage **out of band**, through helpers the plugin author
+writes with the storage's native client, never through the backend under test: a backend
+that misreports what it deleted cannot pass its own tests. Imports pytest; install
+``retention[testing]``.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta, timezone
+from typing import ClassVar
+
+import pytest
+
+from ..backend import Backend
+from ..errors import ConfigError
+from ..model import Outcome, Record, Source, Status
+from ..options import Options
+
+__all__ = ["BackendConformanceTests"]
+
+#: Seeded creation times: whole seconds, hours apart, well in the past.
+EPOCH = datetime(2020, 1, 1, tzinfo=timezone.utc)
+
+#: Names that trip up quoting, URL-encoding, prefix matching and path handling.
+ODD_NAMES = (
+    "with space.txt",
+    "ünïcødé-名前.txt",
+    "plus+sign.txt",
+    "percent%20encoded%.txt",
+    "hash#tag.txt",
+    "quote'and\"double.txt",
+    "star*and?question.txt",
+    "semi;colon&amp=eq.txt",
+    "back\\slash.txt",
+    "dots..txt",
+)
+NEWLINE_NAME = "new\nline.txt"
+
+#: (deleted, kept) pairs: deleting the first must leave the second alone.
+ISOLATION_PAIRS = (
+    ("logs/a", "logs-a/a"),
+    ("logs/b", "logs/bb"),
+    ("logs/c.txt", "logs/c.txt.bak"),
+    ("nested/one/x", "nested/one-x"),
+    ("x", "x/"),
+)
+
+
+class BackendConformanceTests:
+    """Subclass this (named ``Test…``) to run the backend conformance suite.
+
+    **You provide** (as members of your subclass):
+
+    ``backend`` *(fixture, required)*
+        Yields an **empty**, configured instance of your backend, and closes it afterwards.
+        Define it in the class: pytest binds class fixtures to the test instance, so the
+        fixture can keep whatever the helpers need on ``self`` (a root directory, a native
+        client, a bucket or table name)::
+
+            @pytest.fixture
+            def backend(self, tmp_path):
+                self.root = tmp_path
+                with FsBackend(Options({"root": str(tmp_path)})) as backend:
+                    yield backend
+
+    ``seed(self, location, created) -> datetime | None`` *(required)*
+        Create one item at *location* with the native client (not the backend). *created*
+        is an aware UTC datetime in whole seconds. Return ``None`` when storage recorded
+        *created* as given (file mtime, an SQL column); return the creation time storage
+        actually recorded when it cannot be chosen (S3 ``LastModified``), read back natively.
+
+    ``exists(self, location) -> bool`` *(required)*
+        Whether *location* exists, checked with the native client.
+
+    ``lock(self, location) -> None`` *(required when the backend's* ``can_refuse`` *is true)*
+        Make storage itself refuse to delete *location* (S3 Object Lock in compliance mode,
+        a database trigger, a read-only flag). The backend must report ``refused``.
+
+    ``fault(self, location) -> None`` *(optional)*
+        Make the **next** storage operation on *location* fail once, transiently (a 503, a
+        per-key ``InternalError`` in S3 DeleteObjects, a dropped connection, ``EIO``). Use
+        ``self.monkeypatch`` (the test's monkeypatch fixture, set by the suite) or botocore
+        event hooks; everything is undone after the test. Leave it unimplemented and the
+        fault test is skipped.
+
+    ``to_location(self, name) -> str | None`` *(optional)*
+        Map a name the suite chose (``"logs/a"``, ``"with space.txt"``) to a location your
+        backend can hold and that ``scan`` reports verbatim; return ``None`` when the storage
+        cannot represent it (a file cannot be called ``x/``). Default: the name itself.
+
+    ``source`` *(fixture, optional)*
+        The :class:`~retention_core.Source` handed to ``scan``. Default:
+        ``Source(name="conformance", backend=backend.name)``.
+
+    **Capabilities** are class attributes: on your Backend class (``batch_size``,
+    ``can_refuse``, ``can_anonymize``) and on your test class:
+
+    ``page_size`` *(int, default 50)*
+        How many items one page of your backend's listing holds (configure the backend
+        fixture with a small page); the scan test seeds ``2 * page_size + 1`` items.
+    ``supports_newlines`` *(bool, default True)*
+        Storage can hold a location containing ``\\n``.
+    ``created_tolerance`` *(timedelta, default 1 s)*
+        How far a scanned ``created`` may be from the seeded (or returned) time.
+    ``fault_isolated`` *(bool, default True)*
+        A fault on one location leaves the rest of its batch ``deleted``. Set ``False`` when
+        a batch is one transaction, so a fault may fail the whole batch (every outcome must
+        still be present and true to storage).
+
+    **The suite checks** that scan finds exactly what was seeded across several pages with
+    correct aware-UTC ``created`` times; that ``delete`` removes exactly its targets
+    (prefix isolation, odd names); one outcome per record given, in any order; that deleting
+    what is gone is ``already_gone``; that batches above ``batch_size`` work; that refusals
+    are ``refused`` without aborting the batch; that an injected fault leaves no record
+    unaccounted for; that anonymize (when offered) keeps items; and that bad options raise
+    :class:`~retention_core.ConfigError`.
+    """
+
+    page_size: ClassVar[int] = 50
+    supports_newlines: ClassVar[bool] = True
+    created_tolerance: ClassVar[timedelta] = timedelta(seconds=1)
+    fault_isolated: ClassVar[bool] = True
+
+    monkeypatch: pytest.MonkeyPatch
+
+    # -- hooks the author implements -------------------------------------------------------
+
+    def seed(self, location: str, created: datetime) -> datetime | None:
+        raise NotImplementedError(f"{type(self).__name__} must implement seed(location, created)")
+
+    def exists(self, location: str) -> bool:
+        raise NotImplementedError(f"{type(self).__name__} must implement exists(location)")
+
+    def lock(self, location: str) -> None:
+        raise NotImplementedError(
+            f"{type(self).__name__} declares can_refuse but does not implement lock(location)")
+
+    def fault(self, location: str) -> None:
+        raise NotImplementedError
+
+    def to_location(self, name: str) -> str | None:
+        return name
+
+    @pytest.fixture
+    def source(self, backend: Backend) -> Source:
+        return Source(name="conformance", backend=backend.name)
+
+    @pytest.fixture(autouse=True)
+    def _conformance_monkeypatch(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.monkeypatch = monkeypatch
+
+    # -- helpers of the suite --------------------------------------------------------------
+
+    def _locations(self, names: Iterable[str]) -> list[str]:
+        """Map names to locations, dropping the ones storage cannot represent."""
+        out = []
+        for name in names:
+            location = self.to_location(name)
+            if location is not None:
+                out.append(location)
+        return out
+
+    def _seed_all(self, locations: Iterable[str]) -> dict[str, datetime]:
+        """Seed each location (hours apart); return the creation time storage recorded."""
+        expected = {}
+        for i, location in enumerate(locations):
+            wanted = EPOCH + timedelta(hours=i, seconds=i % 60)
+            recorded = self.seed(location, wanted)
+            expected[location] = wanted if recorded is None else recorded
+        return expected
+
+    def _scan(self, backend: Backend, source: Source) -> dict[str, Record]:
+        records = backend.scan(source)
+        assert isinstance(records, collections.abc.Iterator), (
+            f"scan must be lazy (an iterator or generator), returned {type(records).__name__}")
+        by_location: dict[str, Record] = {}
+        for record in records:
+            assert isinstance(record, Record), f"scan yielded {record!r}, not a Record"
+            assert record.location not in by_location, f"scan yielded {record.location!r} twice"
+            by_location[record.location] = record
+        return by_location
+
+    def _records(self, backend: Backend, source: Source, locations: Iterable[str]) -> list[Record]:
+        """The scanned records at *locations* (so versions etc. are the backend's own)."""
+        scanned = self._scan(backend, source)
+        wanted = list(locations)
+        missing = [loc for loc in wanted if loc not in scanned]
+        assert not missing, f"scan did not find seeded locations {missing!r}"
+        return [scanned[loc] for loc in wanted]
+
+    def _outcomes(self, results: Iterable[Outcome], given: Sequence[Record]) -> dict[str, Outcome]:
+        """Consume *results*; assert exactly one outcome per record given; key by location."""
+        outcomes = list(results)
+        for outcome in outcomes:
+            assert isinstance(outcome, Outcome), f"expected an Outcome, got {outcome!r}"
+            assert isinstance(outcome.status, Status), f"outcome status {outcome.status!r} is not a Status"
+        got = Counter(o.record.key for o in outcomes)
+        want = Counter(r.key for r in given)
+        assert got == want, (
+            "expected exactly one outcome per record given; "
+            f"missing {sorted(map(str, (want - got).elements()))}, "
+            f"extra {sorted(map(str, (got - want).elements()))}")
+        return {o.record.location: o for o in outcomes}
+
+    def _statuses(self, outcomes: dict[str, Outcome]) -> dict[str, Status]:
+        return {loc: o.status for loc, o in outcomes.items()}
+
+    def _absent(self, source: Source, name: str) -> Record:
+        location = self.to_location(name)
+        assert location is not None, f"to_location({name!r}) must map a plain name"
+        return Record(source=source.name, location=location, created=EPOCH)
+
+    # -- scan ------------------------------------------------------------------------------
+
+    def test_scan_empty(self, backend: Backend, source: Source) -> None:
+        assert self._scan(backend, source) == {}
+
+    def test_scan_finds_exactly_what_was_seeded_across_pages(self, backend: Backend, source: Source) -> None:
+        names = [f"scan/item-{i:05d}.bin" for i in range(2 * self.page_size + 1)]
+        expected = self._seed_all(self._locations(names))
+        scanned = self._scan(backend, source)
+        assert set(scanned) == set(expected), (
+            f"missing {sorted(set(expected) - set(scanned))[:5]}, "
+            f"unexpected {sorted(set(scanned) - set(expected))[:5]}")
+        for location, record in scanned.items():
+            assert record.source == source.name
+            assert record.created.tzinfo is not None, f"{location!r}: created is naive"
+            assert record.created.utcoffset() == timedelta(0), f"{location!r}: created is not UTC"
+            drift = abs(record.created - expected[location])
+            assert drift <= self.created_tolerance, (
+                f"{location!r}: scanned created {record.created.isoformat()}, "
+                f"seeded {expected[location].isoformat()}")
+
+    def test_scan_reports_odd_names_verbatim(self, backend: Backend, source: Source) -> None:
+        names = list(ODD_NAMES) + ([NEWLINE_NAME] if self.supports_newlines else [])
+        expected = self._seed_all(self._locations(names))
+        assert set(self._scan(backend, source)) == set(expected)
+
+    # -- delete ----------------------------------------------------------------------------
+
+    def test_delete_removes_exactly_the_targets(self, backend: Backend, source: Source) -> None:
+        targets = self._locations(f"del/target-{i}" for i in range(5))
+        keep = self._locations(f"del/keep-{i}" for i in range(5))
+        self._seed_all(targets + keep)
+        records = self._records(backend, source, targets)
+        outcomes = self._outcomes(backend.delete(records), records)
+        assert self._statuses(outcomes) == {loc: Status.DELETED for loc in targets}
+        assert [loc for loc in targets if self.exists(loc)] == []
+        assert [loc for loc in keep if not self.exists(loc)] == []
+        assert set(self._scan(backend, source)) == set(keep)
+
+    def test_delete_empty_batch(self, backend: Backend, source: Source) -> None:
+        assert list(backend.delete([])) == []
+
+    def test_prefix_isolation(self, backend: Backend, source: Source) -> None:
+        pairs = [(self.to_location(a), self.to_location(b)) for a, b in ISOLATION_PAIRS]
+        usable = [(a, b) for a, b in pairs if a is not None and b is not None]
+        assert usable, "to_location rejected every isolation pair"
+        targets = [a for a, _ in usable]
+        keep = [b for _, b in usable]
+        self._seed_all(targets + keep)
+        records = self._records(backend, source, targets)
+        outcomes = self._outcomes(backend.delete(records), records)
+        assert self._statuses(outcomes) == {loc: Status.DELETED for loc in targets}
+        assert [loc for loc in keep if not self.exists(loc)] == [], "deleting one name removed its neighbour"
+        assert [loc for loc in targets if self.exists(loc)] == []
+
+    def test_delete_odd_names(self, backend: Backend, source: Source) -> None:
+        names = list(ODD_NAMES) + ([NEWLINE_NAME] if self.supports_newlines else [])
+        targets = self._locations(names)
+        keep = self._locations(["plain-neighbour.txt"])
+        self._seed_all(targets + keep)
+        records = self._records(backend, source, targets)
+        outcomes = self._outcomes(backend.delete(records), records)
+        assert self._statuses(outcomes) == {loc: Status.DELETED for loc in targets}
+        assert [loc for loc in targets if self.exists(loc)] == []
+        assert all(self.exists(loc) for loc in keep)
+
+    def test_delete_outcomes_in_any_order_one_per_record(self, backend: Backend, source: Source) -> None:
+        present = self._locations(f"mixed/present-{i}" for i in range(4))
+        self._seed_all(present)
+        records = self._records(backend, source, present)
+        gone = [self._absent(source, f"mixed/never-{i}") for i in range(3)]
+        # Interleave existing and missing records: outcomes must still match one to one.
+        batch = [r for pair in zip(records, gone) for r in pair] + records[len(gone):]
+        outcomes = self._outcomes(backend.delete(batch), batch)
+        statuses = self._statuses(outcomes)
+        assert statuses == {**{r.location: Status.DELETED for r in records},
+                            **{r.location: Status.ALREADY_GONE for r in gone}}
+
+    def test_deleting_what_is_gone_is_already_gone(self, backend: Backend, source: Source) -> None:
+        locations = self._locations(["again/one", "again/two"])
+        self._seed_all(locations)
+        records = self._records(backend, source, locations)
+        first = self._outcomes(backend.delete(records), records)
+        assert set(self._statuses(first).values()) == {Status.DELETED}
+        second = self._outcomes(backend.delete(records), records)
+        assert self._statuses(second) == {loc: Status.ALREADY_GONE for loc in locations}
+        for outcome in second.values():
+            assert outcome.error is None, f"already_gone must not carry an error: {outcome.error!r}"
+
+    def test_never_seeded_is_already_gone(self, backend: Backend, source: Source) -> None:
+        batch = [self._absent(source, "never/was-here")]
+        outcomes = self._outcomes(backend.delete(batch), batch)
+        assert [o.status for o in outcomes.values()] == [Status.ALREADY_GONE]
+
+    def test_batch_larger_than_batch_size(self, backend: Backend, source: Source) -> None:
+        count = backend.batch_size + 1
+        locations = self._locations(f"big/item-{i:06d}" for i in range(count))
+        self._seed_all(locations)
+        records = self._records(backend, source, locations)
+        outcomes = self._outcomes(backend.delete(records), records)
+        assert Counter(self._statuses(outcomes).values()) == {Status.DELETED: count}
+        assert self._scan(backend, source) == {}
+
+    # -- refusals and faults ---------------------------------------------------------------
+
+    def test_refusal_is_refused_and_does_not_abort_the_batch(self, backend: Backend, source: Source) -> None:
+        if not backend.can_refuse:
+            pytest.skip(f"backend {backend.name!r} does not declare can_refuse")
+        locations = self._locations(f"locked/item-{i}" for i in range(5))
+        self._seed_all(locations)
+        records = self._records(backend, source, locations)
+        locked = locations[2]
+        self.lock(locked)
+        outcomes = self._outcomes(backend.delete(records), records)
+        expected = {loc: Status.DELETED for loc in locations}
+        expected[locked] = Status.REFUSED
+        assert self._statuses(outcomes) == expected
+        assert self.exists(locked), "a refused record must still exist"
+        assert [loc for loc in locations if loc != locked and self.exists(loc)] == []
+
+    def test_transient_fault_leaves_no_record_unaccounted_for(self, backend: Backend, source: Source) -> None:
+        locations = self._locations(f"fault/item-{i}" for i in range(7))
+        self._seed_all(locations)
+        records = self._records(backend, source, locations)
+        faulty = locations[len(locations) // 2]
+        try:
+            self.fault(faulty)
+        except NotImplementedError:
+            pytest.skip(f"{type(self).__name__} does not implement fault(location)")
+        outcomes = self._outcomes(backend.delete(records), records)
+        for location, outcome in outcomes.items():
+            # Retrying inside is allowed (deleted); giving up is allowed (failed). Either way
+            # the outcome must be true to storage.
+            assert outcome.status in (Status.DELETED, Status.FAILED), f"{location!r}: {outcome}"
+            if outcome.status is Status.DELETED:
+                assert not self.exists(location), f"{location!r} reported deleted but still exists"
+            else:
+                assert self.exists(location), f"{location!r} reported failed but is gone"
+                assert outcome.error, f"{location!r}: a failed outcome must say why"
+            if self.fault_isolated and location != faulty:
+                assert outcome.status is Status.DELETED, f"the fault on {faulty!r} spilled onto {location!r}"
+        # The fault was transient: deleting the leftovers again finishes the job.
+        left = [o.record for o in outcomes.values() if o.status is Status.FAILED]
+        again = self._outcomes(backend.delete(left), left)
+        assert set(self._statuses(again).values()) <= {Status.DELETED}
+        assert [loc for loc in locations if self.exists(loc)] == []
+
+    # -- anonymize -------------------------------------------------------------------------
+
+    def test_anonymize_keeps_items(self, backend: Backend, source: Source) -> None:
+        if not backend.can_anonymize:
+            pytest.skip(f"backend {backend.name!r} does not declare can_anonymize")
+        locations = self._locations(f"anon/item-{i}" for i in range(3))
+        self._seed_all(locations)
+        records = self._records(backend, source, locations[:2])
+        gone = [self._absent(source, "anon/never")]
+        outcomes = self._outcomes(backend.anonymize(records + gone), records + gone)
+        assert self._statuses(outcomes) == {records[0].location: Status.ANONYMIZED,
+                                            records[1].location: Status.ANONYMIZED,
+                                            gone[0].location: Status.ALREADY_GONE}
+        assert all(self.exists(loc) for loc in locations), "anonymize must keep the items"
+
+    # -- options ---------------------------------------------------------------------------
+
+    def test_bad_options_are_config_errors(self, backend: Backend) -> None:
+        with pytest.raises(ConfigError):
+            type(backend)(Options({"surely_not_an_option_of_any_backend": 1}))
+

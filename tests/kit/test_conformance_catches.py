@@ -1,0 +1,189 @@
+"""The conformance suite is only worth something if broken backends fail it.
+
+Each case below is the reference backend with one realistic bug; the named suite test must
+fail (AssertionError) on it, and pass on the unbroken backend.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+
+import pytest
+
+from retention_core import Options, Outcome, Record, Source, Status
+from retention_core.testing import BackendConformanceTests, memory
+from retention_core.testing.memory import InMemoryBackend
+
+
+class MemorySuite(BackendConformanceTests):
+    """The suite with out-of-band helpers for a memory store; not collected (no Test prefix)."""
+
+    page_size = 7
+    store = ""
+
+    def seed(self, location: str, created: datetime) -> None:
+        memory.seed(self.store, location, created)
+
+    def exists(self, location: str) -> bool:
+        return memory.exists(self.store, location)
+
+    def lock(self, location: str) -> None:
+        memory.lock(self.store, location)
+
+    def fault(self, location: str) -> None:
+        memory.fault(self.store, location)
+
+
+class PrefixDelete(InMemoryBackend):
+    """Deletes everything that starts with the location (a `rm -r`/prefix-listing bug)."""
+
+    def delete(self, records: Sequence[Record]) -> Iterator[Outcome]:
+        for record in records:
+            store = self.store
+            doomed = [k for k in store.items if k.startswith(record.location)]
+            for key in doomed:
+                del store.items[key]
+            yield Outcome(record, Status.DELETED if doomed else Status.ALREADY_GONE)
+
+
+class FirstPageOnly(InMemoryBackend):
+    """Forgets to follow the continuation token."""
+
+    def scan(self, source: Source) -> Iterator[Record]:
+        for i, record in enumerate(super().scan(source)):
+            if i >= self.page_size:
+                return
+            yield record
+
+
+class NaiveCreated(InMemoryBackend):
+    """Returns naive local datetimes (a classic `datetime.fromtimestamp` bug)."""
+
+    def scan(self, source: Source) -> Iterator[Record]:
+        for record in super().scan(source):
+            yield Record(record.source, record.location, record.created.replace(tzinfo=None))
+
+
+class SilentOnMissing(InMemoryBackend):
+    """Skips records that are already gone instead of reporting them."""
+
+    def delete(self, records: Sequence[Record]) -> Iterator[Outcome]:
+        for outcome in super().delete(records):
+            if outcome.status is not Status.ALREADY_GONE:
+                yield outcome
+
+
+class MissingIsError(InMemoryBackend):
+    """Reports a missing item as a failure (deleting must be idempotent)."""
+
+    def delete(self, records: Sequence[Record]) -> Iterator[Outcome]:
+        for outcome in super().delete(records):
+            if outcome.status is Status.ALREADY_GONE:
+                yield Outcome(outcome.record, Status.FAILED, "NoSuchKey")
+            else:
+                yield outcome
+
+
+class RaisesOnRefusal(InMemoryBackend):
+    """Lets the storage refusal escape as an exception, aborting the batch."""
+
+    def delete(self, records: Sequence[Record]) -> Iterator[Outcome]:
+        for outcome in super().delete(records):
+            if outcome.status is Status.REFUSED:
+                raise PermissionError(outcome.error)
+            yield outcome
+
+
+class RefusalAsFailure(InMemoryBackend):
+    def delete(self, records: Sequence[Record]) -> Iterator[Outcome]:
+        for outcome in super().delete(records):
+            yield Outcome(outcome.record, Status.FAILED, "AccessDenied") if outcome.status is Status.REFUSED else outcome
+
+
+class ClaimsWithoutDeleting(InMemoryBackend):
+    """Says `deleted` after a fault swallowed the call (the lie the suite exists to catch)."""
+
+    def delete(self, records: Sequence[Record]) -> Iterator[Outcome]:
+        for outcome in super().delete(records):
+            yield Outcome(outcome.record, Status.DELETED) if outcome.status is Status.FAILED else outcome
+
+
+class CapsBatch(InMemoryBackend):
+    """Handles only batch_size records per call and silently drops the rest."""
+
+    def delete(self, records: Sequence[Record]) -> Iterator[Outcome]:
+        return super().delete(list(records)[: self.batch_size])
+
+
+class DeletesOnAnonymize(InMemoryBackend):
+    def anonymize(self, records: Sequence[Record]) -> Iterator[Outcome]:
+        for outcome in super().delete(records):
+            yield Outcome(outcome.record, Status.ANONYMIZED) if outcome.status is Status.DELETED else outcome
+
+
+class IgnoresUnknownOptions(InMemoryBackend):
+    def __init__(self, options: Options) -> None:
+        self.store_name = options.raw("store", "default")
+        self.page_size = 100
+
+
+class StripsNames(InMemoryBackend):
+    """Normalises what it lists (strip + NFC-ish lowercasing): locations must be verbatim."""
+
+    def scan(self, source: Source) -> Iterator[Record]:
+        for record in super().scan(source):
+            yield Record(record.source, record.location.replace("\n", " ").lower(), record.created)
+
+
+CASES = [
+    (PrefixDelete, "test_prefix_isolation"),
+    (FirstPageOnly, "test_scan_finds_exactly_what_was_seeded_across_pages"),
+    (NaiveCreated, "test_scan_finds_exactly_what_was_seeded_across_pages"),
+    (SilentOnMissing, "test_deleting_what_is_gone_is_already_gone"),
+    (SilentOnMissing, "test_delete_outcomes_in_any_order_one_per_record"),
+    (MissingIsError, "test_never_seeded_is_already_gone"),
+    (RaisesOnRefusal, "test_refusal_is_refused_and_does_not_abort_the_batch"),
+    (RefusalAsFailure, "test_refusal_is_refused_and_does_not_abort_the_batch"),
+    (ClaimsWithoutDeleting, "test_transient_fault_leaves_no_record_unaccounted_for"),
+    (CapsBatch, "test_batch_larger_than_batch_size"),
+    (DeletesOnAnonymize, "test_anonymize_keeps_items"),
+    (IgnoresUnknownOptions, "test_bad_options_are_config_errors"),
+    (StripsNames, "test_scan_reports_odd_names_verbatim"),
+]
+
+
+def run_suite_test(backend_class: type[InMemoryBackend], test_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run one suite test by hand against *backend_class*, with the fixtures it needs."""
+    suite = MemorySuite()
+    suite.monkeypatch = monkeypatch
+    suite.store = f"catches-{uuid.uuid4().hex}"
+    backend = backend_class(Options({"store": suite.store, "page_size": suite.page_size}))
+    source = Source(name="conformance", backend=backend.name)
+    method = getattr(suite, test_name)
+    try:
+        if test_name == "test_bad_options_are_config_errors":
+            method(backend)
+        else:
+            method(backend, source)
+    finally:
+        memory.reset(suite.store)
+
+
+@pytest.mark.parametrize(("backend_class", "test_name"), CASES,
+                         ids=[f"{cls.__name__}-{name}" for cls, name in CASES])
+def test_suite_catches(backend_class: type[InMemoryBackend], test_name: str,
+                       monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises((AssertionError, pytest.fail.Exception, PermissionError)):
+        run_suite_test(backend_class, test_name, monkeypatch)
+
+
+@pytest.mark.parametrize("test_name", sorted({name for _, name in CASES}))
+def test_same_suite_tests_pass_on_the_reference(test_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    run_suite_test(InMemoryBackend, test_name, monkeypatch)
+
+
+def test_seed_rejects_naive_times() -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        memory.seed("x", "a", datetime(2020, 1, 1))
