@@ -1,0 +1,155 @@
+"""The audit trail: append-only JSONL where each line carries the SHA-256 of the previous.
+
+Lines are written per batch (buffered, one fsync per batch, never per record) under an
+exclusive ``flock`` so that hold changes made while a run is going on cannot fork the chain.
+``verify`` finds the first edited, deleted, reordered or truncated line.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+GENESIS = "0" * 64
+
+
+def _digest(prev_hash: str, body: Mapping[str, Any]) -> str:
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256((prev_hash + canonical).encode("ascii")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Head:
+    """The last line of a trail: where the next line chains from."""
+
+    seq: int
+    hash: str
+
+
+class AuditTrail:
+    """Append entries to one trail file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def append(self, entries: Iterable[Mapping[str, Any]]) -> Head:
+        """Append *entries* as one durable batch; each gets seq, time, prev_hash and hash."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o640)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            head = _read_head(fd)
+            now = datetime.now(timezone.utc).isoformat(timespec="microseconds")
+            lines = []
+            seq, prev = head.seq, head.hash
+            for entry in entries:
+                seq += 1
+                body = {"seq": seq, "time": now, **entry, "prev_hash": prev}
+                prev = _digest(prev, body)
+                body["hash"] = prev
+                lines.append(json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True))
+            if lines:
+                os.write(fd, ("\n".join(lines) + "\n").encode("ascii"))
+                os.fsync(fd)
+            return Head(seq, prev)
+        finally:
+            os.close(fd)
+
+    def head(self) -> Head:
+        if not self.path.exists():
+            return Head(0, GENESIS)
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            return _read_head(fd)
+        finally:
+            os.close(fd)
+
+
+def _read_head(fd: int) -> Head:
+    """The last complete line's seq and hash, reading backwards from the end."""
+    size = os.fstat(fd).st_size
+    if size == 0:
+        return Head(0, GENESIS)
+    chunk = b""
+    pos = size
+    while pos > 0:
+        step = min(8192, pos)
+        pos -= step
+        chunk = os.pread(fd, step, pos) + chunk
+        lines = chunk.rstrip(b"\n").split(b"\n")
+        if len(lines) > 1 or pos == 0:
+            last = json.loads(lines[-1])
+            return Head(int(last["seq"]), str(last["hash"]))
+    return Head(0, GENESIS)
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    ok: bool
+    lines: int
+    head: Head
+    problem: str | None = None
+    line: int | None = None
+
+
+def verify(path: Path, *, expect: Head | None = None) -> VerifyResult:
+    """Check every line's hash and link; *expect* (from the state store) catches truncation."""
+    prev, seq, count = GENESIS, 0, 0
+    try:
+        handle = path.open("rb")
+    except FileNotFoundError:
+        return VerifyResult(False, 0, Head(0, GENESIS), f"audit trail {path} does not exist")
+    with handle:
+        for number, raw in enumerate(handle, start=1):
+            count = number
+            problem = _check_line(raw, prev, seq)
+            if problem:
+                return VerifyResult(False, number, Head(seq, prev), problem, number)
+            body = json.loads(raw)
+            seq, prev = body["seq"], body["hash"]
+    head = Head(seq, prev)
+    if expect is not None and expect.seq > seq:
+        return VerifyResult(False, count, head, f"trail ends at seq {seq} but the state store recorded "
+                                                f"seq {expect.seq}: lines were truncated", count + 1)
+    if expect is not None and expect.seq and not _contains(path, expect):
+        return VerifyResult(False, count, head, f"line seq {expect.seq} does not carry the hash the state "
+                                                "store recorded", expect.seq)
+    return VerifyResult(True, count, head)
+
+
+def _check_line(raw: bytes, prev: str, seq: int) -> str | None:
+    if not raw.endswith(b"\n"):
+        return "last line is incomplete (truncated)"
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return "not valid JSON"
+    if not isinstance(body, dict) or "hash" not in body:
+        return "not an audit entry"
+    claimed = body.pop("hash")
+    if body.get("seq") != seq + 1:
+        return f"expected seq {seq + 1}, found {body.get('seq')!r} (a line was deleted or reordered)"
+    if body.get("prev_hash") != prev:
+        return "prev_hash does not match the previous line (a line was deleted, inserted or reordered)"
+    if _digest(prev, body) != claimed:
+        return "hash does not match the line's content (the line was edited)"
+    return None
+
+
+def _contains(path: Path, head: Head) -> bool:
+    return any(e.get("seq") == head.seq and e.get("hash") == head.hash for e in read(path))
+
+
+def read(path: Path) -> Iterator[dict[str, Any]]:
+    """Every entry of a trail, in order (no verification)."""
+    with path.open("rb") as handle:
+        for raw in handle:
+            if raw.strip():
+                yield json.loads(raw)

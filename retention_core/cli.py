@@ -1,0 +1,364 @@
+"""The ``retention`` command line (click). Plugins attach their own commands at the end.
+
+Every :class:`~retention_core.errors.RetentionError` becomes one line on stderr and its exit
+code: 0 ok · 1 some deletions failed · 2 usage/config error · 3 safety limit tripped ·
+4 another run holds the lock.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .audit import AuditTrail, Head, verify
+from .errors import ConfigError, PluginError, RetentionError
+from .model import HoldScope
+from .plugins import Plugins, load_plugins
+from .policy import HOLD_KINDS
+from .report import text_summary
+from .runtime import Runtime
+from .scheduler import RunOptions, run
+from .state import actor
+from .subjects import parse_instant
+
+CONFIG_ENV = "RETENTION_CONFIG"
+
+
+class RetentionGroup(click.Group):
+    """Loads plugins once, lazily, and turns our errors into one line and an exit code."""
+
+    plugins: Plugins | None = None
+
+    def _load(self) -> Plugins:
+        if RetentionGroup.plugins is None:
+            try:
+                RetentionGroup.plugins = load_plugins()
+            except PluginError as exc:
+                raise _Fail(str(exc), 2) from None
+            RetentionGroup.plugins.register_commands(self)
+        return RetentionGroup.plugins
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._load()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self.commands:
+            self._load()
+        return super().get_command(ctx, name)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except RetentionError as exc:
+            click.echo(f"retention: error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as exc:
+            if os.environ.get("RETENTION_DEBUG"):
+                raise
+            click.echo(f"retention: internal error: {type(exc).__name__}: {exc} "
+                       "(set RETENTION_DEBUG=1 for the traceback)", err=True)
+            ctx.exit(1)
+
+
+class _Fail(click.ClickException):
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.exit_code = code
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"retention: error: {self.format_message()}", err=True)
+
+
+def plugins() -> Plugins:
+    return cli._load()  # type: ignore[attr-defined]
+
+
+def open_runtime(config: str) -> Runtime:
+    return Runtime.open(config, plugins())
+
+
+config_option = click.option(
+    "-c", "--config", "config", envvar=CONFIG_ENV, required=True, metavar="FILE",
+    type=click.Path(dir_okay=False), help=f"Policy YAML file (or ${CONFIG_ENV}).")
+
+
+def _parse_date(value: str | None, name: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return parse_instant(value)
+    except ValueError:
+        raise ConfigError(f"expected an ISO date like 2027-01-31, found {value!r}", key=name) from None
+
+
+@click.group(cls=RetentionGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="retention", prog_name="retention")
+@click.option("-v", "--verbose", count=True, help="More log output on stderr (repeat for debug).")
+def cli(verbose: int) -> None:
+    """Enforce a privacy policy's retention promises over your storage.
+
+    Evaluates retention rules (service-end and creation clocks), legal and dispute holds,
+    erasure requests and minors over every record of every configured source; deletes or
+    anonymizes what is due, journals every deletion in a hash-chained audit trail, and
+    reports. Start with `retention validate -c policy.yaml`, then
+    `retention run -c policy.yaml --dry-run`.
+
+    Exit codes: 0 ok, 1 deletions failed, 2 usage/config error, 3 safety limit tripped,
+    4 another run holds the lock.
+    """
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="retention: %(levelname)s: %(message)s", stream=sys.stderr)
+
+
+# -- validate -----------------------------------------------------------------------------------
+@cli.command()
+@config_option
+def validate(config: str) -> None:
+    """Check the policy, its subjects and every source's options, without touching storage."""
+    with open_runtime(config) as rt:
+        warnings = rt.validate()
+        policy = rt.policy
+        click.echo(f"{policy.path}: ok — {len(policy.sources)} sources, {len(policy.categories)} categories, "
+                   f"{len(rt.subjects)} subjects, {len(policy.holds)} static holds")
+        for warning in warnings:
+            click.echo(f"warning: {warning}")
+
+
+# -- run -----------------------------------------------------------------------------------------
+class _Progress:
+    """Counts and rate on a TTY; nothing under cron (the summary says it all)."""
+
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+
+    def __call__(self, source: str, scanned: int) -> None:
+        rate = scanned / max(time.monotonic() - self.start, 1e-6)
+        click.echo(f"\rscanning {source}: {scanned:,} records ({rate:,.0f}/s)   ", err=True, nl=False)
+
+
+@cli.command("run")
+@config_option
+@click.option("--dry-run", is_flag=True, help="Decide and report only; nothing is deleted.")
+@click.option("--as-of", "as_of", metavar="DATE", help="Evaluate as if today were DATE (implies --dry-run).")
+@click.option("--source", "sources", multiple=True, metavar="NAME", help="Only this source (repeatable).")
+@click.option("--report", "reports", multiple=True, metavar="PATH", type=click.Path(dir_okay=False),
+              help="Write a report; the format follows the suffix (.json, .csv, ...). Repeatable.")
+def run_command(config: str, dry_run: bool, as_of: str | None, sources: tuple[str, ...],
+                reports: tuple[str, ...]) -> None:
+    """Scan every source, decide, and delete what is due (or only report with --dry-run)."""
+    now = _parse_date(as_of, "--as-of") or datetime.now(timezone.utc)
+    dry_run = dry_run or as_of is not None
+    with open_runtime(config) as rt:
+        writers = rt.plugins.report_writers()
+        chosen = [(Path(p), writers.get(Path(p).suffix.lower().lstrip("."), key=f"--report {p}"))
+                  for p in reports]
+        progress = _Progress() if sys.stderr.isatty() else None
+        report = run(rt, RunOptions(now=now, dry_run=dry_run, sources=sources, progress=progress))
+        if progress is not None:
+            click.echo("", err=True)
+        try:
+            for path, writer in chosen:
+                writer(report, path)
+            click.echo(text_summary(report))
+            for path, _ in chosen:
+                click.echo(f"  report: {path}")
+        finally:
+            report.close()
+    if report.limit_tripped:
+        click.echo(f"retention: error: safety limit tripped: {report.limit_tripped}; nothing was deleted",
+                   err=True)
+        sys.exit(3)
+    if report.failed:
+        sys.exit(1)
+
+
+# -- holds -----------------------------------------------------------------------------------------
+@cli.group()
+def holds() -> None:
+    """Legal and dispute holds: place, release, list. A hold blocks deletion until released."""
+
+
+@holds.command("place")
+@config_option
+@click.option("--id", "hold_id", required=True, help="Hold id, e.g. LH-2026-014 (never reused).")
+@click.option("--kind", type=click.Choice(HOLD_KINDS), required=True)
+@click.option("--reason", required=True, help="Why, e.g. the case name.")
+@click.option("--subject", help="Scope: this subject's data.")
+@click.option("--category", help="Scope: this category.")
+@click.option("--source", help="Scope: this source.")
+def holds_place(config: str, hold_id: str, kind: str, reason: str, subject: str | None,
+                category: str | None, source: str | None) -> None:
+    """Place a hold. Every given scope key must match for a record to be held."""
+    with open_runtime(config) as rt:
+        if category is not None and category not in rt.policy.categories:
+            raise ConfigError(f"unknown category {category!r} (categories: {', '.join(rt.policy.categories)})",
+                              key="--category")
+        if source is not None:
+            rt.policy.source(source)
+        if any(h.id == hold_id for h in rt.policy.holds):
+            raise ConfigError(f"hold {hold_id!r} already exists in the config", key="--id")
+        hold = rt.state.place_hold(hold_id, kind, HoldScope(subject, category, source), reason)
+        AuditTrail(rt.policy.audit).append([{"event": "hold-placed", "hold": hold.id, "kind": kind,
+                                             "scope": hold.scope.as_dict(), "reason": reason, "by": hold.placed_by}])
+        click.echo(f"placed {kind} hold {hold.id} on {_scope(hold.scope)}")
+
+
+@holds.command("release")
+@config_option
+@click.argument("hold_id")
+@click.option("--reason", required=True, help="Why the hold ends (kept with the hold).")
+def holds_release(config: str, hold_id: str, reason: str) -> None:
+    """Release a hold; its data becomes eligible again and the next run deletes what is due."""
+    with open_runtime(config) as rt:
+        if any(h.id == hold_id for h in rt.policy.holds):
+            raise ConfigError(f"hold {hold_id!r} is defined in the config file; remove it there", key="HOLD_ID")
+        hold = rt.state.release_hold(hold_id, reason)
+        AuditTrail(rt.policy.audit).append([{"event": "hold-released", "hold": hold.id, "reason": reason,
+                                             "by": hold.released_by}])
+        click.echo(f"released hold {hold.id}")
+
+
+@holds.command("list")
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--active", is_flag=True, help="Only holds still in force.")
+def holds_list(config: str, as_json: bool, active: bool) -> None:
+    """List holds from the config, the state store and hold sources, released ones included."""
+    with open_runtime(config) as rt:
+        found = rt.holds(include_released=not active)
+        if as_json:
+            click.echo(json.dumps([_hold_json(h) for h in found], indent=2))
+            return
+        if not found:
+            click.echo("no holds")
+        for h in found:
+            state = "active" if h.active else (f"released {h.released_at:%Y-%m-%d} by {h.released_by}: "
+                                               f"{h.release_reason}")
+            click.echo(f"{h.id}  {h.kind:7}  {_scope(h.scope):40}  {state}  ({h.origin}) — {h.reason}")
+
+
+def _scope(scope: HoldScope) -> str:
+    return " ".join(f"{k}={v}" for k, v in scope.as_dict().items())
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _hold_json(h: Any) -> dict[str, Any]:
+    return {"id": h.id, "kind": h.kind, "scope": h.scope.as_dict(), "reason": h.reason, "origin": h.origin,
+            "active": h.active, "placed_by": h.placed_by, "placed_at": _iso(h.placed_at),
+            "released_by": h.released_by, "released_at": _iso(h.released_at), "release_reason": h.release_reason}
+
+
+# -- erasure requests ---------------------------------------------------------------------------------
+@cli.group()
+def requests() -> None:
+    """Erasure requests from a subject's controller, due 30 days after receipt."""
+
+
+@requests.command("erase")
+@config_option
+@click.option("--subject", required=True)
+@click.option("--controller", required=True, help="Must be the subject's controller in the subjects source.")
+@click.option("--received", metavar="DATE", help="When the request was received (default: now).")
+def requests_erase(config: str, subject: str, controller: str, received: str | None) -> None:
+    """Record an erasure request; the next run deletes the subject's data that no hold protects."""
+    with open_runtime(config) as rt:
+        known = rt.subjects.get(subject)
+        if known is None:
+            raise ConfigError(f"unknown subject {subject!r} (not in the subjects source)", key="--subject")
+        if known.controller != controller:
+            raise ConfigError(f"{controller!r} is not the controller of subject {subject!r}; requests are "
+                              "accepted only from the subject's controller", key="--controller")
+        at = _parse_date(received, "--received") or datetime.now(timezone.utc)
+        request = rt.state.add_request(subject, controller, at)
+        AuditTrail(rt.policy.audit).append([{"event": "erasure-requested", "request": request.id,
+                                             "subject": subject, "controller": controller,
+                                             "received_at": at.isoformat(), "by": actor()}])
+        click.echo(f"erasure request {request.id} for {subject}: due {request.due_at:%Y-%m-%d}")
+
+
+@requests.command("list")
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def requests_list(config: str, as_json: bool) -> None:
+    """List erasure requests with their status: pending, overdue or done."""
+    now = datetime.now(timezone.utc)
+    with open_runtime(config) as rt:
+        found = rt.state.requests()
+        if as_json:
+            click.echo(json.dumps([{"id": r.id, "subject": r.subject, "controller": r.controller,
+                                    "received_at": _iso(r.received_at), "due_at": _iso(r.due_at),
+                                    "status": r.status(now), "done_at": _iso(r.done_at), "done_run": r.done_run,
+                                    "held_remaining": r.held_remaining} for r in found], indent=2))
+            return
+        if not found:
+            click.echo("no erasure requests")
+        for r in found:
+            held = f", {r.held_remaining} records still held" if r.held_remaining else ""
+            click.echo(f"{r.id}  {r.subject}  from {r.controller}  received {r.received_at:%Y-%m-%d}  "
+                       f"due {r.due_at:%Y-%m-%d}  {r.status(now)}{held}")
+
+
+# -- audit ------------------------------------------------------------------------------------------
+@cli.group()
+def audit() -> None:
+    """The hash-chained audit trail."""
+
+
+@audit.command("verify")
+@click.argument("path", required=False, type=click.Path(dir_okay=False))
+@click.option("-c", "--config", "config", envvar=CONFIG_ENV, metavar="FILE",
+              help="Policy file: its audit trail, checked against the head recorded in the state store.")
+def audit_verify(path: str | None, config: str | None) -> None:
+    """Check the chain: exit 0 if intact, 1 naming the first bad line."""
+    expect = None
+    if config:
+        with open_runtime(config) as rt:
+            target = Path(path) if path else rt.policy.audit
+            last = rt.state.last_audit_head()
+            expect = Head(*last) if last else None
+    elif path:
+        target = Path(path)
+    else:
+        raise ConfigError("give the trail's PATH or -c FILE", key="PATH")
+    result = verify(target, expect=expect)
+    if result.ok:
+        click.echo(f"{target}: ok — {result.lines} lines, head seq {result.head.seq} {result.head.hash[:16]}…")
+        return
+    click.echo(f"{target}: line {result.line}: {result.problem}", err=True)
+    sys.exit(1)
+
+
+# -- plugins -------------------------------------------------------------------------------------------
+@cli.command("plugins")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def plugins_command(as_json: bool) -> None:
+    """List loaded plugins: name, version, distribution, hooks and what each provides."""
+    infos = plugins().info()
+    if as_json:
+        click.echo(json.dumps([{"name": i.name, "distribution": i.distribution, "version": i.version,
+                                "hooks": list(i.hooks), "provides": i.provides} for i in infos], indent=2))
+        return
+    for i in infos:
+        click.echo(f"{i.name}  ({i.distribution} {i.version})")
+        click.echo(f"  hooks: {', '.join(i.hooks) or '-'}")
+        for label, names in i.provides.items():
+            click.echo(f"  {label}: {', '.join(names)}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="retention")

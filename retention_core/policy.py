@@ -1,0 +1,264 @@
+"""Load and validate the policy YAML into an immutable :class:`Policy`.
+
+Every error is one line naming the file, the key path (``sources[1].match``), what was
+expected and what was found. Unknown keys are errors: a typo must never silently disable
+a hold or change what gets deleted.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .durations import parse_duration
+from .errors import ConfigError
+from .model import Action, Category, Hold, HoldScope, Source
+from .options import describe
+
+HOLD_KINDS = ("legal", "dispute")
+CLOCKS = ("created", "service_end")
+ACTIONS = (Action.DELETE.value, Action.ANONYMIZE.value)
+_NAME = re.compile(r"^[A-Za-z0-9_.:-]+$")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Safety limits: over either one, nothing is deleted and the run exits 3."""
+
+    max_deletions: int | None = None
+    max_fraction: float | None = None
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A validated policy file. Paths are absolute (relative ones resolved from the file)."""
+
+    path: Path
+    state: str
+    audit: Path
+    subjects: Mapping[str, Any] | None
+    categories: Mapping[str, Category]
+    sources: tuple[Source, ...]
+    holds: tuple[Hold, ...] = ()
+    limits: Limits = field(default_factory=Limits)
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+    def source(self, name: str) -> Source:
+        for source in self.sources:
+            if source.name == name:
+                return source
+        raise ConfigError(f"no source named {name!r} (sources: {', '.join(s.name for s in self.sources)})",
+                          file=str(self.path), key="--source")
+
+
+class _Reader:
+    """Walks the YAML tree, keeping the key path for error messages."""
+
+    def __init__(self, file: Path) -> None:
+        self.file = str(file)
+
+    def fail(self, key: str, message: str) -> ConfigError:
+        return ConfigError(message, file=self.file, key=key or None)
+
+    def mapping(self, value: Any, key: str, *, required: tuple[str, ...] = (),
+                optional: tuple[str, ...] = ()) -> Mapping[str, Any]:
+        if not isinstance(value, Mapping):
+            raise self.fail(key, f"expected a mapping, found {describe(value)}")
+        for name in value:
+            if name not in required and name not in optional:
+                accepted = ", ".join((*required, *optional))
+                raise self.fail(_join(key, str(name)), f"unknown key (accepted: {accepted})")
+        for name in required:
+            if name not in value or value[name] is None:
+                raise self.fail(_join(key, name), "is required")
+        return value
+
+    def string(self, value: Any, key: str, *, pattern: re.Pattern[str] | None = None) -> str:
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(key, f"expected a non-empty string, found {describe(value)}")
+        if pattern is not None and not pattern.match(value):
+            raise self.fail(key, f"expected letters, digits, '_', '.', ':' or '-', found {value!r}")
+        return value
+
+    def choice(self, value: Any, key: str, choices: tuple[str, ...]) -> str:
+        if value not in choices:
+            raise self.fail(key, f"expected one of {', '.join(choices)}, found {describe(value)}")
+        return str(value)
+
+
+def _join(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else key
+
+
+def load_policy(path: str | Path) -> Policy:
+    """Read and validate *path*; raise :class:`ConfigError` on the first problem."""
+    path = Path(path).expanduser().resolve()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("config file not found", file=str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config: {exc}", file=str(path)) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"invalid YAML: {problem}", file=str(path), key=where) from None
+    return parse_policy(data, path)
+
+
+def parse_policy(data: Any, path: Path) -> Policy:
+    """Validate an already-parsed YAML document (exposed for tests and fuzzing)."""
+    r = _Reader(path)
+    top = r.mapping(data, "", required=("version", "categories", "sources"),
+                    optional=("state", "audit", "subjects", "holds", "limits"))
+    if top["version"] != 1 or isinstance(top["version"], bool):
+        raise r.fail("version", f"expected 1, found {describe(top['version'])}")
+    base = path.parent
+
+    state = top.get("state") or "sqlite:///.retention/state.db"
+    state = _sqlite_relative(r.string(state, "state"), base)
+    audit = Path(r.string(top.get("audit") or ".retention/audit.jsonl", "audit")).expanduser()
+    audit = audit if audit.is_absolute() else base / audit
+
+    subjects = None
+    if top.get("subjects") is not None:
+        block = top["subjects"]
+        if not isinstance(block, Mapping):
+            raise r.fail("subjects", f"expected a mapping, found {describe(block)}")
+        if "source" not in block:
+            raise r.fail("subjects.source", "is required")
+        r.string(block["source"], "subjects.source")
+        subjects = dict(block)
+
+    categories = _categories(r, top["categories"])
+    sources = _sources(r, top["sources"], categories)
+    holds = _holds(r, top.get("holds"), categories, sources)
+    limits = _limits(r, top.get("limits"))
+    return Policy(path=path, state=state, audit=audit, subjects=subjects, categories=categories,
+                  sources=sources, holds=holds, limits=limits)
+
+
+def _sqlite_relative(url: str, base: Path) -> str:
+    """Make ``sqlite:///relative.db`` relative to the config file, not the working dir."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and url != "sqlite:///:memory:":
+        rest = url[len(prefix):]
+        if rest and not rest.startswith(":memory:"):
+            return prefix + str(base / rest)
+    return url
+
+
+def _categories(r: _Reader, value: Any) -> dict[str, Category]:
+    if not isinstance(value, Mapping) or not value:
+        raise r.fail("categories", f"expected a non-empty mapping of category names, found {describe(value)}")
+    out = {}
+    for name, body in value.items():
+        key = f"categories.{name}"
+        r.string(name, key, pattern=_NAME)
+        body = r.mapping(body, key, required=("retain",), optional=("after", "action"))
+        try:
+            retain = parse_duration(body["retain"])
+        except ValueError as exc:
+            raise r.fail(f"{key}.retain", str(exc)) from None
+        after = r.choice(body.get("after", "created"), f"{key}.after", CLOCKS)
+        action = Action(r.choice(body.get("action", "delete"), f"{key}.action", ACTIONS))
+        out[name] = Category(name=name, retain=retain, after=after, action=action)
+    return out
+
+
+def _sources(r: _Reader, value: Any, categories: Mapping[str, Category]) -> tuple[Source, ...]:
+    if not isinstance(value, list) or not value:
+        raise r.fail("sources", f"expected a non-empty list of sources, found {describe(value)}")
+    out: list[Source] = []
+    for i, body in enumerate(value):
+        key = f"sources[{i}]"
+        body = r.mapping(body, key, required=("name", "backend"), optional=("options", "match", "category"))
+        name = r.string(body["name"], f"{key}.name", pattern=_NAME)
+        if any(s.name == name for s in out):
+            raise r.fail(f"{key}.name", f"duplicate source name {name!r}")
+        backend = r.string(body["backend"], f"{key}.backend")
+        options = body.get("options") or {}
+        if not isinstance(options, Mapping):
+            raise r.fail(f"{key}.options", f"expected a mapping, found {describe(options)}")
+        match = None
+        if body.get("match") is not None:
+            text = r.string(body["match"], f"{key}.match")
+            try:
+                match = re.compile(text)
+            except re.error as exc:
+                raise r.fail(f"{key}.match", f"expected a regular expression, found {text!r} ({exc})") from None
+            extra = set(match.groupindex) - {"subject", "category"}
+            if extra:
+                raise r.fail(f"{key}.match", f"unknown named group {sorted(extra)[0]!r} "
+                                             "(accepted: subject, category)")
+        category = body.get("category")
+        if category is not None:
+            r.string(category, f"{key}.category")
+            if category not in categories:
+                raise r.fail(f"{key}.category", f"unknown category {category!r} "
+                                                f"(categories: {', '.join(categories)})")
+        elif match is None or "category" not in match.groupindex:
+            raise r.fail(f"{key}.category", "is required (or a (?P<category>...) group in match)")
+        out.append(Source(name=name, backend=backend, options=dict(options), match=match,
+                          category=category, index=i))
+    return tuple(out)
+
+
+def parse_scope(r: _Reader, value: Any, key: str) -> HoldScope:
+    scope = r.mapping(value, key, optional=("subject", "category", "source"))
+    given = {k: r.string(v, f"{key}.{k}") for k, v in scope.items() if v is not None}
+    if not given:
+        raise r.fail(key, "a hold needs at least one of subject, category, source: an empty scope "
+                          "would hold everything by accident")
+    return HoldScope(**given)
+
+
+def _holds(r: _Reader, value: Any, categories: Mapping[str, Category],
+           sources: tuple[Source, ...]) -> tuple[Hold, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise r.fail("holds", f"expected a list of holds, found {describe(value)}")
+    out: list[Hold] = []
+    for i, body in enumerate(value):
+        key = f"holds[{i}]"
+        body = r.mapping(body, key, required=("id", "kind", "scope", "reason"))
+        hold_id = r.string(body["id"], f"{key}.id", pattern=_NAME)
+        if any(h.id == hold_id for h in out):
+            raise r.fail(f"{key}.id", f"duplicate hold id {hold_id!r}")
+        kind = r.choice(body["kind"], f"{key}.kind", HOLD_KINDS)
+        scope = parse_scope(r, body["scope"], f"{key}.scope")
+        if scope.category is not None and scope.category not in categories:
+            raise r.fail(f"{key}.scope.category", f"unknown category {scope.category!r}")
+        if scope.source is not None and scope.source not in {s.name for s in sources}:
+            raise r.fail(f"{key}.scope.source", f"unknown source {scope.source!r}")
+        out.append(Hold(id=hold_id, kind=kind, scope=scope, reason=r.string(body["reason"], f"{key}.reason"),
+                        placed_by="config", origin="config"))
+    return tuple(out)
+
+
+def _limits(r: _Reader, value: Any) -> Limits:
+    if value is None:
+        return Limits()
+    body = r.mapping(value, "limits", optional=("max_deletions", "max_fraction"))
+    max_deletions = body.get("max_deletions")
+    if max_deletions is not None and (isinstance(max_deletions, bool) or not isinstance(max_deletions, int)
+                                      or max_deletions < 0):
+        raise r.fail("limits.max_deletions", f"expected a whole number >= 0, found {describe(max_deletions)}")
+    max_fraction = body.get("max_fraction")
+    if max_fraction is not None and (isinstance(max_fraction, bool) or not isinstance(max_fraction, (int, float))
+                                     or not 0 <= max_fraction <= 1):
+        raise r.fail("limits.max_fraction", f"expected a number from 0 to 1, found {describe(max_fraction)}")
+    return Limits(max_deletions=max_deletions,
+                  max_fraction=float(max_fraction) if max_fraction is not None else None)

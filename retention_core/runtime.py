@@ -1,0 +1,140 @@
+"""Everything a command needs around a policy: plugins, state store, subjects, holds, backends.
+
+The CLI, the scheduler and plugin commands (``retention holds sync``) share this so that
+"which holds are active" or "which records belong to this source" has one answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import datetime
+from functools import cached_property
+from pathlib import Path
+
+from .backend import Backend
+from .errors import ConfigError, PluginError, RetentionError
+from .model import Context, ErasureRequest, Hold, Record, Source, Subject
+from .options import Options
+from .plugins import Plugins, load_plugins
+from .policy import Policy, load_policy
+from .state import StateStore
+
+
+class Runtime:
+    """A loaded policy with its plugins and state store; open backends are closed by close()."""
+
+    def __init__(self, policy: Policy, plugins: Plugins | None = None) -> None:
+        self.policy = policy
+        self.plugins = plugins or load_plugins()
+        self._backends: dict[str, Backend] = {}
+
+    @classmethod
+    def open(cls, config: str | Path, plugins: Plugins | None = None) -> Runtime:
+        return cls(load_policy(config), plugins)
+
+    @cached_property
+    def state(self) -> StateStore:
+        try:
+            return StateStore(self.policy.state)
+        except ConfigError as exc:
+            raise exc.located(file=str(self.policy.path)) from None
+
+    def close(self) -> None:
+        for backend in self._backends.values():
+            backend.close()
+        self._backends.clear()
+        if "state" in self.__dict__:
+            self.state.close()
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- configuration checks ------------------------------------------------------------------
+    def validate(self) -> list[str]:
+        """Instantiate every backend and the subjects source; return backends' warnings."""
+        self.subjects  # noqa: B018 - loads and validates
+        warnings = []
+        for source in self.policy.sources:
+            backend = self.backend(source)
+            warnings += [f"{source.name}: {w}" for w in backend.warnings(source)]
+        return warnings
+
+    @cached_property
+    def subjects(self) -> dict[str, Subject]:
+        block = self.policy.subjects
+        if block is None:
+            return {}
+        rest = {k: v for k, v in block.items() if k != "source"}
+        factory = self.plugins.subject_sources().get(block["source"], key="subjects.source")
+        try:
+            options = Options(rest, base_dir=self.policy.base_dir, where="subjects")
+            return {s.id: s for s in factory(options)}
+        except ConfigError as exc:
+            raise exc.located(file=exc.file or str(self.policy.path)) from None
+
+    def backend(self, source: Source) -> Backend:
+        """The backend instance for *source* (options validated), created once."""
+        if source.name not in self._backends:
+            where = f"sources[{source.index}]"
+            try:
+                cls = self.plugins.backends().get(source.backend, key=f"{where}.backend")
+                self._backends[source.name] = cls(Options(source.options, base_dir=self.policy.base_dir,
+                                                          where=f"{where}.options"))
+            except ConfigError as exc:
+                raise exc.located(file=str(self.policy.path)) from None
+            except RetentionError:
+                raise
+            except Exception as exc:
+                raise PluginError(f"backend {source.backend!r} failed to start for source {source.name!r}: "
+                                  f"{type(exc).__name__}: {exc}") from exc
+        return self._backends[source.name]
+
+    # -- holds and context -------------------------------------------------------------------------
+    def holds(self, *, include_released: bool = False) -> tuple[Hold, ...]:
+        """Config holds, state-store holds and every hold source's, merged."""
+        found: list[Hold] = list(self.policy.holds)
+        found += self.state.holds(include_released=include_released)
+        for entry in self.plugins.hold_sources().entries.values():
+            try:
+                found += [replace(h, origin=entry.name) for h in entry.value()]
+            except Exception as exc:
+                raise RetentionError(f"hold source {entry.name!r} failed: {type(exc).__name__}: {exc}") from exc
+        return tuple(h for h in found if include_released or h.active)
+
+    def requests(self) -> dict[str, ErasureRequest]:
+        """Erasure requests by subject. Once requested, a subject's data stays due (owed)."""
+        out: dict[str, ErasureRequest] = {}
+        for request in self.state.requests():
+            out.setdefault(request.subject, request)
+        return out
+
+    def context(self, now: datetime, holds: tuple[Hold, ...] | None = None) -> Context:
+        return Context(now=now, categories=self.policy.categories, subjects=self.subjects,
+                       holds=self.holds() if holds is None else holds, requests=self.requests())
+
+    # -- records ---------------------------------------------------------------------------------
+    def records(self, source: Source) -> Iterator[Record]:
+        """The source's records, classified: outside ``match`` dropped, subject/category filled."""
+        return classify(self.backend(source).scan(source), source)
+
+
+def classify(records: Iterator[Record], source: Source) -> Iterator[Record]:
+    """Apply the source's ``match`` regex and ``category``; drop records it does not match."""
+    pattern = source.match
+    for record in records:
+        subject, category = record.subject, record.category
+        if pattern is not None:
+            found = pattern.fullmatch(record.location)
+            if found is None:
+                continue
+            groups = found.groupdict()
+            subject = subject if subject is not None else groups.get("subject")
+            category = category if category is not None else groups.get("category")
+        category = category if category is not None else source.category
+        if subject is not record.subject or category is not record.category:
+            record = replace(record, subject=subject, category=category)
+        yield record

@@ -1,0 +1,226 @@
+"""One run: scan → decide → (limits) → batches → journal intent → delete → journal outcome.
+
+Dry-run is structural: :func:`run` with ``dry_run=True`` returns before the enforcing half
+is reached, so no code path can call ``Backend.delete``. Enforcing takes the state store's
+lock, re-reads holds before every batch, and journals intent before each backend call and
+the outcome after it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from .audit import AuditTrail
+from .backend import Backend, PushdownPlan
+from .engine import cutoffs, decide
+from .errors import ConfigError, RetentionError
+from .model import Action, Context, Decision, Outcome, Record, Source, Status
+from .report import RunReport, SourceStats
+from .runtime import Runtime
+from .spool import Item, Spool
+
+Progress = Callable[[str, int], None]
+DESTRUCTIVE = (Action.DELETE, Action.ANONYMIZE)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    now: datetime
+    dry_run: bool = False
+    sources: tuple[str, ...] = ()
+    progress: Progress | None = None
+
+
+def new_run_id(now: datetime) -> str:
+    return f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+
+
+def run(rt: Runtime, options: RunOptions) -> RunReport:
+    """Execute (or, with ``dry_run``, only plan) one run over the policy's sources."""
+    started = datetime.now(timezone.utc)
+    sources = [rt.policy.source(n) for n in options.sources] if options.sources else list(rt.policy.sources)
+    report = RunReport(run_id=new_run_id(started), dry_run=options.dry_run, as_of=options.now,
+                       started_at=started, spool=Spool())
+    try:
+        ctx = rt.context(options.now)
+        report.holds = list(rt.holds(include_released=True))
+        for source in sources:
+            backend = rt.backend(source)
+            stats = report.sources.setdefault(source.name, SourceStats())
+            stats.warnings += backend.warnings(source)
+            if not options.dry_run:
+                _check(backend, source, rt)
+        if options.dry_run:
+            _scan(rt, sources, ctx, report, options.progress)
+        else:
+            with rt.state.lock(report.run_id):
+                _enforce(rt, sources, ctx, report, options)
+        report.erasure_requests = rt.state.requests()
+        report.finished_at = datetime.now(timezone.utc)
+        return report
+    except BaseException:
+        report.close()
+        raise
+
+
+def _check(backend: Backend, source: Source, rt: Runtime) -> None:
+    try:
+        backend.check(source)
+    except ConfigError as exc:
+        raise exc.located(file=exc.file or str(rt.policy.path), prefix=None if exc.key else
+                          f"sources[{source.index}]") from None
+
+
+def _scan(rt: Runtime, sources: Sequence[Source], ctx: Context, report: RunReport,
+          progress: Progress | None) -> None:
+    for source in sources:
+        stats = report.sources[source.name]
+        for record in rt.records(source):
+            decision = decide(record, ctx)
+            report.spool.add(record, decision)
+            stats.scanned += 1
+            stats.decisions[decision.action.value] += 1
+            if progress is not None and stats.scanned % 1000 == 0:
+                progress(source.name, stats.scanned)
+        if progress is not None:
+            progress(source.name, stats.scanned)
+    report.spool.commit()
+
+
+def _limits(rt: Runtime, report: RunReport) -> str | None:
+    limits = rt.policy.limits
+    for name, stats in report.sources.items():
+        planned = stats.decisions["delete"] + stats.decisions["anonymize"]
+        if limits.max_deletions is not None and planned > limits.max_deletions:
+            return (f"source {name!r} plans {planned} deletions, over limits.max_deletions "
+                    f"= {limits.max_deletions}")
+        if limits.max_fraction is not None and stats.scanned and planned / stats.scanned > limits.max_fraction:
+            return (f"source {name!r} plans {planned} of {stats.scanned} records "
+                    f"({planned / stats.scanned:.1%}), over limits.max_fraction = {limits.max_fraction:g}")
+    return None
+
+
+def _enforce(rt: Runtime, sources: Sequence[Source], ctx: Context, report: RunReport,
+             options: RunOptions) -> None:
+    trail = AuditTrail(rt.policy.audit)
+    rt.state.start_run(report.run_id, options.now, dry_run=False)
+    trail.append([{"event": "run-start", "run_id": report.run_id, "as_of": options.now.isoformat(),
+                   "sources": [s.name for s in sources], "tool": f"retention {_version()}"}])
+    status = "failed"
+    try:
+        _scan(rt, sources, ctx, report, options.progress)
+        report.limit_tripped = _limits(rt, report)
+        if report.limit_tripped:
+            status = report.status = "limit-tripped"
+            return
+        for source in sources:
+            backend = rt.backend(source)
+            if backend.can_push_down and source.match is None and source.category is not None:
+                _push_down(rt, backend, source, report, trail, options.now)
+            else:
+                _batches(rt, backend, source, report, trail, options.now)
+        if not options.sources:
+            _settle_requests(rt, report, options.now)
+        status = "ok" if report.failed == 0 else "failed-deletions"
+        report.status = status
+    finally:
+        head = trail.append([{"event": "run-end", "run_id": report.run_id, "status": status,
+                              "summary": report.summary(), "outcomes": report.outcomes()}])
+        rt.state.finish_run(report.run_id, status, head.seq, head.hash)
+
+
+def _entry(event: str, run_id: str, record: Record, decision: Decision, outcome: Outcome | None = None
+           ) -> dict[str, Any]:
+    return {"event": event, "run_id": run_id, "action": decision.action.value, "source": record.source,
+            "location": record.location.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"),
+            "version": record.version, "subject": record.subject, "category": record.category,
+            "reason": decision.reason, "holds": list(decision.holds),
+            "outcome": outcome.status.value if outcome else None,
+            "error": outcome.error if outcome else None}
+
+
+def _batches(rt: Runtime, backend: Backend, source: Source, report: RunReport, trail: AuditTrail,
+             now: datetime) -> None:
+    stats = report.sources[source.name]
+    for batch in report.spool.due(source.name, max(1, backend.batch_size)):
+        ctx = rt.context(now)  # holds re-read: one placed mid-run protects the rest
+        todo: dict[Action, list[Item]] = {Action.DELETE: [], Action.ANONYMIZE: []}
+        for item in batch:
+            decision = decide(item.record, ctx)
+            if decision.action in DESTRUCTIVE:
+                todo[decision.action].append(Item(item.idx, item.record, decision, None, None))
+            else:
+                report.spool.redecide(item.idx, decision)
+                stats.decisions[item.decision.action.value] -= 1
+                stats.decisions[decision.action.value] += 1
+        for action, items in todo.items():
+            if items:
+                _execute(rt, backend, action, items, report, trail, ctx, stats)
+
+
+def _execute(rt: Runtime, backend: Backend, action: Action, items: list[Item], report: RunReport,
+             trail: AuditTrail, ctx: Context, stats: SourceStats) -> None:
+    trail.append(_entry("intent", report.run_id, i.record, i.decision) for i in items)
+    records = [i.record for i in items]
+    rt.plugins.before_delete(records, ctx)
+    by_key = {i.record.key: i for i in items}
+    got: dict[tuple[str, str, str | None], Outcome] = {}
+    error = "backend reported no outcome for this record"
+    try:
+        if action is Action.ANONYMIZE:
+            if not backend.can_anonymize:
+                raise RetentionError(f"backend {backend.name!r} cannot anonymize (category action: anonymize)")
+            stream: Iterable[Outcome] = backend.anonymize(records)
+        else:
+            stream = backend.delete(records)
+        for outcome in stream:
+            if outcome.record.key in by_key:
+                got.setdefault(outcome.record.key, outcome)
+    except Exception as exc:  # the rest of the batch gets `failed`, never silence
+        error = f"{type(exc).__name__}: {exc}"
+    outcomes = [got.get(i.record.key) or Outcome(i.record, Status.FAILED, error) for i in items]
+    trail.append(_entry("outcome", report.run_id, o.record, by_key[o.record.key].decision, o) for o in outcomes)
+    for outcome in outcomes:
+        report.spool.set_outcome(by_key[outcome.record.key].idx, outcome)
+        stats.outcomes[outcome.status.value] += 1
+    rt.plugins.after_delete(outcomes, ctx)
+
+
+def _push_down(rt: Runtime, backend: Backend, source: Source, report: RunReport, trail: AuditTrail,
+               now: datetime) -> None:
+    stats = report.sources[source.name]
+    plan = PushdownPlan(cutoffs=cutoffs(source, rt.context(now)),
+                        refresh=lambda: cutoffs(source, rt.context(now)))
+    trail.append([{"event": "intent", "run_id": report.run_id, "action": plan.cutoffs.action.value,
+                   "source": source.name, "location": None, "outcome": None,
+                   "reason": "set-based batches: every due record of the source, holds re-read per batch"}])
+    for outcomes in backend.push_down(source, plan):
+        decisions = {}
+        for o in outcomes:
+            decisions[o.record.key] = Decision(plan.cutoffs.action, "set-based: retention due")
+        trail.append(_entry("outcome", report.run_id, o.record, decisions[o.record.key], o) for o in outcomes)
+        for o in outcomes:
+            report.spool.record_pushed(o, decisions[o.record.key])
+            stats.outcomes[o.status.value] += 1
+        rt.plugins.after_delete(outcomes, rt.context(now))
+    report.spool.commit()
+
+
+def _settle_requests(rt: Runtime, report: RunReport, now: datetime) -> None:
+    for request in rt.state.requests():
+        owed, held = report.spool.subject_status(request.subject)
+        if owed == 0:
+            rt.state.mark_requests(request.subject, report.run_id, datetime.now(timezone.utc), held)
+
+
+def _version() -> str:
+    from .plugins import _own_version
+
+    return _own_version()
+
+
+__all__ = ["RunOptions", "new_run_id", "run"]

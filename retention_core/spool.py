@@ -1,0 +1,162 @@
+"""A run's decisions, kept on disk so memory stays flat however many records a run sees.
+
+The scheduler writes every decided record here during the scan, reads the due ones back in
+batches to delete them, and the report writers stream the items from here at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from .model import Action, Decision, Outcome, Record, Status
+
+_SCHEMA = """
+CREATE TABLE items (
+  idx INTEGER PRIMARY KEY,
+  source TEXT NOT NULL, location TEXT NOT NULL, version TEXT,
+  created TEXT NOT NULL, size INTEGER, subject TEXT, category TEXT,
+  action TEXT NOT NULL, reason TEXT NOT NULL, holds TEXT NOT NULL, due TEXT,
+  outcome TEXT, error TEXT
+);
+"""
+
+
+@dataclass(frozen=True)
+class Item:
+    """One decided record as the report shows it."""
+
+    idx: int
+    record: Record
+    decision: Decision
+    outcome: str | None
+    error: str | None
+
+
+class Spool:
+    """An SQLite file in a private temporary directory, removed on close."""
+
+    def __init__(self) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="retention-run-")
+        self._db = sqlite3.connect(Path(self._dir.name) / "spool.db", isolation_level=None)
+        self._db.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;" + _SCHEMA)
+        self._db.execute("BEGIN")
+        self._pending = 0
+        self._indexed = False
+
+    def close(self) -> None:
+        self._db.close()
+        self._dir.cleanup()
+
+    def add(self, record: Record, decision: Decision) -> None:
+        self._db.execute(
+            "INSERT INTO items (source, location, version, created, size, subject, category, action, reason,"
+            " holds, due) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (record.source, _text(record.location), record.version, record.created.isoformat(), record.size,
+             _text(record.subject), record.category, decision.action.value, decision.reason,
+             json.dumps(list(decision.holds)), decision.due.isoformat() if decision.due else None))
+        self._pending += 1
+        if self._pending >= 50_000:
+            self.commit()
+
+    def commit(self) -> None:
+        self._db.execute("COMMIT")
+        self._db.execute("BEGIN")
+        self._pending = 0
+
+    def _index(self) -> None:
+        if not self._indexed:
+            self.commit()
+            self._db.execute("CREATE INDEX IF NOT EXISTS by_key ON items (source, location, version)")
+            self._indexed = True
+
+    def due(self, source: str, batch_size: int) -> Iterator[list[Item]]:
+        """The source's delete/anonymize items in batches, walking the primary key."""
+        self.commit()
+        last = 0
+        while True:
+            rows = self._db.execute(
+                "SELECT * FROM items WHERE source = ? AND action IN ('delete', 'anonymize') AND idx > ?"
+                " ORDER BY idx LIMIT ?", (source, last, batch_size)).fetchall()
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield [_item(row) for row in rows]
+
+    def redecide(self, idx: int, decision: Decision) -> None:
+        self._db.execute("UPDATE items SET action = ?, reason = ?, holds = ? WHERE idx = ?",
+                         (decision.action.value, decision.reason, json.dumps(list(decision.holds)), idx))
+
+    def set_outcome(self, idx: int, outcome: Outcome) -> None:
+        self._db.execute("UPDATE items SET outcome = ?, error = ? WHERE idx = ?",
+                         (outcome.status.value, outcome.error, idx))
+
+    def record_pushed(self, outcome: Outcome, decision: Decision) -> None:
+        """An outcome from a push-down batch: update its item, or add it if the scan missed it."""
+        self._index()
+        r = outcome.record
+        found = self._db.execute(
+            "SELECT idx FROM items WHERE source = ? AND location = ? AND version IS ?",
+            (r.source, _text(r.location), r.version)).fetchone()
+        if found is None:
+            self.add(r, decision)
+            found = self._db.execute("SELECT last_insert_rowid()").fetchone()
+        self._db.execute("UPDATE items SET outcome = ?, error = ?, action = ?, reason = ? WHERE idx = ?",
+                         (outcome.status.value, outcome.error, decision.action.value, decision.reason, found[0]))
+
+    def unfinished(self, source: str) -> int:
+        """Due items of *source* that were never given an outcome (push-down left them)."""
+        return int(self._db.execute(
+            "SELECT COUNT(*) FROM items WHERE source = ? AND action IN ('delete','anonymize')"
+            " AND outcome IS NULL", (source,)).fetchone()[0])
+
+    def items(self, limit: int | None = None) -> Iterator[Item]:
+        self.commit()
+        query = "SELECT * FROM items ORDER BY idx" + (f" LIMIT {int(limit)}" if limit is not None else "")
+        for row in self._db.execute(query):
+            yield _item(row)
+
+    def subject_status(self, subject: str) -> tuple[int, int]:
+        """(records of *subject* still owed, records of *subject* held)."""
+        owed = self._db.execute(
+            "SELECT COUNT(*) FROM items WHERE subject = ? AND action IN ('delete','anonymize')"
+            " AND (outcome IS NULL OR outcome IN ('failed'))", (subject,)).fetchone()[0]
+        held = self._db.execute(
+            "SELECT COUNT(*) FROM items WHERE subject = ? AND (action = 'hold' OR outcome = 'refused')",
+            (subject,)).fetchone()[0]
+        return int(owed), int(held)
+
+
+def _text(value: str | None) -> str | None:
+    """Locations may carry surrogate escapes (non-UTF-8 file names); store them reversibly."""
+    if value is None:
+        return None
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        return "\x00se:" + value.encode("utf-8", "surrogateescape").hex()
+
+
+def _untext(value: str | None) -> str | None:
+    if value is not None and value.startswith("\x00se:"):
+        return bytes.fromhex(value[4:]).decode("utf-8", "surrogateescape")
+    return value
+
+
+def _item(row: tuple) -> Item:  # type: ignore[type-arg]
+    (idx, source, location, version, created, size, subject, category, action, reason, holds, due,
+     outcome, error) = row
+    record = Record(source=source, location=_untext(location) or "", created=datetime.fromisoformat(created),
+                    size=size, version=version, subject=_untext(subject), category=category)
+    decision = Decision(Action(action), reason, tuple(json.loads(holds)),
+                        datetime.fromisoformat(due) if due else None)
+    return Item(idx, record, decision, outcome, error)
+
+
+__all__ = ["Item", "Spool", "Status"]
