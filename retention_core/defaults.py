@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from . import hookimpl
-from .registry import ReportWriterRegistry, SubjectSourceRegistry
+from .registry import BackendRegistry, ReportWriterRegistry, SubjectSourceRegistry
 from .subjects import csv_subjects
 
 
@@ -18,3 +18,11 @@ def retention_report_writers(register: ReportWriterRegistry) -> None:
 
     register("json", write_json)
     register("csv", write_csv)
+
+
+@hookimpl(trylast=True)
+def retention_register_backends(register: BackendRegistry) -> None:
+    """The reference ``memory`` backend, for tests and for trying policies out."""
+    from .testing.memory import InMemoryBackend
+
+    register(InMemoryBackend)
