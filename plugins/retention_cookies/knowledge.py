@@ -1,0 +1,124 @@
+"""Known analytics and advertising cookie names, so a tracker cannot be declared essential.
+
+The curated facts ship inside the package (``knowledge.yaml``, each with its vendor source).
+The Open Cookie Database CSV can be added at run time as extra knowledge; only its
+Analytics and Marketing rows count, because its "Functional" category also holds
+essential cookies and is therefore never evidence either way.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+import yaml
+from retention_core import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class Fact:
+    """'Cookie NAME (matched how) belongs to PRODUCT, which does CATEGORY', with its source."""
+
+    name: str
+    match: str
+    category: str  # "analytics" or "marketing"
+    product: str
+    vendor: str
+    source: str
+    storage: str = "cookie"  # "cookie" or "any"
+
+    def matches(self, name: str, storage: str = "cookie") -> bool:
+        if self.storage != "any" and storage != self.storage:
+            return False
+        if self.match == "exact":
+            return name == self.name
+        if self.match == "prefix":
+            return name.startswith(self.name)
+        return re.fullmatch(self.name, name) is not None
+
+    def describe(self) -> str:
+        return f"{self.product} ({self.vendor}) {self.category} cookie, source: {self.source}"
+
+
+class KnowledgeBase:
+    """A list of facts with a lookup by observed or declared name."""
+
+    def __init__(self, facts: list[Fact]) -> None:
+        self.facts = facts
+
+    def lookup(self, name: str, storage: str = "cookie") -> list[Fact]:
+        """Every fact about *name*; a pattern declaration is looked up by its literal text."""
+        return [fact for fact in self.facts if fact.matches(name, storage)]
+
+    def extended(self, more: list[Fact]) -> KnowledgeBase:
+        return KnowledgeBase(self.facts + more)
+
+
+@lru_cache(maxsize=1)
+def builtin() -> KnowledgeBase:
+    """The curated knowledge shipped with the plugin."""
+    text = resources.files(__package__).joinpath("knowledge.yaml").read_text(encoding="utf-8")
+    return KnowledgeBase(parse_knowledge(yaml.safe_load(text), "knowledge.yaml"))
+
+
+def parse_knowledge(data: dict, file: str) -> list[Fact]:  # type: ignore[type-arg]
+    """Validate the knowledge file's structure (a broken data file must fail loudly)."""
+    facts = []
+    for i, product in enumerate(data.get("products", [])):
+        where = f"products[{i}]"
+        for key in ("product", "vendor", "category", "source", "names"):
+            if key not in product:
+                raise ConfigError("is required", file=file, key=f"{where}.{key}")
+        if product["category"] not in ("analytics", "marketing"):
+            raise ConfigError(f"expected analytics or marketing, found {product['category']!r}",
+                              file=file, key=f"{where}.category")
+        for j, entry in enumerate(product["names"]):
+            match = entry.get("match", "exact")
+            if match not in ("exact", "prefix", "regex"):
+                raise ConfigError(f"expected exact, prefix or regex, found {match!r}",
+                                  file=file, key=f"{where}.names[{j}].match")
+            facts.append(Fact(name=entry["name"], match=match, category=product["category"],
+                              product=product["product"], vendor=product["vendor"],
+                              source=product["source"], storage=entry.get("storage", "cookie")))
+    return facts
+
+
+OCD_CATEGORIES = {"Analytics": "analytics", "Marketing": "marketing"}
+OCD_COLUMNS = ("ID", "Platform", "Category", "Cookie / Data Key name", "Domain", "Description",
+               "Retention period", "Data Controller", "User Privacy & GDPR Rights Portals",
+               "Wildcard match")
+
+
+def read_ocd_rows(path: str | Path) -> list[dict[str, str]]:
+    """Rows of an Open Cookie Database CSV, after checking its header."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            missing = [c for c in OCD_COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                raise ConfigError(f"expected Open Cookie Database columns, missing {', '.join(missing)}",
+                                  file=str(path), key="header")
+            return list(reader)
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror or exc}", file=str(path)) from None
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise ConfigError(f"not a readable CSV: {exc}", file=str(path)) from None
+
+
+def ocd_facts(path: str | Path) -> list[Fact]:
+    """Analytics and Marketing rows of the Open Cookie Database as facts."""
+    facts = []
+    for row in read_ocd_rows(path):
+        category = OCD_CATEGORIES.get(row["Category"].strip())
+        name = row["Cookie / Data Key name"].strip()
+        if not category or not name:
+            continue
+        facts.append(Fact(name=name, match="prefix" if row["Wildcard match"].strip() == "1" else "exact",
+                          category=category, product=row["Platform"].strip() or "unknown",
+                          vendor=row["Data Controller"].strip() or "unknown",
+                          source=f"Open Cookie Database {row['ID'].strip()}", storage="any"))
+    return facts

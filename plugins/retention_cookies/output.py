@@ -1,0 +1,143 @@
+"""Render findings as text (people), JSON (scripts), SARIF 2.1.0 (CI code scanning), HTML.
+
+SARIF is what makes a CI system show a finding inline on the declarations file, so every
+finding that concerns a declaration carries its file and line.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .model import Finding, Observation
+from .rules import RULES
+
+FORMATS = ("text", "json", "sarif", "html")
+SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
+_LEVEL = {"error": "error", "warning": "warning", "info": "note"}
+TOOL_URI = "https://github.com/retention/retention/blob/main/docs/cookies.md"
+
+
+def render(fmt: str, findings: Sequence[Finding], observations: Sequence[Observation],
+           *, inputs: Sequence[str], version: str = "0") -> str:
+    """The report in *fmt* (one of FORMATS)."""
+    if fmt == "json":
+        return render_json(findings, observations, inputs=inputs)
+    if fmt == "sarif":
+        return render_sarif(findings, version=version)
+    if fmt == "html":
+        return render_html(findings, observations, inputs=inputs)
+    return render_text(findings, observations, inputs=inputs)
+
+
+def summary(findings: Sequence[Finding]) -> dict[str, int]:
+    counts = Counter(f.severity for f in findings)
+    return {s: counts.get(s, 0) for s in ("error", "warning", "info")}
+
+
+def render_text(findings: Sequence[Finding], observations: Sequence[Observation], *,
+                inputs: Sequence[str]) -> str:
+    lines = []
+    for f in findings:
+        lines.append(f"{f.severity.upper():7} {f.rule} {RULES[f.rule].name}: {f.subject}: {f.message}")
+        if f.evidence:
+            lines.append(f"        evidence: {f.evidence}")
+        lines.append(f"        basis: {f.basis}")
+        lines.append(f"        fix: {f.hint}")
+    counts = summary(findings)
+    lines.append(f"{len(observations)} observation(s) from {', '.join(inputs) or 'no input'}; "
+                 f"{counts['error']} error(s), {counts['warning']} warning(s), {counts['info']} info")
+    return "\n".join(lines) + "\n"
+
+
+def render_json(findings: Sequence[Finding], observations: Sequence[Observation], *,
+                inputs: Sequence[str]) -> str:
+    data = {
+        "summary": summary(findings),
+        "inputs": list(inputs),
+        "findings": [f.as_dict() | {"rule_name": RULES[f.rule].name} for f in findings],
+        "observations": [_observation_dict(o) for o in observations],
+    }
+    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+
+
+def render_sarif(findings: Sequence[Finding], *, version: str = "0") -> str:
+    rule_ids = list(RULES)
+    rules = [{
+        "id": r.id,
+        "name": r.name,
+        "shortDescription": {"text": r.summary},
+        "fullDescription": {"text": f"{r.summary} Basis: {r.basis}."},
+        "help": {"text": r.hint},
+        "defaultConfiguration": {"level": _LEVEL[r.severity]},
+        "helpUri": f"{TOOL_URI}#{r.id.lower()}",
+    } for r in RULES.values()]
+    results = []
+    for f in findings:
+        result: dict[str, Any] = {
+            "ruleId": f.rule,
+            "ruleIndex": rule_ids.index(f.rule),
+            "level": _LEVEL[f.severity],
+            "message": {"text": f"{f.subject}: {f.message}. Fix: {f.hint}"},
+            "properties": {"evidence": f.evidence, "basis": f.basis, "subject": f.subject},
+        }
+        if f.file:
+            location: dict[str, Any] = {"artifactLocation": {"uri": Path(f.file).as_posix()}}
+            if f.line:
+                location["region"] = {"startLine": f.line}
+            result["locations"] = [{"physicalLocation": location}]
+        results.append(result)
+    sarif = {
+        "$schema": SARIF_SCHEMA,
+        "version": "2.1.0",
+        "runs": [{
+            "tool": {"driver": {"name": "retention-cookies", "version": version,
+                                "informationUri": TOOL_URI, "rules": rules}},
+            "results": results,
+        }],
+    }
+    return json.dumps(sarif, indent=2, ensure_ascii=False) + "\n"
+
+
+def render_html(findings: Sequence[Finding], observations: Sequence[Observation], *,
+                inputs: Sequence[str]) -> str:
+    e = html.escape
+    counts = summary(findings)
+    rows = "\n".join(
+        f"<tr class='{e(f.severity)}'><td>{e(f.severity)}</td><td>{e(f.rule)} {e(RULES[f.rule].name)}</td>"
+        f"<td>{e(f.subject)}</td><td>{e(f.message)}<br><small>{e(f.evidence)}</small></td>"
+        f"<td><small>{e(f.basis)}</small></td><td>{e(f.hint)}</td></tr>" for f in findings)
+    obs_rows = "\n".join(
+        f"<tr><td>{e(o.storage)}</td><td>{e(o.name)}</td><td>{e(o.domain or '')}</td>"
+        f"<td>{e(o.set_by)}</td><td>{e(o.scenario)}</td></tr>" for o in observations)
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Cookie check</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;width:100%}}
+td,th{{border:1px solid #ccc;padding:4px;vertical-align:top;text-align:left}}
+tr.error td:first-child{{background:#f8d7da}}tr.warning td:first-child{{background:#fff3cd}}
+tr.info td:first-child{{background:#d1ecf1}}</style></head><body>
+<h1>Cookie check: {counts['error']} error(s), {counts['warning']} warning(s), {counts['info']} info</h1>
+<p>Inputs: {e(', '.join(inputs))}</p>
+<h2>Findings</h2>
+<table><tr><th>severity</th><th>rule</th><th>subject</th><th>finding</th><th>basis</th><th>fix</th></tr>
+{rows}
+</table>
+<h2>Observations ({len(observations)})</h2>
+<table><tr><th>storage</th><th>name</th><th>domain</th><th>set by</th><th>scenario</th></tr>
+{obs_rows}
+</table></body></html>
+"""
+
+
+def _observation_dict(o: Observation) -> dict[str, Any]:
+    return {
+        "name": o.name, "storage": o.storage, "domain": o.domain, "host_only": o.host_only,
+        "path": o.path, "secure": o.secure, "http_only": o.http_only, "same_site": o.same_site,
+        "lifetime_seconds": None if o.lifetime is None else int(o.lifetime.total_seconds()),
+        "attributes_known": o.attributes_known, "set_by": o.set_by, "source": o.source,
+        "scenario": o.scenario, "page_url": o.page_url,
+    }
