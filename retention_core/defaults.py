@@ -14,10 +14,13 @@ def retention_subject_sources(register: SubjectSourceRegistry) -> None:
 
 @hookimpl(trylast=True)
 def retention_report_writers(register: ReportWriterRegistry) -> None:
+    from .html_report import write_html
     from .report import write_csv, write_json
 
     register("json", write_json)
     register("csv", write_csv)
+    register("html", write_html)
+    register("htm", write_html)
 
 
 @hookimpl(trylast=True)

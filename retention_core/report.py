@@ -70,6 +70,50 @@ class RunReport:
                  "held_remaining": r.held_remaining} for r in self.erasure_requests]
 
 
+@dataclass
+class Tally:
+    """What the per-source counters do not say: decisions per category, bytes, per-hold counts.
+
+    Computed by one streaming pass over the spool (:func:`tally`), so it costs no memory per
+    record. ``protected`` counts, per hold id, the records that hold covered in this run (a
+    record covered by two holds counts for both); ``refused`` are records storage itself
+    kept (an object lock).
+    """
+
+    by_category: dict[str, dict[str, int]] = field(default_factory=dict)
+    bytes_by_action: dict[str, int] = field(default_factory=lambda: {a.value: 0 for a in Action})
+    protected: dict[str, int] = field(default_factory=dict)
+    refused: int = 0
+    items: int = 0
+
+    def add(self, item: Item) -> None:
+        action = item.decision.action.value
+        category = item.record.category or "(unknown)"
+        row = self.by_category.setdefault(category, {a.value: 0 for a in Action})
+        row[action] += 1
+        self.bytes_by_action[action] += item.record.size or 0
+        for hold_id in item.decision.holds:
+            self.protected[hold_id] = self.protected.get(hold_id, 0) + 1
+        if item.outcome == Status.REFUSED.value:
+            self.refused += 1
+        self.items += 1
+
+
+def tally(report: RunReport) -> Tally:
+    """One pass over the run's items."""
+    out = Tally()
+    for item in report.items():
+        out.add(item)
+    return out
+
+
+def holds_json(report: RunReport, protected: dict[str, int]) -> list[dict[str, Any]]:
+    """Every hold known to the run, with how many of its records it protected."""
+    return [{"id": h.id, "kind": h.kind, "scope": h.scope.as_dict(), "reason": h.reason, "origin": h.origin,
+             "active": h.active, "released_at": h.released_at.isoformat() if h.released_at else None,
+             "protected": protected.get(h.id, 0)} for h in report.holds]
+
+
 def item_json(item: Item) -> dict[str, Any]:
     r, d = item.record, item.decision
     return {"source": r.source, "location": r.location, "version": r.version, "subject": r.subject,
@@ -93,6 +137,11 @@ def write_json(report: RunReport, path: Path) -> None:
                            "warnings": s.warnings} for name, s in report.sources.items()},
         "limit_tripped": report.limit_tripped, "status": report.status,
     }
+    counts = tally(report)
+    # Keys added after 0.1 go after the original ones; the original keys never change.
+    head["holds"] = holds_json(report, counts.protected)
+    head["categories"] = counts.by_category
+    head["bytes"] = counts.bytes_by_action
     fh, tmp = _atomic(path)
     with fh:
         fh.write(json.dumps(head, indent=1)[:-2] + ',\n "items": [')
