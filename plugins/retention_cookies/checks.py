@@ -21,6 +21,8 @@ MAX_LIFETIME = timedelta(days=400)
 #: Clock skew and rounding between when a cookie was set and when it was read.
 TOLERANCE = timedelta(minutes=5)
 _SESSIONISH = re.compile(r"sess|^sid$|_sid$|auth|login|jsessionid|phpsessid", re.I)
+#: Suffixes tried on a known prefix (``_ga_``) to see whether a declared regex covers it.
+_PROBE_TAILS = ("x", "X", "1", "ABC123", "G-ABC123", "_1", "x.y")
 _NOT_SESSION = re.compile(r"csrf|xsrf|consent", re.I)
 
 
@@ -138,8 +140,8 @@ def _declared_facts(cookie: CookieDecl, kb: KnowledgeBase) -> list[Fact]:
                    or (fact.match in ("exact", "prefix") and fact.name.startswith(cookie.name))
                    or (fact.match == "prefix" and cookie.name.startswith(fact.name)))
         else:
-            probe = fact.name + ("x" if fact.match == "prefix" else "")
-            hit = fact.match != "regex" and re.fullmatch(cookie.name, probe) is not None
+            probes = [fact.name + tail for tail in _PROBE_TAILS] if fact.match == "prefix" else [fact.name]
+            hit = fact.match != "regex" and any(re.fullmatch(cookie.name, p) for p in probes)
         if hit:
             hits.append(fact)
     return hits
