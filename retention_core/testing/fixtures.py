@@ -14,7 +14,6 @@ Then ``retention_plugins`` is a freshly loaded plugin manager with your plugin r
 
 from __future__ import annotations
 
-import functools
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,9 +22,7 @@ from typing import Any
 
 import pytest
 
-from .. import hookimpl
 from ..plugins import Plugins, load_plugins
-from ..registry import BackendRegistry
 from . import memory
 from .builders import PolicyBuilder
 
@@ -57,27 +54,12 @@ def retention_entry_points() -> bool:
     return False
 
 
-class _MemoryPlugin:
-    """Registers the memory backend when the core's defaults do not (yet) do so."""
-
-    @hookimpl
-    def retention_register_backends(self, register: BackendRegistry) -> None:
-        register(memory.InMemoryBackend)
-
-
-@functools.cache
-def _core_registers_memory() -> bool:
-    return "memory" in load_plugins(entry_points=False, disabled=set()).backends().names()
-
-
 def plugins_for(plugin: Any, *, entry_points: bool = False) -> Plugins:
     """A fresh :class:`Plugins` with *plugin* (module, object, list or None) registered.
 
-    The reference ``memory`` backend is always available, so a test policy can use it.
+    The core's reference ``memory`` backend is always there, so a test policy can use it.
     """
     extra: list[Any] = [] if plugin is None else list(plugin) if isinstance(plugin, (list, tuple)) else [plugin]
-    if not _core_registers_memory():
-        extra.insert(0, _MemoryPlugin())
     return load_plugins(extra=extra, entry_points=entry_points, disabled=set())
 
 
