@@ -75,14 +75,14 @@ class Backend(ABC):
         """
         raise NotImplementedError(f"backend {self.name!r} has no push-down path")
 
-    def check(self, source: Source) -> None:
+    def check(self, source: Source) -> None:  # noqa: B027 - optional, a no-op by default
         """Verify preconditions before enforcing (reachability, MFA Delete …); raise ConfigError."""
 
     def warnings(self, source: Source) -> list[str]:
         """Things a person should know before enforcing (shown by validate and dry-run)."""
         return []
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional, a no-op by default
         """Release connections and handles."""
 
     def __enter__(self) -> Backend:

@@ -16,6 +16,12 @@ from .errors import ConfigError
 
 T = TypeVar("T")
 _REQUIRED: Any = object()
+# The getters are named str/int/bool; these aliases keep annotations unambiguous in the class.
+from typing import TypeAlias  # noqa: E402
+
+_Str: TypeAlias = str
+_Int: TypeAlias = int
+_Bool: TypeAlias = bool
 
 
 class Options:
@@ -26,7 +32,7 @@ class Options:
     """
 
     def __init__(self, data: Mapping[str, Any] | None, *, base_dir: Path | None = None,
-                 where: str = "options") -> None:
+                 where: _Str = "options") -> None:
         if data is None:
             data = {}
         if not isinstance(data, Mapping):
@@ -36,11 +42,11 @@ class Options:
         self.base_dir = base_dir or Path.cwd()
         self.where = where
 
-    def error(self, key: str, message: str) -> ConfigError:
+    def error(self, key: _Str, message: _Str) -> ConfigError:
         """A ConfigError for *key* of this mapping."""
         return ConfigError(message, key=f"{self.where}.{key}")
 
-    def raw(self, key: str, default: Any = _REQUIRED) -> Any:
+    def raw(self, key: _Str, default: Any = _REQUIRED) -> Any:
         self._seen.add(key)
         if key not in self._data or self._data[key] is None:
             if default is _REQUIRED:
@@ -48,10 +54,10 @@ class Options:
             return default
         return self._data[key]
 
-    def __contains__(self, key: str) -> bool:
+    def __contains__(self, key: _Str) -> _Bool:
         return key in self._data
 
-    def str(self, key: str, default: Any = _REQUIRED) -> Any:
+    def str(self, key: _Str, default: Any = _REQUIRED) -> Any:
         value = self.raw(key, default)
         if value is default and default is not _REQUIRED:
             return value
@@ -59,8 +65,8 @@ class Options:
             raise self.error(key, f"expected a non-empty string, found {_kind(value)}")
         return value
 
-    def int(self, key: str, default: Any = _REQUIRED, *, minimum: int | None = None,
-            maximum: int | None = None) -> Any:
+    def int(self, key: _Str, default: Any = _REQUIRED, *, minimum: _Int | None = None,
+            maximum: _Int | None = None) -> Any:
         value = self.raw(key, default)
         if value is default and default is not _REQUIRED:
             return value
@@ -72,7 +78,7 @@ class Options:
             raise self.error(key, f"expected an integer <= {maximum}, found {value}")
         return value
 
-    def bool(self, key: str, default: Any = _REQUIRED) -> Any:
+    def bool(self, key: _Str, default: Any = _REQUIRED) -> Any:
         value = self.raw(key, default)
         if value is default and default is not _REQUIRED:
             return value
@@ -80,13 +86,13 @@ class Options:
             raise self.error(key, f"expected true or false, found {_kind(value)}")
         return value
 
-    def choice(self, key: str, choices: tuple[str, ...], default: Any = _REQUIRED) -> Any:
+    def choice(self, key: _Str, choices: tuple[_Str, ...], default: Any = _REQUIRED) -> Any:
         value = self.raw(key, default)
         if value not in choices:
             raise self.error(key, f"expected one of {', '.join(choices)}, found {_kind(value)}")
         return value
 
-    def mapping(self, key: str, default: Any = _REQUIRED) -> Any:
+    def mapping(self, key: _Str, default: Any = _REQUIRED) -> Any:
         value = self.raw(key, default)
         if value is default and default is not _REQUIRED:
             return value
@@ -94,7 +100,7 @@ class Options:
             raise self.error(key, f"expected a mapping, found {_kind(value)}")
         return value
 
-    def path(self, key: str, default: Any = _REQUIRED) -> Any:
+    def path(self, key: _Str, default: Any = _REQUIRED) -> Any:
         """A filesystem path; relative paths are relative to the config file's folder."""
         value = self.str(key, default)
         if value is default and default is not _REQUIRED:

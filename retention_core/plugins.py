@@ -98,10 +98,11 @@ class Plugins:
         for label, registry in (("backends", self.backends()), ("subject sources", self.subject_sources()),
                                 ("hold sources", self.hold_sources()),
                                 ("report formats", self.report_writers())):
-            for plugin, names in registry.by_plugin().items():
-                provides.setdefault(plugin, {})[label] = sorted(names)
+            for owner, names in registry.by_plugin().items():
+                provides.setdefault(owner, {})[label] = sorted(names)
         out = []
-        for name, plugin in sorted(self.pm.list_name_plugin(), key=lambda np: np[0]):
+        for plugin_name, plugin in sorted(self.pm.list_name_plugin(), key=lambda np: str(np[0])):
+            name = str(plugin_name)
             dist, version = self._origins.get(name, ("retention (core)", _own_version()))
             hooks = tuple(sorted(h.name for h in self.pm.get_hookcallers(plugin) or []))
             out.append(PluginInfo(name, dist, version, hooks, provides.get(name, {})))
@@ -155,7 +156,7 @@ def load_plugins(*, extra: Iterable[ModuleType | object] = (), entry_points: boo
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
-        name = pm.get_name(exc.plugin) or "?"
+        name = str(pm.get_name(exc.plugin) or "?")
         dist = origins.get(name, ("?", "?"))
         raise PluginError(f"plugin {name!r} (distribution {dist[0]} {dist[1]}): {exc}") from exc
     return Plugins(pm, origins)
@@ -166,6 +167,6 @@ def _register(pm: pluggy.PluginManager, plugin: object, name: str | None,
     try:
         pm.register(plugin, name=name)
     except (pluggy.PluginValidationError, ValueError) as exc:
-        label = name or getattr(plugin, "__name__", repr(plugin))
+        label = str(name or getattr(plugin, "__name__", repr(plugin)))
         dist = origins.get(label, ("?", "?"))
         raise PluginError(f"plugin {label!r} (distribution {dist[0]} {dist[1]}): {exc}") from exc

@@ -225,7 +225,7 @@ class StateStore:
                     if row.host == host and not _alive(row.pid):
                         conn.execute(lock_table.delete().where(lock_table.c.run_id == row.run_id))
                         continue
-                raise LockedError(
+                raise LockedError(  # noqa: B904 - the IntegrityError is the expected signal
                     f"another run ({row.run_id}, pid {row.pid} on {row.host}, since "
                     f"{utc(row.acquired_at):%Y-%m-%d %H:%M:%S} UTC) holds the lock on {self.url}")
         raise RetentionError(f"could not take the run lock on {self.url}")

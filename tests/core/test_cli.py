@@ -198,3 +198,9 @@ def test_every_subcommand_has_help():
                  ["requests", "list", "--help"], ["audit", "verify", "--help"], ["plugins", "--help"]):
         result = invoke(*args)
         assert result.exit_code == 0 and "Usage: " in result.output
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    readme = (REPO / "README.md").read_text().splitlines()
+    command = next(line for line in readme if "python -m pytest" in line)
+    assert command in (REPO / ".ci" / "run").read_text().splitlines()
