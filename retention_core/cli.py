@@ -7,6 +7,7 @@ code: 0 ok · 1 some deletions failed · 2 usage/config error · 3 safety limit 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -18,18 +19,26 @@ from typing import Any
 
 import click
 
+from . import certificate, logs
 from .audit import AuditTrail, Head, verify
+from .durations import parse_duration
+from .engine import decide
 from .errors import ConfigError, PluginError, RetentionError
+from .explain import explain
+from .explain import render_text as render_explanation
+from .forecast import Forecast, plan_csv, plan_json, plan_text
+from .metrics import write_metrics
 from .model import HoldScope
 from .plugins import Plugins, load_plugins
 from .policy import HOLD_KINDS
-from .report import text_summary
+from .report import RunReport, _atomic, text_summary
 from .runtime import Runtime
 from .scheduler import RunOptions, run
 from .state import actor
 from .subjects import parse_instant
 
 CONFIG_ENV = "RETENTION_CONFIG"
+LOG_FORMAT_ENV = "RETENTION_LOG_FORMAT"
 
 
 class RetentionGroup(click.Group):
@@ -59,15 +68,20 @@ class RetentionGroup(click.Group):
         try:
             return super().invoke(ctx)
         except RetentionError as exc:
-            click.echo(f"retention: error: {exc}", err=True)
+            click.echo(logs.error_line(str(exc), exc.exit_code), err=True)
             ctx.exit(exc.exit_code)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
+        except BrokenPipeError:
+            # `retention … | head` closed the pipe: not an internal error, and nothing more to say.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            ctx.exit(1)
         except Exception as exc:
             if os.environ.get("RETENTION_DEBUG"):
                 raise
-            click.echo(f"retention: internal error: {type(exc).__name__}: {exc} "
-                       "(set RETENTION_DEBUG=1 for the traceback)", err=True)
+            click.echo(logs.error_line(f"internal error: {type(exc).__name__}: {exc} "
+                                       "(set RETENTION_DEBUG=1 for the traceback)", 1), err=True)
             ctx.exit(1)
 
 
@@ -77,7 +91,7 @@ class _Fail(click.ClickException):
         self.exit_code = code
 
     def show(self, file: Any = None) -> None:
-        click.echo(f"retention: error: {self.format_message()}", err=True)
+        click.echo(logs.error_line(self.format_message(), self.exit_code), err=True)
 
 
 def plugins() -> Plugins:
@@ -105,7 +119,9 @@ def _parse_date(value: str | None, name: str) -> datetime | None:
 @click.group(cls=RetentionGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="retention", prog_name="retention")
 @click.option("-v", "--verbose", count=True, help="More log output on stderr (repeat for debug).")
-def cli(verbose: int) -> None:
+@click.option("--log-format", type=click.Choice(logs.FORMATS), default="text", envvar=LOG_FORMAT_ENV,
+              show_default=True, help=f"stderr as plain lines or one JSON object per line (or ${LOG_FORMAT_ENV}).")
+def cli(verbose: int, log_format: str) -> None:
     """Enforce a privacy policy's retention promises over your storage.
 
     Evaluates retention rules (service-end and creation clocks), legal and dispute holds,
@@ -117,8 +133,7 @@ def cli(verbose: int) -> None:
     Exit codes: 0 ok, 1 deletions failed, 2 usage/config error, 3 safety limit tripped,
     4 another run holds the lock.
     """
-    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="retention: %(levelname)s: %(message)s", stream=sys.stderr)
+    logs.configure(log_format, verbose)
 
 
 # -- validate -----------------------------------------------------------------------------------
@@ -136,51 +151,155 @@ def validate(config: str) -> None:
 
 
 # -- run -----------------------------------------------------------------------------------------
-class _Progress:
-    """Counts and rate on a TTY; nothing under cron (the summary says it all)."""
-
-    def __init__(self) -> None:
-        self.start = time.monotonic()
-
-    def __call__(self, source: str, scanned: int) -> None:
-        rate = scanned / max(time.monotonic() - self.start, 1e-6)
-        click.echo(f"\rscanning {source}: {scanned:,} records ({rate:,.0f}/s)   ", err=True, nl=False)
-
-
 @cli.command("run")
 @config_option
 @click.option("--dry-run", is_flag=True, help="Decide and report only; nothing is deleted.")
 @click.option("--as-of", "as_of", metavar="DATE", help="Evaluate as if today were DATE (implies --dry-run).")
 @click.option("--source", "sources", multiple=True, metavar="NAME", help="Only this source (repeatable).")
 @click.option("--report", "reports", multiple=True, metavar="PATH", type=click.Path(dir_okay=False),
-              help="Write a report; the format follows the suffix (.json, .csv, ...). Repeatable.")
+              help="Write a report; the format follows the suffix (.html, .json, .csv, ...). Repeatable.")
+@click.option("--metrics-file", metavar="PATH", type=click.Path(dir_okay=False),
+              help="Write Prometheus text-format metrics of this run to PATH, atomically "
+                   "(for node_exporter's textfile collector: name it *.prom).")
 def run_command(config: str, dry_run: bool, as_of: str | None, sources: tuple[str, ...],
-                reports: tuple[str, ...]) -> None:
+                reports: tuple[str, ...], metrics_file: str | None) -> None:
     """Scan every source, decide, and delete what is due (or only report with --dry-run)."""
+    started = time.time()
+    report: RunReport | None = None
+    code = 2
+    try:
+        report, code = _run(config, dry_run, as_of, sources, reports)
+    except RetentionError as exc:
+        code = exc.exit_code
+        raise
+    finally:
+        if metrics_file:
+            _write_metrics(Path(metrics_file), report, started, code)
+    if code:
+        sys.exit(code)
+
+
+def _run(config: str, dry_run: bool, as_of: str | None, sources: tuple[str, ...],
+         reports: tuple[str, ...]) -> tuple[RunReport, int]:
     now = _parse_date(as_of, "--as-of") or datetime.now(timezone.utc)
     dry_run = dry_run or as_of is not None
     with open_runtime(config) as rt:
         writers = rt.plugins.report_writers()
         chosen = [(Path(p), writers.get(Path(p).suffix.lower().lstrip("."), key=f"--report {p}"))
                   for p in reports]
-        progress = _Progress() if sys.stderr.isatty() else None
-        report = run(rt, RunOptions(now=now, dry_run=dry_run, sources=sources, progress=progress))
-        if progress is not None:
-            click.echo("", err=True)
+        names = list(sources) or [s.name for s in rt.policy.sources]
+        logs.event("run-start", f"run started: {len(names)} sources, as of {now:%Y-%m-%d %H:%M} UTC"
+                   + (", dry run" if dry_run else ""), config=str(rt.policy.path), dry_run=dry_run,
+                   as_of=now.isoformat(), sources=names)
+        progress = logs.ProgressBar(names) if logs.interactive() else None
         try:
+            report = run(rt, _run_options(now=now, dry_run=dry_run, sources=sources, progress=progress,
+                                          as_of_given=as_of is not None))
+        finally:
+            if progress is not None:
+                progress.finish()
+        try:
+            for name, stats in report.sources.items():
+                logs.event("source-done", f"{name}: scanned {stats.scanned}", source=name, scanned=stats.scanned,
+                           decisions=stats.decisions, outcomes=stats.outcomes)
+                for warning in stats.warnings:
+                    logs.event("warning", f"{name}: {warning}", level=logging.WARNING, source=name)
             for path, writer in chosen:
                 writer(report, path)
+                logs.event("report-written", f"report written: {path}", path=str(path))
             click.echo(text_summary(report))
             for path, _ in chosen:
                 click.echo(f"  report: {path}")
         finally:
             report.close()
-    if report.limit_tripped:
-        click.echo(f"retention: error: safety limit tripped: {report.limit_tripped}; nothing was deleted",
+    code = 3 if report.limit_tripped else 1 if report.failed else 0
+    level = logging.INFO if code == 0 else logging.ERROR
+    took = (report.finished_at or datetime.now(timezone.utc)) - report.started_at
+    logs.event("run-end", f"run {report.run_id} finished: {report.status}", level=level, run_id=report.run_id,
+               status=report.status, dry_run=report.dry_run, exit_code=code, duration_seconds=took.total_seconds(),
+               summary=report.summary(), outcomes=report.outcomes())
+    if report.limit_tripped and logs.current_format() == "text":
+        click.echo(logs.error_line(f"safety limit tripped: {report.limit_tripped}; nothing was deleted", 3),
                    err=True)
-        sys.exit(3)
-    if report.failed:
-        sys.exit(1)
+    return report, code
+
+
+def _run_options(**given: Any) -> RunOptions:
+    """RunOptions from *given*, leaving out fields this core version does not have yet."""
+    known = {f.name for f in dataclasses.fields(RunOptions)}
+    return RunOptions(**{k: v for k, v in given.items() if k in known})
+
+
+def _write_metrics(path: Path, report: RunReport | None, started: float, code: int) -> None:
+    try:
+        write_metrics(path, report, started=started, finished=time.time(), exit_code=code)
+    except OSError as exc:
+        # The run itself is over; say so plainly and make sure cron notices.
+        click.echo(logs.error_line(f"cannot write metrics file {path}: {exc.strerror or exc}", 2), err=True)
+        if code == 0:
+            sys.exit(2)
+
+
+# -- plan --------------------------------------------------------------------------------------------
+@cli.command("plan")
+@config_option
+@click.option("--within", default="90d", show_default=True, metavar="DURATION",
+              help="How far ahead to look: 90d, 12w, 6mo, 1y, P3M ...")
+@click.option("--as-of", "as_of", metavar="DATE", help="Plan as if today were DATE.")
+@click.option("--source", "sources", multiple=True, metavar="NAME", help="Only this source (repeatable).")
+@click.option("--format", "fmt", type=click.Choice(("text", "json", "csv")), default="text", show_default=True)
+def plan_command(config: str, within: str, as_of: str | None, sources: tuple[str, ...], fmt: str) -> None:
+    """What becomes due when, by week and category. Storage is only listed, never changed."""
+    try:
+        window = parse_duration(within)
+    except ValueError as exc:
+        raise ConfigError(str(exc), key="--within") from None
+    now = _parse_date(as_of, "--as-of") or datetime.now(timezone.utc)
+    forecast = Forecast(now=now, until=window.after(now))
+    if forecast.until <= now:
+        raise ConfigError(f"expected a duration longer than zero, found {within!r}", key="--within")
+    with open_runtime(config) as rt:
+        chosen = [rt.policy.source(n) for n in sources] if sources else list(rt.policy.sources)
+        ctx = rt.context(now)
+        for source in chosen:
+            forecast.add_all((record, decide(record, ctx)) for record in rt.records(source))
+    if fmt == "json":
+        click.echo(json.dumps(plan_json(forecast, within), indent=1))
+    elif fmt == "csv":
+        click.echo(plan_csv(forecast), nl=False)
+    else:
+        for line in plan_text(forecast, within):
+            click.echo(line)
+
+
+# -- explain -----------------------------------------------------------------------------------------
+@cli.command("explain")
+@config_option
+@click.argument("location")
+@click.option("--source", "source_name", metavar="NAME", help="Look only in this source.")
+@click.option("--as-of", "as_of", metavar="DATE", help="Explain as if today were DATE.")
+@click.option("--format", "fmt", type=click.Choice(("text", "json")), default="text", show_default=True)
+def explain_command(config: str, location: str, source_name: str | None, as_of: str | None, fmt: str) -> None:
+    """Every step of the decision for the record at LOCATION (as the source lists it)."""
+    now = _parse_date(as_of, "--as-of") or datetime.now(timezone.utc)
+    with open_runtime(config) as rt:
+        chosen = [rt.policy.source(source_name)] if source_name else list(rt.policy.sources)
+        ctx = rt.context(now)
+        every_hold = rt.holds(include_released=True)
+        found = [explain(raw, source, ctx, every_hold) for source in chosen
+                 for raw in rt.backend(source).scan(source) if raw.location == location]
+    if not found:
+        where = f"source {source_name!r}" if source_name else "any source (" + ", ".join(s.name for s in chosen) + ")"
+        raise ConfigError(f"no record at {location!r} in {where}; give the location exactly as the source "
+                          "lists it (fs: the path relative to root)", key="LOCATION")
+    if fmt == "json":
+        click.echo(json.dumps([e.as_json() for e in found], indent=1, ensure_ascii=False))
+        return
+    for n, explanation in enumerate(found):
+        if n:
+            click.echo("")
+        for line in render_explanation(explanation):
+            click.echo(line)
 
 
 # -- holds -----------------------------------------------------------------------------------------
@@ -340,6 +459,48 @@ def audit_verify(path: str | None, config: str | None) -> None:
         return
     click.echo(f"{target}: line {result.line}: {result.problem}", err=True)
     sys.exit(1)
+
+
+@audit.command("certificate")
+@config_option
+@click.option("--run", "run_id", required=True, metavar="RUN_ID", help="The run to certify (see the run's summary).")
+@click.option("--format", "fmt", type=click.Choice(("json", "html")), default="json", show_default=True)
+@click.option("-o", "--output", metavar="PATH", type=click.Path(dir_okay=False),
+              help="Write to PATH (atomically) instead of stdout.")
+def audit_certificate(config: str, run_id: str, fmt: str, output: str | None) -> None:
+    """A certificate of deletion for one enforcing run, from the verified audit trail.
+
+    Fields after NIST SP 800-88 Rev. 1 Appendix G: who, each location and version, method
+    (logical deletion through the storage API), tool and version, verification method,
+    dates, and the SHA-256 of the run's last audit line and of the trail head.
+    """
+    with open_runtime(config) as rt:
+        last = rt.state.last_audit_head()
+        who = _run_actor(rt, run_id)
+        backends = {s.name: s.backend for s in rt.policy.sources}
+        cert = certificate.build(rt.policy.audit, run_id, expect=Head(*last) if last else None, actor=who,
+                                 backends=backends)
+    writer = certificate.write_html if fmt == "html" else certificate.write_json
+    if output is None:
+        writer(cert, click.get_text_stream("stdout"))
+        return
+    path = Path(output)
+    fh, tmp = _atomic(path)
+    with fh:
+        writer(cert, fh)
+    os.replace(tmp, path)
+    click.echo(f"certificate for run {run_id}: {path}")
+
+
+def _run_actor(rt: Runtime, run_id: str) -> str | None:
+    """Who started the run, as the state store recorded it (the trail's run-start may not say)."""
+    import sqlalchemy as sa
+
+    from .state import runs_table
+
+    with rt.state.engine.connect() as conn:
+        row = conn.execute(sa.select(runs_table.c.actor).where(runs_table.c.run_id == run_id)).first()
+    return row.actor if row is not None and row.actor else None
 
 
 # -- plugins -------------------------------------------------------------------------------------------

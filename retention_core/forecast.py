@@ -7,6 +7,8 @@ exactly 26 buckets, whatever weekday the run falls on.
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -128,6 +130,59 @@ class Forecast:
         return _sum(self.weekly.values())
 
 
+# -- plan output: what ``retention plan`` prints -------------------------------------------------------
+def plan_json(forecast: Forecast, within: str) -> dict[str, object]:
+    def vol(v: Volume) -> dict[str, int]:
+        return {"records": v.records, "bytes": v.bytes, "unsized": v.unsized}
+
+    return {
+        "as_of": forecast.now.isoformat(), "within": within, "until": forecast.until.isoformat(),
+        "due_now": [{"category": c, **vol(v)} for c, v in sorted(forecast.due_now.items())],
+        "weeks": [{"week": r.week, "start": r.start.date().isoformat(), "end": r.end.date().isoformat(),
+                   "category": r.category, **vol(r.volume)} for r in forecast.rows()],
+        "later": vol(forecast.later), "not_started": vol(forecast.undated), "held": vol(forecast.held),
+        "skipped": vol(forecast.skipped),
+    }
+
+
+def plan_csv(forecast: Forecast) -> str:
+    """One row per (bucket, category): ``due_now`` first, then each week with something due."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["bucket", "start", "end", "category", "records", "bytes"])
+    today = forecast.now.date().isoformat()
+    for category, v in sorted(forecast.due_now.items()):
+        writer.writerow(["due_now", today, today, category, v.records, v.bytes])
+    for r in forecast.rows():
+        writer.writerow([f"week {r.week}", r.start.date().isoformat(), r.end.date().isoformat(), r.category,
+                         r.volume.records, r.volume.bytes])
+    return out.getvalue()
+
+
+def plan_text(forecast: Forecast, within: str) -> Iterator[str]:
+    yield (f"retention plan as of {forecast.now:%Y-%m-%d %H:%M} UTC, within {within} "
+           f"(until {forecast.until:%Y-%m-%d})")
+    now = forecast.total_due_now()
+    if now.records:
+        parts = ", ".join(f"{c} {v.records:,}" for c, v in sorted(forecast.due_now.items()))
+        yield f"  due now: {now.records:,} records ({human_bytes(now.bytes)}) — {parts}"
+    else:
+        yield "  due now: nothing"
+    rows = list(forecast.rows())
+    if rows:
+        width = max(len(r.category) for r in rows)
+        yield f"  {'week from':10}  {'to':10}  {'category':{width}}  {'records':>9}  {'bytes':>10}"
+        for r in rows:
+            yield (f"  {r.start:%Y-%m-%d}  {r.end:%Y-%m-%d}  {r.category:{width}}  {r.volume.records:>9,}  "
+                   f"{human_bytes(r.volume.bytes):>10}")
+        total = forecast.total_in_window()
+        yield f"  in the window: {total.records:,} records ({human_bytes(total.bytes)})"
+    else:
+        yield "  nothing else becomes due in the window"
+    yield (f"  later: {forecast.later.records:,}; clock not started (service active): {forecast.undated.records:,}; "
+           f"held: {forecast.held.records:,}; skipped: {forecast.skipped.records:,}")
+
+
 def _sum(volumes: Iterable[Volume]) -> Volume:
     out = Volume()
     for v in volumes:
@@ -147,4 +202,4 @@ def human_bytes(n: int) -> str:
     return f"{n} B"  # pragma: no cover - loop always returns
 
 
-__all__ = ["Forecast", "UNKNOWN", "Volume", "WEEK", "WeekRow", "human_bytes"]
+__all__ = ["Forecast", "UNKNOWN", "Volume", "WEEK", "WeekRow", "human_bytes", "plan_csv", "plan_json", "plan_text"]

@@ -315,7 +315,7 @@ def _columns(element_id: str, caption: str, labels: Sequence[str], values: Seque
     svg = [f'<svg id="{element_id}" role="img" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
            f'aria-label="{_e(caption)}">',
            f'<line x1="{left}" y1="{top + plot_h}" x2="{width - left}" y2="{top + plot_h}" stroke="#aab7b8"/>']
-    for i, (label, value) in enumerate(zip(labels, values)):
+    for i, (label, value) in enumerate(zip(labels, values, strict=True)):
         x = left + i * (bar_w + gap)
         h = plot_h * value / peak
         svg.append(f'<rect class="week" data-week="{i}" data-value="{value}" x="{x}" y="{top + plot_h - h:.1f}" '

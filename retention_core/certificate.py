@@ -1,0 +1,228 @@
+"""A certificate of deletion for one run, built from the audit trail alone.
+
+The fields follow the sample "Certificate of Sanitization" of NIST SP 800-88 Rev. 1,
+Appendix G (who performed it, what — each location and version —, method type and method,
+tool and version, verification method, date, signatures), adapted honestly: what this tool
+does is a *logical* deletion through each storage system's API, not the Clear, Purge or
+Destroy of storage media that SP 800-88 defines. The certificate carries the hash of the
+run's last audit line and of the trail's head, so anyone can later check it against the
+trail with ``retention audit verify``. The trail is verified before anything is certified.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from html import escape
+from pathlib import Path
+from typing import IO, Any
+
+from .audit import Head, read, verify
+from .errors import ConfigError, RetentionError
+
+STANDARD = "NIST SP 800-88 Rev. 1, Appendix G (sample Certificate of Sanitization), adapted to logical deletion"
+
+#: How each built-in backend deletes, in words a records manager can check.
+METHODS = {
+    "fs": "unlink(2) of each file through the operating system (the file system frees the blocks; "
+          "their content is not overwritten)",
+    "s3": "S3 DeleteObjects by version id for every version of each key (and orphaned delete markers); "
+          "the provider reclaims the storage",
+    "sql": "SQL DELETE (or, for anonymize, UPDATE) of each row in one short transaction per batch; "
+           "the database reclaims the space on its own schedule",
+    "memory": "removal from an in-process store (testing only)",
+}
+LOGICAL = ("Logical deletion through the storage system's API. This is not a media sanitization method "
+           "(Clear, Purge or Destroy) in the sense of NIST SP 800-88: the storage system, its replicas, "
+           "snapshots and backups may keep the data until their own retention ends.")
+VERIFICATION = ("Per-record outcome reported by the storage API for each deletion request (deleted, "
+                "already gone, refused, failed), journalled after the call in the hash-chained audit "
+                "trail; the trail was verified intact when this certificate was produced. Storage was "
+                "not re-read or sampled after deletion.")
+DONE = ("deleted", "anonymized", "already_gone")
+
+
+class CertificateError(RetentionError):
+    """The trail cannot support a certificate (broken chain, run not found or not finished)."""
+
+    exit_code = 1
+
+
+@dataclass
+class Certificate:
+    """The header of a certificate; :meth:`records` streams the run's outcomes from the trail."""
+
+    run_id: str
+    trail: Path
+    performed_by: str
+    tool: str
+    started: str
+    finished: str | None
+    status: str
+    as_of: str | None
+    sources: list[str]
+    backends: dict[str, str]
+    totals: dict[str, int] = field(default_factory=dict)
+    intents: int = 0
+    set_based: int = 0
+    run_end: Head | None = None
+    head: Head | None = None
+    trail_lines: int = 0
+    issued: str = ""
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        """Every outcome entry of the run, in trail order."""
+        for entry in read(self.trail):
+            if entry.get("run_id") == self.run_id and entry.get("event") == "outcome":
+                yield {"source": entry.get("source"), "location": entry.get("location"),
+                       **({"location_hex": entry["location_hex"]} if entry.get("location_hex") else {}),
+                       "version": entry.get("version"), "subject": entry.get("subject"),
+                       "category": entry.get("category"), "action": entry.get("action"),
+                       "outcome": entry.get("outcome"), "error": entry.get("error"), "time": entry.get("time"),
+                       "audit_seq": entry.get("seq"), "audit_hash": entry.get("hash")}
+
+    def header(self) -> dict[str, Any]:
+        methods = {s: METHODS.get(b, f"the {b!r} backend's delete operation") for s, b in self.backends.items()}
+        return {
+            "title": "Certificate of deletion",
+            "standard": STANDARD,
+            "run_id": self.run_id,
+            "person_performing": {"name": self.performed_by, "role": "operator of the retention run",
+                                  "title": None, "organization": None, "location": None, "phone": None},
+            "media": {"sources": [{"source": s, "backend": self.backends.get(s, "unknown")} for s in self.sources],
+                      "media_type": "records in storage systems reached through their APIs (not physical media)",
+                      "classification": None, "data_backed_up": "unknown to this tool"},
+            "sanitization": {"method_type": "logical deletion (not Clear, Purge or Destroy)",
+                             "method_used": LOGICAL, "method_details": methods,
+                             "tool": self.tool, "verification_method": VERIFICATION,
+                             "post_sanitization_classification": None,
+                             "notes": (f"Run status {self.status!r}. {self.intents} deletion intents and "
+                                       f"{sum(self.totals.values())} outcomes journalled"
+                                       + (f"; {self.set_based} set-based batches" if self.set_based else "")
+                                       + ". Records refused or failed were NOT deleted.")},
+            "date": {"started": self.started, "finished": self.finished, "evaluated_as_of": self.as_of},
+            "totals": self.totals,
+            "audit": {"trail": str(self.trail), "verified": True, "lines": self.trail_lines,
+                      "run_end": {"seq": self.run_end.seq, "hash": self.run_end.hash} if self.run_end else None,
+                      "head": {"seq": self.head.seq, "hash": self.head.hash} if self.head else None,
+                      "check": "retention audit verify TRAIL; the line with run_end.seq must carry run_end.hash"},
+            "signatures": {"performed_by": {"name": self.performed_by, "signature": None, "date": None},
+                           "validated_by": {"name": None, "title": None, "signature": None, "date": None}},
+            "issued": self.issued,
+        }
+
+
+def build(trail: Path, run_id: str, *, expect: Head | None = None, actor: str | None = None,
+          backends: dict[str, str] | None = None) -> Certificate:
+    """Verify *trail* and gather run *run_id*'s evidence; raise if it cannot be certified."""
+    result = verify(trail, expect=expect)
+    if not result.ok:
+        raise CertificateError(f"{trail}: line {result.line}: {result.problem}; no certificate issued "
+                               "for a trail that fails verification")
+    cert: Certificate | None = None
+    for entry in read(trail):
+        if entry.get("run_id") != run_id:
+            continue
+        event = entry.get("event")
+        if event == "run-start":
+            cert = Certificate(
+                run_id=run_id, trail=trail, performed_by=actor or str(entry.get("by") or "unknown (not recorded)"),
+                tool=str(entry.get("tool") or "retention (version not recorded)"), started=str(entry.get("time")),
+                finished=None, status="unfinished", as_of=entry.get("as_of"), sources=list(entry.get("sources") or []),
+                backends=dict(backends or {}))
+        elif cert is None:
+            continue
+        elif event == "intent":
+            cert.intents += 1
+            if entry.get("location") is None:
+                cert.set_based += 1
+        elif event == "outcome":
+            status = str(entry.get("outcome"))
+            cert.totals[status] = cert.totals.get(status, 0) + 1
+        elif event == "run-end":
+            cert.finished = str(entry.get("time"))
+            cert.status = str(entry.get("status"))
+            cert.run_end = Head(int(entry["seq"]), str(entry["hash"]))
+    if cert is None:
+        raise ConfigError(f"no run {run_id!r} in the audit trail {trail} (dry runs are not journalled)",
+                          key="--run")
+    if cert.run_end is None:
+        raise CertificateError(f"run {run_id!r} has no run-end line in {trail}: it did not finish "
+                               "(or is still running); no certificate issued")
+    cert.head = result.head
+    cert.trail_lines = result.lines
+    cert.issued = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return cert
+
+
+def write_json(cert: Certificate, out: IO[str]) -> None:
+    """The certificate as JSON; records are streamed from the trail."""
+    head = json.dumps(cert.header(), indent=1, ensure_ascii=False)
+    out.write(head[:-2] + ',\n "records": [')
+    for n, record in enumerate(cert.records()):
+        out.write(("\n  " if n == 0 else ",\n  ") + json.dumps(record, ensure_ascii=False))
+    out.write("\n ]\n}\n")
+
+
+_CSS = """
+body { font: 13px/1.45 system-ui, sans-serif; color: #1b2631; max-width: 1000px; margin: 24px auto; padding: 0 16px; }
+h1 { font-size: 20px; margin-bottom: 2px; } h2 { font-size: 15px; margin: 20px 0 6px; }
+table { border-collapse: collapse; width: 100%; } th, td { border: 1px solid #aab7b8; padding: 3px 6px;
+text-align: left; vertical-align: top; } th { background: #eaeded; width: 28%; }
+.honest { background: #fdebd0; border-left: 4px solid #b9770e; padding: 8px 12px; }
+code, td.loc { font-family: ui-monospace, Menlo, Consolas, monospace; word-break: break-all; }
+tr.failed td, tr.refused td { background: #fadbd8; } .sig { height: 36px; }
+@media print { body { margin: 0; } tr { break-inside: avoid; } }
+"""
+
+
+def write_html(cert: Certificate, out: IO[str]) -> None:
+    """The certificate as a printable, self-contained HTML page with signature lines."""
+    h = cert.header()
+    s = h["sanitization"]
+    e = _e
+    out.write("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+              "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">"
+              f"<title>Certificate of deletion — run {e(cert.run_id)}</title><style>{_CSS}</style></head><body>")
+    out.write(f"<h1>Certificate of deletion</h1><p>Run <code>{e(cert.run_id)}</code> · fields after "
+              f"{e(STANDARD)}</p><p class=\"honest\"><b>Method type: logical deletion.</b> {e(LOGICAL)}</p>")
+    rows = [
+        ("Person performing", cert.performed_by), ("Tool used (version)", cert.tool),
+        ("Date started", cert.started), ("Date finished", cert.finished or "—"),
+        ("Evaluated as of", cert.as_of or "—"), ("Run status", cert.status),
+        ("Media / sources", ", ".join(f"{x['source']} ({x['backend']})" for x in h["media"]["sources"])),
+        ("Method used", "; ".join(f"{k}: {v}" for k, v in s["method_details"].items()) or "—"),
+        ("Verification method", VERIFICATION),
+        ("Outcomes", ", ".join(f"{k} {v}" for k, v in sorted(cert.totals.items())) or "none"),
+        ("Notes", s["notes"]),
+        ("Audit trail", f"{cert.trail} — verified intact, {cert.trail_lines} lines"),
+        ("Run's last audit line", f"seq {cert.run_end.seq if cert.run_end else '—'}, SHA-256 "
+                                  f"{cert.run_end.hash if cert.run_end else '—'}"),
+        ("Trail head when issued", f"seq {cert.head.seq if cert.head else '—'}, SHA-256 "
+                                   f"{cert.head.hash if cert.head else '—'}"),
+        ("Issued", cert.issued),
+    ]
+    out.write("<h2>Details</h2><table>" + "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in rows)
+              + "</table>")
+    out.write("<h2>Signatures</h2><table><tr><th>Performed by (name, signature, date)</th>"
+              f"<td class=\"sig\">{e(cert.performed_by)}</td></tr><tr><th>Validated by (name, title, signature, "
+              "date)</th><td class=\"sig\"></td></tr></table>")
+    out.write("<h2>Records</h2><table><thead><tr><th style=\"width:auto\">seq</th><th style=\"width:auto\">source</th>"
+              "<th style=\"width:auto\">location (version)</th><th style=\"width:auto\">action</th>"
+              "<th style=\"width:auto\">outcome</th><th style=\"width:auto\">time</th></tr></thead><tbody>")
+    for r in cert.records():
+        version = f" ({r['version']})" if r["version"] else ""
+        outcome = str(r["outcome"]) + (f": {r['error']}" if r["error"] else "")
+        out.write(f"<tr class=\"{e(r['outcome'])}\"><td>{e(r['audit_seq'])}</td><td>{e(r['source'])}</td>"
+                  f"<td class=\"loc\">{e(str(r['location']) + version)}</td><td>{e(r['action'])}</td>"
+                  f"<td>{e(outcome)}</td><td>{e(r['time'])}</td></tr>")
+    out.write("</tbody></table></body></html>\n")
+
+
+def _e(value: object) -> str:
+    return escape("—" if value is None else str(value), quote=True)
+
+
+__all__ = ["Certificate", "CertificateError", "LOGICAL", "METHODS", "build", "write_html", "write_json"]
