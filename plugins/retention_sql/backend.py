@@ -1,0 +1,244 @@
+"""The ``sql`` backend: rows of one table as records, deleted by key or set-based in place."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+
+from retention_core import (
+    Backend,
+    BackendError,
+    ConfigError,
+    Options,
+    Outcome,
+    PushdownPlan,
+    Record,
+    Source,
+    Status,
+)
+
+from .anonymizer import Anonymizer
+from .dialects import Flavor, first_line, flavor_for
+from .pushdown import RangeWalk
+from .rows import IN_CHUNK, Row, TableOps, chunks
+from .schema import TableInfo, reflect
+from .settings import read_settings
+
+#: Extras that install each dialect's driver.
+DRIVER_HINTS = {
+    "postgresql": "pip install 'retention[postgres]' (psycopg 3; URL postgresql+psycopg://…)",
+    "mysql": "pip install 'retention[mysql]' (PyMySQL; URL mysql+pymysql://…)",
+    "mariadb": "pip install 'retention[mysql]' (PyMySQL; URL mariadb+pymysql://…)",
+}
+
+
+class SqlBackend(Backend):
+    """Rows of one table (or view-free base table) in any SQLAlchemy database.
+
+    ``Record.location`` is the key column's value as text and ``Record.subject`` the
+    subject column's; ``created`` is read from the created column (naive columns in the
+    configured ``timezone``). The table is reflected on first use, never in ``__init__``.
+    """
+
+    name = "sql"
+    can_anonymize = True
+    can_push_down = True
+
+    def __init__(self, options: Options) -> None:
+        self.settings = read_settings(options)
+        self.batch_size = self.settings.batch_size  # type: ignore[misc]  # per instance, from options
+        self.engine = _engine(self.settings.url, self.settings.error)
+        self.flavor: Flavor = flavor_for(self.engine.dialect.name)
+        self.flavor.prepare(self.engine)
+        self._ops: TableOps | None = None
+
+    # -- reflection, once ---------------------------------------------------------------------------------
+    @property
+    def ops(self) -> TableOps:
+        if self._ops is None:
+            self._require_sqlite_file()
+            try:
+                info = reflect(self.engine, self.flavor, self.settings)
+            except ConfigError:
+                raise
+            except SQLAlchemyError as exc:
+                raise self.settings.error("url", f"cannot reach {self._safe_url()}: {first_line(exc)}") from None
+            anonymizer = Anonymizer(self.settings, info.table)
+            self._ops = TableOps(info, self.flavor, anonymizer, returning=self.engine.dialect.delete_returning)
+        return self._ops
+
+    @property
+    def info(self) -> TableInfo:
+        return self.ops.info
+
+    def _require_sqlite_file(self) -> None:
+        """SQLite would silently create a missing file; a typo in the path must be an error."""
+        url = self.engine.url
+        database = url.database or ""
+        if url.get_backend_name() == "sqlite" and database and not database.startswith(("file:", ":memory:")) \
+                and not Path(database).exists():
+            raise self.settings.error("url", f"no SQLite database file {database!r}")
+
+    def _safe_url(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
+
+    def _destructive(self) -> TableOps:
+        """The table, checked for what a delete would do beyond it."""
+        ops = self.ops
+        if ops.info.reaching and not self.settings.allow_cascade:
+            raise self.settings.error(
+                "allow_cascade", f"deleting from {self.settings.table!r} would reach other tables through "
+                                 f"{', '.join(ops.info.reaching)}; set allow_cascade: true if that is intended")
+        return ops
+
+    def check(self, source: Source) -> None:
+        self._destructive()
+        if self.ops.anonymizer.hashed:
+            self.ops.anonymizer.key()
+
+    def warnings(self, source: Source) -> list[str]:
+        info = self.info
+        out = []
+        for fk in info.reaching:
+            verdict = "allowed by allow_cascade" if self.settings.allow_cascade else "refused unless allow_cascade: true"
+            out.append(f"a delete from {self.settings.table!r} reaches another table through {fk} ({verdict})")
+        if info.created.nullable:
+            out.append(f"column {info.created.name!r} allows NULL: rows without a created time are never "
+                       "listed or deleted")
+        if self.settings.timezone is not None and not info.clock.naive:
+            out.append(f"timezone is ignored: column {info.created.name!r} stores instants, not wall times")
+        if self.settings.timezone is not None and info.clock.zone is not self.settings.timezone \
+                and info.clock.naive:
+            out.append(f"timezone is ignored: column {info.created.name!r} is a TIMESTAMP, which the database "
+                       "stores in UTC")
+        return out
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- listing --------------------------------------------------------------------------------------------
+    def scan(self, source: Source) -> Iterator[Record]:
+        return self._scan(source)
+
+    def _scan(self, source: Source) -> Iterator[Record]:
+        ops = self.ops
+        try:
+            if self.flavor.name == "sqlite":
+                yield from self._scan_pages(ops, source)
+                return
+            with self.engine.connect() as conn:
+                streaming = conn.execution_options(stream_results=True, yield_per=self.batch_size)
+                for row in streaming.execute(ops.scan_query()):
+                    yield ops.record(source.name, source.category, row)
+        except SQLAlchemyError as exc:
+            raise BackendError(f"source {source.name!r}: listing {self.settings.table!r} failed: "
+                               f"{first_line(exc)}") from None
+
+    def _scan_pages(self, ops: TableOps, source: Source) -> Iterator[Record]:
+        """SQLite: keyset pages, each read in its own short transaction, so a long listing
+        never holds the database's lock while others (or we) write."""
+        last: Any = None
+        while True:
+            query = ops.scan_query().order_by(ops.key).limit(self.batch_size)
+            if last is not None:
+                query = query.where(ops.key > last)
+            with self.engine.connect() as conn:
+                rows = conn.execute(query).all()
+            for row in rows:
+                yield ops.record(source.name, source.category, row)
+            if len(rows) < self.batch_size:
+                return
+            last = rows[-1][0]
+
+    # -- per-record deletion and anonymization --------------------------------------------------------------
+    def delete(self, records: Sequence[Record]) -> Iterator[Outcome]:
+        return self._per_record(records, anonymize=False)
+
+    def anonymize(self, records: Sequence[Record]) -> Iterator[Outcome]:
+        return self._per_record(records, anonymize=True)
+
+    def _per_record(self, records: Sequence[Record], *, anonymize: bool) -> Iterator[Outcome]:
+        if not records:
+            return
+        ops = self._destructive()
+        key: bytes | None = None
+        if anonymize:
+            ops.anonymizer.require()
+            key = ops.anonymizer.key() if ops.anonymizer.hashed else None
+        for batch in chunks(list(records), self.batch_size):
+            yield from self._batch(ops, batch, anonymize, key)
+
+    def _batch(self, ops: TableOps, batch: Sequence[Record], anonymize: bool, key: bytes | None) -> Iterator[Outcome]:
+        done = Status.ANONYMIZED if anonymize else Status.DELETED
+        by_key: dict[Any, list[Record]] = {}
+        for record in batch:
+            value = ops.info.key_value(record.location)
+            if value is None:  # not a value the key column can hold: no such row
+                yield Outcome(record, Status.ALREADY_GONE)
+            else:
+                by_key.setdefault(value, []).append(record)
+        if not by_key:
+            return
+        try:
+            affected = self._affect(ops, list(by_key), anonymize, key)
+        except SQLAlchemyError:
+            # One statement for the batch failed: find out key by key, so one bad row cannot
+            # hide the others' outcomes (a transient fault is retried this way, once).
+            for value, records in by_key.items():
+                try:
+                    one = self._affect(ops, [value], anonymize, key)
+                except SQLAlchemyError as exc:
+                    error = first_line(exc)
+                    yield from (Outcome(r, Status.FAILED, error) for r in records)
+                    continue
+                yield from (Outcome(r, done if r.location in one else Status.ALREADY_GONE) for r in records)
+            return
+        for records in by_key.values():
+            yield from (Outcome(r, done if r.location in affected else Status.ALREADY_GONE) for r in records)
+
+    def _affect(self, ops: TableOps, keys: list[Any], anonymize: bool, key: bytes | None) -> set[str]:
+        """Delete or anonymize the rows with *keys* in one transaction; return their locations."""
+        rows: list[Row] = []
+        with self.engine.begin() as conn:
+            for part in chunks(keys, IN_CHUNK):
+                where = ops.keys_equal(part)
+                rows += ops.anonymize_where(conn, where, key) if anonymize else ops.delete_where(conn, where)
+        return {str(row.key) for row in rows}
+
+    # -- set-based --------------------------------------------------------------------------------------------
+    def push_down(self, source: Source, plan: PushdownPlan) -> Iterator[list[Outcome]]:
+        return self._push_down(source, plan)
+
+    def _push_down(self, source: Source, plan: PushdownPlan) -> Iterator[list[Outcome]]:
+        ops = self._destructive()
+        key: bytes | None = None
+        if plan.cutoffs.action.value == "anonymize":
+            ops.anonymizer.require()
+            key = ops.anonymizer.key() if ops.anonymizer.hashed else None
+        try:
+            yield from RangeWalk(ops, self.engine, self.batch_size, key).run(source, plan)
+        except SQLAlchemyError as exc:
+            raise BackendError(f"source {source.name!r}: set-based deletion failed: {first_line(exc)}") from None
+
+
+def _engine(url: str, error: Any) -> sa.Engine:
+    """An engine for *url*; nothing connects yet. A missing driver is a config error with a hint."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise error("url", "expected an SQLAlchemy URL like postgresql+psycopg://user@host/db, "
+                           "mysql+pymysql://user@host/db or sqlite:///path.db") from None
+    try:
+        return sa.create_engine(parsed, pool_pre_ping=True)
+    except NoSuchModuleError:
+        raise error("url", f"unknown database dialect {parsed.drivername!r}") from None
+    except ImportError as exc:
+        hint = DRIVER_HINTS.get(parsed.get_backend_name(), "install the driver the URL names")
+        raise error("url", f"the driver for {parsed.drivername!r} is not installed ({exc.name}): {hint}") from None
+    except (ArgumentError, TypeError, ValueError) as exc:
+        raise error("url", f"cannot use {parsed.render_as_string(hide_password=True)}: {exc}") from None

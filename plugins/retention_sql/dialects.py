@@ -1,0 +1,225 @@
+"""What differs between SQLite, PostgreSQL and MariaDB/MySQL, in one place.
+
+Each :class:`Flavor` answers the same questions for its dialect: how a column reads as
+exact text (so a subject compares exactly as Python's ``==`` would, whatever the column's
+collation), which ``created`` values count as timestamps at all, and how a cutoff is bound.
+Everything is built from SQLAlchemy Core constructs on reflected columns: no identifier is
+ever written into SQL text by us.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlalchemy.sql.elements import ColumnElement
+
+from .clock import EARLIEST, LATEST, UTC
+
+#: Longest subject (in UTF-8 bytes) the MariaDB cutoff table can index.
+MYSQL_PROBE_BYTES = 3072
+
+
+class Flavor:
+    """Portable defaults; subclasses override what their dialect does differently."""
+
+    name = "generic"
+    for_update = True
+    #: Where the driver hands back aware datetimes for ``DateTime(timezone=True)`` columns.
+    aware_types = True
+
+    def prepare(self, engine: Engine) -> None:
+        """Attach connection events (session time zone, transaction handling)."""
+
+    # -- text of a column, compared exactly ------------------------------------------------
+    def text(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
+        """The column as text, as ``Record.subject`` shows it."""
+        return sa.cast(column, sa.Text)
+
+    def probe(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
+        """An expression that equals :meth:`probe_value` of a string exactly when the texts are equal."""
+        return self.text(column)
+
+    def probe_type(self) -> sa.types.TypeEngine[Any]:
+        return sa.Text()
+
+    def probe_value(self, text: str) -> Any:
+        return text
+
+    # -- created values ----------------------------------------------------------------------
+    def created(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
+        """The expression compared with bounds and read by scan."""
+        return column
+
+    def created_valid(self, column: ColumnElement[Any], naive: bool) -> ColumnElement[bool]:
+        """Rows whose created value is a usable timestamp: the only rows scanned or deleted."""
+        lo, hi = (EARLIEST, LATEST) if naive else (EARLIEST.replace(tzinfo=UTC), LATEST.replace(tzinfo=UTC))
+        expr = self.created(column)
+        return sa.and_(expr >= self.bind_created(lo, column), expr <= self.bind_created(hi, column))
+
+    def bind_created(self, value: datetime, column: ColumnElement[Any]) -> ColumnElement[Any]:
+        return sa.literal(value, type_=column.type)
+
+    def cutoff_type(self, column: sa.Column[Any]) -> sa.types.TypeEngine[Any]:
+        return column.type
+
+    def cutoff_value(self, value: datetime) -> Any:
+        return value
+
+    def read_created(self, value: Any) -> datetime:
+        if not isinstance(value, datetime):
+            raise ValueError(f"expected a timestamp, found {value!r}")
+        return value
+
+    def is_created_type(self, type_: sa.types.TypeEngine[Any]) -> bool:
+        return isinstance(type_, sa.DateTime)
+
+    def naive_created(self, type_: sa.types.TypeEngine[Any]) -> bool | None:
+        """True: wall times needing ``timezone``; False: aware; None: stored in UTC by the database."""
+        return not bool(getattr(type_, "timezone", False))
+
+
+class PostgresFlavor(Flavor):
+    name = "postgresql"
+
+    def probe(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
+        # "C": byte-wise equality even where the column has a nondeterministic collation.
+        return self.text(column).collate("C")
+
+
+class SqliteFlavor(Flavor):
+    """SQLite has no timestamp type: timestamps are ISO text, compared as text."""
+
+    name = "sqlite"
+    for_update = False
+    aware_types = False
+    _DIGITS = "[0-9]"
+    _SECONDS = "-".join([_DIGITS * 4, _DIGITS * 2, _DIGITS * 2]) + " " + ":".join([_DIGITS * 2] * 3)
+
+    def prepare(self, engine: Engine) -> None:
+        @event.listens_for(engine, "connect")
+        def _connect(dbapi_connection: Any, _record: Any) -> None:
+            # Let SQLAlchemy, not the sqlite3 module, decide where transactions begin, so a
+            # SELECT and the DELETE after it share one transaction; and honour the schema's
+            # foreign keys, which SQLite ignores unless asked.
+            dbapi_connection.isolation_level = None
+            dbapi_connection.execute("PRAGMA foreign_keys = ON")
+
+        @event.listens_for(engine, "begin")
+        def _begin(connection: sa.Connection) -> None:
+            connection.exec_driver_sql("BEGIN")
+
+    def probe(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
+        return self.text(column).collate("BINARY")
+
+    def created(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
+        # Accept both separators ISO 8601 allows; text order is then time order.
+        return sa.type_coerce(sa.func.replace(column, "T", " "), sa.String())
+
+    def created_valid(self, column: ColumnElement[Any], naive: bool) -> ColumnElement[bool]:
+        expr = self.created(column)
+        whole = expr.op("GLOB")(self._SECONDS)
+        fraction = sa.and_(
+            expr.op("GLOB")(self._SECONDS + ".[0-9]*"),
+            sa.func.length(expr) <= 26,
+            sa.not_(sa.func.substr(expr, 21).op("GLOB")("*[^0-9]*")),
+        )
+        return sa.and_(sa.or_(whole, fraction), expr >= self.cutoff_value(EARLIEST),
+                       expr <= self.cutoff_value(LATEST))
+
+    def cutoff_type(self, column: sa.Column[Any]) -> sa.types.TypeEngine[Any]:
+        return sa.String()
+
+    def cutoff_value(self, value: datetime) -> Any:
+        return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+
+    def bind_created(self, value: datetime, column: ColumnElement[Any]) -> ColumnElement[Any]:
+        return sa.literal(self.cutoff_value(value), type_=sa.String())
+
+    def read_created(self, value: Any) -> datetime:
+        if not isinstance(value, str):
+            raise ValueError(f"expected ISO text, found {value!r}")
+        return datetime.fromisoformat(value)
+
+    def is_created_type(self, type_: sa.types.TypeEngine[Any]) -> bool:
+        return isinstance(type_, (sa.DateTime, sa.String, sa.types.NullType))
+
+    def naive_created(self, type_: sa.types.TypeEngine[Any]) -> bool | None:
+        return True
+
+
+class MysqlFlavor(Flavor):
+    """MariaDB and MySQL: case- and space-insensitive collations, zero dates, UTC TIMESTAMPs."""
+
+    name = "mysql"
+    aware_types = False
+
+    def prepare(self, engine: Engine) -> None:
+        @event.listens_for(engine, "connect")
+        def _connect(dbapi_connection: Any, _record: Any) -> None:
+            # TIMESTAMP columns are stored in UTC and converted to the session zone on the
+            # way out: a UTC session makes them read back as what they are.
+            with dbapi_connection.cursor() as cursor:
+                cursor.execute("SET time_zone = '+00:00'")
+
+    def text(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
+        from sqlalchemy.dialects import mysql
+
+        return sa.cast(column, mysql.CHAR(charset="utf8mb4"))
+
+    def probe(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
+        from sqlalchemy.dialects import mysql
+
+        # Binary: 'Acme' != 'acme' and 'a ' != 'a', exactly as in Python.
+        return sa.cast(self.text(column), mysql.BINARY())
+
+    def probe_type(self) -> sa.types.TypeEngine[Any]:
+        return sa.VARBINARY(MYSQL_PROBE_BYTES)
+
+    def probe_value(self, text: str) -> Any:
+        data = text.encode("utf-8")
+        if len(data) > MYSQL_PROBE_BYTES:
+            raise ValueError(f"subject {text[:40]!r}… is longer than {MYSQL_PROBE_BYTES} bytes")
+        return data
+
+    def created_valid(self, column: ColumnElement[Any], naive: bool) -> ColumnElement[bool]:
+        # Zero dates ('0000-00-00', '2026-00-15') are not timestamps: never read, never deleted.
+        return sa.and_(super().created_valid(column, True), sa.func.month(column) != 0,
+                       sa.func.dayofmonth(column) != 0)
+
+    def bind_created(self, value: datetime, column: ColumnElement[Any]) -> ColumnElement[Any]:
+        return sa.literal(value.replace(tzinfo=None), type_=sa.DateTime())
+
+    def cutoff_type(self, column: sa.Column[Any]) -> sa.types.TypeEngine[Any]:
+        from sqlalchemy.dialects import mysql
+
+        return mysql.DATETIME(fsp=6)
+
+    def cutoff_value(self, value: datetime) -> Any:
+        return value.replace(tzinfo=None)
+
+    def naive_created(self, type_: sa.types.TypeEngine[Any]) -> bool | None:
+        return None if isinstance(type_, sa.TIMESTAMP) else True
+
+
+_FLAVORS: dict[str, type[Flavor]] = {
+    "postgresql": PostgresFlavor,
+    "sqlite": SqliteFlavor,
+    "mysql": MysqlFlavor,
+    "mariadb": MysqlFlavor,
+}
+
+
+def flavor_for(dialect_name: str) -> Flavor:
+    return _FLAVORS.get(dialect_name, Flavor)()
+
+
+def first_line(exc: BaseException) -> str:
+    """A database error as one readable line, without the SQL and parameters SQLAlchemy appends."""
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+    return re.sub(r"\s+", " ", f"{type(orig).__name__}: {text}")[:500]

@@ -1,0 +1,234 @@
+"""The set-based path: due rows are deleted (or anonymized) inside the database, range by range.
+
+Per-subject cutoffs and held subjects live in a temporary table, kept equal to the latest
+``plan.refresh()`` inside every batch's transaction. Each batch takes the next
+``batch_size`` keys (``key > last``, ordered, one index probe for the upper bound) and runs
+one ``DELETE … WHERE key > lo AND key <= hi AND <due> RETURNING …`` — it reads only its own
+key range, and rows never travel to Python to be deleted.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Mapping
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.sql.elements import ColumnElement
+
+from retention_core import Action, BackendError, Cutoffs, Outcome, PushdownPlan, Source, Status
+
+from .clock import Clock
+from .dialects import Flavor, first_line
+from .rows import Row, TableOps
+
+#: A subject's mode in the cutoff table.
+NEVER, EVERYTHING, UP_TO = 0, 1, 2
+
+
+def mode_of(cutoff: datetime | None, clock: Clock, flavor: Flavor) -> tuple[int, Any]:
+    """(mode, bound) for one cutoff: nothing due, every row due, or rows up to a bound."""
+    if cutoff is None or clock.due_nothing(cutoff):
+        return NEVER, None
+    if clock.due_everything(cutoff):
+        return EVERYTHING, None
+    return UP_TO, flavor.cutoff_value(clock.bound(cutoff))
+
+
+class CutoffTable:
+    """A temporary table mirroring the current Cutoffs: subjects that differ from the default."""
+
+    def __init__(self, ops: TableOps) -> None:
+        self.ops = ops
+        self.flavor = ops.flavor
+        self.clock = ops.info.clock
+        self._new_table()
+
+    def _new_table(self) -> None:
+        self.table = sa.Table(
+            f"retention_cutoffs_{uuid.uuid4().hex[:12]}", sa.MetaData(),
+            sa.Column("s", self.flavor.probe_type(), primary_key=True),
+            sa.Column("mode", sa.SmallInteger(), nullable=False),
+            sa.Column("cutoff", self.flavor.cutoff_type(self.ops.info.created), nullable=True),
+            prefixes=["TEMPORARY"])
+        self.loaded: dict[str, tuple[int, Any]] | None = None
+        self._cutoff_rows: dict[str, tuple[int, Any]] = {}
+        self._per_subject: Mapping[str, datetime | None] | None = None
+        self._default: datetime | None = None
+
+    def sync(self, conn: sa.Connection, cutoffs: Cutoffs) -> tuple[int, Any]:
+        """Make the table equal *cutoffs* (inside the caller's transaction); return the default."""
+        if self.loaded is None:
+            self.table.create(conn)
+            self.loaded = {}
+        if cutoffs.per_subject != self._per_subject or cutoffs.default != self._default:
+            wanted = {s: mode_of(c, self.clock, self.flavor) for s, c in cutoffs.per_subject.items()
+                      if c != cutoffs.default}
+            self._per_subject, self._default = dict(cutoffs.per_subject), cutoffs.default
+            self._cutoff_rows = wanted
+        wanted = dict(self._cutoff_rows)
+        wanted.update({s: (NEVER, None) for s in cutoffs.held_subjects})
+        self._apply(conn, wanted)
+        return mode_of(cutoffs.default, self.clock, self.flavor)
+
+    def _apply(self, conn: sa.Connection, wanted: dict[str, tuple[int, Any]]) -> None:
+        assert self.loaded is not None
+        stale = [s for s, v in self.loaded.items() if wanted.get(s) != v]
+        fresh = [s for s, v in wanted.items() if self.loaded.get(s) != v]
+        try:
+            probes = {s: self.flavor.probe_value(s) for s in set(stale) | set(fresh)}
+        except ValueError as exc:
+            raise BackendError(f"cannot apply per-subject cutoffs: {exc}") from None
+        for start in range(0, len(stale), 1000):
+            part = [probes[s] for s in stale[start:start + 1000]]
+            conn.execute(sa.delete(self.table).where(self.table.c.s.in_(part)))
+        if fresh:
+            conn.execute(sa.insert(self.table), [{"s": probes[s], "mode": wanted[s][0], "cutoff": wanted[s][1]}
+                                                 for s in fresh])
+        self.loaded = {s: v for s, v in self.loaded.items() if s not in stale}
+        self.loaded.update({s: wanted[s] for s in fresh})
+
+    def due(self, default: tuple[int, Any]) -> ColumnElement[bool]:
+        """True for rows whose subject's cutoff (or the default) makes them due."""
+        created = self.flavor.created(self.ops.info.created)
+        t = self.table.c
+        per_subject = (sa.select(sa.case((t.mode == EVERYTHING, 1),
+                                         (sa.and_(t.mode == UP_TO, created <= t.cutoff), 1), else_=0))
+                       .where(t.s == self.flavor.probe(self.ops.info.subject))
+                       .scalar_subquery())
+        mode, bound = default
+        if mode == EVERYTHING:
+            fallback: ColumnElement[Any] = sa.literal(1)
+        elif mode == UP_TO:
+            value = sa.literal(bound, type_=self.flavor.cutoff_type(self.ops.info.created))
+            fallback = sa.case((created <= value, 1), else_=0)
+        else:
+            fallback = sa.literal(0)
+        return sa.func.coalesce(per_subject, fallback) == 1
+
+    def forget(self, conn: sa.Connection) -> None:
+        """After a rollback the table's state is unknown: drop it and start a new one."""
+        try:
+            with conn.begin():
+                self.table.drop(conn, checkfirst=False)
+        except SQLAlchemyError:
+            pass  # it was never created, or the rollback already removed it
+        self._new_table()
+
+    def drop(self, conn: sa.Connection) -> None:
+        if self.loaded is not None:
+            with conn.begin():
+                self.table.drop(conn)
+            self.loaded = None
+
+
+class RangeWalk:
+    """One push-down run over one source."""
+
+    def __init__(self, ops: TableOps, engine: sa.Engine, batch_size: int, hash_key: bytes | None) -> None:
+        self.ops = ops
+        self.engine = engine
+        self.batch_size = batch_size
+        self.hash_key = hash_key
+
+    def run(self, source: Source, plan: PushdownPlan) -> Iterator[list[Outcome]]:
+        action = plan.cutoffs.action
+        if plan.cutoffs.held or action not in (Action.DELETE, Action.ANONYMIZE):
+            return
+        status = Status.DELETED if action is Action.DELETE else Status.ANONYMIZED
+        try:
+            conn = self.engine.connect()
+        except SQLAlchemyError as exc:
+            raise BackendError(f"source {source.name!r}: cannot connect: {first_line(exc)}") from None
+        cutoffs = CutoffTable(self.ops)
+        try:
+            last: Any = None
+            while True:
+                try:
+                    with conn.begin():
+                        current = plan.refresh()
+                        if current.held or current.action is not action:
+                            return
+                        default = cutoffs.sync(conn, current)
+                        hi = self._upper_bound(conn, last)
+                        rows = self._apply(conn, action, self._where(cutoffs, default, last, hi))
+                    outcomes = [self._outcome(source, row, status) for row in rows]
+                except SQLAlchemyError as exc:
+                    if conn.invalidated or conn.closed:
+                        raise BackendError(f"source {source.name!r}: lost the database connection: "
+                                           f"{first_line(exc)}") from None
+                    cutoffs.forget(conn)
+                    outcomes, hi = self._one_by_one(conn, source, plan, cutoffs, action, status, last, exc)
+                if outcomes:
+                    yield outcomes
+                if hi is None:
+                    return
+                last = hi
+        finally:
+            try:
+                cutoffs.drop(conn)
+            except SQLAlchemyError:
+                conn.invalidate()  # never hand a connection with our temp table back to the pool
+            conn.close()
+
+    # -- pieces -----------------------------------------------------------------------------------------
+    def _range(self, last: Any, hi: Any) -> list[ColumnElement[bool]]:
+        key = self.ops.key
+        parts = []
+        if last is not None:
+            parts.append(key > last)
+        if hi is not None:
+            parts.append(key <= hi)
+        return parts
+
+    def _where(self, cutoffs: CutoffTable, default: tuple[int, Any], last: Any, hi: Any) -> ColumnElement[bool]:
+        return sa.and_(*self._range(last, hi), self.ops.valid(), cutoffs.due(default))
+
+    def _upper_bound(self, conn: sa.Connection, last: Any) -> Any:
+        """The key ``batch_size`` keys after *last*; None when fewer remain (the last range)."""
+        key = self.ops.key
+        query = sa.select(key).where(*self._range(last, None), key.is_not(None)).order_by(key)
+        return conn.execute(query.offset(self.batch_size - 1).limit(1)).scalar()
+
+    def _apply(self, conn: sa.Connection, action: Action, where: ColumnElement[bool]) -> list[Row]:
+        if action is Action.DELETE:
+            return self.ops.delete_where(conn, where)
+        return self.ops.anonymize_where(conn, where, self.hash_key)
+
+    def _outcome(self, source: Source, row: Row, status: Status, error: str | None = None) -> Outcome:
+        record = self.ops.record(source.name, source.category, (row.key, row.subject, row.created))
+        return Outcome(record, status, error)
+
+    def _one_by_one(self, conn: sa.Connection, source: Source, plan: PushdownPlan, cutoffs: CutoffTable,
+                    action: Action, status: Status, last: Any, error: SQLAlchemyError
+                    ) -> tuple[list[Outcome], Any]:
+        """The range failed as a whole: list its due rows again and act on each in its own transaction.
+
+        Returns the outcomes and the range's upper bound (None: it was the last range, or a
+        hold now covers the whole source).
+        """
+        try:
+            with conn.begin():
+                current = plan.refresh()
+                if current.held or current.action is not action:
+                    return [], None
+                default = cutoffs.sync(conn, current)
+                hi = self._upper_bound(conn, last)
+                where = self._where(cutoffs, default, last, hi)
+                due = [Row(*r) for r in conn.execute(sa.select(*self.ops.columns()).where(where))]
+        except SQLAlchemyError as exc:
+            raise BackendError(f"source {source.name!r}: a batch failed ({first_line(error)}) and its rows "
+                               f"could not be listed again: {first_line(exc)}") from None
+        outcomes = []
+        for row in due:
+            try:
+                with conn.begin():
+                    single = sa.and_(self.ops.keys_equal([row.key]), where)
+                    done = self._apply(conn, action, single)
+            except SQLAlchemyError as exc:
+                outcomes.append(self._outcome(source, row, Status.FAILED, first_line(exc)))
+                continue
+            outcomes += [self._outcome(source, affected, status) for affected in done]
+        return outcomes, hi

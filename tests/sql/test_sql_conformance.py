@@ -1,0 +1,80 @@
+"""The ``sql`` backend passes the conformance suite on SQLite, PostgreSQL and MariaDB.
+
+Seeding and checking go through a plain SQLAlchemy engine, never the backend. Keys are
+text so the suite's odd names (quotes, unicode, newlines, ``x`` vs ``x/``) are keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy import event
+
+from retention_core import Backend, Options, Source
+from retention_core.testing import BackendConformanceTests
+from retention_sql.backend import SqlBackend
+
+from .conftest import Database
+
+
+class TestSqlBackend(BackendConformanceTests):
+    page_size = 7
+
+    @pytest.fixture
+    def backend(self, db: Database) -> Iterator[Backend]:
+        self.db = db
+        created = db.aware_timestamp() or db.naive_timestamp()
+        self.naive = db.aware_timestamp() is None
+        self.table = db.table(
+            db.name("conf"),
+            sa.Column("location", sa.String(255), primary_key=True),
+            sa.Column("owner", sa.String(64)),
+            sa.Column("created_at", created),
+            sa.Column("note", sa.String(64), nullable=True),
+        )
+        options = {"url": db.url, "table": self.table.name, "key": "location", "subject": "owner",
+                   "created": "created_at", "batch_size": self.page_size, "anonymize": {"note": None}}
+        if self.naive:
+            options["timezone"] = "UTC"
+        with SqlBackend(Options(options)) as backend:
+            yield backend
+
+    def seed(self, location: str, created: datetime) -> None:
+        value = created.astimezone(timezone.utc)
+        if self.naive:
+            value = value.replace(tzinfo=None)
+        self.db.insert(self.table, [{"location": location, "owner": "acme", "created_at": value, "note": "call me"}])
+
+    def exists(self, location: str) -> bool:
+        # Compared in Python: database collations may ignore case or trailing spaces.
+        return location in self.db.column(self.table, "location")
+
+    def fault(self, location: str) -> None:
+        backend_engine = self._backend_engine
+        tripped: list[bool] = []
+
+        def fail_once(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any,
+                      executemany: bool) -> None:
+            values = parameters.values() if isinstance(parameters, dict) else parameters or ()
+            if not tripped and statement.lstrip().upper().startswith("DELETE") and location in list(values):
+                tripped.append(True)
+                raise sa.exc.OperationalError(statement, parameters, Exception("injected: connection reset"))
+
+        event.listen(backend_engine, "before_cursor_execute", fail_once)
+
+    @pytest.fixture(autouse=True)
+    def _remember_engine(self, backend: SqlBackend) -> None:
+        self._backend_engine = backend.engine
+
+    def test_fault_helper_really_faults(self, backend: SqlBackend, source: Source) -> None:
+        """The injected fault must reach the backend (a silent no-op would prove nothing)."""
+        self.seed("f/one", datetime(2020, 1, 1, tzinfo=timezone.utc))
+        [record] = backend.scan(source)
+        self.fault("f/one")
+        with backend.engine.begin() as conn, pytest.raises(sa.exc.OperationalError, match="injected"):
+            conn.execute(sa.delete(self.table).where(self.table.c.location == "f/one"))
+        assert self.exists("f/one")
