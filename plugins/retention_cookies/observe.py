@@ -16,8 +16,9 @@ from .model import Finding, Observation
 from .rules import finding
 from .setcookie import Anomaly, SetCookie, parse_set_cookie
 
-#: Anomalies after which the browser drops the line (or stores something unintended).
-_SERIOUS = {"control-character", "empty", "too-long", "nameless"}
+#: Anomalies that do not change what the browser stores; every other one drops the line
+#: or an attribute (a bad Expires turns a persistent cookie into a session one).
+_MINOR = {"non-ascii", "unknown-attribute", "duplicate-attribute", "flag-with-value"}
 
 
 def observation_from_header(cookie: SetCookie, url: str, received: datetime, *, set_by: str,
@@ -39,7 +40,7 @@ def anomaly_findings(anomalies: list[Anomaly], name: str | None, raw: str, where
     """One CK015 finding per anomaly, naming the line it came from."""
     out = []
     for anomaly in anomalies:
-        severity = "warning" if anomaly.kind in _SERIOUS or name is None else "info"
+        severity = "info" if anomaly.kind in _MINOR and name is not None else "warning"
         subject = f"cookie {name!r}" if name else "Set-Cookie line"
         out.append(finding("CK015", subject, f"{anomaly.message} [{anomaly.kind}]", severity=severity,
                            evidence=f"{where}: {raw[:200]!r}", file=file))
