@@ -69,9 +69,13 @@ class Backend(ABC):
     def push_down(self, source: Source, plan: PushdownPlan) -> Iterator[list[Outcome]]:
         """Optional fast path: apply *plan* inside storage, one short transaction per batch.
 
-        Must select exactly what per-record :func:`retention_core.engine.decide` would, call
-        ``plan.refresh()`` inside every batch's transaction (so a hold placed mid-run protects
-        the rest), and yield each batch's outcomes, naming every affected record.
+        Must select exactly what per-record :func:`retention_core.engine.decide` would and
+        call ``plan.refresh()`` inside every batch's transaction (so a hold placed mid-run
+        protects the rest). Yield each batch's outcomes, naming every affected record,
+        **before committing it**, and commit when the generator is resumed: the core journals
+        the yielded records as intent first and as outcome after the commit, so a crash in
+        between leaves intents a later run settles, and never an unjournalled deletion.
+        Roll back if the generator is closed instead of resumed (``GeneratorExit``).
         """
         raise NotImplementedError(f"backend {self.name!r} has no push-down path")
 

@@ -8,6 +8,8 @@ the outcome after it.
 
 from __future__ import annotations
 
+import os
+import signal
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -15,6 +17,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .audit import AuditTrail
+from .audit import read as read_trail
 from .backend import Backend, PushdownPlan
 from .engine import cutoffs, decide
 from .errors import ConfigError, RetentionError
@@ -22,6 +25,7 @@ from .model import Action, Context, Decision, Outcome, Record, Source, Status
 from .report import RunReport, SourceStats
 from .runtime import Runtime
 from .spool import Item, Spool
+from .text import exact_hex, from_entry, printable
 
 Progress = Callable[[str, int], None]
 DESTRUCTIVE = (Action.DELETE, Action.ANONYMIZE)
@@ -29,10 +33,37 @@ DESTRUCTIVE = (Action.DELETE, Action.ANONYMIZE)
 
 @dataclass(frozen=True)
 class RunOptions:
+    """How to run. ``as_of_given``: ``now`` was chosen by the user, not read from the clock."""
+
     now: datetime
     dry_run: bool = False
     sources: tuple[str, ...] = ()
     progress: Progress | None = None
+    as_of_given: bool = False
+
+
+class ClockError(RetentionError):
+    """The system clock is behind the last enforcing run's: refuse rather than guess."""
+
+    exit_code = 3
+
+
+#: Test hook for crash-recovery tests: ``RETENTION_TEST_KILL_AT=after-intent:2`` SIGKILLs the
+#: process the 2nd time the run passes that journal point. Points: after-intent, mid-batch,
+#: after-backend, after-outcome. Unset (always, outside those tests) it does nothing.
+KILL_ENV = "RETENTION_TEST_KILL_AT"
+_passes: dict[str, int] = {}
+
+
+def _checkpoint(point: str) -> None:
+    wanted = os.environ.get(KILL_ENV)
+    if not wanted:
+        return
+    name, _, count = wanted.partition(":")
+    if name == point:
+        _passes[point] = _passes.get(point, 0) + 1
+        if _passes[point] >= int(count or 1):
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def new_run_id(now: datetime) -> str:
@@ -46,6 +77,12 @@ def run(rt: Runtime, options: RunOptions) -> RunReport:
     report = RunReport(run_id=new_run_id(started), dry_run=options.dry_run, as_of=options.now,
                        started_at=started, spool=Spool())
     try:
+        if not options.as_of_given:
+            last = rt.state.last_run_time()
+            if last is not None and options.now < last:
+                raise ClockError(f"the clock says {options.now:%Y-%m-%d %H:%M:%S} UTC but an earlier run "
+                                 f"ran as of {last:%Y-%m-%d %H:%M:%S} UTC: the clock went back; fix it, or "
+                                 "pass --as-of explicitly")
         ctx = rt.context(options.now)
         report.holds = list(rt.holds(include_released=True))
         for source in sources:
@@ -113,6 +150,8 @@ def _enforce(rt: Runtime, sources: Sequence[Source], ctx: Context, report: RunRe
     status = "failed"
     try:
         _scan(rt, sources, ctx, report, options.progress)
+        if not options.sources:
+            _recover(rt, report, trail)
         report.limit_tripped = _limits(rt, report)
         if report.limit_tripped:
             status = report.status = "limit-tripped"
@@ -136,7 +175,7 @@ def _enforce(rt: Runtime, sources: Sequence[Source], ctx: Context, report: RunRe
 def _entry(event: str, run_id: str, record: Record, decision: Decision, outcome: Outcome | None = None
            ) -> dict[str, Any]:
     return {"event": event, "run_id": run_id, "action": decision.action.value, "source": record.source,
-            "location": record.location.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"),
+            "location": printable(record.location), "location_hex": exact_hex(record.location),
             "version": record.version, "subject": record.subject, "category": record.category,
             "reason": decision.reason, "holds": list(decision.holds),
             "outcome": outcome.status.value if outcome else None,
@@ -165,6 +204,7 @@ def _batches(rt: Runtime, backend: Backend, source: Source, report: RunReport, t
 def _execute(rt: Runtime, backend: Backend, action: Action, items: list[Item], report: RunReport,
              trail: AuditTrail, ctx: Context, stats: SourceStats) -> None:
     trail.append(_entry("intent", report.run_id, i.record, i.decision) for i in items)
+    _checkpoint("after-intent")
     records = [i.record for i in items]
     rt.plugins.before_delete(records, ctx)
     by_key = {i.record.key: i for i in items}
@@ -180,10 +220,13 @@ def _execute(rt: Runtime, backend: Backend, action: Action, items: list[Item], r
         for outcome in stream:
             if outcome.record.key in by_key:
                 got.setdefault(outcome.record.key, outcome)
+                _checkpoint("mid-batch")
     except Exception as exc:  # the rest of the batch gets `failed`, never silence
         error = f"{type(exc).__name__}: {exc}"
     outcomes = [got.get(i.record.key) or Outcome(i.record, Status.FAILED, error) for i in items]
+    _checkpoint("after-backend")
     trail.append(_entry("outcome", report.run_id, o.record, by_key[o.record.key].decision, o) for o in outcomes)
+    _checkpoint("after-outcome")
     for outcome in outcomes:
         report.spool.set_outcome(by_key[outcome.record.key].idx, outcome)
         stats.outcomes[outcome.status.value] += 1
@@ -192,22 +235,69 @@ def _execute(rt: Runtime, backend: Backend, action: Action, items: list[Item], r
 
 def _push_down(rt: Runtime, backend: Backend, source: Source, report: RunReport, trail: AuditTrail,
                now: datetime) -> None:
+    """Set-based batches. Each batch is yielded before its transaction commits, journalled as
+    intent, committed when the generator resumes, then journalled as outcome — so a crash
+    leaves intents a later run can settle, never a deletion missing from the trail."""
     stats = report.sources[source.name]
     plan = PushdownPlan(cutoffs=cutoffs(source, rt.context(now)),
                         refresh=lambda: cutoffs(source, rt.context(now)))
-    trail.append([{"event": "intent", "run_id": report.run_id, "action": plan.cutoffs.action.value,
-                   "source": source.name, "location": None, "outcome": None,
-                   "reason": "set-based batches: every due record of the source, holds re-read per batch"}])
-    for outcomes in backend.push_down(source, plan):
-        decisions = {}
-        for o in outcomes:
-            decisions[o.record.key] = Decision(plan.cutoffs.action, "set-based: retention due")
-        trail.append(_entry("outcome", report.run_id, o.record, decisions[o.record.key], o) for o in outcomes)
-        for o in outcomes:
-            report.spool.record_pushed(o, decisions[o.record.key])
+    decision = Decision(plan.cutoffs.action, "set-based: due under the policy (holds re-read per batch)")
+
+    def settle(batch: list[Outcome]) -> None:
+        trail.append(_entry("outcome", report.run_id, o.record, decision, o) for o in batch)
+        _checkpoint("after-outcome")
+        for o in batch:
+            report.spool.record_pushed(o, decision)
             stats.outcomes[o.status.value] += 1
-        rt.plugins.after_delete(outcomes, rt.context(now))
+        rt.plugins.after_delete(batch, rt.context(now))
+
+    pending: list[Outcome] | None = None
+    for batch in backend.push_down(source, plan):
+        if pending is not None:  # resuming the generator committed the previous batch
+            settle(pending)
+        trail.append(_entry("intent", report.run_id, o.record, decision) for o in batch)
+        _checkpoint("after-intent")
+        pending = batch
+    if pending is not None:
+        settle(pending)
     report.spool.commit()
+
+
+def _recover(rt: Runtime, report: RunReport, trail: AuditTrail) -> None:
+    """Settle the intents of runs that died between journalling intent and outcome.
+
+    This run's scan is the evidence: a record a crashed run meant to delete and that is no
+    longer in storage was deleted (journalled now, so no deletion is missing from the trail);
+    one still present was not, and this run decides it afresh.
+    """
+    crashed = set(rt.state.crashed_runs(report.run_id))
+    if not crashed:
+        return
+    pending: dict[tuple[str, str, str | None], dict[str, Any]] = {}
+    if rt.policy.audit.exists():
+        for entry in read_trail(rt.policy.audit):
+            if entry.get("run_id") not in crashed or entry.get("location") is None:
+                continue
+            key = (entry["source"], from_entry(entry["location"], entry.get("location_hex")), entry.get("version"))
+            if entry.get("event") == "intent":
+                pending[key] = entry
+            elif entry.get("event") == "outcome":
+                pending.pop(key, None)
+    settled = []
+    for (source, location, version), intent in pending.items():
+        present = report.spool.contains(source, location, version)
+        if intent["action"] == Action.ANONYMIZE.value:
+            outcome = "unknown" if present else Status.ALREADY_GONE.value
+        else:
+            outcome = "not-executed" if present else Status.DELETED.value
+        settled.append({**{k: intent.get(k) for k in ("action", "source", "location", "location_hex", "version",
+                                                      "subject", "category", "reason", "holds")},
+                        "event": "outcome", "run_id": intent["run_id"], "outcome": outcome,
+                        "error": f"settled by run {report.run_id} after a crash: record "
+                                 + ("still present" if present else "absent from storage")})
+    trail.append(settled)
+    for run_id in crashed:
+        rt.state.finish_run(run_id, "crashed")
 
 
 def _settle_requests(rt: Runtime, report: RunReport, now: datetime) -> None:

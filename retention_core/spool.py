@@ -109,6 +109,12 @@ class Spool:
         self._db.execute("UPDATE items SET outcome = ?, error = ?, action = ?, reason = ? WHERE idx = ?",
                          (outcome.status.value, outcome.error, decision.action.value, decision.reason, found[0]))
 
+    def contains(self, source: str, location: str, version: str | None) -> bool:
+        """Whether this run's scan saw the record (used to settle a crashed run's intents)."""
+        self._index()
+        return self._db.execute("SELECT 1 FROM items WHERE source = ? AND location = ? AND version IS ?",
+                                (source, _text(location), version)).fetchone() is not None
+
     def unfinished(self, source: str) -> int:
         """Due items of *source* that were never given an outcome (push-down left them)."""
         return int(self._db.execute(

@@ -190,6 +190,20 @@ class StateStore:
                 finished_at=datetime.now(timezone.utc), status=status, audit_seq=audit_seq,
                 audit_hash=audit_hash))
 
+    def crashed_runs(self, current: str) -> list[str]:
+        """Enforcing runs that never finished: their process died holding the lock."""
+        query = sa.select(runs_table.c.run_id).where(runs_table.c.status == "running",
+                                                     runs_table.c.dry_run.is_(False),
+                                                     runs_table.c.run_id != current)
+        with self.engine.connect() as conn:
+            return [row.run_id for row in conn.execute(query)]
+
+    def last_run_time(self) -> datetime | None:
+        """The latest ``as_of`` of any enforcing run, to notice a clock that went back."""
+        query = sa.select(sa.func.max(runs_table.c.as_of)).where(runs_table.c.dry_run.is_(False))
+        with self.engine.connect() as conn:
+            return utc(conn.execute(query).scalar())
+
     def last_audit_head(self) -> tuple[int, str] | None:
         """The audit head the last finished run recorded, to detect a truncated trail."""
         query = (sa.select(runs_table.c.audit_seq, runs_table.c.audit_hash)
