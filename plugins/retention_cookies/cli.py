@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+
 from retention_core import RetentionError
 
 F = TypeVar("F", bound=Callable[..., Any])

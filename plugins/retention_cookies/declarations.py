@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from retention_core import ConfigError, Options, parse_duration
 from retention_core.durations import Duration
 from retention_core.options import describe

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from retention_core import ConfigError
 
 from .declarations import UNREVIEWED, parse_declarations

@@ -16,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 
 import yaml
+
 from retention_core import ConfigError
 
 

@@ -82,13 +82,15 @@ def test_declared_non_essential_service_while_claim_is_essential_only() -> None:
 
 def test_tracker_declared_essential_by_exact_name_prefix_or_regex() -> None:
     for entry in ("{name: _ga, lifetime: session}", "{name: _g, match: prefix, lifetime: session}",
-                  "{name: '_ga_[A-Z0-9]+', match: regex, lifetime: session}", "{name: _hjSessionUser_1, lifetime: session}"):
+                  "{name: '_ga_[A-Z0-9]+', match: regex, lifetime: session}",
+                  "{name: _hjSessionUser_1, lifetime: session}"):
         text = BASE.replace("{name: __Host-session,", entry + "\n      - {name: __Host-session,")
         assert "CK003" in rules(check(text)), entry
 
 
 def test_tracker_observed_under_a_broad_essential_pattern() -> None:
-    text = BASE.replace("{name: __Host-session,", "{name: '.*', match: regex, lifetime: session}\n      - {name: __Host-session,")
+    text = BASE.replace("{name: __Host-session,",
+                        "{name: '.*', match: regex, lifetime: session}\n      - {name: __Host-session,")
     findings = check(text, GOOD_SESSION, Observation(name="_fbp", domain="contact.example.com", secure=True,
                                                      http_only=True, same_site="Lax"))
     assert any(f.rule == "CK003" and "Meta Pixel" in f.message for f in findings)
@@ -114,7 +116,8 @@ def test_observed_expiry_longer_than_declared_or_session_mismatch() -> None:
 
 
 def test_third_party_cookie_declared_essential() -> None:
-    assert "CK006" in rules(check(BASE.replace("- {name: cookie_consent,", "- {name: cookie_consent, domain: consent-vendor.io,")))
+    declared_foreign = BASE.replace("- {name: cookie_consent,", "- {name: cookie_consent, domain: consent-vendor.io,")
+    assert "CK006" in rules(check(declared_foreign))
     foreign = Observation(**{**_fields(GOOD_CONSENT), "domain": "consent-vendor.io"})
     assert "CK006" in rules(check(BASE, GOOD_SESSION, foreign))
     sibling = Observation(**{**_fields(GOOD_CONSENT), "domain": "www.contact.example.com"})
@@ -153,7 +156,8 @@ def test_secure_samesite_httponly_and_prefix_rules() -> None:
 
 
 def test_undeclared_session_cookie_without_httponly() -> None:
-    findings = check(BASE, GOOD_SESSION, GOOD_CONSENT, Observation(name="PHPSESSID", domain="contact.example.com", secure=True))
+    php = Observation(name="PHPSESSID", domain="contact.example.com", secure=True)
+    findings = check(BASE, GOOD_SESSION, GOOD_CONSENT, php)
     assert {"CK001", "CK010"} <= set(rules(findings))
 
 
@@ -178,7 +182,8 @@ def test_stale_declaration_only_for_storages_the_inputs_could_see() -> None:
 
 
 def test_unreviewed_basis_fails() -> None:
-    assert rules(check(BASE.replace("basis: consent_record", "basis: unreviewed"), GOOD_SESSION, GOOD_CONSENT)) == ["CK017"]
+    text = BASE.replace("basis: consent_record", "basis: unreviewed")
+    assert rules(check(text, GOOD_SESSION, GOOD_CONSENT)) == ["CK017"]
 
 
 def test_names_only_sightings_skip_attribute_rules() -> None:

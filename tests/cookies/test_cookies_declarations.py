@@ -6,8 +6,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from retention_core import ConfigError
 from retention_cookies.declarations import load_declarations
+
+from retention_core import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -43,10 +44,12 @@ def test_valid_file(write_decl: Callable[[str], Path]) -> None:
 
 
 @pytest.mark.parametrize(("change", "key", "words"), [
-    (("match: prefix", "match: glob"), "services[0].cookies[1].match", "expected one of exact, prefix, regex, found 'glob'"),
+    (("match: prefix", "match: glob"), "services[0].cookies[1].match",
+     "expected one of exact, prefix, regex, found 'glob'"),
     (("claim: essential-only", "claim: mostly"), "claim", "found 'mostly'"),
     (("basis: authentication", "basis: convenience"), "services[0].basis", "found 'convenience'"),
-    (("lifetime: session,", "lifetime: forever,"), "services[0].cookies[0].lifetime", "expected 'session' or a duration"),
+    (("lifetime: session,", "lifetime: forever,"), "services[0].cookies[0].lifetime",
+     "expected 'session' or a duration"),
     (("same_site: Lax", "same_site: lax"), "services[0].cookies[0].attributes.same_site", "found 'lax'"),
     (("    justification: keeps users signed in\n", ""), "services[0].justification", "is required"),
     (("{name: sid,", "{nme: sid,"), "services[0].cookies[0].nme", "unknown key"),

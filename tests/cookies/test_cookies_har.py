@@ -7,8 +7,9 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from retention_core import ConfigError
 from retention_cookies.har import read_har
+
+from retention_core import ConfigError
 
 
 def by_name(result) -> dict:  # type: ignore[no-untyped-def]
