@@ -10,6 +10,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from .declarations import BASES, NON_EXEMPT_PURPOSES, UNREVIEWED, CookieDecl, Declarations, Service
 from .domains import is_first_party
@@ -166,7 +167,7 @@ def _check_observation(obs: Observation, matches: list[tuple[Service, CookieDecl
                            file=_obs_file(obs, decls)))
     else:
         service, cookie = matches[0]
-        where = {"file": decls.file, "line": cookie.line}
+        where: dict[str, Any] = {"file": decls.file, "line": cookie.line}
         if service.essential:
             for fact in facts:
                 out.append(finding("CK003", subject, f"{obs.name!r} matches strictly necessary declaration "
@@ -194,7 +195,7 @@ def _check_observation(obs: Observation, matches: list[tuple[Service, CookieDecl
 
 
 def _lifetime_mismatch(obs: Observation, cookie: CookieDecl, subject: str, evidence: str,
-                       where: dict) -> list[Finding]:  # type: ignore[type-arg]
+                       where: dict[str, Any]) -> list[Finding]:
     observed = format_lifetime(obs.lifetime)
     if obs.lifetime is not None and obs.lifetime <= timedelta(0):
         return []  # a deletion (Max-Age=0 / past Expires) stores nothing
@@ -212,7 +213,7 @@ def _lifetime_mismatch(obs: Observation, cookie: CookieDecl, subject: str, evide
 
 
 def _attribute_mismatch(obs: Observation, cookie: CookieDecl, subject: str, evidence: str,
-                        where: dict) -> list[Finding]:  # type: ignore[type-arg]
+                        where: dict[str, Any]) -> list[Finding]:
     out = []
     for label, declared, observed in (("Secure", cookie.secure, obs.secure),
                                       ("HttpOnly", cookie.http_only, obs.http_only)):
@@ -230,7 +231,8 @@ def _attribute_rules(obs: Observation, subject: str, evidence: str, decls: Decla
                      matches: list[tuple[Service, CookieDecl]]) -> list[Finding]:
     """Rules every cookie must follow, declared or not."""
     out = []
-    where = {"file": decls.file, "line": matches[0][1].line} if matches else {"file": _obs_file(obs, decls)}
+    where: dict[str, Any] = ({"file": decls.file, "line": matches[0][1].line} if matches
+                             else {"file": _obs_file(obs, decls)})
     if obs.https and not obs.secure:
         out.append(finding("CK008", subject, f"{obs.name!r} was set over HTTPS without Secure",
                            evidence=evidence, **where))

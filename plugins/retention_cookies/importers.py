@@ -95,7 +95,7 @@ def from_cookieconsent(config: dict[str, Any], *, domains: Sequence[str] = ()) -
     categories = config.get("categories")
     if not isinstance(categories, dict) or not categories:
         raise ConfigError("expected a 'categories' mapping in the cookieconsent config", key="categories")
-    cookie_cfg = config.get("cookie") if isinstance(config.get("cookie"), dict) else {}
+    cookie_cfg: dict[str, Any] = config["cookie"] if isinstance(config.get("cookie"), dict) else {}
     services = [_consent_service("cookieconsent", str(cookie_cfg.get("name") or "cc_cookie"),
                                  "localStorage" if cookie_cfg.get("useLocalStorage") else "cookie",
                                  cookie_cfg.get("expiresAfterDays", 182))]

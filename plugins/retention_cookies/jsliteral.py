@@ -170,7 +170,7 @@ class _Reader:
 
     def array(self) -> list[Any]:
         self.pos += 1
-        result = []
+        result: list[Any] = []
         while True:
             ch = self.peek()
             if ch == "]":

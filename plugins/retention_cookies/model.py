@@ -61,7 +61,7 @@ class Finding:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        data = {
+        data: dict[str, Any] = {
             "rule": self.rule,
             "severity": self.severity,
             "subject": self.subject,

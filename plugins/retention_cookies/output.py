@@ -86,7 +86,7 @@ def render_sarif(findings: Sequence[Finding], *, version: str = "0") -> str:
             "properties": {"evidence": f.evidence, "basis": f.basis, "subject": f.subject},
         }
         if f.file:
-            location: dict[str, Any] = {"artifactLocation": {"uri": Path(f.file).as_posix()}}
+            location: dict[str, Any] = {"artifactLocation": {"uri": _uri(f.file)}}
             if f.line:
                 location["region"] = {"startLine": f.line}
             result["locations"] = [{"physicalLocation": location}]
@@ -131,6 +131,15 @@ tr.info td:first-child{{background:#d1ecf1}}</style></head><body>
 {obs_rows}
 </table></body></html>
 """
+
+
+def _uri(file: str) -> str:
+    """Relative to the working directory (the repository in CI), so code scanning can place it."""
+    path = Path(file)
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return path.resolve().as_uri() if path.is_absolute() else path.as_posix()
 
 
 def _observation_dict(o: Observation) -> dict[str, Any]:

@@ -120,3 +120,45 @@ def test_plugin_hook_registers_the_group() -> None:
     group = click.Group("retention")
     retention_cookies.retention_register_commands(group)
     assert set(group.commands["cookies"].commands) == {"check", "import"}
+
+
+def test_sarif_paths_are_relative_to_the_working_directory(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)
+    code, out, _ = run("check", "-d", "config/cookies.yaml", "--har", str(data_dir / "ordinary.har"),
+                       "--format", "sarif")
+    uris = {loc["physicalLocation"]["artifactLocation"]["uri"]
+            for result in json.loads(out)["runs"][0]["results"] for loc in result.get("locations", [])}
+    assert uris == {"config/cookies.yaml", "tests/cookies/data/ordinary.har"}
+
+
+def test_missing_extra_gives_the_install_hint(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from retention_cookies import domains
+
+    monkeypatch.setitem(sys.modules, "tldextract", None)  # import tldextract -> ImportError
+    domains._extractor.cache_clear()
+    try:
+        code, _, err = run("check", "-d", DECL, "--har", str(data_dir / "ordinary.har"))
+    finally:
+        domains._extractor.cache_clear()
+    assert code == 2 and err.strip() == "Error: the cookie check needs tldextract: pip install 'retention[cookies]'"
+    monkeypatch.setitem(sys.modules, "playwright.sync_api", None)
+    code, _, err = run("check", "-d", DECL, "--url", "http://127.0.0.1:9/")
+    assert code == 2 and "--url needs Playwright: pip install 'retention[cookies]'" in err
+
+
+def test_loaded_through_the_retention_entry_point() -> None:
+    from importlib import metadata
+
+    import click
+
+    from retention_core.plugins import load_plugins
+
+    names = {ep.name: ep.value for ep in metadata.entry_points(group="retention")}
+    if "cookies" not in names:
+        pytest.skip("the retention distribution is not installed (pip install -e .)")
+    assert names["cookies"] == "retention_cookies"
+    group = click.Group("retention")
+    load_plugins().register_commands(group)
+    assert "cookies" in group.commands
