@@ -137,3 +137,69 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
     finally:
         database.drop_all()
         database.engine.dispose()
+
+
+# -- a records table and a backend over it ----------------------------------------------------------------
+@dataclass
+class Records:
+    """A table of records (key, subject, created, name, email) and the options of a source over it."""
+
+    db: Database
+    table: sa.Table
+    naive: bool
+    options: dict[str, Any]
+
+    def row(self, key: Any, subject: str | None, created: Any, **extra: Any) -> dict[str, Any]:
+        """A row; *created* is aware UTC (converted for naive columns) or raw text/value."""
+        from datetime import datetime, timezone
+
+        if isinstance(created, datetime) and created.tzinfo is not None and self.naive:
+            created = created.astimezone(timezone.utc).replace(tzinfo=None)
+        return {"id": key, "subject": subject, "created": created, "name": extra.get("name", f"name-{key}"),
+                "email": extra.get("email", f"user{key}@example.com")}
+
+    def add(self, rows: Iterable[tuple[Any, str | None, Any]]) -> None:
+        self.db.insert(self.table, [self.row(*r) for r in rows])
+
+    def keys(self) -> set[str]:
+        return {str(k) for k in self.db.column(self.table, "id")}
+
+    def backend(self, **overrides: Any) -> Any:
+        from retention_core import Options
+        from retention_sql.backend import SqlBackend
+
+        options = {**self.options, **overrides}
+        return SqlBackend(Options({k: v for k, v in options.items() if v is not None},
+                                  where="sources[0].options"))
+
+
+def records_table(db: Database, *, key_type: sa.types.TypeEngine[Any] | None = None, naive: bool | None = None,
+                  created_type: sa.types.TypeEngine[Any] | None = None, name: str | None = None,
+                  timezone: str = "UTC", **table_kwargs: Any) -> Records:
+    """Create a records table. ``naive`` defaults to False where the database has aware columns."""
+    aware = db.aware_timestamp()
+    if naive is None:
+        naive = aware is None
+    if created_type is None:
+        created_type = db.naive_timestamp() if naive else aware
+        assert created_type is not None, f"{db.kind} has no aware timestamp type"
+    table = db.table(
+        name or db.name("rec"),
+        sa.Column("id", key_type or sa.Integer(), primary_key=True, autoincrement=False),
+        sa.Column("subject", sa.String(64), nullable=True),
+        sa.Column("created", created_type, nullable=True),
+        sa.Column("name", sa.String(100), nullable=True),
+        sa.Column("email", sa.String(100), nullable=False),
+        **table_kwargs,
+    )
+    options: dict[str, Any] = {"url": db.url, "table": table.name, "key": "id", "subject": "subject",
+                               "created": "created", "batch_size": 50}
+    if naive:
+        options["timezone"] = timezone
+    return Records(db, table, naive, options)
+
+
+@pytest.fixture
+def records(db: Database) -> Records:
+    """An empty records table on each database."""
+    return records_table(db)
