@@ -54,9 +54,12 @@ def from_klaro(config: dict[str, Any], *, domains: Sequence[str] = ()) -> dict[s
     services_raw = config.get("services", config.get("apps"))
     if not isinstance(services_raw, list):
         raise ConfigError("expected a list of services (or apps) in the Klaro config", key="services")
+    # Older Klaro versions call the storage option klaroStorage ('cookies'); its default
+    # expiry changed between versions, so an absent one is left to the observation.
+    storage = config.get("storageMethod", config.get("klaroStorage", "cookie"))
     services = [_consent_service(
         "klaro", str(config.get("cookieName") or config.get("storageName") or "klaro"),
-        config.get("storageMethod", "cookie"), config.get("cookieExpiresAfterDays", 30))]
+        "cookie" if storage == "cookies" else storage, config.get("cookieExpiresAfterDays"))]
     for i, raw in enumerate(services_raw):
         if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
             raise ConfigError("expected a service with a name", key=f"services[{i}]")
