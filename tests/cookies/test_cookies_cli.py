@@ -162,3 +162,16 @@ def test_loaded_through_the_retention_entry_point() -> None:
     group = click.Group("retention")
     load_plugins().register_commands(group)
     assert "cookies" in group.commands
+
+
+def test_ocd_as_extra_knowledge(write_decl) -> None:  # type: ignore[no-untyped-def]
+    ocd = REPO / ".." / "shared" / "data" / "open-cookie-database.csv"
+    if not ocd.is_file():
+        pytest.skip(f"{ocd} is not present (it lives in shared/data beside the repo)")
+    path = write_decl("version: 1\nclaim: essential-only\nservices:\n"
+                      "  - name: tags\n    category: strictly_necessary\n    basis: security\n"
+                      "    justification: j\n    cookies: [{name: td, lifetime: session}]\n")
+    code, out, _ = run("check", "-d", str(path))
+    assert code == 0 and "CK003" not in out  # the built-in knowledge does not know 'td'
+    code, out, _ = run("check", "-d", str(path), "--ocd", str(ocd))
+    assert code == 1 and "CK003" in out and "Google Tag Manager" in out
