@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import click
 
@@ -88,6 +89,7 @@ def check(declarations_path: Path, hars: tuple[Path, ...], set_cookie_files: tup
     inputs: list[str] = []
     storages: set[str] = set()
     extra_first_party: list[str] = []
+    page_hosts: list[str] = []  # first-party by default only when no domain is declared
     expect_cookies = any(c.storage == "cookie" for _, c in decls.cookies())
     for har in hars:
         from .har import read_har
@@ -96,6 +98,8 @@ def check(declarations_path: Path, hars: tuple[Path, ...], set_cookie_files: tup
         observations += result.observations
         findings += result.findings
         inputs.append(f"HAR {har}")
+        if result.first_url:
+            page_hosts.append(urlsplit(result.first_url).hostname or "")
         if not result.sanitized:
             storages.add("cookie")
     if set_cookie_files:
@@ -105,6 +109,7 @@ def check(declarations_path: Path, hars: tuple[Path, ...], set_cookie_files: tup
             if not decls.first_party_domains:
                 raise click.UsageError("--set-cookie-file needs --origin when no first_party_domains are declared")
             origin = f"https://{decls.first_party_domains[0]}/"
+        page_hosts.append(urlsplit(origin).hostname or "")
         for path in set_cookie_files:
             obs, found = read_set_cookie_file(path, origin)
             observations += obs
@@ -112,8 +117,6 @@ def check(declarations_path: Path, hars: tuple[Path, ...], set_cookie_files: tup
             inputs.append(f"Set-Cookie lines {path}")
             storages.add("cookie")
     if url:
-        from urllib.parse import urlsplit
-
         from .browser import observe_url
 
         result_b = observe_url(url, click=click_selector, settle=settle, executable=chromium)
@@ -122,6 +125,8 @@ def check(declarations_path: Path, hars: tuple[Path, ...], set_cookie_files: tup
         inputs.append(f"browser {url} ({', '.join(result_b.scenarios)})")
         storages |= {"cookie", "localStorage", "sessionStorage"}
         extra_first_party.append(urlsplit(url).hostname or "")
+    if not decls.first_party_domains:
+        extra_first_party += page_hosts
     findings += run_checks(CheckInput(
         declarations=decls, observations=tuple(observations), knowledge=knowledge,
         extra_first_party=tuple(h for h in extra_first_party if h), storages_observed=frozenset(storages)))

@@ -33,6 +33,7 @@ class HarResult:
     findings: list[Finding] = field(default_factory=list)
     entries: int = 0
     sanitized: bool = False
+    first_url: str | None = None  # the page the recording started on
 
 
 def read_har(path: str | Path, *, expect_cookies: bool = True) -> HarResult:
@@ -54,6 +55,8 @@ def read_har(path: str | Path, *, expect_cookies: bool = True) -> HarResult:
         raise ConfigError("not a HAR file: expected log.entries to be a list", file=name, key="log.entries")
 
     result = HarResult(entries=len(entries))
+    if entries and isinstance(entries[0], dict):
+        result.first_url = str((entries[0].get("request") or {}).get("url") or "") or None
     source = f"har:{name}"
     seen_in_responses: set[str] = set()
     sent: dict[str, str] = {}  # cookie name -> URL of the first request that sent it

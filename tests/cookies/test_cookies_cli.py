@@ -175,3 +175,15 @@ def test_ocd_as_extra_knowledge(write_decl) -> None:  # type: ignore[no-untyped-
     assert code == 0 and "CK003" not in out  # the built-in knowledge does not know 'td'
     code, out, _ = run("check", "-d", str(path), "--ocd", str(ocd))
     assert code == 1 and "CK003" in out and "Google Tag Manager" in out
+
+
+def test_without_declared_domains_the_har_page_is_first_party(write_decl, data_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    text = ("version: 1\nclaim: essential-only\n{domains}services:\n"
+            "  - name: app\n    category: strictly_necessary\n    basis: authentication\n    justification: j\n"
+            "    cookies: [{{name: __Host-session, lifetime: session}}]\n")
+    code, out, _ = run("check", "-d", str(write_decl(text.format(domains=""))), "--har",
+                       str(data_dir / "joined.har"), "--format", "json")
+    assert "CK006" not in {f["rule"] for f in json.loads(out)["findings"]}
+    elsewhere = write_decl(text.format(domains="first_party_domains: [other.example.org]\n"), "b.yaml")
+    code, out, _ = run("check", "-d", str(elsewhere), "--har", str(data_dir / "joined.har"), "--format", "json")
+    assert "CK006" in {f["rule"] for f in json.loads(out)["findings"]}
