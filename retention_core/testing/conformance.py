@@ -287,7 +287,7 @@ class BackendConformanceTests:
         records = self._records(backend, source, present)
         gone = [self._absent(source, f"mixed/never-{i}") for i in range(3)]
         # Interleave existing and missing records: outcomes must still match one to one.
-        batch = [r for pair in zip(records, gone) for r in pair] + records[len(gone):]
+        batch = [r for pair in zip(records, gone, strict=False) for r in pair] + records[len(gone):]
         outcomes = self._outcomes(backend.delete(batch), batch)
         statuses = self._statuses(outcomes)
         assert statuses == {**{r.location: Status.DELETED for r in records},

@@ -99,7 +99,8 @@ class RaisesOnRefusal(InMemoryBackend):
 class RefusalAsFailure(InMemoryBackend):
     def delete(self, records: Sequence[Record]) -> Iterator[Outcome]:
         for outcome in super().delete(records):
-            yield Outcome(outcome.record, Status.FAILED, "AccessDenied") if outcome.status is Status.REFUSED else outcome
+            refused = outcome.status is Status.REFUSED
+            yield Outcome(outcome.record, Status.FAILED, "AccessDenied") if refused else outcome
 
 
 class ClaimsWithoutDeleting(InMemoryBackend):

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from retention_jsonl.backend import JsonlBackend
 
 from retention_core import Backend, Options
 from retention_core.testing import BackendConformanceTests
-from retention_jsonl.backend import JsonlBackend
 
 
 class TestJsonlBackend(BackendConformanceTests):

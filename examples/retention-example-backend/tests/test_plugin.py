@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 import retention_jsonl
+
 from retention_core.testing.builders import PolicyBuilder
 
 pytest_plugins = ["retention_core.testing.fixtures"]
