@@ -12,9 +12,10 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DatabaseError, OperationalError, ProgrammingError
 
 from .clock import UTC, Clock
-from .dialects import Flavor
+from .dialects import Flavor, first_line
 from .settings import HASH, LITERAL, NULL, SqlSettings
 
 #: Key and subject columns must read back as one of these, so text round-trips exactly.
@@ -50,8 +51,15 @@ def reflect(engine: Engine, flavor: Flavor, settings: SqlSettings) -> TableInfo:
     """Reflect and validate; raises ConfigError naming the offending option."""
     with engine.connect() as conn:
         inspector = sa.inspect(conn)
-        if not inspector.has_table(settings.table, schema=settings.schema):
-            where = f" in schema {settings.schema!r}" if settings.schema else ""
+        where = f" in schema {settings.schema!r}" if settings.schema else ""
+        try:
+            found = inspector.has_table(settings.table, schema=settings.schema)
+        except (ProgrammingError, DatabaseError) as exc:
+            if isinstance(exc, OperationalError):
+                raise
+            # The database rejected the name itself (MariaDB: "Incorrect table name").
+            raise settings.error("table", f"no table {settings.table!r}{where}: {first_line(exc)}") from None
+        if not found:
             raise settings.error("table", f"no table {settings.table!r}{where} in the database")
         table = sa.Table(settings.table, sa.MetaData(), autoload_with=conn, schema=settings.schema)
         reaching = tuple(_reaching_foreign_keys(conn, inspector, table))

@@ -190,6 +190,7 @@ def records_table(db: Database, *, key_type: sa.types.TypeEngine[Any] | None = N
         sa.Column("created", created_type, nullable=True),
         sa.Column("name", sa.String(100), nullable=True),
         sa.Column("email", sa.String(100), nullable=False),
+        sa.Column("score", sa.Integer(), nullable=True),
         **table_kwargs,
     )
     options: dict[str, Any] = {"url": db.url, "table": table.name, "key": "id", "subject": "subject",
