@@ -245,7 +245,7 @@ def test_hook_retention_after_delete(retention_cli: Any, observer: Observer, pol
     seed_calls(memory_store)
     memory.lock(memory_store, "globex/old.wav")
     result = retention_cli("run", "-c", calls_policy(policy_builder, memory_store))
-    assert result.exit_code in (0, 1), result.output
+    assert result.exit_code == 0, result.output  # a refusal is held by storage, not a failure
     [(statuses, still_there)] = observer.after
     assert statuses == {"acme/old.wav": Status.DELETED, "globex/old.wav": Status.REFUSED}
     assert sorted(still_there) == [False, True]
