@@ -1,1 +1,33 @@
-"""Built-in s3 plugin for retention (loaded through the `retention` entry point)."""
+"""Built-in s3 plugin for retention: the ``s3`` backend and ``retention holds sync``.
+
+boto3 is optional (``pip install 'retention[s3]'``): without it the backend is registered
+as unavailable with that hint, and nothing here imports boto3 at load time.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import TYPE_CHECKING
+
+from retention_core import hookimpl
+
+if TYPE_CHECKING:
+    import click
+
+    from retention_core.registry import BackendRegistry
+
+INSTALL_HINT = "pip install 'retention[s3]'"
+
+
+def boto3_available() -> bool:
+    return importlib.util.find_spec("boto3") is not None
+
+
+@hookimpl
+def retention_register_backends(register: BackendRegistry) -> None:
+    if not boto3_available():
+        register.unavailable("s3", INSTALL_HINT)
+        return
+    from .backend import S3Backend
+
+    register(S3Backend)

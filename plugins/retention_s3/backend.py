@@ -1,0 +1,182 @@
+"""The ``s3`` backend: lists objects or object versions, deletes them in concurrent batches."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from typing import Any
+
+from retention_core import Backend, BackendError, ConfigError, Options, Outcome, Record, Source, Status
+
+from .client import describe, error_code, make_client
+from .deletion import ChunkDeleter
+from .listing import scan_current, scan_versions
+from .locks import lock_enabled
+from .settings import DEFAULT_CONCURRENCY, S3_MAX_KEYS, S3Settings
+from .tagging import with_tags
+
+
+class S3Backend(Backend):
+    """Objects in one bucket under one prefix; with versioning, every version is a record.
+
+    Deleting is by version id on versioned buckets (never a bare delete that adds a delete
+    marker), never bypasses governance retention, and reports Object Lock refusals as
+    ``refused``. See docs/s3.md.
+    """
+
+    name = "s3"
+    batch_size = S3_MAX_KEYS * DEFAULT_CONCURRENCY  # per instance: 1000 × concurrency
+    can_refuse = True
+    #: Seconds of the first per-key retry's backoff (doubling, jittered, capped at 5 s).
+    backoff_base = 0.2
+
+    def __init__(self, options: Options) -> None:
+        self.settings = S3Settings.from_options(options)
+        self.batch_size = S3_MAX_KEYS * self.settings.concurrency
+        self._client: Any = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._guard = threading.Lock()
+        self._versioning: dict[str, Any] | None = None
+        self._lock_enabled: bool | None = None
+
+    # -- lazily built, shared by threads ----------------------------------------------------------
+    @property
+    def client(self) -> Any:
+        with self._guard:
+            if self._client is None:
+                self._client = make_client(self.settings)
+            return self._client
+
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        with self._guard:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(self.settings.concurrency, thread_name_prefix="retention-s3")
+            return self._executor
+
+    def versioning(self) -> dict[str, Any]:
+        """GetBucketVersioning's answer (``Status``, ``MFADelete``), read once."""
+        if self._versioning is None:
+            self._versioning = self.client.get_bucket_versioning(Bucket=self.settings.bucket)
+        return self._versioning
+
+    def versioned(self) -> bool:
+        """Whether records are object versions (``versions: all``, or ``auto`` on a versioned bucket)."""
+        if self.settings.versions == "auto":
+            try:
+                return self.versioning().get("Status") in ("Enabled", "Suspended")
+            except Exception as exc:
+                raise BackendError(f"{self.settings.where}: GetBucketVersioning failed: {describe(exc)}") from exc
+        return self.settings.versions == "all"
+
+    def _bucket_lock_enabled(self) -> bool:
+        if self._lock_enabled is None:
+            self._lock_enabled = lock_enabled(self.client, self.settings.bucket)
+        return self._lock_enabled
+
+    # -- Backend ----------------------------------------------------------------------------------
+    def check(self, source: Source) -> None:
+        """Refuse a bucket we cannot reach, one with MFA Delete, or ``current`` on a versioned bucket."""
+        try:
+            versioning = self.versioning()
+        except Exception as exc:
+            raise self._config_error(exc) from None
+        if versioning.get("MFADelete") == "Enabled":
+            raise ConfigError(f"bucket {self.settings.bucket!r} has MFA Delete enabled: versions cannot be "
+                              "deleted without an MFA token, so retention refuses to run this source",
+                              key="options.bucket")
+        status = versioning.get("Status")
+        if self.settings.versions == "current" and status in ("Enabled", "Suspended"):
+            raise ConfigError(f"bucket {self.settings.bucket!r} has versioning {status}: 'current' would "
+                              "leave every older version behind; use 'auto' or 'all'", key="options.versions")
+
+    def _config_error(self, exc: BaseException) -> ConfigError:
+        code = error_code(exc)
+        bucket = self.settings.bucket
+        if code in ("NoSuchBucket", "404"):
+            return ConfigError(f"bucket {bucket!r} does not exist", key="options.bucket")
+        if code in ("AccessDenied", "403", "AllAccessDisabled"):
+            return ConfigError(f"access to bucket {bucket!r} denied (s3:GetBucketVersioning): "
+                               f"{describe(exc)}", key="options.bucket")
+        from botocore.exceptions import EndpointConnectionError, NoCredentialsError
+
+        if isinstance(exc, NoCredentialsError):
+            return ConfigError("no AWS credentials found (environment, profile or role)",
+                               key="options.profile")
+        if isinstance(exc, EndpointConnectionError):
+            return ConfigError(f"cannot reach S3: {exc}", key="options.endpoint_url"
+                               if self.settings.endpoint_url else "options.region")
+        return ConfigError(f"bucket {bucket!r} cannot be checked: {describe(exc)}", key="options.bucket")
+
+    def warnings(self, source: Source) -> list[str]:
+        if self.settings.tags:
+            return ["tags: true reads each object's tags with one GetObjectTagging request per object "
+                    "(slow, and billed per request)"]
+        return []
+
+    def scan(self, source: Source) -> Iterator[Record]:
+        records = (scan_versions if self.versioned() else scan_current)(self.client, self.settings, source.name)
+        if self.settings.tags:
+            records = with_tags(records, self.client, self.settings, self.executor)
+        yield from records
+
+    def delete(self, records: Sequence[Record]) -> Iterator[Outcome]:
+        records = list(records)
+        if not records:
+            return
+        try:
+            deleter = ChunkDeleter(self.client, self.settings, self.versioned(), self._bucket_lock_enabled,
+                                   backoff_base=self.backoff_base)
+        except Exception as exc:
+            error = str(exc) if isinstance(exc, BackendError) else describe(exc)
+            yield from (Outcome(r, Status.FAILED, error) for r in records)
+            return
+        chunks = chunk_by_key(records)
+        if len(chunks) == 1:
+            yield from _run(deleter, chunks[0])
+            return
+        futures: dict[Future[list[Outcome]], list[Record]] = {
+            self.executor.submit(_run, deleter, chunk): chunk for chunk in chunks}
+        for future in as_completed(futures):
+            yield from future.result()
+
+    def close(self) -> None:
+        with self._guard:
+            if self._executor is not None:
+                self._executor.shutdown(wait=True)
+                self._executor = None
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+
+def _run(deleter: ChunkDeleter, chunk: list[Record]) -> list[Outcome]:
+    try:
+        return deleter.run(chunk)
+    except Exception as exc:  # one chunk's surprise must not hide the others' outcomes
+        return [Outcome(r, Status.FAILED, f"{type(exc).__name__}: {exc}") for r in chunk]
+
+
+def chunk_by_key(records: Sequence[Record], size: int = S3_MAX_KEYS) -> list[list[Record]]:
+    """Sorted chunks of at most *size*, keeping a key's versions together (unless one key has more)."""
+    ordered = sorted(records, key=lambda r: (r.location, r.version or ""))
+    chunks: list[list[Record]] = []
+    current: list[Record] = []
+    i = 0
+    while i < len(ordered):
+        j = i
+        while j < len(ordered) and ordered[j].location == ordered[i].location:
+            j += 1
+        group = ordered[i:j]
+        if current and len(current) + len(group) > size:
+            chunks.append(current)
+            current = []
+        while len(group) > size:
+            chunks.append(group[:size])
+            group = group[size:]
+        current += group
+        i = j
+    if current:
+        chunks.append(current)
+    return chunks

@@ -1,0 +1,69 @@
+"""Building the boto3 client and reading botocore errors.
+
+boto3 is imported here, lazily, so the plugin loads (and can say how to install boto3)
+without it. Retries use botocore's ``standard`` mode, never the legacy default.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from retention_core import ConfigError
+
+from .settings import S3Settings
+
+#: Per-key DeleteObjects error codes worth retrying: S3 asked us to slow down or hiccuped.
+TRANSIENT_CODES = frozenset({"SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout",
+                             "OperationAborted", "Throttling", "ThrottlingException", "503", "500"})
+#: The item is not there: deleting it is already done.
+GONE_CODES = frozenset({"NoSuchKey", "NoSuchVersion"})
+
+
+def make_client(settings: S3Settings) -> Any:
+    """An S3 client from boto3's standard credential chain (env, profile, role)."""
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import ProfileNotFound
+
+    try:
+        session = boto3.session.Session(profile_name=settings.profile, region_name=settings.region)
+    except ProfileNotFound as exc:
+        raise ConfigError(f"no AWS profile named {settings.profile!r} ({exc})", key="options.profile") from None
+    config = Config(
+        retries={"mode": "standard", "max_attempts": settings.max_attempts},
+        # Enough sockets for every concurrent batch plus tag look-ups.
+        max_pool_connections=max(10, settings.concurrency * 2),
+        user_agent_extra="retention-s3",
+        # S3-compatible stores (MinIO, Ceph, moto) rarely serve virtual-hosted buckets.
+        s3={"addressing_style": "path"} if settings.endpoint_url else None,
+    )
+    return session.client("s3", region_name=settings.region or session.region_name or "us-east-1",
+                          endpoint_url=settings.endpoint_url, config=config)
+
+
+def error_code(exc: BaseException) -> str:
+    """The S3 error code of a botocore ClientError ("" for anything else)."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        code = response.get("Error", {}).get("Code")
+        if code:
+            return str(code)
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return str(status or "")
+    return ""
+
+
+def describe(exc: BaseException) -> str:
+    """One line for a user: the S3 code and message, or the exception's own text."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict) and response.get("Error"):
+        err = response["Error"]
+        return f"{err.get('Code', '?')}: {err.get('Message', '') or exc}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def is_connection_problem(exc: BaseException) -> bool:
+    """Credentials, endpoint or network: not something one record did."""
+    from botocore.exceptions import BotoCoreError
+
+    return isinstance(exc, BotoCoreError)
