@@ -134,7 +134,8 @@ def check(declarations_path: Path, hars: tuple[Path, ...], set_cookie_files: tup
     if not inputs:
         inputs.append("declarations only (no --har, --set-cookie-file or --url)")
     fmt = fmt or _format_from_suffix(output)
-    report = render(fmt, findings, observations, inputs=inputs, version=_version())
+    report = render(fmt, findings, observations, inputs=inputs, version=_version(),
+                    default_file=str(declarations_path))
     if output:
         try:
             output.parent.mkdir(parents=True, exist_ok=True)

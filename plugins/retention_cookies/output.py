@@ -23,12 +23,12 @@ TOOL_URI = "https://github.com/retention/retention/blob/main/docs/cookies.md"
 
 
 def render(fmt: str, findings: Sequence[Finding], observations: Sequence[Observation],
-           *, inputs: Sequence[str], version: str = "0") -> str:
+           *, inputs: Sequence[str], version: str = "0", default_file: str | None = None) -> str:
     """The report in *fmt* (one of FORMATS)."""
     if fmt == "json":
         return render_json(findings, observations, inputs=inputs)
     if fmt == "sarif":
-        return render_sarif(findings, version=version)
+        return render_sarif(findings, version=version, default_file=default_file)
     if fmt == "html":
         return render_html(findings, observations, inputs=inputs)
     return render_text(findings, observations, inputs=inputs)
@@ -65,7 +65,9 @@ def render_json(findings: Sequence[Finding], observations: Sequence[Observation]
     return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
 
-def render_sarif(findings: Sequence[Finding], *, version: str = "0") -> str:
+def render_sarif(findings: Sequence[Finding], *, version: str = "0", default_file: str | None = None) -> str:
+    """SARIF 2.1.0; a finding without a file of its own is placed on *default_file*
+    (the declarations), because code scanning drops results that have no location."""
     rule_ids = list(RULES)
     rules = [{
         "id": r.id,
@@ -85,8 +87,9 @@ def render_sarif(findings: Sequence[Finding], *, version: str = "0") -> str:
             "message": {"text": f"{f.subject}: {f.message}. Fix: {f.hint}"},
             "properties": {"evidence": f.evidence, "basis": f.basis, "subject": f.subject},
         }
-        if f.file:
-            location: dict[str, Any] = {"artifactLocation": {"uri": _uri(f.file)}}
+        file = f.file or default_file
+        if file:
+            location: dict[str, Any] = {"artifactLocation": {"uri": _uri(file)}}
             if f.line:
                 location["region"] = {"startLine": f.line}
             result["locations"] = [{"physicalLocation": location}]

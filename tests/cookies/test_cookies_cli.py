@@ -187,3 +187,13 @@ def test_without_declared_domains_the_har_page_is_first_party(write_decl, data_d
     elsewhere = write_decl(text.format(domains="first_party_domains: [other.example.org]\n"), "b.yaml")
     code, out, _ = run("check", "-d", str(elsewhere), "--har", str(data_dir / "joined.har"), "--format", "json")
     assert "CK006" in {f["rule"] for f in json.loads(out)["findings"]}
+
+
+def test_every_sarif_result_has_a_location() -> None:
+    from retention_cookies.model import Finding
+    from retention_cookies.output import render_sarif
+
+    orphan = Finding(rule="CK015", severity="warning", subject="s", message="m")
+    sarif = json.loads(render_sarif([orphan], default_file="config/cookies.yaml"))
+    [result] = sarif["runs"][0]["results"]
+    assert result["locations"][0]["physicalLocation"]["artifactLocation"]["uri"].endswith("config/cookies.yaml")
