@@ -128,7 +128,12 @@ class SqliteFlavor(Flavor):
             sa.func.length(expr) <= 26,
             sa.not_(sa.func.substr(expr, 21).op("GLOB")("*[^0-9]*")),
         )
-        return sa.and_(sa.or_(whole, fraction), expr >= self.cutoff_value(EARLIEST),
+        # Through a Julian day number, an impossible date ('2026-02-30', '24:00:00') comes
+        # back as another one: only a value that survives the round trip is a real
+        # timestamp, exactly those Python parses.
+        seconds = sa.func.substr(expr, 1, 19)
+        real = sa.func.datetime(sa.func.julianday(seconds)) == seconds
+        return sa.and_(sa.or_(whole, fraction), real, expr >= self.cutoff_value(EARLIEST),
                        expr <= self.cutoff_value(LATEST))
 
     def cutoff_type(self, column: sa.Column[Any]) -> sa.types.TypeEngine[Any]:
