@@ -71,6 +71,7 @@ class BrowserError(RetentionError):
 
 @dataclass(slots=True)
 class BrowserResult:
+    """What one visit (one or two scenarios) observed, plus parse anomalies of its headers."""
     observations: list[Observation] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     scenarios: list[str] = field(default_factory=list)

@@ -319,6 +319,7 @@ def _evidence(obs: Observation) -> str:
 
 
 def dedupe(findings: Iterable[Finding]) -> list[Finding]:
+    """The same finding from many sightings is reported once; most severe first."""
     unique: dict[tuple[str, str, str], Finding] = {}
     for f in findings:
         unique.setdefault((f.rule, f.subject, f.message), f)

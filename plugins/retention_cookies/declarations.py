@@ -79,6 +79,7 @@ class CookieDecl:
 
     @property
     def session(self) -> bool:
+        """True when declared 'session' (no expiry)."""
         return self.lifetime is None
 
     def max_lifetime(self, reference: Any = None) -> timedelta | None:
@@ -107,6 +108,7 @@ class Service:
 
     @property
     def essential(self) -> bool:
+        """Only strictly necessary services may set cookies without consent."""
         return self.category == "strictly_necessary"
 
 
@@ -122,6 +124,7 @@ class Declarations:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def cookies(self) -> Iterable[tuple[Service, CookieDecl]]:
+        """Every declared cookie with its service, in file order."""
         for service in self.services:
             for cookie in service.cookies:
                 yield service, cookie

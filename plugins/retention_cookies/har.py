@@ -29,6 +29,7 @@ _REDACTED_VALUE = re.compile(rf"^\s*({_MARKER})\s*$", re.I)  # an empty cookie v
 
 @dataclass(slots=True)
 class HarResult:
+    """What one HAR showed, and whether it was too sanitized to show anything."""
     observations: list[Observation] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     entries: int = 0

@@ -33,6 +33,7 @@ class Fact:
     storage: str = "cookie"  # "cookie" or "any"
 
     def matches(self, name: str, storage: str = "cookie") -> bool:
+        """Whether an observed or declared *name* in *storage* is this product's."""
         if self.storage != "any" and storage != self.storage:
             return False
         if self.match == "exact":
@@ -42,6 +43,7 @@ class Fact:
         return re.fullmatch(self.name, name) is not None
 
     def describe(self) -> str:
+        """One line of evidence naming the product and the source of the fact."""
         return f"{self.product} ({self.vendor}) {self.category} cookie, source: {self.source}"
 
 
@@ -56,6 +58,7 @@ class KnowledgeBase:
         return [fact for fact in self.facts if fact.matches(name, storage)]
 
     def extended(self, more: list[Fact]) -> KnowledgeBase:
+        """A new knowledge base with *more* facts (e.g. from the Open Cookie Database)."""
         return KnowledgeBase(self.facts + more)
 
 

@@ -42,6 +42,7 @@ class Observation:
 
     @property
     def session(self) -> bool:
+        """A session cookie ends with the browser session."""
         return self.lifetime is None
 
 
@@ -61,6 +62,7 @@ class Finding:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
+        """The JSON report's shape of a finding."""
         data: dict[str, Any] = {
             "rule": self.rule,
             "severity": self.severity,

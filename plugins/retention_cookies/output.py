@@ -35,12 +35,14 @@ def render(fmt: str, findings: Sequence[Finding], observations: Sequence[Observa
 
 
 def summary(findings: Sequence[Finding]) -> dict[str, int]:
+    """Counts by severity, for the headline and the JSON summary."""
     counts = Counter(f.severity for f in findings)
     return {s: counts.get(s, 0) for s in ("error", "warning", "info")}
 
 
 def render_text(findings: Sequence[Finding], observations: Sequence[Observation], *,
                 inputs: Sequence[str]) -> str:
+    """For people at a terminal or in a CI log."""
     lines = []
     for f in findings:
         lines.append(f"{f.severity.upper():7} {f.rule} {RULES[f.rule].name}: {f.subject}: {f.message}")
@@ -56,6 +58,7 @@ def render_text(findings: Sequence[Finding], observations: Sequence[Observation]
 
 def render_json(findings: Sequence[Finding], observations: Sequence[Observation], *,
                 inputs: Sequence[str]) -> str:
+    """For scripts and cron: findings plus every observation they were drawn from."""
     data = {
         "summary": summary(findings),
         "inputs": list(inputs),
@@ -108,6 +111,7 @@ def render_sarif(findings: Sequence[Finding], *, version: str = "0", default_fil
 
 def render_html(findings: Sequence[Finding], observations: Sequence[Observation], *,
                 inputs: Sequence[str]) -> str:
+    """One self-contained page to attach to an audit or a ticket."""
     e = html.escape
     counts = summary(findings)
     rows = "\n".join(

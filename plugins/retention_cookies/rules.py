@@ -18,6 +18,7 @@ RFC6265BIS = "RFC 6265bis (draft-ietf-httpbis-rfc6265bis)"
 
 @dataclass(frozen=True, slots=True)
 class Rule:
+    """One check: its id, default severity, why it matters and how to fix it."""
     id: str
     name: str
     severity: str
