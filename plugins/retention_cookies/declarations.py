@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,10 @@ UNREVIEWED = "unreviewed"  # written by importers; loads, but the check fails un
 NON_EXEMPT_PURPOSES = ("analytics", "marketing", "advertising", "personalisation", "functional",
                        "social_tracking")
 PURPOSES = tuple(BASES) + NON_EXEMPT_PURPOSES
+#: Month starts and ends over a leap and a common year, to measure "6mo" at its longest.
+_REFERENCE_STARTS = tuple(datetime(year, month, day, tzinfo=timezone.utc)
+                          for year in (2023, 2024) for month in range(1, 13) for day in (1, 28, 31)
+                          if not (day == 31 and month in (2, 4, 6, 9, 11)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,14 +86,13 @@ class CookieDecl:
         """True when declared 'session' (no expiry)."""
         return self.lifetime is None
 
-    def max_lifetime(self, reference: Any = None) -> timedelta | None:
-        """The declared maximum as a timedelta (months counted from *reference* or 2000-01-01)."""
+    def max_lifetime(self) -> timedelta | None:
+        """The declared maximum as a span: months vary in length, so the longest one any
+        start date gives (a cookie within its declared months is never reported)."""
         if self.lifetime is None:
             return None
-        from datetime import datetime, timezone
-
-        start = reference or datetime(2001, 1, 31, tzinfo=timezone.utc)
-        return self.lifetime.after(start) - start
+        lifetime = self.lifetime
+        return max(lifetime.after(start) - start for start in _REFERENCE_STARTS)
 
 
 @dataclass(frozen=True, slots=True)

@@ -208,3 +208,15 @@ def test_findings_point_at_the_declaration_line(tmp_path: Path) -> None:
 
 def _fields(obs: Observation) -> dict[str, Any]:
     return {name: getattr(obs, name) for name in obs.__slots__}  # type: ignore[attr-defined]
+
+
+def test_declared_months_are_measured_at_their_longest() -> None:
+    decls = parse_declarations(yaml.safe_load(BASE.replace("lifetime: 6mo", "lifetime: 1mo")), file="c.yaml")
+    cookie = next(c for _, c in decls.cookies() if c.name == "cookie_consent")
+    longest = cookie.max_lifetime()
+    assert longest is not None and timedelta(days=31) <= longest <= timedelta(days=32)
+    text = BASE.replace("lifetime: 6mo", "lifetime: 1mo")
+    at_31_days = Observation(**{**_fields(GOOD_CONSENT), "lifetime": timedelta(days=31)})
+    assert check(text, GOOD_SESSION, at_31_days) == []
+    at_33_days = Observation(**{**_fields(GOOD_CONSENT), "lifetime": timedelta(days=33)})
+    assert rules(check(text, GOOD_SESSION, at_33_days)) == ["CK005"]
