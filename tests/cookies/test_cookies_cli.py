@@ -197,3 +197,18 @@ def test_every_sarif_result_has_a_location() -> None:
     sarif = json.loads(render_sarif([orphan], default_file="config/cookies.yaml"))
     [result] = sarif["runs"][0]["results"]
     assert result["locations"][0]["physicalLocation"]["artifactLocation"]["uri"].endswith("config/cookies.yaml")
+
+
+def test_help_works_without_the_cookies_extra() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['playwright'] = sys.modules['tldextract'] = None\n"
+            "from click.testing import CliRunner\n"
+            "from retention_cookies.cli import cookies\n"
+            "for args in (['--help'], ['check', '--help'], ['import', '--help']):\n"
+            "    assert CliRunner().invoke(cookies, args).exit_code == 0, args\n"
+            "import retention_cookies.checks, retention_cookies.har, retention_cookies.browser\n"
+            "print('ok')\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
