@@ -1,0 +1,118 @@
+"""Output under cron: quiet plain lines by default, JSON lines on request, a progress bar on a TTY."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import pty
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from retention_core import logs
+from retention_core.testing.builders import PolicyBuilder
+
+pytest_plugins = ["retention_core.testing.fixtures"]
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Any:
+    yield
+    logs.configure("text", 0)
+
+
+def test_default_is_quiet_when_not_a_tty(retention_cli: Any, demo: Any) -> None:
+    result = retention_cli("run", "-c", demo.policy, "--dry-run")
+    assert result.exit_code == 0
+    assert result.stderr == ""  # nothing for cron to mail but the summary on stdout
+    assert "\r" not in result.output
+    assert result.stdout.startswith("retention run ")
+
+
+def test_json_log_format_is_one_object_per_line(retention_cli: Any, demo: Any) -> None:
+    result = retention_cli("--log-format", "json", "run", "-c", demo.policy, "--dry-run")
+    assert result.exit_code == 0, result.output
+    events = [json.loads(line) for line in result.stderr.splitlines()]
+    assert [e["event"] for e in events] == ["run-start", "source-done", "source-done", "run-end"]
+    assert all({"time", "level", "event", "message"} <= set(e) for e in events)
+    assert events[1]["source"] == "recordings" and events[1]["scanned"] == 18
+    end = events[-1]
+    assert end["exit_code"] == 0 and end["dry_run"] is True and end["summary"]["hold"] == 4
+
+
+def test_json_errors_are_json_too(retention_cli: Any, tmp_path: Path) -> None:
+    result = retention_cli("--log-format", "json", "run", "-c", tmp_path / "missing.yaml")
+    assert result.exit_code == 2
+    (line,) = result.stderr.splitlines()
+    error = json.loads(line)
+    assert error["level"] == "error" and error["exit_code"] == 2 and "config file not found" in error["message"]
+
+
+def test_log_format_from_the_environment(retention_cli: Any, demo: Any) -> None:
+    result = retention_cli("run", "-c", demo.policy, "--dry-run", env={"RETENTION_LOG_FORMAT": "json"})
+    assert json.loads(result.stderr.splitlines()[0])["event"] == "run-start"
+
+
+def test_plugin_loggers_follow_the_format() -> None:
+    stream = io.StringIO()
+    logs.configure("json", 0, stream)
+    logging.getLogger("retention.fs").warning("cannot list %s: %s", "a/b", "Permission denied")
+    line = json.loads(stream.getvalue())
+    assert line == {**line, "level": "warning", "logger": "retention.fs", "event": "log",
+                    "message": "cannot list a/b: Permission denied"}
+    stream = io.StringIO()
+    logs.configure("text", 0, stream)
+    logging.getLogger("retention.fs").info("not shown without -v")
+    logging.getLogger("retention.fs").warning("shown")
+    assert stream.getvalue() == "retention: warning: shown\n"
+
+
+def test_progress_bar_shows_counts_and_rate() -> None:
+    stream = io.StringIO()
+    bar = logs.ProgressBar(["calls", "chats"], stream)
+    bar("calls", 1000)
+    bar("calls", 2500)
+    bar("chats", 40)
+    bar.finish()
+    frames = stream.getvalue().split("\r")[1:]
+    assert "source 1/2 calls: 2,500 records" in frames[1] and "/s" in frames[1]
+    assert frames[2].startswith("[############------------] source 2/2 chats: 40 records · 2,540 in all")
+    assert frames[3].startswith("[########################] scanned 2,540 records from 2 sources")
+    assert frames[3].endswith("\n")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs a pseudo-terminal")
+def test_a_terminal_gets_the_progress_bar(tmp_path: Path) -> None:
+    """A real TTY on stdout and stderr (a pty), the installed CLI in a subprocess, fs storage."""
+    for n in range(5):
+        path = tmp_path / "data" / f"s{n}" / "note.txt"
+        path.parent.mkdir(parents=True)
+        path.write_text("x")
+    policy = PolicyBuilder(tmp_path).write(
+        categories={"note": {"retain": "1y"}},
+        sources=[{"name": "notes", "backend": "fs", "options": {"root": "data"},
+                  "match": "(?P<subject>[^/]+)/.+", "category": "note"}])
+    leader, follower = pty.openpty()
+    proc = subprocess.run([sys.executable, "-c", "from retention_core.cli import main; main()", "run", "-c",
+                           str(policy), "--dry-run"], stdin=follower, stdout=follower, stderr=follower,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}, timeout=60, check=False)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 65536)
+        except OSError:  # EIO: the other end is closed and drained
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(leader)
+    out = b"".join(chunks).decode("utf-8", "replace")
+    assert proc.returncode == 0, out
+    assert "\r[" in out and "scanned 5 records from 1 source in" in out
+    assert "retention run " in out
