@@ -8,6 +8,7 @@ or (when the rule needs one) subject is unknown is skipped, never deleted.
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from functools import lru_cache
 
 from .backend import Cutoffs
 from .model import Action, Category, Context, Decision, Hold, Record, Source
@@ -18,6 +19,8 @@ ALL = datetime.max.replace(tzinfo=timezone.utc)
 
 def covering_holds(record: Record, holds: tuple[Hold, ...]) -> tuple[str, ...]:
     """Ids of every active hold whose scope covers *record* (all are reported)."""
+    if not holds:
+        return ()
     return tuple(h.id for h in holds if h.active and h.scope.covers(record))
 
 
@@ -35,15 +38,16 @@ def decide(record: Record, ctx: Context) -> Decision:
     """The policy's verdict on one record."""
     category = ctx.categories.get(record.category) if record.category is not None else None
     if category is None:
-        return Decision(Action.SKIP, f"unknown category {record.category!r}")
+        return Decision(SKIP, f"unknown category {record.category!r}")
     subject = ctx.subjects.get(record.subject) if record.subject is not None else None
-    if category.after == "service_end" and subject is None:
+    if subject is None and category.after == "service_end":
         why = "no subject" if record.subject is None else f"unknown subject {record.subject!r}"
-        return Decision(Action.SKIP, f"{why}; category {category.name!r} counts from service end")
+        return Decision(SKIP, f"{why}; category {category.name!r} counts from service end")
 
-    holds = covering_holds(record, ctx.holds)
-    if holds:
-        return Decision(Action.HOLD, "held by " + ", ".join(holds), holds=holds)
+    if ctx.holds:
+        holds = covering_holds(record, ctx.holds)
+        if holds:
+            return Decision(HOLD, "held by " + ", ".join(holds), holds=holds)
 
     if subject is not None:
         request = ctx.requests.get(subject.id)
@@ -55,12 +59,25 @@ def decide(record: Record, ctx: Context) -> Decision:
 
     due = rule_due(record, category, ctx)
     if due is None:
-        return Decision(Action.KEEP, "service still active: retention clock not started")
+        return Decision(KEEP, "service still active: retention clock not started")
     if due <= ctx.now:
-        return Decision(category.action, f"retention {category.retain} after {_clock(category)} expired",
-                        due=due)
-    return Decision(Action.KEEP, f"kept until {due.date().isoformat()} ({category.retain} after "
-                                 f"{_clock(category)})", due=due)
+        return Decision(category.action, _expired_reason(category), due=due)
+    return Decision(KEEP, f"kept until {due.date().isoformat()} ({_rule_text(category)})", due=due)
+
+
+# decide() runs once per record: the reason texts that depend only on the category are built
+# once per category (by profile, the f-strings and enum lookups were a fifth of decide's time).
+SKIP, HOLD, KEEP = Action.SKIP, Action.HOLD, Action.KEEP
+
+
+@lru_cache(maxsize=256)
+def _rule_text(category: Category) -> str:
+    return f"{category.retain} after {_clock(category)}"
+
+
+@lru_cache(maxsize=256)
+def _expired_reason(category: Category) -> str:
+    return f"retention {_rule_text(category)} expired"
 
 
 def _clock(category: Category) -> str:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 import sqlite3
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from .model import Action, Decision, Outcome, Record, Status
@@ -20,11 +20,20 @@ _SCHEMA = """
 CREATE TABLE items (
   idx INTEGER PRIMARY KEY,
   source TEXT NOT NULL, location TEXT NOT NULL, version TEXT,
-  created TEXT NOT NULL, size INTEGER, subject TEXT, category TEXT,
-  action TEXT NOT NULL, reason TEXT NOT NULL, holds TEXT NOT NULL, due TEXT,
+  created INTEGER NOT NULL, size INTEGER, subject TEXT, category TEXT,
+  action TEXT NOT NULL, reason TEXT NOT NULL, holds TEXT NOT NULL, due INTEGER,
   outcome TEXT, error TEXT
 );
 """
+
+
+# Instants are stored as exact integer microseconds since the epoch: isoformat() per record
+# was the largest single cost of spooling, and floats lose microseconds far in the future.
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_US = timedelta(microseconds=1)
+
+#: Rows buffered before one executemany; small enough to be no memory at all.
+_BUFFERED = 2000
 
 
 @dataclass(frozen=True)
@@ -46,7 +55,8 @@ class Spool:
         self._db = sqlite3.connect(Path(self._dir.name) / "spool.db", isolation_level=None)
         self._db.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;" + _SCHEMA)
         self._db.execute("BEGIN")
-        self._pending = 0
+        self._rows: list[tuple[object, ...]] = []
+        self._uncommitted = 0
         self._indexed = False
 
     def close(self) -> None:
@@ -54,20 +64,32 @@ class Spool:
         self._dir.cleanup()
 
     def add(self, record: Record, decision: Decision) -> None:
-        self._db.execute(
-            "INSERT INTO items (source, location, version, created, size, subject, category, action, reason,"
-            " holds, due) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            (record.source, _text(record.location), record.version, record.created.isoformat(), record.size,
-             _text(record.subject), record.category, decision.action.value, decision.reason,
-             json.dumps(list(decision.holds)), decision.due.isoformat() if decision.due else None))
-        self._pending += 1
-        if self._pending >= 50_000:
-            self.commit()
+        # Called once per scanned record: rows are buffered and inserted with executemany
+        # (one statement per record was a third of a dry run's time, by profile).
+        holds = decision.holds
+        self._rows.append((
+            record.source, _text(record.location), record.version, (record.created - _EPOCH) // _US, record.size,
+            _text(record.subject), record.category, decision.action, decision.reason,
+            json.dumps(list(holds)) if holds else "[]", (decision.due - _EPOCH) // _US if decision.due else None))
+        if len(self._rows) >= _BUFFERED:
+            self._uncommitted += len(self._rows)
+            self._flush()
+            if self._uncommitted >= 50_000:
+                self.commit()
+
+    def _flush(self) -> None:
+        """Insert the buffered rows; every reader calls this first, so reads see every add."""
+        if self._rows:
+            self._db.executemany(
+                "INSERT INTO items (source, location, version, created, size, subject, category, action, reason,"
+                " holds, due) VALUES (?,?,?,?,?,?,?,?,?,?,?)", self._rows)
+            self._rows = []
 
     def commit(self) -> None:
+        self._flush()
         self._db.execute("COMMIT")
         self._db.execute("BEGIN")
-        self._pending = 0
+        self._uncommitted = 0
 
     def _index(self) -> None:
         if not self._indexed:
@@ -89,12 +111,18 @@ class Spool:
             yield [_item(row) for row in rows]
 
     def redecide(self, idx: int, decision: Decision) -> None:
+        self._flush()
         self._db.execute("UPDATE items SET action = ?, reason = ?, holds = ? WHERE idx = ?",
                          (decision.action.value, decision.reason, json.dumps(list(decision.holds)), idx))
 
     def set_outcome(self, idx: int, outcome: Outcome) -> None:
-        self._db.execute("UPDATE items SET outcome = ?, error = ? WHERE idx = ?",
-                         (outcome.status.value, outcome.error, idx))
+        self.set_outcomes([(idx, outcome)])
+
+    def set_outcomes(self, outcomes: Iterable[tuple[int, Outcome]]) -> None:
+        """One batch's outcomes in one statement."""
+        self._flush()
+        self._db.executemany("UPDATE items SET outcome = ?, error = ? WHERE idx = ?",
+                             [(o.status, o.error, idx) for idx, o in outcomes])
 
     def record_pushed(self, outcome: Outcome, decision: Decision) -> None:
         """An outcome from a push-down batch: update its item, or add it if the scan missed it."""
@@ -105,6 +133,7 @@ class Spool:
             (r.source, _text(r.location), r.version)).fetchone()
         if found is None:
             self.add(r, decision)
+            self._flush()
             found = self._db.execute("SELECT last_insert_rowid()").fetchone()
         self._db.execute("UPDATE items SET outcome = ?, error = ?, action = ?, reason = ? WHERE idx = ?",
                          (outcome.status.value, outcome.error, decision.action.value, decision.reason, found[0]))
@@ -117,6 +146,7 @@ class Spool:
 
     def unfinished(self, source: str) -> int:
         """Due items of *source* that were never given an outcome (push-down left them)."""
+        self._flush()
         return int(self._db.execute(
             "SELECT COUNT(*) FROM items WHERE source = ? AND action IN ('delete','anonymize')"
             " AND outcome IS NULL", (source,)).fetchone()[0])
@@ -129,6 +159,7 @@ class Spool:
 
     def subject_status(self, subject: str) -> tuple[int, int]:
         """(records of *subject* still owed, records of *subject* held)."""
+        self._flush()
         owed = self._db.execute(
             "SELECT COUNT(*) FROM items WHERE subject = ? AND action IN ('delete','anonymize')"
             " AND (outcome IS NULL OR outcome IN ('failed'))", (subject,)).fetchone()[0]
@@ -140,8 +171,8 @@ class Spool:
 
 def _text(value: str | None) -> str | None:
     """Locations may carry surrogate escapes (non-UTF-8 file names); store them reversibly."""
-    if value is None:
-        return None
+    if value is None or value.isascii():
+        return value
     try:
         value.encode("utf-8")
         return value
@@ -155,13 +186,16 @@ def _untext(value: str | None) -> str | None:
     return value
 
 
+_ACTIONS = {a.value: a for a in Action}
+
+
 def _item(row: tuple) -> Item:  # type: ignore[type-arg]
     (idx, source, location, version, created, size, subject, category, action, reason, holds, due,
      outcome, error) = row
-    record = Record(source=source, location=_untext(location) or "", created=datetime.fromisoformat(created),
-                    size=size, version=version, subject=_untext(subject), category=category)
-    decision = Decision(Action(action), reason, tuple(json.loads(holds)),
-                        datetime.fromisoformat(due) if due else None)
+    record = Record(source, _untext(location) or "", _EPOCH + timedelta(microseconds=created), size, version,
+                    _untext(subject), category)
+    decision = Decision(_ACTIONS[action], reason, tuple(json.loads(holds)) if holds != "[]" else (),
+                        _EPOCH + timedelta(microseconds=due) if due is not None else None)
     return Item(idx, record, decision, outcome, error)
 
 

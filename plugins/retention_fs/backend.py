@@ -83,6 +83,9 @@ class FilesystemBackend(Backend):
         except OSError as exc:
             log.warning("cannot list %s: %s", prefix or ".", exc.strerror or exc)
             return
+        # One lstat per entry (the listing gives no mtime); names bound locally because this
+        # loop runs once per file and attribute lookups showed in the profile.
+        make, stamp, utc, is_reg = Record, datetime.fromtimestamp, timezone.utc, stat.S_ISREG
         for entry in entries:
             try:
                 st = entry.stat(follow_symlinks=False)
@@ -91,9 +94,8 @@ class FilesystemBackend(Backend):
             except OSError as exc:
                 log.warning("cannot stat %s%s: %s", prefix, entry.name, exc.strerror or exc)
                 continue
-            if stat.S_ISREG(st.st_mode):
-                yield Record(source=source, location=prefix + entry.name,
-                             created=datetime.fromtimestamp(st.st_mtime, timezone.utc), size=st.st_size)
+            if is_reg(st.st_mode):
+                yield make(source, prefix + entry.name, stamp(st.st_mtime, utc), st.st_size)
             elif stat.S_ISDIR(st.st_mode):
                 if st.st_dev != self._dev:
                     log.warning("not entering %s%s: another filesystem", prefix, entry.name)
