@@ -232,11 +232,11 @@ def _requests(report: RunReport) -> str:
     for r in sorted(report.erasure_requests, key=lambda r: r.due_at):
         status = r.status(report.as_of)
         overdue += status == "overdue"
-        mark = " ⚠ OVERDUE" if status == "overdue" else ""
+
         held = f"{r.held_remaining:,}" if r.held_remaining else "0"
         done = f"{r.done_at:%Y-%m-%d}" if r.done_at else "—"
         rows.append(f'<tr class="{status}"><td>{_e(r.id)}</td><td>{_e(r.subject)}</td><td>{_e(r.controller)}</td>'
-                    f"<td>{r.received_at:%Y-%m-%d}</td><td>{r.due_at:%Y-%m-%d}</td><td>{status}{mark}</td>"
+                    f"<td>{r.received_at:%Y-%m-%d}</td><td>{r.due_at:%Y-%m-%d}</td><td>{_STATUS.get(status, status)}</td>"
                     f"<td>{done}</td><td class=num>{held}</td></tr>")
     alert = (f'<div class="alert"><b>{overdue} erasure request{"s" if overdue != 1 else ""} overdue</b> '
              "(past the 30-day deadline and not done).</div>") if overdue else ""
@@ -300,6 +300,7 @@ def _items(report: RunReport, counts: Tally, shown: Sequence[Item]) -> str:
 
 
 # -- helpers -----------------------------------------------------------------------------------------
+_STATUS = {"overdue": "⚠ OVERDUE"}
 _ACTION_LABEL = {"delete": "delete", "anonymize": "anonymize", "hold": "held", "skip": "skipped (unknown)",
                  "keep": "kept"}
 
@@ -308,7 +309,7 @@ def _columns(element_id: str, caption: str, labels: Sequence[str], values: Seque
              color: str) -> str:
     """A vertical bar chart: one bar per value, the value written above each non-empty bar."""
     fmt_value = fmt if callable(fmt) else str
-    left, top, plot_h, bar_w, gap = 8, 18, 150, 16, 4
+    left, top, plot_h, bar_w, gap = 8, 18, 150, 14, 4
     width = left * 2 + len(values) * (bar_w + gap)
     height = top + plot_h + 34
     peak = max(values, default=0) or 1
