@@ -193,7 +193,7 @@ def records_table(db: Database, *, key_type: sa.types.TypeEngine[Any] | None = N
         sa.Column("score", sa.Integer(), nullable=True),
         **table_kwargs,
     )
-    options: dict[str, Any] = {"url": db.url, "table": table.name, "key": "id", "subject": "subject",
+    options: dict[str, Any] = {"url": db.url, "table": str(table.name), "key": "id", "subject": "subject",
                                "created": "created", "batch_size": 50}
     if naive:
         options["timezone"] = timezone
