@@ -164,8 +164,8 @@ def write_csv(report: RunReport, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def text_summary(report: RunReport) -> str:
-    """A few lines a person reads in cron mail."""
+def text_summary(report: RunReport, counts: Tally | None = None) -> str:
+    """A few lines a person reads in cron mail (*counts* saves a pass when already tallied)."""
     mode = "dry-run (nothing deleted)" if report.dry_run else "enforced"
     lines = [f"retention run {report.run_id} — {mode}, as of {report.as_of:%Y-%m-%d %H:%M} UTC"]
     for name, s in report.sources.items():
@@ -179,6 +179,12 @@ def text_summary(report: RunReport) -> str:
     lines.append("  total: " + ", ".join(f"{k} {v}" for k, v in total.items()))
     if not report.dry_run:
         lines.append("  outcomes: " + ", ".join(f"{k} {v}" for k, v in report.outcomes().items()))
+    active = [h for h in report.holds if h.active]
+    if active:
+        protected = (counts or tally(report)).protected
+        for h in active:
+            scope = " ".join(f"{k}={v}" for k, v in h.scope.as_dict().items())
+            lines.append(f"  hold {h.id} ({h.kind}, {scope}): protected {protected.get(h.id, 0)} records")
     for r in report.erasure_requests:
         status = r.status(report.as_of)
         if status != "done" or r.held_remaining:

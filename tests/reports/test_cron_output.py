@@ -34,6 +34,11 @@ def test_default_is_quiet_when_not_a_tty(retention_cli: Any, demo: Any) -> None:
     assert result.stdout.startswith("retention run ")
 
 
+def test_summary_says_what_each_hold_protected(retention_cli: Any, demo: Any) -> None:
+    result = retention_cli("run", "-c", demo.policy, "--as-of", "2026-06-01T12:00:00Z")
+    assert "  hold LH-2026-014 (legal, subject=globex): protected 4 records" in result.stdout.splitlines()
+
+
 def test_json_log_format_is_one_object_per_line(retention_cli: Any, demo: Any) -> None:
     result = retention_cli("--log-format", "json", "run", "-c", demo.policy, "--dry-run")
     assert result.exit_code == 0, result.output
