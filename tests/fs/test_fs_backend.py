@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from datetime import datetime, timezone
 from pathlib import Path
@@ -167,7 +168,13 @@ def test_unreadable_directory_is_reported_and_the_rest_is_scanned(tree, monkeypa
         return real(fd)
 
     monkeypatch.setattr("retention_fs.backend.os.scandir", scandir)
-    assert locations(backend(root)) == {"a/one.wav", "top.txt"}
+    # the CLI's log setup may stop "retention" from propagating: listen on the logger itself
+    logger = logging.getLogger("retention.fs")
+    logger.addHandler(caplog.handler)
+    try:
+        assert locations(backend(root)) == {"a/one.wav", "top.txt"}
+    finally:
+        logger.removeHandler(caplog.handler)
     assert "cannot list a/b/" in caplog.text
 
 
