@@ -2,13 +2,22 @@
 
 SQLite by default; any SQLAlchemy URL works (PostgreSQL is tested). Holds and requests are
 never deleted: a released hold keeps who released it, when and why.
+
+The run lock is one row. Its holder refreshes ``refreshed_at`` every :data:`LOCK_HEARTBEAT`
+from a background thread, so a lock whose heartbeat is older than :data:`LOCK_STALE_AFTER`
+belongs to a run that died — on another host, or behind a pid the system has since reused —
+and is taken over instead of blocking every later run forever. A dead pid on this host is
+taken over at once.
 """
 
 from __future__ import annotations
 
 import getpass
+import logging
 import os
 import socket
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,10 +27,17 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from .errors import ConfigError, LockedError, RetentionError
+from .errors import ConfigError, LockedError
 from .model import ErasureRequest, Hold, HoldScope
 
 ERASURE_DEADLINE = timedelta(days=30)
+#: How often the lock holder proves it is alive.
+LOCK_HEARTBEAT = timedelta(seconds=30)
+#: A lock not refreshed for this long is a crashed run's. Far above the heartbeat, so that a
+#: slow database or a few minutes of clock skew between hosts never steal a live run's lock.
+LOCK_STALE_AFTER = timedelta(minutes=10)
+
+log = logging.getLogger("retention.state")
 
 metadata = sa.MetaData()
 
@@ -72,6 +88,7 @@ lock_table = sa.Table(
     sa.Column("host", sa.String(255), nullable=False),
     sa.Column("pid", sa.Integer, nullable=False),
     sa.Column("acquired_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("refreshed_at", sa.DateTime(timezone=True)),  # heartbeat; NULL in pre-heartbeat rows
 )
 
 
@@ -93,13 +110,16 @@ def utc(value: datetime | None) -> datetime | None:
 class StateStore:
     """Holds, erasure requests, runs and the lock, in one database."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, lock_heartbeat: timedelta = LOCK_HEARTBEAT,
+                 lock_stale_after: timedelta = LOCK_STALE_AFTER) -> None:
         self.url = url
+        self.lock_heartbeat = lock_heartbeat
+        self.lock_stale_after = lock_stale_after
         if url.startswith("sqlite:///") and not url.endswith(":memory:"):
             Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         try:
             self.engine = sa.create_engine(url, future=True)
-            metadata.create_all(self.engine)
+            _create_tables(self.engine)
         except (SQLAlchemyError, ImportError, OSError) as exc:
             raise ConfigError(f"cannot open state store {url!r}: {_short(exc)}", key="state") from None
 
@@ -215,34 +235,115 @@ class StateStore:
 
     @contextmanager
     def lock(self, run_id: str) -> Iterator[None]:
-        """One run per state store; a lock left by a dead process on this host is taken over."""
+        """One run per state store. A lock left by a dead process on this host, or one whose
+        heartbeat is older than ``lock_stale_after``, is taken over."""
         self._acquire(run_id)
+        beat = _Heartbeat(self, run_id)
+        beat.start()
         try:
             yield
         finally:
+            beat.stop()
             with self.engine.begin() as conn:
                 conn.execute(lock_table.delete().where(lock_table.c.run_id == run_id))
 
+    def holds_lock(self, run_id: str) -> bool:
+        """Whether *run_id* still owns the lock (it was not taken over as stale)."""
+        with self.engine.connect() as conn:
+            owner = conn.execute(sa.select(lock_table.c.run_id).where(lock_table.c.name == "run")).scalar()
+        return owner == run_id
+
     def _acquire(self, run_id: str) -> None:
         host, pid = socket.gethostname(), os.getpid()
-        for _ in range(2):
+        row = None
+        for _ in range(5):  # each retry follows a takeover or a lock released meanwhile
+            now = datetime.now(timezone.utc)
             try:
                 with self.engine.begin() as conn:
                     conn.execute(lock_table.insert().values(name="run", run_id=run_id, host=host, pid=pid,
-                                                            acquired_at=datetime.now(timezone.utc)))
+                                                            acquired_at=now, refreshed_at=now))
                 return
             except IntegrityError:
                 with self.engine.begin() as conn:
                     row = conn.execute(sa.select(lock_table).where(lock_table.c.name == "run")).first()
                     if row is None:
                         continue
-                    if row.host == host and not _alive(row.pid):
+                    why = self._takeover_reason(row, host, now)
+                    if why is not None:
+                        log.warning("taking over the run lock of %s (pid %s on %s): %s",
+                                    row.run_id, row.pid, row.host, why)
                         conn.execute(lock_table.delete().where(lock_table.c.run_id == row.run_id))
                         continue
+                seen = utc(row.refreshed_at or row.acquired_at)
                 raise LockedError(  # noqa: B904 - the IntegrityError is the expected signal
                     f"another run ({row.run_id}, pid {row.pid} on {row.host}, since "
-                    f"{utc(row.acquired_at):%Y-%m-%d %H:%M:%S} UTC) holds the lock on {self.url}")
-        raise RetentionError(f"could not take the run lock on {self.url}")
+                    f"{utc(row.acquired_at):%Y-%m-%d %H:%M:%S} UTC, alive at {seen:%H:%M:%S} UTC) holds the "
+                    f"lock on {self.url}")
+        raise LockedError(f"could not take the run lock on {self.url}: other runs kept taking it")
+
+    def _takeover_reason(self, row: sa.Row, host: str, now: datetime) -> str | None:
+        """Why the lock in *row* belongs to a dead run, or None if it may be alive."""
+        if row.host == host and not _alive(row.pid):
+            return "its process is gone"
+        seen = utc(row.refreshed_at or row.acquired_at)
+        if seen is not None and now - seen > self.lock_stale_after:
+            return (f"no heartbeat since {seen:%Y-%m-%d %H:%M:%S} UTC "
+                    f"(stale after {self.lock_stale_after.total_seconds():g} s)")
+        return None
+
+
+class _Heartbeat:
+    """Refreshes the lock row while a run holds it; a failed refresh is retried next beat."""
+
+    def __init__(self, store: StateStore, run_id: str) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._beat, name=f"retention-lock-{run_id}", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.thread.join()
+
+    def _beat(self) -> None:
+        interval = self.store.lock_heartbeat.total_seconds()
+        while not self.stopped.wait(interval):
+            try:
+                with self.store.engine.begin() as conn:
+                    done = conn.execute(lock_table.update().where(lock_table.c.run_id == self.run_id)
+                                        .values(refreshed_at=datetime.now(timezone.utc)))
+                if done.rowcount == 0:
+                    log.error("run %s lost its lock on %s (taken over as stale)", self.run_id, self.store.url)
+                    return
+            except SQLAlchemyError as exc:  # a busy or briefly unreachable store: try again next beat
+                log.warning("could not refresh the run lock: %s", _short(exc))
+
+
+def _create_tables(engine: sa.Engine) -> None:
+    """Create missing tables. Runs started together on a new store race to create them: the
+    loser's CREATE TABLE fails with "already exists", and looking again settles it."""
+    for attempt in range(1, 6):
+        try:
+            metadata.create_all(engine)
+            _add_heartbeat_column(engine)
+            return
+        except SQLAlchemyError:
+            if attempt == 5:
+                raise
+            time.sleep(0.05 * attempt)
+
+
+def _add_heartbeat_column(engine: sa.Engine) -> None:
+    """State stores created before the heartbeat lack ``retention_lock.refreshed_at``: add it."""
+    columns = {c["name"] for c in sa.inspect(engine).get_columns(lock_table.name)}
+    if "refreshed_at" in columns:
+        return
+    kind = sa.DateTime(timezone=True).compile(dialect=engine.dialect)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"ALTER TABLE {lock_table.name} ADD COLUMN refreshed_at {kind}")
 
 
 def _alive(pid: int) -> bool:

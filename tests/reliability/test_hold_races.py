@@ -1,0 +1,77 @@
+"""Item 2 — a hold placed by another process between batches protects everything not yet deleted.
+
+The run is paused by the driver right after batch *k*'s outcomes were journalled. While it
+waits, a separate ``retention holds place`` process puts a legal hold on the due subject
+with the most records left; then the run resumes. Every record of that subject still in
+storage at the pause must still be there at the end. Trials vary *k* and the subject.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from .helpers import DUE_SUBJECTS, Store, layout, retention, start_paused, verify_trail, write_policy
+from .stores import KIND_PARAMS, store_factory
+
+BATCH = "4"
+SLOW_TRIALS = {"fs": 20, "s3": 12, "sql": 12, "sql-pushdown": 12}
+
+
+@pytest.fixture
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[str], Store]]:
+    yield from store_factory(request, tmp_path)
+
+
+def race_trial(make_store: Callable[[str], Store], folder: Path, kind: str, trial: int,
+               figures: dict[str, int]) -> None:
+    rng = random.Random(f"{kind}-{trial}")
+    store = make_store(kind)
+    store.seed(layout())
+    policy = write_policy(folder / "cfg", [store.source()])
+    after_batch = rng.randint(1, 3)
+    run = start_paused(folder, "run", "-c", str(policy), after_batch=after_batch, RELIABILITY_BATCH_SIZE=BATCH)
+    paused = run.wait_paused()
+    if paused is None:
+        code, _, err = run.resume()
+        raise AssertionError(f"the run ended (exit {code}) before batch {after_batch}: {err}")
+    snapshot = store.present()
+    left = {s: sum(1 for loc in snapshot if store.subject_of(loc) == s) for s in sorted(DUE_SUBJECTS)}
+    candidates = [s for s, n in left.items() if n]
+    assert candidates, "nothing left to protect: the trial would prove nothing"
+    target = max(candidates, key=lambda s: (left[s], rng.random()))
+    placed = retention("holds", "place", "-c", str(policy), "--id", f"RACE-{trial}", "--kind", "legal",
+                       "--reason", "placed mid-run by another process", "--subject", target)
+    try:
+        assert placed.returncode == 0, placed.stderr
+    finally:
+        code, _, err = run.resume()
+    after = store.present()
+    protected = {loc for loc in snapshot if store.subject_of(loc) == target}
+    violated = protected - after
+    figures["hold_race_trials"] += 1
+    figures[f"hold_race_trials[{kind}]"] += 1
+    figures["hold_race_protected_records"] += len(protected)
+    figures["hold_race_violations"] += len(violated)
+    assert code == 0, err
+    assert not violated, (f"{len(violated)} of {len(protected)} records of {target!r} deleted after a hold "
+                          f"was placed between batches {after_batch} and {after_batch + 1}: {sorted(violated)}")
+    assert verify_trail(policy)
+
+
+@pytest.mark.parametrize("kind", [p for p in KIND_PARAMS if p.id in ("fs", "sql-postgres-pushdown")])
+def test_a_hold_placed_between_batches_protects_the_rest(make_store, tmp_path, kind, figures):
+    race_trial(make_store, tmp_path, kind, 0, figures)
+
+
+def _trials() -> list[object]:
+    return [pytest.param(p.values[0], n, marks=[*p.marks, pytest.mark.slow], id=f"{p.id}-{n}")
+            for p in KIND_PARAMS for n in range(1, SLOW_TRIALS[p.values[0]] + 1)]
+
+
+@pytest.mark.parametrize(("kind", "trial"), _trials())
+def test_hold_races_repeated(make_store, tmp_path, kind, trial, figures):
+    race_trial(make_store, tmp_path, kind, trial, figures)
