@@ -37,6 +37,10 @@ DRIVER_HINTS = {
 }
 
 
+class Unreachable(ConfigError):
+    """The database did not answer: nothing about the table could be checked."""
+
+
 class SqlBackend(Backend):
     """Rows of one table (or view-free base table) in any SQLAlchemy database.
 
@@ -67,7 +71,8 @@ class SqlBackend(Backend):
             except ConfigError:
                 raise
             except SQLAlchemyError as exc:
-                raise self.settings.error("url", f"cannot reach {self._safe_url()}: {first_line(exc)}") from None
+                error = self.settings.error("url", f"cannot reach {self._safe_url()}: {first_line(exc)}")
+                raise Unreachable(error.detail, key=error.key) from None
             anonymizer = Anonymizer(self.settings, info.table)
             self._ops = TableOps(info, self.flavor, anonymizer, returning=self.engine.dialect.delete_returning)
         return self._ops
@@ -102,7 +107,10 @@ class SqlBackend(Backend):
             self.ops.anonymizer.key()
 
     def warnings(self, source: Source) -> list[str]:
-        info = self.info
+        try:
+            info = self.info
+        except Unreachable as exc:  # validate works offline; enforcing (check) still refuses
+            return [f"could not inspect table {self.settings.table!r}: {exc.detail}"]
         out = []
         for fk in info.reaching:
             verdict = "allowed by allow_cascade" if self.settings.allow_cascade else "refused unless allow_cascade: true"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timezone, tzinfo
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -15,6 +16,9 @@ from retention_core import ConfigError, Options
 
 #: An anonymized column becomes NULL, a keyed hash, or a literal.
 NULL, HASH, LITERAL = "null", "hash", "literal"
+
+#: Names of UTC itself.
+UTC_NAMES = frozenset({"UTC", "Etc/UTC", "Etc/UCT", "UCT", "Etc/Universal", "Universal", "Etc/Zulu", "Zulu"})
 
 #: Environment variable names: what a shell can export.
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -40,7 +44,7 @@ class SqlSettings:
     created: str
     where: str
     schema: str | None = None
-    timezone: ZoneInfo | None = None
+    timezone: tzinfo | None = None
     batch_size: int = 1000
     anonymize: tuple[AnonymizeRule, ...] = field(default_factory=tuple)
     hash_key_env: str | None = None
@@ -87,10 +91,12 @@ def _url(options: Options) -> str:
     return url
 
 
-def _zone(options: Options) -> ZoneInfo | None:
+def _zone(options: Options) -> tzinfo | None:
     name = options.str("timezone", None)
     if name is None:
         return None
+    if name in UTC_NAMES:
+        return timezone.utc  # the same zone, on the clock's fast path
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):

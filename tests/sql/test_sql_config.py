@@ -69,6 +69,8 @@ def test_unreachable_server_is_a_config_error_naming_the_url_without_password() 
         backend.check(SOURCE)
     assert caught.value.key == "sources[1].options.url"
     assert "s3cret" not in str(caught.value) and "cannot reach" in str(caught.value)
+    [warning] = backend.warnings(SOURCE)  # validate still works offline, and says why it could not check
+    assert "could not inspect table 't'" in warning and "s3cret" not in warning
 
 
 def _options(records: Records, **change: Any) -> dict[str, Any]:
