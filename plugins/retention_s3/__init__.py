@@ -9,11 +9,11 @@ from __future__ import annotations
 import importlib.util
 from typing import TYPE_CHECKING
 
+import click
+
 from retention_core import hookimpl
 
 if TYPE_CHECKING:
-    import click
-
     from retention_core.registry import BackendRegistry
 
 INSTALL_HINT = "pip install 'retention[s3]'"
@@ -31,3 +31,13 @@ def retention_register_backends(register: BackendRegistry) -> None:
     from .backend import S3Backend
 
     register(S3Backend)
+
+
+@hookimpl
+def retention_register_commands(cli: click.Group) -> None:
+    """``retention holds sync``, under the core's ``holds`` group."""
+    holds = cli.commands.get("holds")
+    if isinstance(holds, click.Group):
+        from .commands import sync
+
+        holds.add_command(sync)

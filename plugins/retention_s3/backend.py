@@ -30,9 +30,12 @@ class S3Backend(Backend):
     can_refuse = True
     #: Seconds of the first per-key retry's backoff (doubling, jittered, capped at 5 s).
     backoff_base = 0.2
+    #: Keys per DeleteObjects request (S3 allows at most 1000).
+    keys_per_request = S3_MAX_KEYS
 
     def __init__(self, options: Options) -> None:
         self.settings = S3Settings.from_options(options)
+        self._where = options.where  # "sources[0].options": check() names keys like the core does
         self.batch_size = S3_MAX_KEYS * self.settings.concurrency
         self._client: Any = None
         self._executor: ThreadPoolExecutor | None = None
@@ -45,7 +48,7 @@ class S3Backend(Backend):
     def client(self) -> Any:
         with self._guard:
             if self._client is None:
-                self._client = make_client(self.settings)
+                self._client = make_client(self.settings, self._where)
             return self._client
 
     @property
@@ -70,6 +73,10 @@ class S3Backend(Backend):
                 raise BackendError(f"{self.settings.where}: GetBucketVersioning failed: {describe(exc)}") from exc
         return self.settings.versions == "all"
 
+    def lock_enabled(self) -> bool:
+        """Whether the bucket has Object Lock (so versions can carry legal holds), read once."""
+        return self._bucket_lock_enabled()
+
     def _bucket_lock_enabled(self) -> bool:
         if self._lock_enabled is None:
             self._lock_enabled = lock_enabled(self.client, self.settings.bucket)
@@ -85,29 +92,32 @@ class S3Backend(Backend):
         if versioning.get("MFADelete") == "Enabled":
             raise ConfigError(f"bucket {self.settings.bucket!r} has MFA Delete enabled: versions cannot be "
                               "deleted without an MFA token, so retention refuses to run this source",
-                              key="options.bucket")
+                              key=self._key("bucket"))
         status = versioning.get("Status")
         if self.settings.versions == "current" and status in ("Enabled", "Suspended"):
             raise ConfigError(f"bucket {self.settings.bucket!r} has versioning {status}: 'current' would "
-                              "leave every older version behind; use 'auto' or 'all'", key="options.versions")
+                              "leave every older version behind; use 'auto' or 'all'", key=self._key("versions"))
+
+    def _key(self, option: str) -> str:
+        return f"{self._where}.{option}"
 
     def _config_error(self, exc: BaseException) -> ConfigError:
         code = error_code(exc)
         bucket = self.settings.bucket
         if code in ("NoSuchBucket", "404"):
-            return ConfigError(f"bucket {bucket!r} does not exist", key="options.bucket")
+            return ConfigError(f"bucket {bucket!r} does not exist", key=self._key("bucket"))
         if code in ("AccessDenied", "403", "AllAccessDisabled"):
             return ConfigError(f"access to bucket {bucket!r} denied (s3:GetBucketVersioning): "
-                               f"{describe(exc)}", key="options.bucket")
+                               f"{describe(exc)}", key=self._key("bucket"))
         from botocore.exceptions import EndpointConnectionError, NoCredentialsError
 
         if isinstance(exc, NoCredentialsError):
             return ConfigError("no AWS credentials found (environment, profile or role)",
-                               key="options.profile")
+                               key=self._key("profile"))
         if isinstance(exc, EndpointConnectionError):
-            return ConfigError(f"cannot reach S3: {exc}", key="options.endpoint_url"
-                               if self.settings.endpoint_url else "options.region")
-        return ConfigError(f"bucket {bucket!r} cannot be checked: {describe(exc)}", key="options.bucket")
+            return ConfigError(f"cannot reach S3: {exc}", key=self._key(
+                "endpoint_url" if self.settings.endpoint_url else "region"))
+        return ConfigError(f"bucket {bucket!r} cannot be checked: {describe(exc)}", key=self._key("bucket"))
 
     def warnings(self, source: Source) -> list[str]:
         if self.settings.tags:
@@ -132,7 +142,7 @@ class S3Backend(Backend):
             error = str(exc) if isinstance(exc, BackendError) else describe(exc)
             yield from (Outcome(r, Status.FAILED, error) for r in records)
             return
-        chunks = chunk_by_key(records)
+        chunks = chunk_by_key(records, self.keys_per_request)
         if len(chunks) == 1:
             yield from _run(deleter, chunks[0])
             return

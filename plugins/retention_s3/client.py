@@ -19,7 +19,7 @@ TRANSIENT_CODES = frozenset({"SlowDown", "InternalError", "ServiceUnavailable", 
 GONE_CODES = frozenset({"NoSuchKey", "NoSuchVersion"})
 
 
-def make_client(settings: S3Settings) -> Any:
+def make_client(settings: S3Settings, where: str = "options") -> Any:
     """An S3 client from boto3's standard credential chain (env, profile, role)."""
     import boto3
     from botocore.config import Config
@@ -28,9 +28,11 @@ def make_client(settings: S3Settings) -> Any:
     try:
         session = boto3.session.Session(profile_name=settings.profile, region_name=settings.region)
     except ProfileNotFound as exc:
-        raise ConfigError(f"no AWS profile named {settings.profile!r} ({exc})", key="options.profile") from None
+        raise ConfigError(f"no AWS profile named {settings.profile!r} ({exc})", key=f"{where}.profile") from None
     config = Config(
-        retries={"mode": "standard", "max_attempts": settings.max_attempts},
+        # total_max_attempts counts the first try, like AWS_MAX_ATTEMPTS (botocore's
+        # "max_attempts" key would count retries only).
+        retries={"mode": "standard", "total_max_attempts": settings.max_attempts},
         # Enough sockets for every concurrent batch plus tag look-ups.
         max_pool_connections=max(10, settings.concurrency * 2),
         user_agent_extra="retention-s3",

@@ -1,10 +1,11 @@
 """Injecting S3 trouble into a live client with botocore event hooks (no stubbing of our code).
 
 * :func:`fail_keys_once` — DeleteObjects answers 200 with a per-key error (``SlowDown``,
-  ``InternalError`` …) the first time each given key is asked for; those keys never reach
-  the server that time, so a retry finds them still there.
+  ``InternalError`` …) the first time(s) each given key is asked for; those keys never
+  reach the server that time, so a retry finds them still there.
 * :func:`throttle` — the next *times* requests of an operation get a 503 ``SlowDown``
-  before they are sent (botocore's standard retry mode must absorb them).
+  before they are sent (botocore's standard retry mode must absorb them). Over HTTP only:
+  in-process ``mock_aws`` also answers ``before-send``, so the request would still run.
 """
 
 from __future__ import annotations
@@ -17,11 +18,17 @@ from botocore.awsrequest import AWSResponse
 
 
 def fail_keys_once(client: Any, keys: Iterable[str], code: str = "SlowDown",
-                   message: str = "Please reduce your request rate.") -> dict[str, int]:
-    """Fail each of *keys* once in DeleteObjects; returns a counter of injected errors by key."""
-    waiting = set(keys)
+                   message: str = "Please reduce your request rate.", times: int = 1) -> dict[str, int]:
+    """Fail each of *keys* in DeleteObjects the next *times* times it is asked for.
+
+    Returns a counter of injected errors by key.
+    """
+    keys = set(keys)
+    left = dict.fromkeys(keys, times)
+    waiting = {k for k in keys if left[k] > 0}
     held_back: list[dict[str, str]] = []
     injected: dict[str, int] = {}
+    nothing_left: list[bool] = []
 
     def hold_back(params: dict[str, Any], **_: Any) -> None:
         objects = params.get("Delete", {}).get("Objects", [])
@@ -29,13 +36,21 @@ def fail_keys_once(client: Any, keys: Iterable[str], code: str = "SlowDown",
         dropped = [o for o in objects if o["Key"] in waiting]
         if not dropped:
             return
-        if not keep:  # an empty Delete is malformed: let one through and fail it next time
-            keep, dropped = dropped[:1], dropped[1:]
+        if not keep:  # an empty Delete is malformed: answer without calling S3 at all
+            nothing_left.append(True)
         for obj in dropped:
-            waiting.discard(obj["Key"])
+            left[obj["Key"]] -= 1
+            if left[obj["Key"]] <= 0:
+                waiting.discard(obj["Key"])
             injected[obj["Key"]] = injected.get(obj["Key"], 0) + 1
-        params["Delete"]["Objects"] = keep
+        params["Delete"]["Objects"] = keep or dropped
         held_back.extend(dropped)
+
+    def answer_locally(params: dict[str, Any], **_: Any) -> tuple[AWSResponse, dict[str, Any]] | None:
+        if not nothing_left:
+            return None
+        nothing_left.clear()
+        return AWSResponse("local", 200, {}, _Body(b"")), {"ResponseMetadata": {"HTTPStatusCode": 200}}
 
     def report(parsed: dict[str, Any], **_: Any) -> None:
         errors = [{"Key": o["Key"], **({"VersionId": o["VersionId"]} if "VersionId" in o else {}),
@@ -45,6 +60,7 @@ def fail_keys_once(client: Any, keys: Iterable[str], code: str = "SlowDown",
             parsed.setdefault("Errors", []).extend(errors)
 
     client.meta.events.register("before-parameter-build.s3.DeleteObjects", hold_back)
+    client.meta.events.register("before-call.s3.DeleteObjects", answer_locally)
     client.meta.events.register("after-call.s3.DeleteObjects", report)
     return injected
 
