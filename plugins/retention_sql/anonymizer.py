@@ -57,7 +57,7 @@ class Anonymizer:
 
     def done(self) -> ColumnElement[bool]:
         """True for rows whose every configured column is already anonymized (never NULL)."""
-        parts = []
+        parts: list[ColumnElement[bool]] = []
         for rule in self.rules:
             column = self.table.c[rule.column]
             if rule.mode == NULL:

@@ -113,7 +113,8 @@ class SqlBackend(Backend):
             return [f"could not inspect table {self.settings.table!r}: {exc.detail}"]
         out = []
         for fk in info.reaching:
-            verdict = "allowed by allow_cascade" if self.settings.allow_cascade else "refused unless allow_cascade: true"
+            verdict = ("allowed by allow_cascade" if self.settings.allow_cascade
+                       else "refused unless allow_cascade: true")
             out.append(f"a delete from {self.settings.table!r} reaches another table through {fk} ({verdict})")
         if info.created.nullable:
             out.append(f"column {info.created.name!r} allows NULL: rows without a created time are never "

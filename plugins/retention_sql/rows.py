@@ -78,7 +78,7 @@ class TableOps:
     # -- naming rows by key, exactly -------------------------------------------------------------
     def keys_equal(self, keys: Sequence[Any]) -> ColumnElement[bool]:
         """``key IN (...)`` by the index, plus an exact text match where collations are loose."""
-        clause = self.key.in_(keys)
+        clause: ColumnElement[bool] = self.key.in_(keys)
         if self.info.key_type is str:
             clause = sa.and_(clause, self.flavor.probe(self.key).in_([self.flavor.probe_value(k) for k in keys]))
         return clause
@@ -117,8 +117,9 @@ class TableOps:
         key_param = _free_name("retention_key", self.table)
         names = [_free_name(f"retention_hash_{i}", self.table) for i in range(len(hashed))]
         statement = (sa.update(self.table).where(self.key == sa.bindparam(key_param))
-                     .values({**fixed, **{c.key: sa.bindparam(n) for c, n in zip(hashed, names)}}))
-        params = [{key_param: r[0], **{n: self.anonymizer.hash_value(key, v) for n, v in zip(names, r[3:])}}
+                     .values({**fixed, **{c.key: sa.bindparam(n) for c, n in zip(hashed, names, strict=True)}}))
+        params = [{key_param: r[0], **{n: self.anonymizer.hash_value(key, value)
+                                       for n, value in zip(names, r[3:], strict=True)}}
                   for r in selected]
         for part in chunks(params, IN_CHUNK):
             conn.execute(statement, list(part))

@@ -124,7 +124,7 @@ def test_hash_refuses_to_run_without_its_key(db: Database, monkeypatch: pytest.M
                 list(backend.anonymize(scanned))
             plan = cutoffs(source, case.context())
             with pytest.raises(ConfigError):
-                list(backend.push_down(source, PushdownPlan(plan, lambda: plan)))
+                list(backend.push_down(source, PushdownPlan(plan, lambda plan=plan: plan)))
     assert {row["name"] for row in db.rows(records.table).values()} == {"name-1", "name-2"}
 
 

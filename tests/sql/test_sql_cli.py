@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 import retention_sql
-from retention_core import Action, Category, Context, ErasureRequest, Hold, HoldScope, Record, Subject
-from retention_core import parse_duration
+
+from retention_core import Action, Category, Context, ErasureRequest, Hold, HoldScope, Record, Subject, parse_duration
 from retention_core.engine import decide
 from retention_core.testing.builders import PolicyBuilder
 
@@ -67,7 +66,8 @@ class Estate:
                                              datetime.fromisoformat(s["service_ended_at"]), s["minor"])
                     for s in self.subjects}
         holds = (Hold("LH-1", "legal", HoldScope(subject=self.held_subject), "Smith v. Acme"),)
-        requests = {self.requested: ErasureRequest("R-1", self.requested, "acme", self.now, self.now + timedelta(days=30))}
+        requests = {self.requested: ErasureRequest("R-1", self.requested, "acme", self.now,
+                                                   self.now + timedelta(days=30))}
         return Context(now=self.now, categories={"chat": Category("chat", parse_duration(RETAIN))},
                        subjects=subjects, holds=holds, requests=requests)
 

@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from retention_sql.backend import SqlBackend
 
-from retention_core import Action, PushdownPlan, Status
+from retention_core import Action, ConfigError, Options, PushdownPlan, Status, Subject
 from retention_core.engine import cutoffs, decide
 
 from .conftest import Database, Records, records_table
@@ -33,7 +34,7 @@ def test_push_down_matches_per_record_decisions(db: Database, after: str, seed: 
     with b.backend() as backend:
         got, batches = set_based(backend, source, ctx)
     assert expected, "the scenario must delete something"
-    assert got == expected, f"only set-based: {sorted(got - expected)[:5]}, only per-record: {sorted(expected - got)[:5]}"
+    assert got == expected, f"only set-based: {sorted(got - expected)[:5]}, per-record: {sorted(expected - got)[:5]}"
     assert a.keys() == b.keys()
     assert all(o.status is Status.DELETED for batch in batches for o in batch)
 
@@ -202,3 +203,53 @@ def test_subjects_that_only_look_alike_are_kept_apart(db: Database) -> None:
     # Acme is a minor and ünï is a minor: due at once; the rest are only 30 days old.
     assert expected == {"1", "5"}
     assert got == expected
+
+
+def test_integer_subjects_match_their_text(db: Database) -> None:
+    """Subject 7 is the text '7' in both paths; '07' is another subject that owns no row."""
+    case = scenario(0)
+    case.subjects = {"7": Subject("7", minor=True), "07": Subject("07", minor=True), "8": Subject("8")}
+    old = NOW - timedelta(days=30)
+    rows = [(1, 7, old), (2, 8, old), (3, 7, old), (4, None, old)]
+    tables = []
+    for _ in range(2):
+        table = db.table(db.name("intsub"), sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+                         sa.Column("subject", sa.Integer), sa.Column("created", db.aware_timestamp() or
+                                                                     db.naive_timestamp()),
+                         sa.Column("email", sa.String(20)))
+        value = (lambda t: t) if db.aware_timestamp() else (lambda t: t.replace(tzinfo=None))
+        db.insert(table, [{"id": k, "subject": s, "created": value(c), "email": "e"} for k, s, c in rows])
+        tables.append(table)
+    options = {"url": db.url, "key": "id", "subject": "subject", "created": "created"}
+    if not db.aware_timestamp():
+        options["timezone"] = "UTC"
+    ctx, source = case.context(), case.source()
+    with SqlBackend(Options({**options, "table": str(tables[0].name)})) as backend:
+        assert {r.subject for r in backend.scan(source)} == {"7", "8", None}
+        expected = per_record(backend, source, ctx)
+    with SqlBackend(Options({**options, "table": str(tables[1].name)})) as backend:
+        got, _ = set_based(backend, source, ctx)
+    assert expected == {"1", "3"} and got == expected
+
+
+def test_a_table_in_another_schema(db: Database) -> None:
+    """``schema`` names where the table lives (PostgreSQL schema, MariaDB database, SQLite attached file)."""
+    schema = {"sqlite": "main", "postgresql": f"rs_{db.name('s')}", "mariadb": "test"}[db.kind]
+    if db.kind == "postgresql":
+        db.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        records = records_table(db, schema=schema)
+        case = scenario(9)
+        records.add(case.rows)
+        with records.backend(schema=schema) as backend:
+            backend.check(case.source())
+            expected = {r.location for r in backend.scan(case.source())
+                        if decide(r, case.context()).action is Action.DELETE}
+            got, _ = set_based(backend, case.source(), case.context())
+        assert expected and got == expected
+        with records.backend(schema="no_such_schema") as backend, pytest.raises(ConfigError, match="no table"):
+            backend.check(case.source())
+    finally:
+        db.drop_all()
+        if db.kind == "postgresql":
+            db.execute(f'DROP SCHEMA "{schema}" CASCADE')

@@ -10,9 +10,9 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from retention_sql.clock import latest_local_at_or_before, local_to_utc
 
 from retention_core import Action, Cutoffs, PushdownPlan, Status
-from retention_sql.clock import latest_local_at_or_before, local_to_utc
 
 from .conftest import Database, records_table
 from .scenarios import NOW, scenario
@@ -101,7 +101,8 @@ def test_naive_and_aware_columns_agree_on_instants(db: Database) -> None:
     instants = [datetime(2026, 3, 29, 0, 30, tzinfo=UTC) + timedelta(minutes=20 * i) for i in range(9)]
     naive = records_table(db, naive=True, timezone="Europe/Berlin")
     aware = records_table(db, naive=False)
-    db.insert(naive.table, [naive.row(i, "s", t.astimezone(BERLIN).replace(tzinfo=None)) for i, t in enumerate(instants)])
+    walls = [t.astimezone(BERLIN).replace(tzinfo=None) for t in instants]
+    db.insert(naive.table, [naive.row(i, "s", wall) for i, wall in enumerate(walls)])
     aware.add((i, "s", t) for i, t in enumerate(instants))
     source = scenario(0).source()
     with naive.backend() as a, aware.backend() as b:
@@ -155,8 +156,8 @@ def test_fractional_text_compares_like_the_time_it_means(tmp_path: Any) -> None:
     url = f"sqlite:///{tmp_path / 'f.db'}"
     db = Db("sqlite", url, sa.create_engine(url))
     records = records_table(db, naive=True)
-    values = ["2020-01-01 12:00:00.5", "2020-01-01 12:00:00.499999", "2020-01-01 12:00:00", "2020-01-01 12:00:00.500001",
-              "2020-01-01T12:00:00.6"]
+    values = ["2020-01-01 12:00:00.5", "2020-01-01 12:00:00.499999", "2020-01-01 12:00:00",
+              "2020-01-01 12:00:00.500001", "2020-01-01T12:00:00.6"]
     for n, text in enumerate(values, start=1):
         db.execute(f"INSERT INTO {records.table.name} (id, subject, created, email) VALUES (:k, 's', :c, 'e')",
                    {"k": n, "c": text})
