@@ -68,6 +68,7 @@ class Certificate:
     intents: int = 0
     set_based: int = 0
     run_end: Head | None = None
+    last_line: Head | None = None
     head: Head | None = None
     trail_lines: int = 0
     issued: str = ""
@@ -98,7 +99,7 @@ class Certificate:
                              "method_used": LOGICAL, "method_details": methods,
                              "tool": self.tool, "verification_method": VERIFICATION,
                              "post_sanitization_classification": None,
-                             "notes": (f"Run status {self.status!r}. {self.intents} deletion intents and "
+                             "notes": (f"Run status: {self.status}. {self.intents} deletion intents and "
                                        f"{sum(self.totals.values())} outcomes journalled"
                                        + (f"; {self.set_based} set-based batches" if self.set_based else "")
                                        + ". Records refused or failed were NOT deleted.")},
@@ -106,8 +107,9 @@ class Certificate:
             "totals": self.totals,
             "audit": {"trail": str(self.trail), "verified": True, "lines": self.trail_lines,
                       "run_end": {"seq": self.run_end.seq, "hash": self.run_end.hash} if self.run_end else None,
+                      "last_line": {"seq": self.last_line.seq, "hash": self.last_line.hash} if self.last_line else None,
                       "head": {"seq": self.head.seq, "hash": self.head.hash} if self.head else None,
-                      "check": "retention audit verify TRAIL; the line with run_end.seq must carry run_end.hash"},
+                      "check": "retention audit verify TRAIL; the line with last_line.seq must carry last_line.hash"},
             "signatures": {"performed_by": {"name": self.performed_by, "signature": None, "date": None},
                            "validated_by": {"name": None, "title": None, "signature": None, "date": None}},
             "issued": self.issued,
@@ -115,8 +117,13 @@ class Certificate:
 
 
 def build(trail: Path, run_id: str, *, expect: Head | None = None, actor: str | None = None,
-          backends: dict[str, str] | None = None) -> Certificate:
-    """Verify *trail* and gather run *run_id*'s evidence; raise if it cannot be certified."""
+          backends: dict[str, str] | None = None, run_status: str | None = None) -> Certificate:
+    """Verify *trail* and gather run *run_id*'s evidence; raise if it cannot be certified.
+
+    *run_status* is the state store's word on the run: a run without a ``run-end`` line is
+    certified only once a later run has settled it as ``crashed`` (its journalled intents
+    then all have outcomes); a run still ``running`` is not.
+    """
     result = verify(trail, expect=expect)
     if not result.ok:
         raise CertificateError(f"{trail}: line {result.line}: {result.problem}; no certificate issued "
@@ -134,7 +141,8 @@ def build(trail: Path, run_id: str, *, expect: Head | None = None, actor: str | 
                 backends=dict(backends or {}))
         elif cert is None:
             continue
-        elif event == "intent":
+        cert.last_line = Head(int(entry["seq"]), str(entry["hash"]))
+        if event == "intent":
             cert.intents += 1
             if entry.get("location") is None:
                 cert.set_based += 1
@@ -149,8 +157,10 @@ def build(trail: Path, run_id: str, *, expect: Head | None = None, actor: str | 
         raise ConfigError(f"no run {run_id!r} in the audit trail {trail} (dry runs are not journalled)",
                           key="--run")
     if cert.run_end is None:
-        raise CertificateError(f"run {run_id!r} has no run-end line in {trail}: it did not finish "
-                               "(or is still running); no certificate issued")
+        if run_status != "crashed":
+            raise CertificateError(f"run {run_id!r} has no run-end line in {trail}: it is still running, or "
+                                   "crashed and no later run has settled it yet; no certificate issued")
+        cert.status = "crashed (its pending deletions were settled by a later run's scan)"
     cert.head = result.head
     cert.trail_lines = result.lines
     cert.issued = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -198,8 +208,8 @@ def write_html(cert: Certificate, out: IO[str]) -> None:
         ("Outcomes", ", ".join(f"{k} {v}" for k, v in sorted(cert.totals.items())) or "none"),
         ("Notes", s["notes"]),
         ("Audit trail", f"{cert.trail} — verified intact, {cert.trail_lines} lines"),
-        ("Run's last audit line", f"seq {cert.run_end.seq if cert.run_end else '—'}, SHA-256 "
-                                  f"{cert.run_end.hash if cert.run_end else '—'}"),
+        ("Run's last audit line", f"seq {cert.last_line.seq if cert.last_line else '—'}, SHA-256 "
+                                  f"{cert.last_line.hash if cert.last_line else '—'}"),
         ("Trail head when issued", f"seq {cert.head.seq if cert.head else '—'}, SHA-256 "
                                    f"{cert.head.hash if cert.head else '—'}"),
         ("Issued", cert.issued),

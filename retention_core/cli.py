@@ -476,10 +476,10 @@ def audit_certificate(config: str, run_id: str, fmt: str, output: str | None) ->
     """
     with open_runtime(config) as rt:
         last = rt.state.last_audit_head()
-        who = _run_actor(rt, run_id)
+        who, status = _run_row(rt, run_id)
         backends = {s.name: s.backend for s in rt.policy.sources}
         cert = certificate.build(rt.policy.audit, run_id, expect=Head(*last) if last else None, actor=who,
-                                 backends=backends)
+                                 backends=backends, run_status=status)
     writer = certificate.write_html if fmt == "html" else certificate.write_json
     if output is None:
         writer(cert, click.get_text_stream("stdout"))
@@ -492,15 +492,16 @@ def audit_certificate(config: str, run_id: str, fmt: str, output: str | None) ->
     click.echo(f"certificate for run {run_id}: {path}")
 
 
-def _run_actor(rt: Runtime, run_id: str) -> str | None:
-    """Who started the run, as the state store recorded it (the trail's run-start may not say)."""
+def _run_row(rt: Runtime, run_id: str) -> tuple[str | None, str | None]:
+    """Who started the run and its status, as the state store recorded them (the trail may not say who)."""
     import sqlalchemy as sa
 
     from .state import runs_table
 
+    query = sa.select(runs_table.c.actor, runs_table.c.status).where(runs_table.c.run_id == run_id)
     with rt.state.engine.connect() as conn:
-        row = conn.execute(sa.select(runs_table.c.actor).where(runs_table.c.run_id == run_id)).first()
-    return row.actor if row is not None and row.actor else None
+        row = conn.execute(query).first()
+    return (row.actor or None, row.status) if row is not None else (None, None)
 
 
 # -- plugins -------------------------------------------------------------------------------------------

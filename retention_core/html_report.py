@@ -236,7 +236,8 @@ def _requests(report: RunReport) -> str:
         held = f"{r.held_remaining:,}" if r.held_remaining else "0"
         done = f"{r.done_at:%Y-%m-%d}" if r.done_at else "—"
         rows.append(f'<tr class="{status}"><td>{_e(r.id)}</td><td>{_e(r.subject)}</td><td>{_e(r.controller)}</td>'
-                    f"<td>{r.received_at:%Y-%m-%d}</td><td>{r.due_at:%Y-%m-%d}</td><td>{_STATUS.get(status, status)}</td>"
+                    f"<td>{r.received_at:%Y-%m-%d}</td><td>{r.due_at:%Y-%m-%d}</td>"
+                    f"<td>{_STATUS.get(status, status)}</td>"
                     f"<td>{done}</td><td class=num>{held}</td></tr>")
     alert = (f'<div class="alert"><b>{overdue} erasure request{"s" if overdue != 1 else ""} overdue</b> '
              "(past the 30-day deadline and not done).</div>") if overdue else ""

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from retention_core.audit import read
+from retention_core.audit import AuditTrail, read
+from retention_core.state import StateStore
+from retention_core.testing import memory
 
 pytest_plugins = ["retention_core.testing.fixtures"]
 
@@ -78,3 +81,44 @@ def test_unknown_run_is_a_usage_error(retention_cli: Any, demo: Any) -> None:
     result = retention_cli("audit", "certificate", "-c", demo.policy, "--run", "20990101T000000Z-nope")
     assert result.exit_code == 2
     assert result.stderr.startswith("retention: error: --run: no run '20990101T000000Z-nope'")
+
+
+def test_a_crashed_run_is_certified_only_once_a_later_run_settled_it(retention_cli: Any, demo: Any) -> None:
+    # A run that died after journalling an intent, before the outcome and its run-end line.
+    store = StateStore(f"sqlite:///{demo.folder / 'state.db'}")
+    try:
+        store.start_run("crashed-1", datetime.now(timezone.utc) - timedelta(hours=1), dry_run=False)
+    finally:
+        store.close()
+    trail = AuditTrail(demo.folder / "audit.jsonl")
+    trail.append([{"event": "run-start", "run_id": "crashed-1", "as_of": "2026-01-01T00:00:00+00:00",
+                   "sources": ["recordings"], "tool": "retention test"}])
+    trail.append([{"event": "intent", "run_id": "crashed-1", "action": "delete", "source": "recordings",
+                   "location": "initech/call-1.wav", "version": None, "subject": "initech",
+                   "category": "voice_recording", "reason": "expired", "holds": [], "outcome": None,
+                   "error": None}])
+    early = retention_cli("audit", "certificate", "-c", demo.policy, "--run", "crashed-1")
+    assert early.exit_code == 1 and "no certificate issued" in early.stderr
+
+    enforce(retention_cli, demo)  # the next run settles the crashed run's intent from its own scan
+    result = retention_cli("audit", "certificate", "-c", demo.policy, "--run", "crashed-1")
+    assert result.exit_code == 0, result.output
+    cert = json.loads(result.stdout)
+    assert cert["sanitization"]["notes"].startswith("Run status: crashed")
+    assert [r["location"] for r in cert["records"]] == ["initech/call-1.wav"]
+    assert cert["audit"]["run_end"] is None
+    entries = list(read(demo.folder / "audit.jsonl"))
+    last = [e for e in entries if e.get("run_id") == "crashed-1"][-1]
+    assert cert["audit"]["last_line"] == {"seq": last["seq"], "hash": last["hash"]}
+
+
+def test_certificate_of_a_run_with_failures_lists_them_as_not_deleted(retention_cli: Any, demo: Any) -> None:
+    memory.fault(demo.recordings, "initech/call-2.wav", times=100)
+    result = retention_cli("run", "-c", demo.policy)
+    assert result.exit_code == 1
+    run_id = result.stdout.split()[2]
+    cert = json.loads(retention_cli("audit", "certificate", "-c", demo.policy, "--run", run_id).stdout)
+    failed = [r for r in cert["records"] if r["outcome"] == "failed"]
+    assert [r["location"] for r in failed] == ["initech/call-2.wav"] and failed[0]["error"]
+    assert cert["totals"]["failed"] == 1
+    assert "initech/call-2.wav" in demo.remaining(demo.recordings)
