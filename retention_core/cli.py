@@ -7,7 +7,6 @@ code: 0 ok · 1 some deletions failed · 2 usage/config error · 3 safety limit 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -193,8 +192,8 @@ def _run(config: str, dry_run: bool, as_of: str | None, sources: tuple[str, ...]
                    as_of=now.isoformat(), sources=names)
         progress = logs.ProgressBar(names) if logs.interactive() else None
         try:
-            report = run(rt, _run_options(now=now, dry_run=dry_run, sources=sources, progress=progress,
-                                          as_of_given=as_of is not None))
+            report = run(rt, RunOptions(now=now, dry_run=dry_run, sources=sources, progress=progress,
+                                        as_of_given=as_of is not None))
         finally:
             if progress is not None:
                 progress.finish()
@@ -222,12 +221,6 @@ def _run(config: str, dry_run: bool, as_of: str | None, sources: tuple[str, ...]
         click.echo(logs.error_line(f"safety limit tripped: {report.limit_tripped}; nothing was deleted", 3),
                    err=True)
     return report, code
-
-
-def _run_options(**given: Any) -> RunOptions:
-    """RunOptions from *given*, leaving out fields this core version does not have yet."""
-    known = {f.name for f in dataclasses.fields(RunOptions)}
-    return RunOptions(**{k: v for k, v in given.items() if k in known})
 
 
 def _write_metrics(path: Path, report: RunReport | None, started: float, code: int) -> None:

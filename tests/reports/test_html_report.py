@@ -15,6 +15,7 @@ from retention_core import html_report
 from retention_core.model import Action, Decision, Record
 from retention_core.report import RunReport
 from retention_core.spool import Spool
+from retention_core.testing import memory
 
 pytest_plugins = ["retention_core.testing.fixtures"]
 
@@ -147,3 +148,16 @@ def test_hostile_names_are_escaped(tmp_path: Path) -> None:
     assert "<script>" not in text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;/&quot;x&quot;.wav" in text
     assert "bad-\\xff-name" in text
+
+
+def test_failed_deletions_are_flagged_and_listed_first(retention_cli: Any, demo: Any, tmp_path: Path) -> None:
+    memory.fault(demo.recordings, "kid/call-3.wav", times=100)
+    out = tmp_path / "enforced.html"
+    result = retention_cli("run", "-c", demo.policy, "--report", out)
+    assert result.exit_code == 1
+    text = out.read_text(encoding="utf-8")
+    assert "1 deletions failed." in text and "ENFORCED — failed-deletions" in text
+    table = Cells()
+    table.feed(text[text.index('id="items-table"'):])
+    first = next(cells for _, cells in table.rows if cells[0] != "decision")
+    assert first[2] == "kid/call-3.wav" and first[8].startswith("failed: ")
