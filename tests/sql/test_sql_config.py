@@ -64,6 +64,7 @@ def test_relative_sqlite_paths_are_relative_to_the_config(tmp_path: Any) -> None
 
 
 def test_unreachable_server_is_a_config_error_naming_the_url_without_password() -> None:
+    pytest.importorskip("psycopg")
     backend = make({**BASE, "url": "postgresql+psycopg://u:s3cret@127.0.0.1:1/db?connect_timeout=2"})
     with pytest.raises(ConfigError) as caught:
         backend.check(SOURCE)
