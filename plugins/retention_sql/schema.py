@@ -59,6 +59,8 @@ def reflect(engine: Engine, flavor: Flavor, settings: SqlSettings) -> TableInfo:
                 raise
             # The database rejected the name itself (MariaDB: "Incorrect table name").
             raise settings.error("table", f"no table {settings.table!r}{where}: {first_line(exc)}") from None
+        if not found and settings.schema is not None and settings.schema not in inspector.get_schema_names():
+            raise settings.error("schema", f"no schema {settings.schema!r} in the database")
         if not found:
             raise settings.error("table", f"no table {settings.table!r}{where} in the database")
         table = sa.Table(settings.table, sa.MetaData(), autoload_with=conn, schema=settings.schema)

@@ -247,8 +247,10 @@ def test_a_table_in_another_schema(db: Database) -> None:
                         if decide(r, case.context()).action is Action.DELETE}
             got, _ = set_based(backend, case.source(), case.context())
         assert expected and got == expected
-        with records.backend(schema="no_such_schema") as backend, pytest.raises(ConfigError, match="no table"):
-            backend.check(case.source())
+        for hostile in ("no_such_schema", f'{schema}"; DROP TABLE {records.table.name}; --'):
+            with records.backend(schema=hostile) as backend, pytest.raises(ConfigError, match="no schema") as caught:
+                backend.check(case.source())
+            assert caught.value.key == "sources[0].options.schema"
     finally:
         db.drop_all()
         if db.kind == "postgresql":
