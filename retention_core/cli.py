@@ -12,6 +12,8 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -82,6 +84,23 @@ class RetentionGroup(click.Group):
             click.echo(logs.error_line(f"internal error: {type(exc).__name__}: {exc} "
                                        "(set RETENTION_DEBUG=1 for the traceback)", 1), err=True)
             ctx.exit(1)
+
+
+@contextmanager
+def use_plugins(plugins: Plugins) -> Iterator[click.Group]:
+    """Run ``retention`` with exactly *plugins* loaded (tests, embedding); restored afterwards.
+
+    Their ``retention_register_commands`` hooks run, and commands they attach are removed
+    again on exit.
+    """
+    saved_plugins, saved_commands = RetentionGroup.plugins, dict(cli.commands)
+    RetentionGroup.plugins = plugins
+    plugins.register_commands(cli)
+    try:
+        yield cli
+    finally:
+        RetentionGroup.plugins = saved_plugins
+        cli.commands = saved_commands
 
 
 class _Fail(click.ClickException):
@@ -486,15 +505,9 @@ def audit_certificate(config: str, run_id: str, fmt: str, output: str | None) ->
 
 
 def _run_row(rt: Runtime, run_id: str) -> tuple[str | None, str | None]:
-    """Who started the run and its status, as the state store recorded them (the trail may not say who)."""
-    import sqlalchemy as sa
-
-    from .state import runs_table
-
-    query = sa.select(runs_table.c.actor, runs_table.c.status).where(runs_table.c.run_id == run_id)
-    with rt.state.engine.connect() as conn:
-        row = conn.execute(query).first()
-    return (row.actor or None, row.status) if row is not None else (None, None)
+    """Who started the run and its status, as the state store recorded them."""
+    found = rt.state.run(run_id)
+    return (found.actor, found.status) if found is not None else (None, None)
 
 
 # -- plugins -------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from .model import Action, Context, Decision, Outcome, Record, Source, Status
 from .report import RunReport, SourceStats
 from .runtime import Runtime
 from .spool import Item, Spool
+from .state import actor
 from .text import exact_hex, from_entry, printable
 
 Progress = Callable[[str, int], None]
@@ -156,7 +157,7 @@ def _enforce(rt: Runtime, sources: Sequence[Source], ctx: Context, report: RunRe
     trail = AuditTrail(rt.policy.audit)
     rt.state.start_run(report.run_id, options.now, dry_run=False)
     trail.append([{"event": "run-start", "run_id": report.run_id, "as_of": options.now.isoformat(),
-                   "sources": [s.name for s in sources], "tool": f"retention {_version()}"}])
+                   "sources": [s.name for s in sources], "tool": f"retention {_version()}", "by": actor()}])
     status = "failed"
     try:
         _scan(rt, sources, ctx, report, options.progress)

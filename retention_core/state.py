@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -90,6 +91,19 @@ lock_table = sa.Table(
     sa.Column("acquired_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("refreshed_at", sa.DateTime(timezone=True)),  # heartbeat; NULL in pre-heartbeat rows
 )
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """A run as the state store recorded it."""
+
+    run_id: str
+    started_at: datetime | None
+    finished_at: datetime | None
+    as_of: datetime | None
+    dry_run: bool
+    status: str
+    actor: str | None
 
 
 def actor() -> str:
@@ -209,6 +223,16 @@ class StateStore:
             conn.execute(runs_table.update().where(runs_table.c.run_id == run_id).values(
                 finished_at=datetime.now(timezone.utc), status=status, audit_seq=audit_seq,
                 audit_hash=audit_hash))
+
+    def run(self, run_id: str) -> RunInfo | None:
+        """One run as recorded: who started it, when, its status."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(runs_table).where(runs_table.c.run_id == run_id)).first()
+        if row is None:
+            return None
+        return RunInfo(run_id=row.run_id, started_at=utc(row.started_at), finished_at=utc(row.finished_at),
+                       as_of=utc(row.as_of), dry_run=bool(row.dry_run), status=row.status,
+                       actor=row.actor or None)
 
     def crashed_runs(self, current: str) -> list[str]:
         """Enforcing runs that never finished: their process died holding the lock."""

@@ -92,20 +92,16 @@ class CliInvoker:
 
 
 @pytest.fixture
-def retention_cli(retention_plugins: Plugins, monkeypatch: pytest.MonkeyPatch) -> Iterator[CliInvoker]:
+def retention_cli(retention_plugins: Plugins) -> Iterator[CliInvoker]:
     """Invoke ``retention …`` (click's CliRunner) with exactly ``retention_plugins`` loaded.
 
     Your ``retention_register_commands`` hook runs, so your commands are there; everything
     is restored after the test.
     """
-    from ..cli import RetentionGroup, cli
+    from ..cli import use_plugins
 
-    # The CLI loads plugins once per process; swap in ours, and a copy of the command table
-    # so commands a plugin attaches disappear again after the test.
-    monkeypatch.setattr(RetentionGroup, "plugins", retention_plugins)
-    monkeypatch.setattr(cli, "commands", dict(cli.commands))
-    retention_plugins.register_commands(cli)
-    yield CliInvoker(retention_plugins)
+    with use_plugins(retention_plugins):
+        yield CliInvoker(retention_plugins)
 
 
 @pytest.fixture
