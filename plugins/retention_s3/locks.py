@@ -55,7 +55,8 @@ def storage_hold(client: Any, bucket: str, key: str, version: str | None, messag
         until = retention.get("RetainUntilDate")
         if until is not None and until > datetime.now(timezone.utc):
             mode = retention.get("Mode") or "Object Lock"
-            return f"held by storage: S3 Object Lock {mode} retention until {until.astimezone(timezone.utc).isoformat()}"
+            until_utc = until.astimezone(timezone.utc).isoformat()
+            return f"held by storage: S3 Object Lock {mode} retention until {until_utc}"
     except Exception as exc:
         unreadable = unreadable or error_code(exc) not in _NOT_SET
     if unreadable and "object lock" in message.lower():

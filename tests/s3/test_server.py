@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 import retention_s3
-from retention_core import Options, Source, Status
 from retention_s3.backend import S3Backend
+
+from retention_core import Options, Source, Status
 
 from .conftest import FAKE_ENV, all_versions, make_bucket
 from .faults import deny_delete_policy, throttle
