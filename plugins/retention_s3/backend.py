@@ -70,6 +70,8 @@ class S3Backend(Backend):
             try:
                 return self.versioning().get("Status") in ("Enabled", "Suspended")
             except Exception as exc:
+                if error_code(exc) in ("NoSuchBucket", "404"):
+                    raise self._config_error(exc) from None
                 raise BackendError(f"{self.settings.where}: GetBucketVersioning failed: {describe(exc)}") from exc
         return self.settings.versions == "all"
 

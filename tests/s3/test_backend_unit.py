@@ -153,12 +153,15 @@ def test_versions_are_deleted_by_id_and_orphaned_markers_removed(s3: Any) -> Non
     put(s3, bucket, "t/other/2.wav")
     with backend_for(bucket) as backend:
         calls = sent_deletes(backend)
+        bare: list[Any] = []
+        backend.client.meta.events.register("before-call.s3.DeleteObject", lambda params, **_: bare.append(params))
         acme = [r for r in backend.scan(SOURCE) if r.location.startswith("t/acme/")]
         outcomes = list(backend.delete(acme))
     assert [o.status for o in outcomes] == [Status.DELETED, Status.DELETED]
     assert all("VersionId" in obj for call in calls for obj in call["Delete"]["Objects"]), \
         "a versioned bucket must never get a bare delete (it only adds a marker)"
     assert all("BypassGovernanceRetention" not in call for call in calls)
+    assert bare == [], "never a single-object DeleteObject"
     assert s3.list_object_versions(Bucket=bucket, Prefix="t/acme/").get("Versions") is None
     assert s3.list_object_versions(Bucket=bucket, Prefix="t/acme/").get("DeleteMarkers") is None
     assert [k for k, _, _ in all_versions(s3, bucket)] == ["t/other/2.wav"]

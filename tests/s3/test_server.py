@@ -114,6 +114,24 @@ def test_versioned_locked_bucket_dry_run_then_enforce(retention_cli: Any, policy
     assert all_versions(s3, bucket, "tenants/acme/calls/") == []
 
 
+def test_after_an_erasure_request_the_subjects_keys_list_no_versions(retention_cli: Any, policy_builder: Any,
+                                                                     s3: Any, moto_endpoint: str) -> None:
+    bucket = make_bucket(s3, versioned=True)
+    for body in (b"1", b"2"):
+        put(s3, bucket, "tenants/dave/calls/z.wav", body)
+    s3.delete_object(Bucket=bucket, Key="tenants/dave/calls/z.wav")
+    put(s3, bucket, "tenants/dave/calls/w.wav")
+    put(s3, bucket, "tenants/acme2/calls/z.wav")  # another subject whose name starts alike
+    policy = policy_builder.write(categories=CATEGORIES, sources=[source(bucket, moto_endpoint)],
+                                  subjects=SUBJECTS + [{"subject_id": "acme2", "controller": "ctl"}])
+    erase = retention_cli("requests", "erase", "-c", policy, "--subject", "dave", "--controller", "ctl")
+    assert erase.exit_code == 0, erase.output
+    result = retention_cli("run", "-c", policy)
+    assert result.exit_code == 0, result.output
+    assert all_versions(s3, bucket, "tenants/dave/") == []
+    assert [k for k, _, _ in all_versions(s3, bucket)] == ["tenants/acme2/calls/z.wav"]
+
+
 def test_bucket_policy_denial_fails_one_key_and_deletes_the_rest(retention_cli: Any, policy_builder: Any,
                                                                   s3: Any, moto_endpoint: str,
                                                                   tmp_path: Path) -> None:
@@ -150,6 +168,17 @@ def test_mfa_delete_refuses_the_source_with_exit_2(retention_cli: Any, policy_bu
     assert "MFA Delete" in result.output and "sources[0].options.bucket" in result.output
     assert "Traceback" not in result.output
     assert len(all_versions(s3, bucket)) == 1
+
+
+def test_a_missing_bucket_is_one_line_not_a_traceback(retention_cli: Any, policy_builder: Any,
+                                                      moto_endpoint: str) -> None:
+    policy = policy_builder.write(categories=CATEGORIES, sources=[source("no-such-bucket", moto_endpoint)],
+                                  subjects=SUBJECTS)
+    for args in (["--dry-run"], []):
+        result = retention_cli("run", "-c", policy, *args)
+        assert result.exit_code == 2, result.output
+        assert "bucket 'no-such-bucket' does not exist" in result.output
+        assert "sources[0].options.bucket" in result.output and "Traceback" not in result.output
 
 
 def test_holds_sync_mirrors_our_holds_and_never_touches_foreign_ones(
