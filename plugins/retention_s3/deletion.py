@@ -26,7 +26,7 @@ from .settings import S3_MAX_KEYS, S3Settings
 
 log = logging.getLogger("retention.s3")
 
-Ident = tuple[str, "str | None"]
+Ident = tuple[str, str | None]
 
 #: An unversioned object whose LastModified is this much newer than scanned was replaced.
 REPLACED_SLACK = timedelta(seconds=2)
@@ -129,15 +129,15 @@ class ChunkDeleter:
                     last_error.update((i, describe(exc)) for i in pending)
                     self._backoff(attempt)
                     continue
-                for ident in pending:
-                    results[ident] = Result(Status.FAILED, f"DeleteObjects failed: {describe(exc)}")
+                for asked in pending:
+                    results[asked] = Result(Status.FAILED, f"DeleteObjects failed: {describe(exc)}")
                 return results
             match = _Matcher(pending)
             retry: list[Ident] = []
             for item in response.get("Deleted", ()):
-                ident = match(item.get("Key"), item.get("VersionId"))
-                if ident is not None:
-                    results[ident] = Result(Status.DELETED)
+                done = match(item.get("Key"), item.get("VersionId"))
+                if done is not None:
+                    results[done] = Result(Status.DELETED)
             for item in response.get("Errors", ()):
                 ident = match(item.get("Key"), item.get("VersionId"))
                 if ident is None:
