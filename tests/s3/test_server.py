@@ -283,3 +283,16 @@ def test_retention_run_as_a_subprocess(policy_builder: Any, s3: Any, moto_endpoi
         "tenants/acme/calls/1.wav": "deleted", "tenants/dave/calls/2.wav": None}
     assert [k for k, _, _ in all_versions(s3, bucket)] == ["tenants/dave/calls/2.wav"]
     assert sys.executable  # the console script runs under the same interpreter's site-packages
+
+
+@pytest.mark.xfail(reason="core: RetentionGroup.get_command loads plugins only for unknown top-level names, "
+                          "so a plugin's subcommand of an existing group (holds sync) is missing in a fresh "
+                          "process", strict=False)
+def test_holds_sync_exists_in_a_fresh_process() -> None:
+    exe = shutil.which("retention")
+    if exe is None:
+        pytest.skip("the retention console script is not installed (pip install -e .)")
+    result = subprocess.run([exe, "holds", "sync", "--help"], capture_output=True, text=True, timeout=60,
+                            check=False)
+    assert result.returncode == 0, result.stderr
+    assert "--dry-run" in result.stdout
