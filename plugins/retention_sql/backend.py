@@ -11,6 +11,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
 from retention_core import (
+    Action,
     Backend,
     BackendError,
     ConfigError,
@@ -42,7 +43,7 @@ class Unreachable(ConfigError):
 
 
 class SqlBackend(Backend):
-    """Rows of one table (or view-free base table) in any SQLAlchemy database.
+    """Rows of one table in any SQLAlchemy database.
 
     ``Record.location`` is the key column's value as text and ``Record.subject`` the
     subject column's; ``created`` is read from the created column (naive columns in the
@@ -68,8 +69,6 @@ class SqlBackend(Backend):
             self._require_sqlite_file()
             try:
                 info = reflect(self.engine, self.flavor, self.settings)
-            except ConfigError:
-                raise
             except SQLAlchemyError as exc:
                 error = self.settings.error("url", f"cannot reach {self._safe_url()}: {first_line(exc)}")
                 raise Unreachable(error.detail, key=error.key) from None
@@ -226,7 +225,7 @@ class SqlBackend(Backend):
     def _push_down(self, source: Source, plan: PushdownPlan) -> Iterator[list[Outcome]]:
         ops = self._destructive()
         key: bytes | None = None
-        if plan.cutoffs.action.value == "anonymize":
+        if plan.cutoffs.action is Action.ANONYMIZE:
             ops.anonymizer.require()
             key = ops.anonymizer.key() if ops.anonymizer.hashed else None
         try:

@@ -90,6 +90,10 @@ class PostgresFlavor(Flavor):
         # "C": byte-wise equality even where the column has a nondeterministic collation.
         return self.text(column).collate("C")
 
+    def probe_type(self) -> sa.types.TypeEngine[Any]:
+        # The cutoff table's index must use the comparison's collation, or it is never used.
+        return sa.Text(collation="C")
+
 
 class SqliteFlavor(Flavor):
     """SQLite has no timestamp type: timestamps are ISO text, compared as text."""

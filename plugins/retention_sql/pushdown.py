@@ -53,30 +53,40 @@ class CutoffTable:
             sa.Column("mode", sa.SmallInteger(), nullable=False),
             sa.Column("cutoff", self.flavor.cutoff_type(self.ops.info.created), nullable=True),
             prefixes=["TEMPORARY"])
-        self.loaded: dict[str, tuple[int, Any]] | None = None
-        self._cutoff_rows: dict[str, tuple[int, Any]] = {}
+        self.loaded: dict[str, tuple[int, Any]] | None = None  # what the table holds now
+        self._base: dict[str, tuple[int, Any]] = {}  # per-subject rows, before holds
+        self._held: frozenset[str] = frozenset()
         self._per_subject: Mapping[str, datetime | None] | None = None
         self._default: datetime | None = None
 
     def sync(self, conn: sa.Connection, cutoffs: Cutoffs) -> tuple[int, Any]:
-        """Make the table equal *cutoffs* (inside the caller's transaction); return the default."""
+        """Make the table equal *cutoffs* (inside the caller's transaction); return the default.
+
+        Between batches usually only holds change: then only the subjects whose hold came or
+        went are touched, so a plan with a million subjects costs little per batch.
+        """
         if self.loaded is None:
             self.table.create(conn)
             self.loaded = {}
+        held = frozenset(cutoffs.held_subjects)
         if cutoffs.per_subject != self._per_subject or cutoffs.default != self._default:
-            wanted = {s: mode_of(c, self.clock, self.flavor) for s, c in cutoffs.per_subject.items()
-                      if c != cutoffs.default}
+            self._base = {s: mode_of(c, self.clock, self.flavor) for s, c in cutoffs.per_subject.items()
+                          if c != cutoffs.default}
             self._per_subject, self._default = dict(cutoffs.per_subject), cutoffs.default
-            self._cutoff_rows = wanted
-        wanted = dict(self._cutoff_rows)
-        wanted.update({s: (NEVER, None) for s in cutoffs.held_subjects})
-        self._apply(conn, wanted)
+            touched: set[str] = set(self.loaded) | set(self._base) | held
+        else:
+            touched = set(self._held | held)
+        self._apply(conn, {s: (NEVER, None) if s in held else self._base.get(s) for s in touched})
+        self._held = held
         return mode_of(cutoffs.default, self.clock, self.flavor)
 
-    def _apply(self, conn: sa.Connection, wanted: dict[str, tuple[int, Any]]) -> None:
+    def _apply(self, conn: sa.Connection, changes: dict[str, tuple[int, Any] | None]) -> None:
+        """Bring each subject in *changes* to its row (None: no row), touching only differences."""
         assert self.loaded is not None
-        stale = [s for s, v in self.loaded.items() if wanted.get(s) != v]
-        fresh = [s for s, v in wanted.items() if self.loaded.get(s) != v]
+        loaded = self.loaded
+        stale = [s for s, v in changes.items() if s in loaded and loaded[s] != v]
+        fresh = [s for s, v in changes.items() if v is not None and loaded.get(s) != v]
+        wanted = {s: v for s, v in changes.items() if v is not None}
         try:
             probes = {s: self.flavor.probe_value(s) for s in set(stale) | set(fresh)}
         except ValueError as exc:
@@ -87,8 +97,9 @@ class CutoffTable:
         if fresh:
             conn.execute(sa.insert(self.table), [{"s": probes[s], "mode": wanted[s][0], "cutoff": wanted[s][1]}
                                                  for s in fresh])
-        self.loaded = {s: v for s, v in self.loaded.items() if s not in stale}
-        self.loaded.update({s: wanted[s] for s in fresh})
+        for s in stale:
+            del loaded[s]
+        loaded.update({s: wanted[s] for s in fresh})
 
     def due(self, default: tuple[int, Any]) -> ColumnElement[bool]:
         """True for rows whose subject's cutoff (or the default) makes them due."""

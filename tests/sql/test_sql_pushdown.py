@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import time
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from retention_sql.backend import SqlBackend
+from retention_sql.pushdown import EVERYTHING, NEVER, UP_TO, CutoffTable
 
-from retention_core import Action, ConfigError, Options, PushdownPlan, Status, Subject
+from retention_core import Action, ConfigError, Cutoffs, Options, PushdownPlan, Status, Subject
 from retention_core.engine import cutoffs, decide
 
 from .conftest import Database, Records, records_table
@@ -255,3 +257,49 @@ def test_a_table_in_another_schema(db: Database) -> None:
         db.drop_all()
         if db.kind == "postgresql":
             db.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def test_the_cutoff_table_follows_every_refresh(db: Database) -> None:
+    """Holds come and go, a request appears: after each sync the table is exactly the plan."""
+    records = records_table(db)
+    day = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    everything = datetime.max.replace(tzinfo=timezone.utc)
+    base = {"a": day, "b": None, "c": everything, "d": day - timedelta(days=1)}
+    plans = [
+        Cutoffs(Action.DELETE, False, frozenset(), base, default=day),
+        Cutoffs(Action.DELETE, False, frozenset({"c", "x"}), base, default=day),
+        Cutoffs(Action.DELETE, False, frozenset({"x"}), base, default=day),
+        Cutoffs(Action.DELETE, False, frozenset({"x"}), {**base, "a": everything}, default=day),
+        Cutoffs(Action.DELETE, False, frozenset(), {**base, "a": everything}, default=None),
+    ]
+    expected_modes = [
+        {"b": NEVER, "c": EVERYTHING, "d": UP_TO},
+        {"b": NEVER, "c": NEVER, "d": UP_TO, "x": NEVER},
+        {"b": NEVER, "c": EVERYTHING, "d": UP_TO, "x": NEVER},
+        {"a": EVERYTHING, "b": NEVER, "c": EVERYTHING, "d": UP_TO, "x": NEVER},
+        {"a": EVERYTHING, "c": EVERYTHING, "d": UP_TO},  # 'b' now equals the default (None): no row
+    ]
+    with records.backend() as backend, backend.engine.connect() as conn:
+        table = CutoffTable(backend.ops)
+        for plan, modes in zip(plans, expected_modes, strict=True):
+            with conn.begin():
+                table.sync(conn, plan)
+                rows = {backend.flavor.probe_value(s): m for s, m in modes.items()}
+                got = dict(conn.execute(sa.select(table.table.c.s, table.table.c.mode)).all())
+            assert {bytes(k) if isinstance(k, (bytes, bytearray, memoryview)) else k: v for k, v in got.items()} \
+                == rows
+        table.drop(conn)
+
+
+def test_many_subjects_cost_little_per_batch(records: Records) -> None:
+    """A service-end plan with 100,000 ended subjects: loaded once, not once per batch."""
+    everything = NOW.replace(year=9999, month=12, day=31)
+    per_subject = {f"s{i:06d}": everything for i in range(100_000)}
+    plan = Cutoffs(Action.DELETE, False, frozenset({"s000001"}), per_subject, default=None)
+    records.add((k, f"s{k % 1000:06d}", NOW - timedelta(days=1)) for k in range(1, 2001))
+    started = time.monotonic()
+    with records.backend(batch_size=50) as backend:
+        batches = list(backend.push_down(scenario(0).source(), PushdownPlan(plan, lambda: plan)))
+    assert len(batches) == 40
+    assert records.keys() == {str(k) for k in range(1, 2001) if k % 1000 == 1}
+    assert time.monotonic() - started < 60
