@@ -185,11 +185,13 @@ def _enforce(rt: Runtime, sources: Sequence[Source], ctx: Context, report: RunRe
 
 def _entry(event: str, run_id: str, record: Record, decision: Decision, outcome: Outcome | None = None
            ) -> dict[str, Any]:
-    return {"event": event, "run_id": run_id, "action": decision.action.value, "source": record.source,
+    # Enum members go in as they are: they are str subclasses and encode as their values
+    # (.value per record showed in the profile).
+    return {"event": event, "run_id": run_id, "action": decision.action, "source": record.source,
             "location": printable(record.location), "location_hex": exact_hex(record.location),
             "version": record.version, "subject": record.subject, "category": record.category,
             "reason": decision.reason, "holds": list(decision.holds),
-            "outcome": outcome.status.value if outcome else None,
+            "outcome": outcome.status if outcome else None,
             "error": outcome.error if outcome else None}
 
 
@@ -257,8 +259,8 @@ def _push_down(rt: Runtime, backend: Backend, source: Source, report: RunReport,
     def settle(batch: list[Outcome]) -> None:
         trail.append(_entry("outcome", report.run_id, o.record, decision, o) for o in batch)
         _checkpoint("after-outcome")
+        report.spool.record_pushed_batch(batch, decision)
         for o in batch:
-            report.spool.record_pushed(o, decision)
             stats.outcomes[o.status.value] += 1
         rt.plugins.after_delete(batch, rt.context(now))
 
