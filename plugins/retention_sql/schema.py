@@ -191,6 +191,20 @@ def _reaching_foreign_keys(conn: sa.Connection, inspector: Any, table: sa.Table)
             "WHERE UNIQUE_CONSTRAINT_SCHEMA = :schema AND REFERENCED_TABLE_NAME = :table "
             "AND DELETE_RULE IN ('CASCADE', 'SET NULL', 'SET DEFAULT')"), {"schema": schema, "table": table.name})
         return [f"{child}.{name} (ON DELETE {rule})" for name, child, rule in rows]
+    if dialect == "sqlite":
+        # PRAGMA, not the inspector: SQLAlchemy misses ON DELETE on inline column references.
+        out = []
+        for child in inspector.get_table_names(schema=table.schema):
+            keys: dict[int, list[str]] = {}
+            rules: dict[int, str] = {}
+            query = sa.text('SELECT id, "table", "from", on_delete FROM pragma_foreign_key_list(:t, :s)')
+            for fk_id, parent, column, rule in conn.execute(query, {"t": child, "s": table.schema or "main"}):
+                # SQLite compares table names without regard to ASCII case.
+                if parent.lower() == table.name.lower() and rule.upper() in REACHING:
+                    keys.setdefault(fk_id, []).append(column)
+                    rules[fk_id] = rule.upper()
+            out += [f"{child}({', '.join(columns)}) (ON DELETE {rules[fk_id]})" for fk_id, columns in keys.items()]
+        return out
     found = []
     for child in inspector.get_table_names(schema=table.schema):
         for fk in inspector.get_foreign_keys(child, schema=table.schema):

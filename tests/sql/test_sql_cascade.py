@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from retention_sql.backend import SqlBackend
 
-from retention_core import ConfigError, PushdownPlan, Status
+from retention_core import ConfigError, Options, PushdownPlan, Status
 from retention_core.engine import cutoffs
 
 from .conftest import Database, Records, records_table
@@ -63,3 +65,22 @@ def test_restricting_foreign_keys_are_not_cascades(db: Database) -> None:
     with records.backend() as backend:
         backend.check(source)
         assert not any("reaches" in w for w in backend.warnings(source))
+
+
+def test_sqlite_inline_references_are_found(tmp_path: Path) -> None:
+    """``REFERENCES chats(id) ON DELETE CASCADE`` on a column (SQLAlchemy's reflection misses it)."""
+    url = f"sqlite:///{tmp_path / 'crm.db'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE chats (id INTEGER PRIMARY KEY, tenant TEXT, created_at TEXT)")
+        conn.exec_driver_sql("CREATE TABLE attachments (id INTEGER PRIMARY KEY, "
+                             "chat_id INTEGER REFERENCES Chats(id) ON DELETE CASCADE)")
+        conn.exec_driver_sql("CREATE TABLE notes (id INTEGER PRIMARY KEY, chat_id INTEGER REFERENCES chats(id))")
+    engine.dispose()
+    options = {"url": url, "table": "chats", "key": "id", "subject": "tenant", "created": "created_at",
+               "timezone": "UTC"}
+    with SqlBackend(Options(options)) as backend:
+        reaching = [w for w in backend.warnings(scenario(0).source()) if "reaches" in w]
+        assert len(reaching) == 1 and "attachments(chat_id) (ON DELETE CASCADE)" in reaching[0]
+        with pytest.raises(ConfigError, match="allow_cascade"):
+            backend.check(scenario(0).source())
