@@ -27,7 +27,7 @@ from .helpers import FsStore, layout, retention, start_paused, write_policy
 UTC = timezone.utc
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=[pytest.mark.postgres, pytest.mark.slow])])
 def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh state store: a SQLite file, or a PostgreSQL schema of its own."""
     if request.param == "sqlite":

@@ -106,6 +106,7 @@ def test_a_directory_swapped_for_a_symlink_between_scan_and_delete(world, tmp_pa
     assert verify_trail(policy)
 
 
+@pytest.mark.slow
 def test_the_root_itself_swapped_for_a_symlink(world, tmp_path, figures):
     """The root was opened once: deletions stay in the real (moved) root, never the new target."""
     policy, root, outside = world
@@ -115,6 +116,7 @@ def test_the_root_itself_swapped_for_a_symlink(world, tmp_path, figures):
     _untouched(outside, before, figures)
 
 
+@pytest.mark.slow
 def test_files_swapped_for_symlinks_between_scan_and_delete(world, tmp_path, figures):
     policy, root, outside = world
     before = snapshot(outside)
@@ -133,6 +135,7 @@ def test_files_swapped_for_symlinks_between_scan_and_delete(world, tmp_path, fig
     assert not any((root / "ended" / n).exists() for n in NAMES[4:])  # the untouched ones were deleted
 
 
+@pytest.mark.slow
 def test_symlinks_present_at_scan_are_never_followed(world, tmp_path, figures):
     policy, root, outside = world
     (root / "ended" / "link-to-canary").symlink_to(outside / "canary.txt")
@@ -181,6 +184,7 @@ def _can_mount() -> str | None:
     return None if probe.returncode == 0 else "cannot mount in a private mount namespace (needs root)"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["tmpfs", pytest.param("bind", marks=pytest.mark.xfail(
     strict=True, reason=BIND_MOUNT_DEFECT))])
 def test_another_filesystem_inside_the_root_is_not_entered(world, tmp_path, how, figures):

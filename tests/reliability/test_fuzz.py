@@ -438,7 +438,8 @@ BAD_CONFIGS = ["version: 2\n", "- a list\n", "version: 1\ncategories: {}\nsource
                "version: 1\ncategories: {d: {retain: 1d}}\nsources: [{name: a, backend: nope, category: d}]\n"]
 
 
-@pytest.mark.parametrize("content", BAD_CONFIGS)
+@pytest.mark.parametrize("content", [*BAD_CONFIGS[:2], *(pytest.param(c, marks=pytest.mark.slow)
+                                                         for c in BAD_CONFIGS[2:])])
 def test_bad_configs_in_a_real_process_exit_2_with_one_line(tmp_path, content, figures):
     path = tmp_path / "policy.yaml"
     path.write_bytes(content.encode("latin-1"))
