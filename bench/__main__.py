@@ -45,7 +45,27 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--write", metavar="PATH", help="replace the table in this markdown file (between markers)")
     ap.add_argument("--workdir", metavar="DIR", help="where data is generated (default: a temporary directory)")
     ap.add_argument("--keep-going", action="store_true", help="report a failed workload and go on")
+    ap.add_argument("--setup", metavar="VENV", nargs="?", const=str(DEFAULT_VENV),
+                    help=f"create VENV (default {DEFAULT_VENV.relative_to(REPO)}) with retention and every peer "
+                         "from PyPI, then exit; run the bench with VENV/bin/python -m bench")
     return ap.parse_args(argv)
+
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_VENV = REPO / "bench" / ".venv"
+
+
+def setup(venv: Path) -> int:
+    """The bench's own environment: retention (editable, with extras) plus the peers."""
+    import subprocess
+    import venv as venv_module
+
+    venv_module.EnvBuilder(with_pip=True, clear=False).create(venv)
+    python = venv / "bin" / "python"
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "-e", f"{REPO}[s3,postgres,mysql]",
+                    "-r", str(REPO / "bench" / "requirements.txt")], check=True)
+    print(f"ready: {python} -m bench --suite all")
+    return 0
 
 
 def selected(spec: str) -> list[str]:
@@ -70,6 +90,8 @@ def machine() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
+    if args.setup:
+        return setup(Path(args.setup))
     names = selected(args.suite)
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="retention-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -97,18 +119,19 @@ def main(argv: list[str] | None = None) -> int:
     body = (f"Command: `{command}` — {machine()}; finished in {time.time() - started:.0f} s.\n\n{table}")
     print(body)
     if args.write:
-        write(Path(args.write), body)
+        write(Path(args.write), body, args.suite)
     return 1 if failed else 0
 
 
-def write(path: Path, body: str) -> None:
-    """Replace what sits between the markers, keeping the hand-written text around it."""
-    block = f"{START}\n{body}{END}"
-    text = path.read_text() if path.exists() else f"# Performance\n\n{START}\n{END}\n"
-    if START in text and END in text:
-        text = text[: text.index(START)] + block + text[text.index(END) + len(END):]
+def write(path: Path, body: str, suite: str) -> None:
+    """Replace this suite's block (between its markers), keeping everything else in the file."""
+    start, end = f"{START[:-4]} {suite} -->", f"{END[:-4]} {suite} -->"
+    block = f"{start}\n{body}{end}"
+    text = path.read_text() if path.exists() else "# Performance\n"
+    if start in text and end in text:
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
     else:
-        text += "\n" + block + "\n"
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
     path.write_text(text)
 
 

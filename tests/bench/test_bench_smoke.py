@@ -41,7 +41,7 @@ def bench(tmp_path: Path, suite: str) -> dict[str, list[list[str]]]:
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     text = out.read_text()
-    assert "<!-- bench:table:start -->" in text and f"--suite {suite}" in text
+    assert f"<!-- bench:table:start {suite} -->" in text and f"--suite {suite}" in text
     rows: dict[str, list[list[str]]] = {}
     for line in text.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
