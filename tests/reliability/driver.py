@@ -5,6 +5,9 @@ The tests must kill, pause and race a *real* process, so they start this script 
 
 * shrinks backend batches (``RELIABILITY_BATCH_SIZE``) so a small data set spans many
   batches — the fs and s3 batch sizes are otherwise 1000 records;
+* SIGKILLs the process just *before* the n-th batch's intent is journalled
+  (``RELIABILITY_KILL_BEFORE_INTENT=<n>``): the core's own kill points all sit after a
+  journal write, and this one covers the gap between a backend's work and its intent;
 * registers a tiny observer plugin that can pause the run at a batch boundary
   (``RELIABILITY_PAUSE_AFTER_BATCH=<n>`` pauses after the n-th batch's outcomes were
   journalled; ``RELIABILITY_PAUSE_BEFORE_DELETE=1`` pauses before the first backend call)
@@ -64,6 +67,25 @@ class Pauser:
             self._pause({"pid": os.getpid(), "batch": self.batches, "deleted": self.deleted})
 
 
+def _kill_before_intent(nth: int) -> None:
+    import signal
+
+    import retention_core.scheduler as scheduler
+
+    original = scheduler.AuditTrail.append
+    seen = [0]
+
+    def append(self: Any, entries: Any) -> Any:
+        entries = list(entries)
+        if entries and entries[0].get("event") == "intent":
+            seen[0] += 1
+            if seen[0] >= nth:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return original(self, entries)
+
+    scheduler.AuditTrail.append = append  # type: ignore[method-assign]
+
+
 def _pauser() -> Pauser | None:
     after = os.environ.get("RELIABILITY_PAUSE_AFTER_BATCH")
     before = os.environ.get("RELIABILITY_PAUSE_BEFORE_DELETE") == "1"
@@ -83,6 +105,9 @@ def main() -> None:
     size = os.environ.get("RELIABILITY_BATCH_SIZE")
     if size:
         _shrink_batches(int(size))
+    kill = os.environ.get("RELIABILITY_KILL_BEFORE_INTENT")
+    if kill:
+        _kill_before_intent(int(kill))
     plugin = _pauser()
     import retention_core.cli as cli_module
 

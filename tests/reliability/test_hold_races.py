@@ -18,7 +18,7 @@ from .helpers import DUE_SUBJECTS, Store, layout, retention, start_paused, verif
 from .stores import KIND_PARAMS, store_factory
 
 BATCH = "4"
-SLOW_TRIALS = {"fs": 20, "s3": 12, "sql": 12, "sql-pushdown": 12}
+SLOW_TRIALS = {"fs": 15, "s3": 10, "sql": 10, "sql-pushdown": 12}
 
 
 @pytest.fixture
