@@ -42,8 +42,9 @@ class Backend(ABC):
 
     #: The name used in config (``backend: fs``). Set by each subclass.
     name: ClassVar[str] = ""
-    #: How many records the core hands to one :meth:`delete` call.
-    batch_size: ClassVar[int] = 1000
+    #: How many records the core hands to one :meth:`delete` call (an instance may set its own,
+    #: e.g. from an option).
+    batch_size: int = 1000
     #: Storage can refuse a deletion (Object Lock); such records get ``refused``.
     can_refuse: ClassVar[bool] = False
     #: :meth:`anonymize` is implemented (``action: anonymize`` categories may use it).

@@ -61,8 +61,8 @@ class RetentionGroup(click.Group):
         return super().list_commands(ctx)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name not in self.commands:
-            self._load()
+        # Always load: plugins may also add subcommands to core groups (`holds sync`).
+        self._load()
         return super().get_command(ctx, name)
 
     def invoke(self, ctx: click.Context) -> Any:

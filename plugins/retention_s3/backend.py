@@ -37,7 +37,7 @@ class S3Backend(Backend):
         self.settings = S3Settings.from_options(options)
         self._where = options.where  # "sources[0].options": check() names keys like the core does
         # The core reads batch_size from the instance: every thread gets a full request.
-        self.batch_size = S3_MAX_KEYS * self.settings.concurrency  # type: ignore[misc]
+        self.batch_size = S3_MAX_KEYS * self.settings.concurrency
         self._client: Any = None
         self._executor: ThreadPoolExecutor | None = None
         self._guard = threading.Lock()

@@ -144,7 +144,7 @@ class InMemoryBackend(Backend):
     """
 
     name: ClassVar[str] = "memory"
-    batch_size: ClassVar[int] = 100
+    batch_size = 100
     can_refuse: ClassVar[bool] = True
     can_anonymize: ClassVar[bool] = True
 

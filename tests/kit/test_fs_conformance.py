@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from retention_fs.backend import FilesystemBackend
 
 from retention_core import Backend, Options, Source, Status
 from retention_core.testing import BackendConformanceTests
+from retention_fs.backend import FilesystemBackend
 
 
 class TestFilesystemBackend(BackendConformanceTests):

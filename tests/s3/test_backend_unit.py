@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 from moto import mock_aws
-from retention_s3.backend import S3Backend, chunk_by_key
 
 from retention_core import ConfigError, Options, Record, Source, Status
 from retention_core.registry import BackendRegistry
+from retention_s3.backend import S3Backend, chunk_by_key
 
 from .conftest import all_versions, make_bucket, native_client
 from .faults import deny_delete_policy, fail_keys_once

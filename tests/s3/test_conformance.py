@@ -11,10 +11,10 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from retention_s3.backend import S3Backend
 
 from retention_core import Backend, Options
 from retention_core.testing import BackendConformanceTests
+from retention_s3.backend import S3Backend
 
 from .conftest import make_bucket, native_client
 from .faults import fail_keys_once

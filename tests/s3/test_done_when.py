@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 import retention_s3
 
 from .conftest import all_versions, make_bucket

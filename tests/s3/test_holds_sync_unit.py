@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from moto import mock_aws
-from retention_s3.holds_sync import legal_holds_table, sync_source
 
 from retention_core import Hold, HoldScope, Record
 from retention_core.engine import covering_holds
+from retention_s3.holds_sync import legal_holds_table, sync_source
 
 from .conftest import make_bucket, native_client
 

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import retention_s3
-from retention_s3.backend import S3Backend
 
+import retention_s3
 from retention_core import Options, Source, Status
+from retention_s3.backend import S3Backend
 
 from .conftest import FAKE_ENV, all_versions, make_bucket
 from .faults import deny_delete_policy, throttle
@@ -285,9 +285,6 @@ def test_retention_run_as_a_subprocess(policy_builder: Any, s3: Any, moto_endpoi
     assert sys.executable  # the console script runs under the same interpreter's site-packages
 
 
-@pytest.mark.xfail(reason="core: RetentionGroup.get_command loads plugins only for unknown top-level names, "
-                          "so a plugin's subcommand of an existing group (holds sync) is missing in a fresh "
-                          "process", strict=False)
 def test_holds_sync_exists_in_a_fresh_process() -> None:
     exe = shutil.which("retention")
     if exe is None:
