@@ -10,7 +10,7 @@ key range, and rows never travel to Python to be deleted.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -157,23 +157,27 @@ class RangeWalk:
         try:
             last: Any = None
             while True:
+                trans = conn.begin()
                 try:
-                    with conn.begin():
-                        current = plan.refresh()
-                        if current.held or current.action is not action:
-                            return
-                        default = cutoffs.sync(conn, current)
-                        hi = self._upper_bound(conn, last)
-                        rows = self._apply(conn, action, self._where(cutoffs, default, last, hi))
+                    current = plan.refresh()
+                    if current.held or current.action is not action:
+                        trans.rollback()
+                        return
+                    default = cutoffs.sync(conn, current)
+                    hi = self._upper_bound(conn, last)
+                    rows = self._apply(conn, action, self._where(cutoffs, default, last, hi))
                     outcomes = [self._outcome(source, row, status) for row in rows]
                 except SQLAlchemyError as exc:
+                    trans.rollback()
                     if conn.invalidated or conn.closed:
                         raise BackendError(f"source {source.name!r}: lost the database connection: "
                                            f"{first_line(exc)}") from None
                     cutoffs.forget(conn)
-                    outcomes, hi = self._one_by_one(conn, source, plan, cutoffs, action, status, last, exc)
-                if outcomes:
-                    yield outcomes
+                    hi = yield from self._one_by_one(conn, source, plan, cutoffs, action, status, last, exc)
+                else:
+                    # Yield before committing: the core journals these rows as intent first, and the
+                    # commit happens when it resumes us, so no deletion can precede its journal line.
+                    yield from _commit_after_yield(trans, outcomes)
                 if hi is None:
                     return
                 last = hi
@@ -214,17 +218,17 @@ class RangeWalk:
 
     def _one_by_one(self, conn: sa.Connection, source: Source, plan: PushdownPlan, cutoffs: CutoffTable,
                     action: Action, status: Status, last: Any, error: SQLAlchemyError
-                    ) -> tuple[list[Outcome], Any]:
+                    ) -> Generator[list[Outcome], None, Any]:
         """The range failed as a whole: list its due rows again and act on each in its own transaction.
 
-        Returns the outcomes and the range's upper bound (None: it was the last range, or a
-        hold now covers the whole source).
+        Yields each row's outcome (before committing it) and returns the range's upper bound
+        (None: it was the last range, or a hold now covers the whole source).
         """
         try:
             with conn.begin():
                 current = plan.refresh()
                 if current.held or current.action is not action:
-                    return [], None
+                    return None
                 default = cutoffs.sync(conn, current)
                 hi = self._upper_bound(conn, last)
                 where = self._where(cutoffs, default, last, hi)
@@ -232,14 +236,25 @@ class RangeWalk:
         except SQLAlchemyError as exc:
             raise BackendError(f"source {source.name!r}: a batch failed ({first_line(error)}) and its rows "
                                f"could not be listed again: {first_line(exc)}") from None
-        outcomes = []
         for row in due:
+            trans = conn.begin()
             try:
-                with conn.begin():
-                    single = sa.and_(self.ops.keys_equal([row.key]), where)
-                    done = self._apply(conn, action, single)
+                single = sa.and_(self.ops.keys_equal([row.key]), where)
+                done = self._apply(conn, action, single)
             except SQLAlchemyError as exc:
-                outcomes.append(self._outcome(source, row, Status.FAILED, first_line(exc)))
+                trans.rollback()
+                yield [self._outcome(source, row, Status.FAILED, first_line(exc))]
                 continue
-            outcomes += [self._outcome(source, affected, status) for affected in done]
-        return outcomes, hi
+            yield from _commit_after_yield(trans, [self._outcome(source, affected, status) for affected in done])
+        return hi
+
+
+def _commit_after_yield(trans: sa.RootTransaction, outcomes: list[Outcome]) -> Iterator[list[Outcome]]:
+    """Hand *outcomes* to the core, then commit; roll back if the core stops instead of resuming."""
+    if outcomes:
+        try:
+            yield outcomes
+        except BaseException:  # GeneratorExit, or the core failed to journal: keep the rows
+            trans.rollback()
+            raise
+    trans.commit()

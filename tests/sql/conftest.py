@@ -165,9 +165,8 @@ class Records:
         return {str(k) for k in self.db.column(self.table, "id")}
 
     def backend(self, **overrides: Any) -> Any:
-        from retention_sql.backend import SqlBackend
-
         from retention_core import Options
+        from retention_sql.backend import SqlBackend
 
         options = {**self.options, **overrides}
         return SqlBackend(Options({k: v for k, v in options.items() if v is not None},

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from retention_sql.backend import SqlBackend
 
 from retention_core import ConfigError, Options, PushdownPlan, Status
 from retention_core.engine import cutoffs
+from retention_sql.backend import SqlBackend
 
 from .conftest import Database, Records, records_table
 from .scenarios import NOW, scenario

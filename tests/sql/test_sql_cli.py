@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import retention_sql
 
+import retention_sql
 from retention_core import Action, Category, Context, ErasureRequest, Hold, HoldScope, Record, Subject, parse_duration
 from retention_core.engine import decide
 from retention_core.testing.builders import PolicyBuilder

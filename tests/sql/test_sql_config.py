@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from retention_sql.backend import SqlBackend
 
 from retention_core import ConfigError, Options, Source
+from retention_sql.backend import SqlBackend
 
 from .conftest import Database, Records, records_table
 

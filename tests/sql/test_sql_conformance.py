@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from retention_sql.backend import SqlBackend
 from sqlalchemy import event
 
 from retention_core import Backend, Options, Source
 from retention_core.testing import BackendConformanceTests
+from retention_sql.backend import SqlBackend
 
 from .conftest import Database
 

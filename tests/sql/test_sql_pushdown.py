@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import time
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from retention_sql.backend import SqlBackend
-from retention_sql.pushdown import EVERYTHING, NEVER, UP_TO, CutoffTable
 
 from retention_core import Action, ConfigError, Cutoffs, Options, PushdownPlan, Status, Subject
 from retention_core.engine import cutoffs, decide
+from retention_sql.backend import SqlBackend
+from retention_sql.pushdown import EVERYTHING, NEVER, UP_TO, CutoffTable
 
 from .conftest import Database, Records, records_table
 from .scenarios import NOW, hold, per_record, scenario, set_based
@@ -87,16 +88,22 @@ def test_each_batch_is_one_key_range_of_at_most_batch_size(records: Records) -> 
         previous_max = keys[-1]
 
 
-def test_a_hold_placed_between_batches_protects_the_rest(db: Database) -> None:
-    """Another connection places a hold after the first batch; refresh must see it from then on."""
+def test_a_hold_placed_between_batches_protects_the_rest(db: Database, tmp_path: Path) -> None:
+    """Another connection places a hold after the first batch; refresh must see it from then on.
+
+    Each batch is handed over before it commits (so the core can journal it first): on SQLite
+    the hold store must then be another database file, as the state store is in practice.
+    """
     rows = [(key, "victim" if key % 2 else "other", NOW - timedelta(days=3000)) for key in range(1, 201)]
     case = scenario(0)
     case.rows = rows
     records = records_table(db)
     records.add(rows)
-    holds_table = db.table(db.name("holds"), sa.Column("subject", sa.String(64), primary_key=True))
+    hold_url = f"sqlite:///{tmp_path}/holds.db" if db.url.startswith("sqlite") else db.url
+    reader = sa.create_engine(hold_url)  # the hold store: a separate connection
+    holds_table = sa.Table(db.name("holds"), sa.MetaData(), sa.Column("subject", sa.String(64), primary_key=True))
+    holds_table.create(reader)
     source = case.source()
-    reader = sa.create_engine(db.url)  # the hold store: a separate connection
 
     def refresh() -> Any:
         with reader.connect() as conn:
@@ -108,7 +115,9 @@ def test_a_hold_placed_between_batches_protects_the_rest(db: Database) -> None:
         for n, batch in enumerate(backend.push_down(source, PushdownPlan(refresh(), refresh))):
             deleted_per_batch.append({o.record.subject for o in batch})
             if n == 0:
-                db.insert(holds_table, [{"subject": "victim"}])
+                with reader.begin() as conn:
+                    conn.execute(holds_table.insert().values(subject="victim"))
+    holds_table.drop(reader)
     reader.dispose()
     assert deleted_per_batch[0] == {"victim", "other"}
     assert all(subjects == {"other"} for subjects in deleted_per_batch[1:])

@@ -10,9 +10,9 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from retention_sql.clock import latest_local_at_or_before, local_to_utc
 
 from retention_core import Action, Cutoffs, PushdownPlan, Status
+from retention_sql.clock import latest_local_at_or_before, local_to_utc
 
 from .conftest import Database, records_table
 from .scenarios import NOW, scenario
