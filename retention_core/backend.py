@@ -9,7 +9,7 @@ Capabilities are class attributes so the core (and the conformance suite in
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import ClassVar
@@ -67,7 +67,7 @@ class Backend(ABC):
         """Strip identity from *records* but keep them (status ``anonymized``)."""
         raise NotImplementedError(f"backend {self.name!r} cannot anonymize")
 
-    def push_down(self, source: Source, plan: PushdownPlan) -> Iterator[list[Outcome]]:
+    def push_down(self, source: Source, plan: PushdownPlan) -> Generator[list[Outcome], None, None]:
         """Optional fast path: apply *plan* inside storage, one short transaction per batch.
 
         Must select exactly what per-record :func:`retention_core.engine.decide` would and

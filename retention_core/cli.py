@@ -237,7 +237,7 @@ def _run(config: str, dry_run: bool, as_of: str | None, sources: tuple[str, ...]
                status=report.status, dry_run=report.dry_run, exit_code=code, duration_seconds=took.total_seconds(),
                summary=report.summary(), outcomes=report.outcomes())
     if report.limit_tripped and logs.current_format() == "text":
-        click.echo(logs.error_line(f"safety limit tripped: {report.limit_tripped}; nothing was deleted", 3),
+        click.echo(logs.error_line(f"safety limit tripped: {report.limit_tripped}", 3),
                    err=True)
     return report, code
 

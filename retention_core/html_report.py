@@ -148,8 +148,7 @@ def _summary(report: RunReport, counts: Tally, forecast: Forecast) -> str:
             out.append(f'<div class="alert"><b>{outcomes["failed"]:,} deletions failed.</b> '
                        "They are listed first in the items table; the next run retries them.</div>")
     if report.limit_tripped:
-        out.append(f'<div class="alert"><b>Safety limit tripped:</b> {_e(report.limit_tripped)}. '
-                   "Nothing was deleted.</div>")
+        out.append(f'<div class="alert"><b>Safety limit tripped:</b> {_e(report.limit_tripped)}.</div>')
     if counts.refused:
         out.append(f'<div class="note">{counts.refused:,} records were refused by storage itself '
                    "(an object lock or retention setting) and are kept.</div>")

@@ -191,5 +191,5 @@ def text_summary(report: RunReport, counts: Tally | None = None) -> str:
             extra = f", {r.held_remaining} records still held" if r.held_remaining else ""
             lines.append(f"  erasure request {r.id} for {r.subject}: {status}, due {r.due_at:%Y-%m-%d}{extra}")
     if report.limit_tripped:
-        lines.append(f"  SAFETY LIMIT: {report.limit_tripped}; nothing was deleted")
+        lines.append(f"  SAFETY LIMIT: {report.limit_tripped}")
     return "\n".join(lines)

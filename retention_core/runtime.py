@@ -59,9 +59,15 @@ class Runtime:
         self.subjects  # noqa: B018 - loads and validates
         warnings = []
         for source in self.policy.sources:
-            backend = self.backend(source)
-            warnings += [f"{source.name}: {w}" for w in backend.warnings(source)]
+            warnings += [f"{source.name}: {w}" for w in self.warnings(source)]
         return warnings
+
+    def warnings(self, source: Source) -> list[str]:
+        """The backend's warnings for *source*; its config errors placed in the policy file."""
+        try:
+            return self.backend(source).warnings(source)
+        except ConfigError as exc:
+            raise exc.located(file=exc.file or str(self.policy.path)) from None
 
     @cached_property
     def subjects(self) -> dict[str, Subject]:

@@ -89,7 +89,7 @@ def run(rt: Runtime, options: RunOptions) -> RunReport:
         for source in sources:
             backend = rt.backend(source)
             stats = report.sources.setdefault(source.name, SourceStats())
-            stats.warnings += backend.warnings(source)
+            stats.warnings += rt.warnings(source)
             if not options.dry_run:
                 _check(backend, source, rt)
         if options.dry_run:
@@ -163,14 +163,18 @@ def _enforce(rt: Runtime, sources: Sequence[Source], ctx: Context, report: RunRe
         _scan(rt, sources, ctx, report, options.progress)
         if not options.sources:
             _recover(rt, report, trail)
-        report.limit_tripped = _limits(rt, report)
-        if report.limit_tripped:
+        tripped = _limits(rt, report)
+        if tripped:
+            report.limit_tripped = f"{tripped}; nothing was deleted"
             status = report.status = "limit-tripped"
             return
         for source in sources:
             backend = rt.backend(source)
             if backend.can_push_down and source.match is None and source.category is not None:
                 _push_down(rt, backend, source, report, trail, options.now)
+                if report.limit_tripped:
+                    status = report.status = "limit-tripped"
+                    return
             else:
                 _batches(rt, backend, source, report, trail, options.now)
         if not options.sources:
@@ -264,16 +268,40 @@ def _push_down(rt: Runtime, backend: Backend, source: Source, report: RunReport,
             stats.outcomes[o.status.value] += 1
         rt.plugins.after_delete(batch, rt.context(now))
 
+    # Rows that became due after the scan are deleted too; the safety limits still bound the total.
+    allowed = _allowance(rt, stats.scanned)
+    done = 0
     pending: list[Outcome] | None = None
-    for batch in backend.push_down(source, plan):
-        if pending is not None:  # resuming the generator committed the previous batch
+    stream = backend.push_down(source, plan)
+    try:
+        for batch in stream:
+            if pending is not None:  # resuming the generator committed the previous batch
+                settle(pending)
+                pending = None
+            done += len(batch)
+            if allowed is not None and done > allowed:
+                stream.close()  # the batch in hand is rolled back, never journalled
+                report.limit_tripped = (f"source {source.name!r} reached its limit of {allowed} deletions during "
+                                        f"set-based batches (more became due since the scan); stopped after "
+                                        f"{done - len(batch)} deletions")
+                break
+            trail.append(_entry("intent", report.run_id, o.record, decision) for o in batch)
+            _checkpoint("after-intent")
+            pending = batch
+        if pending is not None:
             settle(pending)
-        trail.append(_entry("intent", report.run_id, o.record, decision) for o in batch)
-        _checkpoint("after-intent")
-        pending = batch
-    if pending is not None:
-        settle(pending)
+    finally:
+        stream.close()
     report.spool.commit()
+
+
+def _allowance(rt: Runtime, scanned: int) -> int | None:
+    """The most deletions the safety limits allow one source of *scanned* records."""
+    limits = rt.policy.limits
+    bounds = [limits.max_deletions] if limits.max_deletions is not None else []
+    if limits.max_fraction is not None:
+        bounds.append(int(limits.max_fraction * scanned))
+    return min(bounds) if bounds else None
 
 
 def _recover(rt: Runtime, report: RunReport, trail: AuditTrail) -> None:

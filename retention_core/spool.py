@@ -135,9 +135,12 @@ class Spool:
         self._index()
         before = self._db.total_changes
         self._db.executemany(
-            "UPDATE items SET outcome = ?, error = ?, action = ?, reason = ? WHERE idx = "
-            "(SELECT idx FROM items WHERE source = ? AND location = ? AND version IS ? LIMIT 1)",
-            [(o.status, o.error, decision.action, decision.reason, o.record.source, _text(o.record.location),
+            # A record the scan already found due keeps its specific reason ("erasure request R-1");
+            # SQLite evaluates every SET expression on the row's old values.
+            "UPDATE items SET outcome = ?, error = ?,"
+            " reason = CASE WHEN action IN ('delete', 'anonymize') THEN reason ELSE ? END, action = ?"
+            " WHERE idx = (SELECT idx FROM items WHERE source = ? AND location = ? AND version IS ? LIMIT 1)",
+            [(o.status, o.error, decision.reason, decision.action, o.record.source, _text(o.record.location),
               o.record.version) for o in outcomes])
         if self._db.total_changes - before == len(outcomes):
             return

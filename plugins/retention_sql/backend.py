@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -219,10 +219,10 @@ class SqlBackend(Backend):
         return {str(row.key) for row in rows}
 
     # -- set-based --------------------------------------------------------------------------------------------
-    def push_down(self, source: Source, plan: PushdownPlan) -> Iterator[list[Outcome]]:
+    def push_down(self, source: Source, plan: PushdownPlan) -> Generator[list[Outcome], None, None]:
         return self._push_down(source, plan)
 
-    def _push_down(self, source: Source, plan: PushdownPlan) -> Iterator[list[Outcome]]:
+    def _push_down(self, source: Source, plan: PushdownPlan) -> Generator[list[Outcome], None, None]:
         ops = self._destructive()
         key: bytes | None = None
         if plan.cutoffs.action is Action.ANONYMIZE:

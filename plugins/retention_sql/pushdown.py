@@ -144,7 +144,7 @@ class RangeWalk:
         self.batch_size = batch_size
         self.hash_key = hash_key
 
-    def run(self, source: Source, plan: PushdownPlan) -> Iterator[list[Outcome]]:
+    def run(self, source: Source, plan: PushdownPlan) -> Generator[list[Outcome], None, None]:
         action = plan.cutoffs.action
         if plan.cutoffs.held or action not in (Action.DELETE, Action.ANONYMIZE):
             return

@@ -1,0 +1,86 @@
+"""The scheduler's side of the push-down protocol, with a set-based in-memory backend."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+
+from retention_core import hookimpl
+from retention_core.model import Outcome, Status
+from retention_core.plugins import load_plugins
+from retention_core.runtime import Runtime
+from retention_core.scheduler import RunOptions, run
+from retention_core.testing import memory
+from retention_core.testing.memory import InMemoryBackend
+
+NOW = datetime(2026, 6, 1, tzinfo=timezone.utc)
+
+
+class SetBased(InMemoryBackend):
+    """Deletes in batches of two inside 'storage'; each batch commits only when resumed."""
+
+    name = "setbased"
+    can_push_down = True
+    hidden = 0  # how many items the scan does not show (they became due after it)
+
+    def scan(self, source):  # like an SQL table, the backend itself knows each row's subject
+        records = [replace(r, subject=r.location.split("/")[0]) for r in super().scan(source)]
+        yield from records[self.hidden:]
+
+    def push_down(self, source, plan):
+        store = self.store
+        due = [r for r in super().scan(source) if plan.refresh().due(r.location.split("/")[0], r.created)]
+        for i in range(0, len(due), 2):
+            batch = due[i:i + 2]
+            yield [Outcome(r, Status.DELETED) for r in batch]
+            for r in batch:  # "commit"
+                del store.items[r.location]
+
+
+class Plugin:
+    @hookimpl
+    def retention_register_backends(self, register):
+        register(SetBased)
+
+
+def policy(make_policy, store_name, **extra):
+    return make_policy(sources=[{"name": "calls", "backend": "setbased", "options": {"store": store_name},
+                                 "category": "call"}], **extra)
+
+
+def do_run(path):
+    with Runtime.open(path, load_plugins(extra=[Plugin()])) as rt:
+        rt.state.add_request("alice", "ctl-a", NOW - timedelta(days=1))
+        report = run(rt, RunOptions(now=NOW))
+        try:
+            return report, {i.record.location: i for i in report.items()}
+        finally:
+            report.close()
+
+
+def test_push_down_keeps_the_scan_reason_and_journals_intent_then_outcome(make_policy, store_name, monkeypatch):
+    monkeypatch.setattr(SetBased, "hidden", 0)
+    for name in ("alice/1", "alice/2", "bob/old"):
+        memory.seed(store_name, name, NOW - timedelta(days=400 if name == "bob/old" else 1))
+    path = policy(make_policy, store_name)
+    report, items = do_run(path)
+    assert items["alice/1"].outcome == "deleted" and "erasure request" in items["alice/1"].decision.reason
+    assert items["bob/old"].outcome == "deleted" and "retention 90d" in items["bob/old"].decision.reason
+    events = [(e["event"], e.get("location")) for e in map(json.loads, (path.parent / "audit.jsonl").open())]
+    for loc in ("alice/1", "alice/2", "bob/old"):
+        assert events.index(("intent", loc)) < events.index(("outcome", loc))
+    assert not memory.get_store(store_name).items
+
+
+def test_limits_bound_push_down_even_when_more_became_due_after_the_scan(make_policy, store_name, monkeypatch):
+    monkeypatch.setattr(SetBased, "hidden", 4)
+    for i in range(6):
+        memory.seed(store_name, f"bob/{i}", NOW - timedelta(days=400))
+    path = policy(make_policy, store_name, limits={"max_deletions": 3})
+    report, _ = do_run(path)  # the scan saw 2 due (within the limit); storage holds 6
+    assert report.status == "limit-tripped" and "stopped after 2 deletions" in report.limit_tripped
+    assert len(memory.get_store(store_name).items) == 4  # the batch over the limit was rolled back
+    outcomes = [e for e in map(json.loads, (path.parent / "audit.jsonl").open()) if e["event"] == "outcome"]
+    intents = [e for e in map(json.loads, (path.parent / "audit.jsonl").open()) if e["event"] == "intent"]
+    assert len(outcomes) == len(intents) == 2
