@@ -1,19 +1,8 @@
-"""Shared test helpers: services are required (not skipped) when CI=true."""
+"""Shared test settings. Tests needing a real service use retention_core.testing.require_service."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
-
-
-def require_service(available: bool, what: str) -> None:
-    """Skip when a real service is missing, except in CI where that is a failure."""
-    if available:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{what} is required in CI (CI=true) but is not available")
-    pytest.skip(f"{what} is not available")
 
 
 @pytest.fixture(autouse=True)

@@ -14,8 +14,9 @@ from .memory import InMemoryBackend
 
 if TYPE_CHECKING:
     from .conformance import BackendConformanceTests
+    from .services import require_service
 
-__all__ = ["BackendConformanceTests", "InMemoryBackend"]
+__all__ = ["BackendConformanceTests", "InMemoryBackend", "require_service"]
 
 
 def __getattr__(name: str) -> Any:
@@ -24,4 +25,8 @@ def __getattr__(name: str) -> Any:
         from .conformance import BackendConformanceTests
 
         return BackendConformanceTests
+    if name == "require_service":
+        from .services import require_service
+
+        return require_service
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

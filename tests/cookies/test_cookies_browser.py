@@ -15,8 +15,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+
 from retention_cookies.browser import DEFAULT_CHROMIUM
 from retention_cookies.cli import cookies
+from retention_core.testing import require_service
 
 pytestmark = pytest.mark.browser
 
@@ -87,11 +89,7 @@ def _need_browser() -> None:
         missing.append(f"Chromium at {chromium} (apt-get install chromium)")
     if importlib.util.find_spec("playwright") is None:
         missing.append("the playwright package (pip install 'retention[cookies]')")
-    if not missing:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"the browser test is required in CI but needs {' and '.join(missing)}")
-    pytest.skip(f"needs {' and '.join(missing)}")
+    require_service(not missing, f"the browser test's {' and '.join(missing)}")
 
 
 def check(*args: str) -> tuple[int, dict]:  # type: ignore[type-arg]

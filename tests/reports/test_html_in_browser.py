@@ -5,13 +5,14 @@ Skips when Chromium or Playwright is missing, except under CI=true where that fa
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from retention_core.testing import require_service
 
 pytest_plugins = ["retention_core.testing.fixtures"]
 
@@ -21,22 +22,14 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--
 AS_OF = "2026-06-01T12:00:00Z"
 
 
-def _require(available: bool, what: str) -> None:
-    if available:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{what} is required in CI (CI=true) but is not available")
-    pytest.skip(f"{what} is not available")
-
-
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         sync_playwright = None
-    _require(sync_playwright is not None, "the playwright package")
-    _require(Path(CHROMIUM).exists() or shutil.which("chromium") is not None, "Chromium (/usr/bin/chromium)")
+    require_service(sync_playwright is not None, "the playwright package")
+    require_service(Path(CHROMIUM).exists() or shutil.which("chromium") is not None, "Chromium (/usr/bin/chromium)")
     with sync_playwright() as p:  # type: ignore[misc]
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         yield browser

@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from retention_core.testing import require_service
+
 # The plugin kit's fixtures (retention_cli, policy_builder …); pytest_plugins is only
 # allowed in the top-level conftest, so they are imported here.
 from retention_core.testing.fixtures import (  # noqa: F401
@@ -31,14 +33,6 @@ FAKE_ENV = {
     "AWS_DEFAULT_REGION": REGION,
 }
 
-
-def require_service(available: bool, what: str) -> None:
-    """Skip when a service is missing, except in CI (CI=true) where that is a failure."""
-    if available:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{what} is required in CI (CI=true) but is not available")
-    pytest.skip(f"{what} is not available")
 
 
 @pytest.fixture(autouse=True)

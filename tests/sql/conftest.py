@@ -18,19 +18,13 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from retention_core.testing import require_service
+
 URLS = {
     "postgresql": os.environ.get("RETENTION_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
     "mariadb": os.environ.get("RETENTION_TEST_MARIADB", "mysql+pymysql://root@127.0.0.1:3306/test"),
 }
 
-
-def require_service(available: bool, what: str) -> None:
-    """Skip when a real service is missing, except in CI where that is a failure."""
-    if available:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{what} is required in CI (CI=true) but is not available")
-    pytest.skip(f"{what} is not available")
 
 
 @cache
