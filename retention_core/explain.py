@@ -15,6 +15,7 @@ from typing import Any
 
 from .engine import covering_holds, decide, rule_due
 from .model import Context, Decision, Hold, Record, Source
+from .text import printable
 
 PRECEDENCE = "hold > erasure request / minor > rule expiry > keep"
 
@@ -49,7 +50,7 @@ class Explanation:
     def as_json(self) -> dict[str, Any]:
         r = self.record
         return {
-            "source": self.source.name, "location": _text(r.location), "version": r.version,
+            "source": self.source.name, "location": printable(r.location), "version": r.version,
             "created": r.created.isoformat(), "size": r.size, "subject": r.subject, "category": r.category,
             "matched": self.matched,
             "decision": None if self.decision is None else {
@@ -202,7 +203,7 @@ def render_text(ex: Explanation) -> Iterator[str]:
     """The explanation as aligned lines for a terminal."""
     r = ex.record
     version = f" (version {r.version})" if r.version else ""
-    yield f"{_text(r.location)}{version} — source {ex.source.name} ({ex.source.backend})"
+    yield f"{printable(r.location)}{version} — source {ex.source.name} ({ex.source.backend})"
     size = f", {r.size} bytes" if r.size is not None else ""
     yield f"  {'record':16} created {r.created:%Y-%m-%d %H:%M} UTC{size}"
     for step in ex.steps:
@@ -223,8 +224,6 @@ def _date(value: datetime | None) -> str:
     return value.date().isoformat() if value is not None else "—"
 
 
-def _text(value: str) -> str:
-    return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 __all__ = ["Explanation", "HoldCheck", "PRECEDENCE", "Step", "explain", "render_text"]

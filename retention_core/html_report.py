@@ -18,6 +18,7 @@ from .forecast import Forecast, human_bytes
 from .model import Action
 from .report import RunReport, Tally, _atomic
 from .spool import Item
+from .text import printable
 
 #: Items shown in the table; the CSV report lists every item.
 ITEM_CAP = 500
@@ -345,20 +346,17 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[str]], numeric_from: i
 def _order(item: Item) -> tuple[int, str, str, str]:
     r = item.record
     failed = 0 if item.outcome == "failed" else 1
-    return (RANK[item.decision.action.value] * 2 + failed, r.source, _text(r.location), r.version or "")
+    return (RANK[item.decision.action.value] * 2 + failed, r.source, printable(r.location), r.version or "")
 
 
 def _size(size: int | None) -> str:
     return "—" if size is None else human_bytes(size)
 
 
-def _text(value: str) -> str:
-    """File names may carry undecodable bytes (surrogate escapes): show them as \\x.. escapes."""
-    return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _e(value: object) -> str:
-    return escape(_text(str(value)), quote=True)
+    return escape(printable(str(value)), quote=True)
 
 
 def _version() -> str:

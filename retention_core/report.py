@@ -18,6 +18,7 @@ from typing import IO, Any
 
 from .model import Action, ErasureRequest, Hold, Status
 from .spool import Item, Spool
+from .text import printable
 
 ITEM_FIELDS = ("source", "location", "version", "subject", "category", "decision", "reason", "holds",
                "due", "outcome", "error")
@@ -116,8 +117,10 @@ def holds_json(report: RunReport, protected: dict[str, int]) -> list[dict[str, A
 
 def item_json(item: Item) -> dict[str, Any]:
     r, d = item.record, item.decision
-    return {"source": r.source, "location": r.location, "version": r.version, "subject": r.subject,
-            "category": r.category, "decision": d.action.value, "reason": d.reason, "holds": list(d.holds),
+    # File names need not be UTF-8: show such bytes as \xNN (the audit trail keeps them exactly).
+    return {"source": r.source, "location": printable(r.location), "version": r.version,
+            "subject": printable(r.subject) if r.subject is not None else None,
+            "category": r.category, "decision": d.action.value, "reason": printable(d.reason), "holds": list(d.holds),
             "due": d.due.date().isoformat() if d.due else None, "outcome": item.outcome, "error": item.error}
 
 

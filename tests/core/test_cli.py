@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata as md
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -204,3 +205,22 @@ def test_ci_runs_exactly_the_readme_test_command():
     readme = (REPO / "README.md").read_text().splitlines()
     command = next(line for line in readme if "python -m pytest" in line)
     assert command in (REPO / ".ci" / "run").read_text().splitlines()
+
+
+def test_non_utf8_file_names_are_reported_escaped_and_deleted_exactly(tmp_path):
+    data = tmp_path / "data" / "a"
+    data.mkdir(parents=True)
+    raw = os.path.join(os.fsencode(data), b"caf\xe9.wav")
+    with open(raw, "wb") as fh:
+        fh.write(b"x")
+    policy = tmp_path / "p.yaml"
+    policy.write_text("version: 1\ncategories: {c: {retain: 0d}}\n"
+                      "sources: [{name: s, backend: fs, options: {root: data}, category: c}]\n")
+    formats = [tmp_path / f"r.{ext}" for ext in ("json", "csv", "html")]
+    args = [a for f in formats for a in ("--report", str(f))]
+    assert invoke("run", "-c", str(policy), "--dry-run", *args).exit_code == 0
+    (item,) = json.loads(formats[0].read_text())["items"]
+    assert item["location"] == "a/caf\\xe9.wav"
+    assert invoke("run", "-c", str(policy)).exit_code == 0
+    assert not os.path.exists(raw)
+    assert invoke("audit", "verify", "-c", str(policy)).exit_code == 0
