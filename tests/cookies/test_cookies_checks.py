@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from retention_cookies.checks import CheckInput, exit_code, run_checks
 from retention_cookies.declarations import load_declarations, parse_declarations
 from retention_cookies.knowledge import Fact, KnowledgeBase, builtin

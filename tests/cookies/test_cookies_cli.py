@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+
 from retention_cookies.cli import cookies
 
 REPO = Path(__file__).resolve().parents[2]
@@ -115,6 +116,7 @@ def test_import_to_stdout(data_dir: Path) -> None:
 
 def test_plugin_hook_registers_the_group() -> None:
     import click
+
     import retention_cookies
 
     group = click.Group("retention")

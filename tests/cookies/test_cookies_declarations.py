@@ -6,8 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from retention_cookies.declarations import load_declarations
 
+from retention_cookies.declarations import load_declarations
 from retention_core import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from retention_cookies.cli import cookies
 from retention_cookies.declarations import BASES, CATEGORIES
 from retention_cookies.rules import RULES

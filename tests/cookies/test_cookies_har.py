@@ -7,8 +7,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from retention_cookies.har import read_har
 
+from retention_cookies.har import read_har
 from retention_core import ConfigError
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from retention_cookies.declarations import load_declarations
 from retention_cookies.importers import import_file
 from retention_cookies.jsliteral import SKIPPED, JsRegex, find_object
-
 from retention_core import ConfigError
 
 # <repo>/../shared/data in development and CI; absent elsewhere.

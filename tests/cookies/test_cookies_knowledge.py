@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 
 import pytest
-from retention_cookies.knowledge import builtin, parse_knowledge
 
+from retention_cookies.knowledge import builtin, parse_knowledge
 from retention_core import ConfigError
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
+
 from retention_cookies.setcookie import parse_cookie_date, parse_set_cookie, split_header_value
 
 

@@ -8,9 +8,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from retention_fs.backend import FilesystemBackend
 
 from retention_core import ConfigError, Options, Source, Status
+from retention_fs.backend import FilesystemBackend
 
 UTC = timezone.utc
 SOURCE = Source("files", "fs")
