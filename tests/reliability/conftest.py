@@ -18,7 +18,9 @@ from typing import Any
 
 import pytest
 
-from .helpers import POSTGRES_URL, moto_server_process, postgres_problem, require_service
+from retention_core.testing import require_service
+
+from .helpers import POSTGRES_URL, moto_server_process, postgres_problem
 
 FIGURES_ENV = "RELIABILITY_FIGURES"
 FULL_ENV = "RELIABILITY_FULL"

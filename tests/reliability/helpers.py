@@ -31,7 +31,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 HERE = Path(__file__).resolve().parent
@@ -49,15 +48,6 @@ held,ctl-h,2020-01-01,false
 #: records per subject in the standard layout
 LAYOUT = {"ended": 8, "ended2": 8, "kid": 4, "active": 4, "held": 6}
 DUE_SUBJECTS = {"ended", "ended2", "kid"}
-
-
-def require_service(available: bool, what: str) -> None:
-    """Skip when a real service is missing, except in CI (CI=true) where that is a failure."""
-    if available:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{what} is required in CI (CI=true) but is not available")
-    pytest.skip(f"{what} is not available")
 
 
 # -- services --------------------------------------------------------------------------------------

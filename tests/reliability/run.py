@@ -93,8 +93,7 @@ def render(full: dict[str, Any], full_time: float, full_code: int, fast: dict[st
         f"({_per(f, 'kill_trials')}) |",
         f"| held records lost after a kill | **{_n(f, 'held_lost')}** |",
         f"| deletions missing from / invented in the audit trail after a kill | **{_n(f, 'trail_missing')}** / "
-        f"**{_n(f, 'trail_invented')}** (plus {_n(f, 'trail_missing_known_defect')} missing after kills in the "
-        "set-based SQL commit window: known defect below) |",
+        f"**{_n(f, 'trail_invented')}** |",
         f"| hold-race trials (hold placed by another process between batches) | {_n(f, 'hold_race_trials')} "
         f"({_per(f, 'hold_race_trials')}); {_n(f, 'hold_race_protected_records')} records the new hold had to "
         "protect |",

@@ -26,11 +26,7 @@ PUSH_DOWN_POINTS = ["before-intent", "after-intent", "after-outcome"]
 #: Which pass of a point to die at: the first batch, one in the middle, the last one.
 NTH = {"before-intent": (1, 3, 5), "after-intent": (1, 3, 5), "after-backend": (1, 3, 5),
        "after-outcome": (1, 3, 5), "mid-batch": (1, 7, 20)}
-PUSH_DOWN_COMMIT_DEFECT = (
-    "plugins/retention_sql/pushdown.py (with retention_core/scheduler.py _push_down): each set-based batch is "
-    "committed inside the generator before it is yielded, so its intent is journalled after the rows are gone; "
-    "a crash between the commit and the intent leaves deletions no trail entry names and _recover cannot settle "
-    "(the scheduler's docstring assumes commit-on-resume: yield inside the transaction, commit when resumed)")
+
 
 
 @pytest.fixture
@@ -55,18 +51,7 @@ def _held(store: Store, seeded: dict[str, str]) -> set[str]:
 
 def crash_trial(make_store: Callable[[str], Store], tmp_path: Path, kind: str, point: str, nth: int,
                 figures: Counter[str]) -> None:
-    """One kill and rerun. Trials of a known defect are tallied apart (``…_known_defect``)."""
-    known = kind == "sql-pushdown" and point == "before-intent"
-    tally = Counter[str]()
-    try:
-        _crash_trial(make_store, tmp_path, kind, point, nth, tally)
-    finally:
-        for key, n in tally.items():
-            figures[f"{key}_known_defect" if known and key.startswith("trail_") else key] += n
-
-
-def _crash_trial(make_store: Callable[[str], Store], tmp_path: Path, kind: str, point: str, nth: int,
-                 figures: Counter[str]) -> None:
+    """One kill and rerun, tallied into *figures*."""
     store, seeded = _seeded(make_store, kind)
     policy = write_policy(tmp_path / "cfg", [store.source()])
     before = store.present()
@@ -128,8 +113,6 @@ def _matrix() -> list[object]:
         for point in points:
             for nth in NTH[point]:
                 marks = [*param.marks, pytest.mark.slow]
-                if kind == "sql-pushdown" and point == "before-intent":
-                    marks.append(pytest.mark.xfail(strict=True, reason=PUSH_DOWN_COMMIT_DEFECT))
                 cases.append(pytest.param(kind, point, nth, marks=marks, id=f"{param.id}-{point}-{nth}"))
     return cases
 
