@@ -27,10 +27,6 @@ KNOWN_DEFECTS = {
     "subjects-not-utf8": (re.compile(r"internal error: UnicodeDecodeError"),
                           "retention_core/subjects.py csv_subjects: a subjects CSV that is not UTF-8 raises "
                           "UnicodeDecodeError instead of a ConfigError naming the file"),
-    "raw-key-in-error": (re.compile(r"[\r\n\x0b\x0c\x1c-\x1e\x85\u2028\u2029][^\n]*: unknown key"),
-                         "retention_core/policy.py _Reader.mapping: an unknown key is echoed raw into the error, so a "
-                         "key holding a CR/LF makes a multi-line error (and lets a config forge log lines); "
-                         "use repr() or printable() as the other messages do"),
     "click-usage-block": (re.compile(r"^Usage: .*\nTry '.*--help' for help\.\n\nError: ", re.S),
                           "retention_core/cli.py (and the cookies group): click's usage errors (a bad --kind, a "
                           "missing option) print a four-line usage block, not the one-line error cron expects; "
@@ -38,6 +34,11 @@ KNOWN_DEFECTS = {
     "declaration-basis-type": (re.compile(r"internal error: TypeError: unhashable type"),
                                "plugins/retention_cookies/declarations.py _service: a service's `basis` that is a "
                                "mapping or list raises TypeError (unhashable) instead of a ConfigError"),
+    "raw-key-in-error": (re.compile(r"\Aretention: error: (?!internal error)[^\n]*"
+                                    r"[\r\n\x0b\x0c\x1c-\x1e\x85\u2028\u2029]"),
+                         "retention_core/policy.py _Reader: a key or category name is echoed raw into the error's "
+                         "key path (`categories.<name>`, `<key>: unknown key`), so a name holding a CR/LF makes a "
+                         "multi-line error (and lets a config forge log lines); quote it as the other messages do"),
     "har-shape": (re.compile(r"internal error: (AttributeError|TypeError|KeyError|IndexError): .*har|"
                              r"internal error: (AttributeError: '\w+' object has no attribute|TypeError: '\w+' object "
                              r"is not (iterable|subscriptable))"),

@@ -193,9 +193,13 @@ def test_a_duplicate_key_is_refused_not_silently_overwritten(tmp_path, snippet):
 
 
 @pytest.mark.xfail(strict=True, reason=KNOWN_DEFECTS["raw-key-in-error"][1])
-def test_an_unknown_key_with_a_line_break_gives_a_one_line_error(tmp_path):
+@pytest.mark.parametrize("where", ["unknown-key", "category-name"])
+def test_a_key_with_a_line_break_gives_a_one_line_error(tmp_path, where):
     doc = base_policy(tmp_path)
-    doc["limits"]["max\rforged: line"] = 1
+    if where == "unknown-key":
+        doc["limits"]["max\rforged: line"] = 1
+    else:
+        doc["categories"]["bad\nname"] = {"retain": "1d"}
     result = Fuzz("raw-key").invoke(["validate", "-c", str(write(tmp_path, doc))])
     assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
 
