@@ -66,9 +66,10 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     """Tally this folder's test results for the figures (and the known defects behind xfails)."""
     if not report.nodeid.startswith("tests/reliability/"):
         return
-    if hasattr(report, "wasxfail") and report.skipped:
-        _RESULTS["xfailed"] += 1
-        _XFAILED[report.nodeid] = str(report.wasxfail).removeprefix("reason: ")
+    if hasattr(report, "wasxfail"):
+        _RESULTS["xfailed" if report.skipped else "xpassed"] += 1
+        if report.skipped:
+            _XFAILED[report.nodeid] = str(report.wasxfail).removeprefix("reason: ")
     elif report.when == "call" or report.outcome != "passed":
         _RESULTS[report.outcome] += 1
 

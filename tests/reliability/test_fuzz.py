@@ -177,8 +177,9 @@ DUPLICATES = [
 ]
 
 
-@pytest.mark.xfail(strict=True, reason="core defect (reported): policy.load_policy uses yaml.safe_load, which keeps "
-                                       "the last of duplicate keys silently; a config must not mean less than it says")
+@pytest.mark.xfail(strict=True, reason="retention_core/policy.py load_policy: yaml.safe_load keeps the last of "
+                                       "duplicate keys silently (a hold's scope or a limit written twice); a config "
+                                       "must not mean other than it says: reject duplicate keys in a SafeLoader")
 @pytest.mark.parametrize("snippet", DUPLICATES)
 def test_a_duplicate_key_is_refused_not_silently_overwritten(tmp_path, snippet):
     base_policy(tmp_path)
