@@ -79,6 +79,7 @@ class Measured:
     samples: list[Sample] = field(default_factory=list)
     selected: list[int] = field(default_factory=list)
     note: str = ""
+    failures: list[str] = field(default_factory=list)  # samples where the contender itself failed
 
     @property
     def median_wall(self) -> float:

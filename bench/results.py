@@ -62,6 +62,10 @@ def rows(results: Sequence[WorkloadResult]) -> list[tuple[str, ...]]:
             out.append((res.name, "—", "—", "—", "—", "—", "—", "—", "—", f"skipped: {res.skipped}"))
             continue
         for m in res.contenders:
+            if m.failures and not m.samples:
+                out.append((res.name, m.contender, m.version, f"{m.records:,}", "—", "—", "—", "—", "—",
+                            f"FAILED ({len(m.failures)}×): {m.failures[0]}"))
+                continue
             ratio = "" if m.contender == OURS else _fmt_ratio(res.ratio(m.contender))
             expected = f" (expected {res.expected:,})" if res.expected >= 0 else ""
             check = f"{res.check}: {'/'.join(f'{s:,}' for s in sorted(set(m.selected)))}{expected}"

@@ -135,6 +135,8 @@ def _order(contenders: list[Measured], round_no: int) -> list[Measured]:
 
 def _require_same(res: WorkloadResult) -> None:
     for m in res.contenders:
+        if m.failures and m.contender != OURS:
+            continue  # a peer that failed is shown as failed, with what it left
         wrong = [s for s in m.selected if s != res.expected]
         if wrong:
             raise AssertionError(f"{res.name}: {m.contender} {res.check} {wrong[0]}, expected {res.expected}")

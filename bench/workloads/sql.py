@@ -57,7 +57,7 @@ class Flavor:
         age = _age_sql("g")
         if self.kind == "postgresql":
             return [f"INSERT INTO {table} SELECT g, 't' || (g % 1000), now() - make_interval(secs => {age} * 86400),"
-                    f" 'payload' FROM generate_series(1, {n}) AS s(g)"]
+                    f" 'payload' FROM generate_series(1::bigint, {n}::bigint) AS s(g)"]
         if self.kind == "mariadb":
             return [f"INSERT INTO {table} SELECT g, CONCAT('t', g % 1000), UTC_TIMESTAMP(6) - INTERVAL "
                     f"ROUND({age} * 86400) SECOND, 'payload' FROM (SELECT seq AS g FROM seq_1_to_{n}) AS s"]
