@@ -97,9 +97,7 @@ def render(full: dict[str, Any], full_time: float, full_code: int, fast: dict[st
         f"| hold-race trials (hold placed by another process between batches) | {_n(f, 'hold_race_trials')} "
         f"({_per(f, 'hold_race_trials')}); {_n(f, 'hold_race_protected_records')} records the new hold had to "
         "protect |",
-        f"| hold-race violations (a record deleted after its hold was placed) | **{_n(f, 'hold_race_violations')}** "
-        f"on fs, S3 and per-record SQL; **{_n(f, 'hold_race_violations_known_defect')}** on the set-based SQL path "
-        "(known defect below) |",
+        f"| hold-race violations (a record deleted after its hold was placed) | **{_n(f, 'hold_race_violations')}** |",
         f"| fuzzed inputs through the CLI | {_n(f, 'fuzz_inputs')} ({_per(f, 'fuzz_inputs')}) |",
         f"| fuzzed inputs that crashed (traceback, internal error, wrong exit code, multi-line error), "
         f"not yet known | **{_n(f, 'fuzz_crashes_new')}** |",
@@ -115,9 +113,10 @@ def render(full: dict[str, Any], full_time: float, full_code: int, fast: dict[st
         f"| S3 fault trials / records / DeleteObjects requests (all under the retry bound) | "
         f"{_n(f, 's3_fault_trials')} / {_n(f, 's3_fault_records')} / {_n(f, 's3_delete_requests')} |",
         f"| calendar and time-zone boundaries checked from both sides | {_n(f, 'clock_boundaries')} |",
-        f"| simultaneous-run trials / processes / exit 0 / exit 4 | {_n(f, 'concurrent_run_trials')} / "
-        f"{_n(f, 'concurrent_runs_started')} / {_n(f, 'concurrent_runs_exit_0')} / "
-        f"{_n(f, 'concurrent_runs_exit_4')} |",
+        f"| simultaneous-run trials / processes / exit 0 / exit 4 / exit 3 from the clock-check race (known "
+        f"defect below) | {_n(f, 'concurrent_run_trials')} / {_n(f, 'concurrent_runs_started')} / "
+        f"{_n(f, 'concurrent_runs_exit_0')} / {_n(f, 'concurrent_runs_exit_4')} / "
+        f"{_n(f, 'concurrent_runs_exit_3_clock_race')} |",
         f"| crashed or stale locks taken over by the next run | {_n(f, 'stale_lock_takeovers')} |",
         f"| tests passed / failed / skipped / xfailed (known defects) / xpassed | {results.get('passed', 0)} / "
         f"{results.get('failed', 0)} / {results.get('skipped', 0)} / {results.get('xfailed', 0)} / "
@@ -130,9 +129,7 @@ def render(full: dict[str, Any], full_time: float, full_code: int, fast: dict[st
         "",
         "Each is pinned by a test marked `xfail(strict=True)`: it fails today for exactly this",
         "reason, and turns the suite red the day the defect is fixed, so its marker (and, for",
-        "fuzzing, its entry in `tests/reliability/fuzzing.py`) gets removed. The repeated",
-        "set-based hold-race trials are non-strict xfails (a trial whose hold covers nothing in",
-        "batch k+1 passes: those are the xpassed ones); their violations are counted above.",
+        "fuzzing, its entry in `tests/reliability/fuzzing.py`) gets removed.",
         "",
     ]
     if not defects:

@@ -19,11 +19,6 @@ from .helpers import DUE_SUBJECTS, Store, layout, retention, start_paused, verif
 from .stores import KIND_PARAMS, store_factory
 
 BATCH = "4"
-PUSH_DOWN_RACE_DEFECT = (
-    "plugins/retention_sql/pushdown.py with retention_core/scheduler.py _push_down: since batches commit when the "
-    "generator resumes (4f0ab54), batch k+1's DELETE runs, with the holds of that moment, before the scheduler "
-    "settles batch k (outcome, after_delete); a hold placed then is not seen and batch k+1 commits anyway. Fix: "
-    "re-read holds (plan.refresh()) right before the commit and roll the batch back and redo it if they changed")
 SLOW_TRIALS = {"fs": 15, "s3": 10, "sql": 10, "sql-pushdown": 12}
 
 
@@ -64,33 +59,21 @@ def race_trial(make_store: Callable[[str], Store], folder: Path, kind: str, tria
     figures["hold_race_trials"] += 1
     figures[f"hold_race_trials[{kind}]"] += 1
     figures["hold_race_protected_records"] += len(protected)
-    known = kind == "sql-pushdown"
-    figures["hold_race_violations_known_defect" if known else "hold_race_violations"] += len(violated)
+    figures["hold_race_violations"] += len(violated)
     assert code == 0, err
     assert not violated, (f"{len(violated)} of {len(protected)} records of {sorted(covered)} deleted after a hold "
                           f"was placed between batches {after_batch} and {after_batch + 1}: {sorted(violated)}")
     assert verify_trail(policy)
 
 
-@pytest.mark.parametrize("kind", [
-    pytest.param("fs", id="fs"),
-    pytest.param("sql-pushdown", id="sql-postgres-pushdown",
-                 marks=[pytest.mark.postgres, pytest.mark.xfail(strict=True, reason=PUSH_DOWN_RACE_DEFECT)])])
+@pytest.mark.parametrize("kind", [p for p in KIND_PARAMS if p.id in ("fs", "sql-postgres-pushdown")])
 def test_a_hold_placed_between_batches_protects_the_rest(make_store, tmp_path, kind, figures):
     race_trial(make_store, tmp_path, kind, 0, figures)
 
 
 def _trials() -> list[object]:
-    """Trials of the set-based path xfail (not strictly: a trial whose subject had nothing in batch
-    k+1 passes) until the defect above is fixed; their violations are tallied apart."""
-    cases = []
-    for p in KIND_PARAMS:
-        kind = p.values[0]
-        marks = [*p.marks, pytest.mark.slow]
-        if kind == "sql-pushdown":
-            marks.append(pytest.mark.xfail(strict=False, reason=PUSH_DOWN_RACE_DEFECT))
-        cases += [pytest.param(kind, n, marks=marks, id=f"{p.id}-{n}") for n in range(1, SLOW_TRIALS[kind] + 1)]
-    return cases
+    return [pytest.param(p.values[0], n, marks=[*p.marks, pytest.mark.slow], id=f"{p.id}-{n}")
+            for p in KIND_PARAMS for n in range(1, SLOW_TRIALS[p.values[0]] + 1)]
 
 
 @pytest.mark.parametrize(("kind", "trial"), _trials())
