@@ -271,27 +271,42 @@ def _push_down(rt: Runtime, backend: Backend, source: Source, report: RunReport,
     # Rows that became due after the scan are deleted too; the safety limits still bound the total.
     allowed = _allowance(rt, stats.scanned)
     done = 0
-    pending: list[Outcome] | None = None
-    stream = backend.push_down(source, plan)
-    try:
-        for batch in stream:
-            if pending is not None:  # resuming the generator committed the previous batch
+    while True:
+        restart = False
+        pending: list[Outcome] | None = None
+        stream = backend.push_down(source, plan)
+        try:
+            for batch in stream:
+                if pending is not None:  # resuming the generator committed the previous batch
+                    settle(pending)
+                    pending = None
+                if allowed is not None and done + len(batch) > allowed:
+                    stream.close()  # the batch in hand is rolled back, never journalled
+                    report.limit_tripped = (f"source {source.name!r} reached its limit of {allowed} deletions "
+                                            "during set-based batches (more became due since the scan); "
+                                            f"stopped after {done} deletions")
+                    break
+                trail.append(_entry("intent", report.run_id, o.record, decision) for o in batch)
+                _checkpoint("after-intent")
+                # Holds are read once more just before the commit: one placed while the previous
+                # batch was being settled must protect this one too.
+                # (Only holds can change mid-run: the cutoffs are fixed by `now`.)
+                fresh = plan.refresh()
+                if fresh.held or any(o.record.subject in fresh.held_subjects for o in batch):
+                    stream.close()  # rolled back; walk again with the new holds
+                    trail.append({**_entry("outcome", report.run_id, o.record, decision, None),
+                                  "outcome": "not-executed",
+                                  "error": "a hold placed since the batch was selected; rolled back"} for o in batch)
+                    restart = True
+                    break
+                done += len(batch)
+                pending = batch
+            if pending is not None:
                 settle(pending)
-                pending = None
-            done += len(batch)
-            if allowed is not None and done > allowed:
-                stream.close()  # the batch in hand is rolled back, never journalled
-                report.limit_tripped = (f"source {source.name!r} reached its limit of {allowed} deletions during "
-                                        f"set-based batches (more became due since the scan); stopped after "
-                                        f"{done - len(batch)} deletions")
-                break
-            trail.append(_entry("intent", report.run_id, o.record, decision) for o in batch)
-            _checkpoint("after-intent")
-            pending = batch
-        if pending is not None:
-            settle(pending)
-    finally:
-        stream.close()
+        finally:
+            stream.close()
+        if not restart:
+            break
     report.spool.commit()
 
 

@@ -24,13 +24,15 @@ class SetBased(InMemoryBackend):
     can_push_down = True
     hidden = 0  # how many items the scan does not show (they became due after it)
 
-    def scan(self, source):  # like an SQL table, the backend itself knows each row's subject
-        records = [replace(r, subject=r.location.split("/")[0]) for r in super().scan(source)]
-        yield from records[self.hidden:]
+    def rows(self, source):  # like an SQL table, the backend itself knows each row's subject
+        return [replace(r, subject=r.location.split("/")[0]) for r in super().scan(source)]
+
+    def scan(self, source):
+        yield from self.rows(source)[self.hidden:]
 
     def push_down(self, source, plan):
         store = self.store
-        due = [r for r in super().scan(source) if plan.refresh().due(r.location.split("/")[0], r.created)]
+        due = [r for r in self.rows(source) if plan.refresh().due(r.subject, r.created)]
         for i in range(0, len(due), 2):
             batch = due[i:i + 2]
             yield [Outcome(r, Status.DELETED) for r in batch]
@@ -84,3 +86,32 @@ def test_limits_bound_push_down_even_when_more_became_due_after_the_scan(make_po
     outcomes = [e for e in map(json.loads, (path.parent / "audit.jsonl").open()) if e["event"] == "outcome"]
     intents = [e for e in map(json.loads, (path.parent / "audit.jsonl").open()) if e["event"] == "intent"]
     assert len(outcomes) == len(intents) == 2
+
+
+def test_a_hold_placed_while_a_batch_is_settled_protects_the_next_uncommitted_batch(make_policy, store_name,
+                                                                                     monkeypatch):
+    from retention_core.model import Hold, HoldScope
+
+    monkeypatch.setattr(SetBased, "hidden", 0)
+    for i in range(6):
+        memory.seed(store_name, f"bob/{i}", NOW - timedelta(days=400))
+    placed: list[Hold] = []
+
+    class Counsel:
+        @hookimpl
+        def retention_hold_sources(self, register):
+            register("counsel", lambda: list(placed))
+
+        @hookimpl
+        def retention_after_delete(self, outcomes, context):
+            # the first batch is being settled; batch two is already selected but not committed
+            placed.append(Hold("LH-9", "legal", HoldScope(subject="bob"), "late"))
+
+    path = policy(make_policy, store_name)
+    with Runtime.open(path, load_plugins(extra=[Plugin(), Counsel()])) as rt:
+        report = run(rt, RunOptions(now=NOW))
+        report.close()
+    assert sorted(memory.get_store(store_name).items) == ["bob/2", "bob/3", "bob/4", "bob/5"]
+    entries = [e for e in map(json.loads, (path.parent / "audit.jsonl").open()) if e["event"] == "outcome"]
+    assert sorted((e["location"], e["outcome"]) for e in entries) == [
+        ("bob/0", "deleted"), ("bob/1", "deleted"), ("bob/2", "not-executed"), ("bob/3", "not-executed")]
