@@ -54,7 +54,8 @@ def main(argv: list[str]) -> int:
             tally[action] = tally.get(action, 0) + 1
         done += min(len(recs), n - done)
     took, cpu = time.perf_counter() - start, time.process_time() - cpu
-    print(json.dumps({"decisions": done, "seconds": took, "cpu_seconds": cpu, "tally": {str(k): v for k, v in tally.items()}}))
+    print(json.dumps({"decisions": done, "seconds": took, "cpu_seconds": cpu,
+                      "tally": {str(k): v for k, v in tally.items()}}))
     return 0
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 import socket
-from datetime import datetime, timedelta, timezone
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 REGION = "us-east-1"

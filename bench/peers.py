@@ -98,7 +98,8 @@ def sql_batched(url: str, table: str, days: str) -> int:
     return 0
 
 
-COMMANDS = {"sql-single": sql_single, "sql-batched": sql_batched, "scandir-unlink": scandir_unlink, "boto3-list": boto3_list, "boto3-delete": boto3_delete}
+COMMANDS = {"sql-single": sql_single, "sql-batched": sql_batched, "scandir-unlink": scandir_unlink,
+            "boto3-list": boto3_list, "boto3-delete": boto3_delete}
 
 
 def main(argv: list[str]) -> int:

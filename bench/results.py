@@ -59,7 +59,8 @@ def rows(results: Sequence[WorkloadResult]) -> list[tuple[str, ...]]:
     out: list[tuple[str, ...]] = []
     for res in results:
         if res.skipped:
-            out.append((res.name, "—", "—", "—", "—", "—", "—", "—", "—", f"skipped: {res.skipped}"))
+            out.append((res.name, "—", "—", "—", "—", "—", "—", "—", "—",
+                        f"skipped: {' '.join(res.skipped.split())[:300]}"))
             continue
         for m in res.contenders:
             if m.failures and not m.samples:
@@ -81,6 +82,6 @@ def _fmt_ratio(value: float | None) -> str:
 
 def markdown(results: Sequence[WorkloadResult]) -> str:
     lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows(results)]
+    lines += ["| " + " | ".join(c.replace("|", "/") for c in r) + " |" for r in rows(results)]
     verdicts = [f"- **{res.name}** — {v}" for res in results if not res.skipped for v in res.verdicts()]
     return "\n".join(lines) + ("\n\nGoals:\n\n" + "\n".join(verdicts) if verdicts else "") + "\n"

@@ -91,7 +91,8 @@ def run_enforce(n: int, rounds: int, workdir: Path) -> WorkloadResult:
     ours = Measured(name, OURS, version(), n, note="4 DeleteObjects in flight, audit per batch")
     boto = Measured(name, "boto3 list + delete_objects ×1000", _boto3_version(), n)
     s5 = Measured(name, "s5cmd rm", tools.version([tools.s5cmd() or "s5cmd", "version"]), n)
-    aws = Measured(name, "aws s3 rm --recursive", tools.version([tools.aws() or "aws", "--version"]).split(" Linux")[0], n)
+    aws_version = tools.version([tools.aws() or "aws", "--version"]).split(" Linux")[0]
+    aws = Measured(name, "aws s3 rm --recursive", aws_version, n)
     res.contenders = [ours, boto, s5, aws]
     res.goals = [Goal(boto.contender, 1.0, "ours ≥ 1.0× boto3 batch baseline"),
                  Goal(s5.contender, 0.8, "ours ≥ 0.8× s5cmd rm")]

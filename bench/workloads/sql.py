@@ -71,8 +71,8 @@ class Flavor:
 
     def copy(self, source: str, table: str) -> list[str]:
         if self.kind == "postgresql":
-            return [f"CREATE TABLE {table} (LIKE {source} INCLUDING ALL)", f"INSERT INTO {table} SELECT * FROM {source}",
-                    f"ANALYZE {table}"]
+            return [f"CREATE TABLE {table} (LIKE {source} INCLUDING ALL)",
+                    f"INSERT INTO {table} SELECT * FROM {source}", f"ANALYZE {table}"]
         return [f"CREATE TABLE {table} LIKE {source}", f"INSERT INTO {table} SELECT * FROM {source}",
                 f"ANALYZE TABLE {table}"]
 

