@@ -64,8 +64,10 @@ def rows(results: Sequence[WorkloadResult]) -> list[tuple[str, ...]]:
             continue
         for m in res.contenders:
             if m.failures and not m.samples:
+                label = "not run" if m.failures[0].startswith("not installed") else \
+                    f"FAILED ({len(m.failures)}×)"
                 out.append((res.name, m.contender, m.version, f"{m.records:,}", "—", "—", "—", "—", "—",
-                            f"FAILED ({len(m.failures)}×): {m.failures[0]}"))
+                            f"{label}: {m.failures[0]}"))
                 continue
             ratio = "" if m.contender == OURS else _fmt_ratio(res.ratio(m.contender))
             expected = f" (expected {res.expected:,})" if res.expected >= 0 else ""

