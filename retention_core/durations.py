@@ -31,8 +31,14 @@ class Duration:
         return self.text or f"{self.months}mo+{self.delta}"
 
     def after(self, start: datetime) -> datetime:
-        """The instant this period after *start*; a missing day rolls forward."""
-        return add_months(start, self.months) + self.delta
+        """The instant this period after *start*; a missing day rolls forward.
+
+        Past the calendar's end (year 9999) the answer is "never": the latest instant there is.
+        """
+        try:
+            return add_months(start, self.months) + self.delta
+        except (OverflowError, ValueError):
+            return datetime.max.replace(tzinfo=start.tzinfo)
 
     def latest_start_due_by(self, now: datetime) -> datetime:
         """The latest *start* for which ``self.after(start) <= now``.
@@ -70,17 +76,31 @@ def add_months(start: datetime, months: int) -> datetime:
     return start.replace(year=year, month=month, day=1)
 
 
+#: Longer than any retention period anyone keeps; beyond it dates overflow the calendar.
+MAX_MONTHS = 12 * 1000
+MAX_DELTA = timedelta(days=366 * 1000)
+
+
 def parse_duration(text: object) -> Duration:
     """Parse ``90d``, ``12w``, ``18mo``, ``7y``, ``36h`` or ISO 8601 ``P1Y6M``/``P90D``.
 
     Raises ValueError with a message that says what is accepted.
     """
+    duration = _parse(text)
+    if duration.months > MAX_MONTHS or duration.delta > MAX_DELTA:
+        raise ValueError(f"expected a duration of at most 1000 years, found {text!r}")
+    return duration
+
+
+def _parse(text: object) -> Duration:
     if not isinstance(text, str):
         raise ValueError(f"expected a duration like 90d, 18mo, 7y or P1Y6M, found {text!r}")
     raw = text.strip()
     short = _SHORT.match(raw)
     if short:
         n, unit = int(short.group(1)), short.group(2)
+        if n > 10**7:
+            raise ValueError(f"expected a duration of at most 1000 years, found {text!r}")
         if unit == "d":
             return Duration(delta=timedelta(days=n), text=raw)
         if unit == "h":
@@ -93,6 +113,8 @@ def parse_duration(text: object) -> Duration:
     iso = _ISO.match(raw.upper())
     if iso:
         y, m, w, d, h, mi, s = (int(g) if g else 0 for g in iso.groups())
+        if max(y, m, w, d, h, mi, s) > 10**9:
+            raise ValueError(f"expected a duration of at most 1000 years, found {text!r}")
         return Duration(
             months=12 * y + m,
             delta=timedelta(weeks=w, days=d, hours=h, minutes=mi, seconds=s),

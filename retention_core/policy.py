@@ -23,7 +23,8 @@ from .options import describe
 HOLD_KINDS = ("legal", "dispute")
 CLOCKS = ("created", "service_end")
 ACTIONS = (Action.DELETE.value, Action.ANONYMIZE.value)
-_NAME = re.compile(r"^[A-Za-z0-9_.:-]+$")
+_NAME = re.compile(r"\A[A-Za-z0-9_.:-]+\Z")
+_PLAIN_KEY = re.compile(r"\A[A-Za-z0-9_.:-]{1,80}\Z")
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,35 @@ class Policy:
                           file=str(self.path), key="--source")
 
 
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: Any, line: int) -> None:
+        super().__init__(f"duplicate key {key!r}")
+        self.key, self.line = key, line
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader keeps the last of duplicate keys; a policy must mean what it says."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            try:
+                duplicate = key in seen
+            except TypeError:  # an unhashable key: the base class reports it
+                break
+            if duplicate:
+                raise _DuplicateKey(key, key_node.start_mark.line + 1)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _label(name: Any) -> str:
+    """A key name as it may appear in a one-line error: quoted when it is not plain."""
+    text = str(name)
+    return text if _PLAIN_KEY.match(text) else repr(text)
+
+
 class _Reader:
     """Walks the YAML tree, keeping the key path for error messages."""
 
@@ -75,7 +105,7 @@ class _Reader:
         for name in value:
             if name not in required and name not in optional:
                 accepted = ", ".join((*required, *optional))
-                raise self.fail(_join(key, str(name)), f"unknown key (accepted: {accepted})")
+                raise self.fail(_join(key, _label(name)), f"unknown key (accepted: {accepted})")
         for name in required:
             if name not in value or value[name] is None:
                 raise self.fail(_join(key, name), "is required")
@@ -108,7 +138,10 @@ def load_policy(path: str | Path) -> Policy:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read config: {exc}", file=str(path)) from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except _DuplicateKey as exc:
+        raise ConfigError(f"duplicate key {_label(exc.key)}: a key written twice would silently keep only the "
+                          "last value", file=str(path), key=f"line {exc.line}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else None
@@ -164,7 +197,7 @@ def _categories(r: _Reader, value: Any) -> dict[str, Category]:
         raise r.fail("categories", f"expected a non-empty mapping of category names, found {describe(value)}")
     out = {}
     for name, body in value.items():
-        key = f"categories.{name}"
+        key = f"categories.{_label(name)}"
         r.string(name, key, pattern=_NAME)
         body = r.mapping(body, key, required=("retain",), optional=("after", "action"))
         try:

@@ -20,7 +20,7 @@ from .audit import AuditTrail
 from .audit import read as read_trail
 from .backend import Backend, PushdownPlan
 from .engine import cutoffs, decide
-from .errors import ConfigError, RetentionError
+from .errors import ConfigError, LockedError, RetentionError
 from .model import Action, Context, Decision, Outcome, Record, Source, Status
 from .report import RunReport, SourceStats
 from .runtime import Runtime
@@ -78,12 +78,6 @@ def run(rt: Runtime, options: RunOptions) -> RunReport:
     report = RunReport(run_id=new_run_id(started), dry_run=options.dry_run, as_of=options.now,
                        started_at=started, spool=Spool())
     try:
-        if not options.as_of_given:
-            last = rt.state.last_run_time()
-            if last is not None and options.now < last:
-                raise ClockError(f"the clock says {options.now:%Y-%m-%d %H:%M:%S} UTC but an earlier run "
-                                 f"ran as of {last:%Y-%m-%d %H:%M:%S} UTC: the clock went back; fix it, or "
-                                 "pass --as-of explicitly")
         ctx = rt.context(options.now)
         report.holds = list(rt.holds(include_released=True))
         for source in sources:
@@ -93,9 +87,11 @@ def run(rt: Runtime, options: RunOptions) -> RunReport:
             if not options.dry_run:
                 _check(backend, source, rt)
         if options.dry_run:
+            _check_clock(rt, options)
             _scan(rt, sources, ctx, report, options.progress)
         else:
             with rt.state.lock(report.run_id):
+                _check_clock(rt, options)  # under the lock, so a rival's run in progress is not compared
                 _enforce(rt, sources, ctx, report, options)
         report.erasure_requests = rt.state.requests()
         report.finished_at = datetime.now(timezone.utc)
@@ -103,6 +99,16 @@ def run(rt: Runtime, options: RunOptions) -> RunReport:
     except BaseException:
         report.close()
         raise
+
+
+def _check_clock(rt: Runtime, options: RunOptions) -> None:
+    """Refuse a clock behind the last finished enforcing run's, unless now was given (--as-of)."""
+    if options.as_of_given:
+        return
+    last = rt.state.last_run_time()
+    if last is not None and options.now < last:
+        raise ClockError(f"the clock says {options.now:%Y-%m-%d %H:%M:%S} UTC but an earlier run ran as of "
+                         f"{last:%Y-%m-%d %H:%M:%S} UTC: the clock went back; fix it, or pass --as-of explicitly")
 
 
 def _check(backend: Backend, source: Source, rt: Runtime) -> None:
@@ -203,6 +209,7 @@ def _batches(rt: Runtime, backend: Backend, source: Source, report: RunReport, t
              now: datetime) -> None:
     stats = report.sources[source.name]
     for batch in report.spool.due(source.name, max(1, backend.batch_size)):
+        _still_ours(rt, report.run_id)
         ctx = rt.context(now)  # holds re-read: one placed mid-run protects the rest
         todo: dict[Action, list[Item]] = {Action.DELETE: [], Action.ANONYMIZE: []}
         for item in batch:
@@ -244,6 +251,8 @@ def _execute(rt: Runtime, backend: Backend, action: Action, items: list[Item], r
     _checkpoint("after-backend")
     trail.append(_entry("outcome", report.run_id, o.record, by_key[o.record.key].decision, o) for o in outcomes)
     _checkpoint("after-outcome")
+    rt.state.add_unsettled(report.run_id, [_entry("intent", report.run_id, o.record, by_key[o.record.key].decision)
+                                           for o in outcomes if o.status is Status.FAILED])
     report.spool.set_outcomes((by_key[o.record.key].idx, o) for o in outcomes)
     for outcome in outcomes:
         stats.outcomes[outcome.status.value] += 1
@@ -263,6 +272,8 @@ def _push_down(rt: Runtime, backend: Backend, source: Source, report: RunReport,
     def settle(batch: list[Outcome]) -> None:
         trail.append(_entry("outcome", report.run_id, o.record, decision, o) for o in batch)
         _checkpoint("after-outcome")
+        rt.state.add_unsettled(report.run_id, [_entry("intent", report.run_id, o.record, decision)
+                                               for o in batch if o.status is Status.FAILED])
         report.spool.record_pushed_batch(batch, decision)
         for o in batch:
             stats.outcomes[o.status.value] += 1
@@ -286,6 +297,7 @@ def _push_down(rt: Runtime, backend: Backend, source: Source, report: RunReport,
                                             "during set-based batches (more became due since the scan); "
                                             f"stopped after {done} deletions")
                     break
+                _still_ours(rt, report.run_id)
                 trail.append(_entry("intent", report.run_id, o.record, decision) for o in batch)
                 _checkpoint("after-intent")
                 # Holds are read once more just before the commit: one placed while the previous
@@ -310,6 +322,13 @@ def _push_down(rt: Runtime, backend: Backend, source: Source, report: RunReport,
     report.spool.commit()
 
 
+def _still_ours(rt: Runtime, run_id: str) -> None:
+    """Stop before the next batch if this run's lock was taken over (it looked dead: a paused VM)."""
+    if not rt.state.holds_lock(run_id):
+        raise LockedError(f"run {run_id} lost the state store's lock (another run took it over as stale); "
+                          "stopped before the next batch")
+
+
 def _allowance(rt: Runtime, scanned: int) -> int | None:
     """The most deletions the safety limits allow one source of *scanned* records."""
     limits = rt.policy.limits
@@ -320,40 +339,50 @@ def _allowance(rt: Runtime, scanned: int) -> int | None:
 
 
 def _recover(rt: Runtime, report: RunReport, trail: AuditTrail) -> None:
-    """Settle the intents of runs that died between journalling intent and outcome.
+    """Settle what earlier runs left open: intents of runs that died before journalling the
+    outcome, and deletions reported ``failed`` that storage may have carried out anyway.
 
-    This run's scan is the evidence: a record a crashed run meant to delete and that is no
-    longer in storage was deleted (journalled now, so no deletion is missing from the trail);
-    one still present was not, and this run decides it afresh.
+    This run's scan is the evidence: a record that was meant to be deleted and is no longer
+    in storage was deleted (journalled now, so no deletion is missing from the trail); one
+    still present was not, and this run decides it afresh.
     """
     crashed = set(rt.state.crashed_runs(report.run_id))
-    if not crashed:
-        return
-    pending: dict[tuple[str, str, str | None], dict[str, Any]] = {}
-    if rt.policy.audit.exists():
+    dangling: dict[tuple[str, str, str | None], dict[str, Any]] = {}
+    if crashed and rt.policy.audit.exists():
         for entry in read_trail(rt.policy.audit):
             if entry.get("run_id") not in crashed or entry.get("location") is None:
                 continue
-            key = (entry["source"], from_entry(entry["location"], entry.get("location_hex")), entry.get("version"))
             if entry.get("event") == "intent":
-                pending[key] = entry
+                dangling[_trail_key(entry)] = entry
             elif entry.get("event") == "outcome":
-                pending.pop(key, None)
-    settled = []
-    for (source, location, version), intent in pending.items():
-        present = report.spool.contains(source, location, version)
-        if intent["action"] == Action.ANONYMIZE.value:
-            outcome = "unknown" if present else Status.ALREADY_GONE.value
-        else:
-            outcome = "not-executed" if present else Status.DELETED.value
-        settled.append({**{k: intent.get(k) for k in ("action", "source", "location", "location_hex", "version",
-                                                      "subject", "category", "reason", "holds")},
-                        "event": "outcome", "run_id": intent["run_id"], "outcome": outcome,
-                        "error": f"settled by run {report.run_id} after a crash: record "
-                                 + ("still present" if present else "absent from storage")})
+                dangling.pop(_trail_key(entry), None)
+    failed = rt.state.unsettled()
+    settled = [_settle(report, intent, "after a crash") for intent in dangling.values()]
+    # A failure whose record is still there is already journalled; only a vanished one needs a line.
+    settled += [_settle(report, intent, "after a failed delete") for _, intent in failed
+                if not report.spool.contains(*_trail_key(intent))]
     trail.append(settled)
+    rt.state.drop_unsettled([row_id for row_id, _ in failed])
     for run_id in crashed:
         rt.state.finish_run(run_id, "crashed")
+
+
+def _trail_key(entry: dict[str, Any]) -> tuple[str, str, str | None]:
+    return (entry["source"], from_entry(entry["location"], entry.get("location_hex")), entry.get("version"))
+
+
+def _settle(report: RunReport, intent: dict[str, Any], why: str) -> dict[str, Any]:
+    """The outcome line that closes *intent*, judged by whether this run's scan saw the record."""
+    present = report.spool.contains(*_trail_key(intent))
+    if intent["action"] == Action.ANONYMIZE.value:
+        outcome = "unknown" if present else Status.ALREADY_GONE.value
+    else:
+        outcome = "not-executed" if present else Status.DELETED.value
+    return {**{k: intent.get(k) for k in ("action", "source", "location", "location_hex", "version",
+                                          "subject", "category", "reason", "holds")},
+            "event": "outcome", "run_id": intent["run_id"], "outcome": outcome,
+            "error": f"settled by run {report.run_id} {why}: record "
+                     + ("still present" if present else "absent from storage")}
 
 
 def _settle_requests(rt: Runtime, report: RunReport, now: datetime) -> None:

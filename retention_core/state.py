@@ -13,6 +13,7 @@ taken over at once.
 from __future__ import annotations
 
 import getpass
+import json
 import logging
 import os
 import socket
@@ -24,6 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -80,6 +82,15 @@ runs_table = sa.Table(
     sa.Column("actor", sa.String(200)),
     sa.Column("audit_seq", sa.Integer),
     sa.Column("audit_hash", sa.String(64)),
+)
+
+unsettled_table = sa.Table(
+    "retention_unsettled", metadata,
+    # Deletions reported `failed`: storage may have acted anyway (a lost acknowledgement). The
+    # next full enforcing run settles each against its scan, so none goes unjournalled.
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("entry", sa.Text, nullable=False),  # the audit entry of the intent, as JSON
 )
 
 lock_table = sa.Table(
@@ -234,6 +245,22 @@ class StateStore:
                        as_of=utc(row.as_of), dry_run=bool(row.dry_run), status=row.status,
                        actor=row.actor or None)
 
+    def add_unsettled(self, run_id: str, entries: list[dict[str, Any]]) -> None:
+        if entries:
+            with self.engine.begin() as conn:
+                conn.execute(unsettled_table.insert(), [{"run_id": run_id, "entry": json.dumps(e)} for e in entries])
+
+    def unsettled(self) -> list[tuple[int, dict[str, Any]]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(unsettled_table.c.id, unsettled_table.c.entry)
+                                .order_by(unsettled_table.c.id))
+            return [(row.id, json.loads(row.entry)) for row in rows]
+
+    def drop_unsettled(self, ids: list[int]) -> None:
+        if ids:
+            with self.engine.begin() as conn:
+                conn.execute(unsettled_table.delete().where(unsettled_table.c.id.in_(ids)))
+
     def crashed_runs(self, current: str) -> list[str]:
         """Enforcing runs that never finished: their process died holding the lock."""
         query = sa.select(runs_table.c.run_id).where(runs_table.c.status == "running",
@@ -243,8 +270,9 @@ class StateStore:
             return [row.run_id for row in conn.execute(query)]
 
     def last_run_time(self) -> datetime | None:
-        """The latest ``as_of`` of any enforcing run, to notice a clock that went back."""
-        query = sa.select(sa.func.max(runs_table.c.as_of)).where(runs_table.c.dry_run.is_(False))
+        """The latest ``as_of`` of any finished enforcing run, to notice a clock that went back."""
+        query = sa.select(sa.func.max(runs_table.c.as_of)).where(runs_table.c.dry_run.is_(False),
+                                                                 runs_table.c.finished_at.is_not(None))
         with self.engine.connect() as conn:
             return utc(conn.execute(query).scalar())
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from collections.abc import Iterator
 from datetime import date, datetime, time, timezone
+from pathlib import Path
 
 from .errors import ConfigError
 from .model import Subject
@@ -37,6 +38,16 @@ def csv_subjects(options: Options) -> Iterator[Subject]:
     options.done()
     if not path.is_file():
         raise options.error("path", f"expected an existing CSV file, found {str(path)!r}")
+    try:
+        return iter(_read(path))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"expected UTF-8 text, found byte 0x{exc.object[exc.start]:02x} at offset {exc.start}",
+                          file=str(path)) from None
+    except csv.Error as exc:
+        raise ConfigError(f"not a readable CSV file: {exc}", file=str(path)) from None
+
+
+def _read(path: Path) -> list[Subject]:
     subjects = []
     with path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
@@ -68,4 +79,4 @@ def csv_subjects(options: Options) -> Iterator[Subject]:
                                   file=str(path), key=where)
             subjects.append(Subject(id=sid, controller=(row.get("controller") or "").strip() or None,
                                     service_ended_at=ended, minor=minor_raw in _TRUE))
-    return iter(subjects)
+    return subjects

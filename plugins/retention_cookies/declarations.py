@@ -222,6 +222,8 @@ def _service(data: Any, where: str) -> Service:
     name = opts.str("name")
     category = opts.choice("category", CATEGORIES)
     basis = opts.raw("basis", None)
+    if basis is not None and not isinstance(basis, str):
+        raise _err(f"{where}.basis", f"expected one of {', '.join(BASES)}, found {describe(basis)}")
     justification = opts.str("justification", "")
     opts.str("description", "")
     third_party = opts.bool("third_party", False)

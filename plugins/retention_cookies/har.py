@@ -43,7 +43,15 @@ def read_har(path: str | Path, *, expect_cookies: bool = True) -> HarResult:
     *expect_cookies*: the declarations list cookies, so a HAR with no cookie data at all
     is taken as sanitized (an error); otherwise it is only noted.
     """
-    path = Path(path)
+    try:
+        return _read_har(Path(path), expect_cookies)
+    except (AttributeError, TypeError, KeyError, IndexError, ValueError) as exc:
+        # HAR is JSON without a schema check: any part of the wrong type is bad input, not a crash.
+        raise ConfigError(f"not a HAR 1.2 file: a part has the wrong type ({type(exc).__name__}: {exc})",
+                          file=str(path)) from None
+
+
+def _read_har(path: Path, expect_cookies: bool) -> HarResult:
     name = str(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8-sig"))

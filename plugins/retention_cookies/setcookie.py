@@ -25,6 +25,9 @@ KNOWN_ATTRIBUTES = ("expires", "max-age", "domain", "path", "secure", "httponly"
                     "partitioned")
 
 
+#: Seconds; a larger Max-Age is read as this (browsers cap lifetimes at 400 days anyway).
+MAX_AGE_CLAMP = 10**10
+
 @dataclass(frozen=True, slots=True)
 class Anomaly:
     """Something a browser would silently ignore or repair; reported as a finding."""
@@ -58,7 +61,8 @@ class SetCookie:
     def lifetime(self, received: datetime) -> timedelta | None:
         """How long the cookie lives from *received*; None for a session cookie."""
         if self.max_age is not None:
-            return timedelta(seconds=max(self.max_age, 0))
+            # Clamped to ~300 years so an absurd Max-Age stays comparable (and over 400 days).
+            return timedelta(seconds=min(max(self.max_age, 0), MAX_AGE_CLAMP))
         if self.expires is not None:
             return self.expires - received
         return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 import stat
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
@@ -45,6 +46,7 @@ class FilesystemBackend(Backend):
             raise options.error("root", "expected a directory below '/', found '/' (refusing the whole system)")
         self.root = root
         self._root_fd: int | None = None
+        self._mounts: frozenset[str] = frozenset()
         self._dev = 0
 
     # -- descriptors ---------------------------------------------------------------------------
@@ -72,8 +74,27 @@ class FilesystemBackend(Backend):
         return fd
 
     # -- scan ------------------------------------------------------------------------------------
+    def _mounts_below(self, root: int) -> frozenset[str]:
+        """Mount points under root, relative to it. A bind mount of a directory on the same
+        filesystem keeps its ``st_dev``, so the device check alone cannot see it."""
+        try:
+            root_path = os.fsencode(os.readlink(f"/proc/self/fd/{root}"))
+            with open("/proc/self/mountinfo", "rb") as fh:
+                lines = fh.read().splitlines()
+        except OSError:
+            return frozenset()
+        below = set()
+        for line in lines:
+            fields = line.split(b" ")
+            if len(fields) > 4:
+                point = re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m.group(1), 8)]), fields[4])
+                if point.startswith(root_path + b"/"):
+                    below.add(os.fsdecode(point[len(root_path) + 1:]))
+        return frozenset(below)
+
     def scan(self, source: Source) -> Iterator[Record]:
         root = self._open_root()
+        self._mounts = self._mounts_below(root)
         yield from self._walk(root, "", source.name)
 
     def _walk(self, dir_fd: int, prefix: str, source: str) -> Iterator[Record]:
@@ -99,6 +120,8 @@ class FilesystemBackend(Backend):
             elif stat.S_ISDIR(st.st_mode):
                 if st.st_dev != self._dev:
                     log.warning("not entering %s%s: another filesystem", prefix, entry.name)
+                elif prefix + entry.name in self._mounts:
+                    log.warning("not entering %s%s: a mount point", prefix, entry.name)
                 else:
                     subdirs.append(entry.name)
         for name in subdirs:
@@ -117,6 +140,7 @@ class FilesystemBackend(Backend):
     # -- delete ------------------------------------------------------------------------------------
     def delete(self, records: Sequence[Record]) -> Iterator[Outcome]:
         root = self._open_root()
+        self._mounts = self._mounts_below(root)
         opened: dict[str, int] = {}  # directory path -> fd, for this batch only
         try:
             for record in records:
@@ -130,6 +154,8 @@ class FilesystemBackend(Backend):
         for part in parts:
             path = f"{path}/{part}"
             if path not in opened:
+                if path[1:] in self._mounts:
+                    raise Refused(f"{path[1:]!r} is a mount point")
                 opened[path] = self._open_dir(part, fd)
             fd = opened[path]
         return fd

@@ -108,3 +108,10 @@ def test_cookie_date(text: str, expected: datetime | None) -> None:
 def test_newline_joined_header_is_split_but_commas_are_not() -> None:
     value = "a=1; Expires=Wed, 21 Oct 2026 07:28:00 GMT\r\nb=2, c=3"
     assert split_header_value(value) == ["a=1; Expires=Wed, 21 Oct 2026 07:28:00 GMT", "b=2, c=3"]
+
+
+def test_an_absurd_max_age_is_clamped_not_an_overflow():
+    parsed = parse_set_cookie("a=1; Max-Age=99999999999999999999999999")
+    assert parsed.cookie is not None
+    lifetime = parsed.cookie.lifetime(datetime(2026, 1, 1, tzinfo=timezone.utc))
+    assert lifetime is not None and lifetime.days > 400

@@ -194,3 +194,58 @@ def test_as_of_forecast_uses_the_given_now(make_policy, store_name):
         _, now_items = do_run(rt, dry_run=True)
         _, later = do_run(rt, dry_run=True, now=NOW + timedelta(days=81))
     assert now_items["alice/a"][0] == "keep" and later["alice/a"][0] == "delete"
+
+
+def test_a_lost_acknowledgement_is_journalled_as_a_deletion_by_the_next_run(make_policy, store_name):
+    seed_calls(store_name, alice__a=400, alice__b=400)
+
+    class LostAck(InMemoryBackend):
+        name = "lostack"
+        lose = True
+
+        def delete(self, records):
+            outcomes = list(super().delete(records))  # storage acts...
+            if LostAck.lose:
+                raise ConnectionError("connection reset")  # ...but the answer never arrives
+            yield from outcomes
+
+    class P:
+        @hookimpl
+        def retention_register_backends(self, register):
+            register(LostAck)
+
+    path = make_policy(sources=[{"name": "calls", "backend": "lostack", "options": {"store": store_name},
+                                 "match": r"(?P<subject>[^/]+)/.+", "category": "call"}])
+    with runtime(path, P()) as rt:
+        report, items = do_run(rt)
+        assert report.failed == 2 and not memory.get_store(store_name).items
+        LostAck.lose = False
+        report, items = do_run(rt)
+        assert report.status == "ok" and rt.state.unsettled() == []
+    outcomes = [e for e in map(json.loads, (path.parent / "audit.jsonl").open()) if e["event"] == "outcome"]
+    assert sorted((e["location"], e["outcome"]) for e in outcomes) == [
+        ("alice/a", "deleted"), ("alice/a", "failed"), ("alice/b", "deleted"), ("alice/b", "failed")]
+    assert all("after a failed delete" in e["error"] for e in outcomes if e["outcome"] == "deleted")
+
+
+def test_a_run_whose_lock_was_taken_over_stops_before_its_next_batch(make_policy, store_name):
+    import sqlalchemy as sa
+
+    from retention_core.state import lock_table
+
+    for i in range(6):
+        memory.seed(store_name, f"alice/{i}", NOW - timedelta(days=400))
+    path = make_policy(sources=[{"name": "calls", "backend": "small", "options": {"store": store_name},
+                                 "match": r"(?P<subject>[^/]+)/.+", "category": "call"}])
+
+    with runtime(path) as rt:
+        class Usurper:
+            @hookimpl
+            def retention_after_delete(self, outcomes, context):  # another run took the lock as stale
+                with rt.state.engine.begin() as conn:
+                    conn.execute(sa.update(lock_table).values(run_id="usurper"))
+
+        rt.plugins.pm.register(Usurper())
+        with pytest.raises(LockedError, match="lost the state store's lock"):
+            do_run(rt)
+    assert len(memory.get_store(store_name).items) == 4  # only the first batch of two went

@@ -118,6 +118,7 @@ def test_a_clock_behind_the_last_run_is_refused_with_exit_3(tmp_path, figures):
     state = StateStore(f"sqlite:///{policy.parent / 'state' / 'state.db'}")
     with state.engine.begin() as conn:  # an earlier enforcing run, as of a date far ahead of this clock
         conn.execute(runs_table.insert().values(run_id="future", started_at=datetime(2099, 1, 1, tzinfo=UTC),
+                                                finished_at=datetime(2099, 1, 1, 0, 5, tzinfo=UTC),
                                                 as_of=datetime(2099, 1, 1, tzinfo=UTC), dry_run=False,
                                                 status="ok"))
     state.close()

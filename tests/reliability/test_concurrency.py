@@ -25,11 +25,6 @@ from retention_core.state import StateStore, lock_table, runs_table
 from .helpers import FsStore, layout, retention, start_paused, write_policy
 
 UTC = timezone.utc
-CLOCK_RACE_DEFECT = (
-    "retention_core/scheduler.py run: the clock check runs before the lock and compares with every enforcing "
-    "run's as_of, including one still running; a rival that started milliseconds earlier than the lock holder "
-    "sees the holder's later as_of and exits 3 'the clock went back' instead of 4. Fix: check after taking the "
-    "lock, against finished runs only")
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=[pytest.mark.postgres, pytest.mark.slow])])
@@ -94,7 +89,6 @@ def test_simultaneous_runs_repeated(tmp_path, state_url, trial, figures):
     rivals_trial(tmp_path, state_url, 6, figures)
 
 
-@pytest.mark.xfail(strict=True, reason=CLOCK_RACE_DEFECT)
 def test_a_run_that_lost_the_lock_race_exits_4_not_3(tmp_path, figures):
     """The lock holder started a moment later than us, so its as_of is a little ahead of our clock."""
     state_url = f"sqlite:///{tmp_path / 'state.db'}"

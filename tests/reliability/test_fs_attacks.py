@@ -73,10 +73,6 @@ def attack_during_pause(policy: Path, tmp: Path, attack) -> tuple[int, str]:
     return code, err
 
 
-BIND_MOUNT_DEFECT = ("plugins/retention_fs/backend.py: a bind mount of a directory on the root's own filesystem has "
-                     "the same st_dev, so the one-device check does not see it; the run enters it and deletes "
-                     "files outside the root (fix: refuse mount points listed in /proc/self/mountinfo, or "
-                     "openat2 with RESOLVE_NO_XDEV)")
 
 
 def _untouched(outside: Path, before: dict[str, tuple[str, bytes]], figures, known_defect: bool = False) -> None:
@@ -185,8 +181,7 @@ def _can_mount() -> str | None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("how", ["tmpfs", pytest.param("bind", marks=pytest.mark.xfail(
-    strict=True, reason=BIND_MOUNT_DEFECT))])
+@pytest.mark.parametrize("how", ["tmpfs", "bind"])
 def test_another_filesystem_inside_the_root_is_not_entered(world, tmp_path, how, figures):
     """Mounted in a private mount namespace, so nothing leaks into the machine's mounts."""
     why = _can_mount()
@@ -207,6 +202,6 @@ def test_another_filesystem_inside_the_root_is_not_entered(world, tmp_path, how,
     done = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
                           capture_output=True, text=True, env=cli_env(), timeout=120)
     _no_crash(done.returncode, done.stderr)
-    _untouched(outside, before, figures, known_defect=how == "bind")
+    _untouched(outside, before, figures)
     deleted = [e["location"] for e in trail(policy) if e.get("outcome") == "deleted"]
     assert not [d for d in deleted if "/mounted/" in d], deleted

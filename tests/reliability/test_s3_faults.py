@@ -212,14 +212,9 @@ def test_a_connection_reset_mid_batch_is_retried(s3_world, figures, after_acting
     _bounded(faults, figures)
 
 
-LOST_ACK_DEFECT = ("retention_core/scheduler.py _recover: when every retry's connection drops after S3 already "
-                   "deleted the keys, the outcome is `failed` although the objects are gone; the next run does not "
-                   "see them and never journals the deletion, so the trail misses deletions that happened "
-                   "(fix: settle earlier runs' `failed` outcomes against the scan like dangling intents)")
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=LOST_ACK_DEFECT)
 def test_a_reset_storm_after_s3_acted_leaves_no_deletion_missing_from_the_trail(s3_world, figures):
     run, store = s3_world
     faults = Faults().reset(10**6, after_acting=True)
