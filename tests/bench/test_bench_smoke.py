@@ -7,7 +7,6 @@ left) exactly what the workload expected — the suite itself raises when one do
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -20,17 +19,9 @@ sys.path.insert(0, str(ROOT))  # the bench package lives at the top of the repos
 
 from bench import motoserver, tools  # noqa: E402
 from bench.workloads import sql  # noqa: E402
+from retention_core.testing import require_service  # noqa: E402
 
 N = "240"
-
-
-def require_service(available: bool, what: str) -> None:
-    """Skip when a real service is missing, except in CI where that is a failure."""
-    if available:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{what} is required in CI (CI=true) but is not available")
-    pytest.skip(f"{what} is not available")
 
 
 def bench(tmp_path: Path, suite: str) -> dict[str, list[list[str]]]:
