@@ -12,10 +12,10 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-_SHORT = re.compile(r"^\s*(\d+)\s*(d|w|mo|y|h)\s*$")
+_SHORT = re.compile(r"\s*([0-9]+)\s*(d|w|mo|y|h)\s*")  # ASCII digits only: "５d" is not a duration
 _ISO = re.compile(
-    r"^P(?!$)(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)W)?(?:(\d+)D)?"
-    r"(?:T(?=\d)(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$"
+    r"P(?!$)(?:([0-9]+)Y)?(?:([0-9]+)M)?(?:([0-9]+)W)?(?:([0-9]+)D)?"
+    r"(?:T(?=[0-9])(?:([0-9]+)H)?(?:([0-9]+)M)?(?:([0-9]+)S)?)?"
 )
 
 
@@ -96,28 +96,19 @@ def _parse(text: object) -> Duration:
     if not isinstance(text, str):
         raise ValueError(f"expected a duration like 90d, 18mo, 7y or P1Y6M, found {text!r}")
     raw = text.strip()
-    short = _SHORT.match(raw)
+    short = _SHORT.fullmatch(raw)
+    iso = None if short else _ISO.fullmatch(raw.upper())
     if short:
         n, unit = int(short.group(1)), short.group(2)
-        if n > 10**7:
-            raise ValueError(f"expected a duration of at most 1000 years, found {text!r}")
-        if unit == "d":
-            return Duration(delta=timedelta(days=n), text=raw)
-        if unit == "h":
-            return Duration(delta=timedelta(hours=n), text=raw)
-        if unit == "w":
-            return Duration(delta=timedelta(weeks=n), text=raw)
-        if unit == "mo":
-            return Duration(months=n, text=raw)
-        return Duration(months=12 * n, text=raw)
-    iso = _ISO.match(raw.upper())
-    if iso:
-        y, m, w, d, h, mi, s = (int(g) if g else 0 for g in iso.groups())
-        if max(y, m, w, d, h, mi, s) > 10**9:
-            raise ValueError(f"expected a duration of at most 1000 years, found {text!r}")
-        return Duration(
-            months=12 * y + m,
-            delta=timedelta(weeks=w, days=d, hours=h, minutes=mi, seconds=s),
-            text=raw,
-        )
-    raise ValueError(f"expected a duration like 90d, 12w, 18mo, 7y or P1Y6M, found {text!r}")
+        months = {"mo": n, "y": 12 * n}.get(unit, 0)
+        seconds = {"d": 86400 * n, "w": 7 * 86400 * n, "h": 3600 * n}.get(unit, 0)
+    elif iso:
+        y, m, w, d, h, mi, sec = (int(g) if g else 0 for g in iso.groups())
+        months = 12 * y + m
+        seconds = ((w * 7 + d) * 24 + h) * 3600 + mi * 60 + sec
+    else:
+        raise ValueError(f"expected a duration like 90d, 12w, 18mo, 7y or P1Y6M, found {text!r}")
+    # Checked as plain integers, before timedelta could overflow on them.
+    if months > MAX_MONTHS or seconds > MAX_DELTA.total_seconds():
+        raise ValueError(f"expected a duration of at most 1000 years, found {text!r}")
+    return Duration(months=months, delta=timedelta(seconds=seconds), text=raw)

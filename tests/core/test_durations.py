@@ -69,3 +69,9 @@ def test_latest_start_is_the_exact_boundary(now, text):
     cut = d.latest_start_due_by(now)
     assert d.after(cut) <= now
     assert d.after(cut + timedelta(microseconds=1)) > now
+
+
+@pytest.mark.parametrize("text", ["P0５M", "９0d", "P0W99999999D", "P780350710W", "1001y", "P12001M"])
+def test_non_ascii_digits_and_calendar_overflows_are_refused(text):
+    with pytest.raises(ValueError, match="expected a duration"):
+        parse_duration(text)
