@@ -8,6 +8,7 @@ gets deleted.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -112,7 +113,7 @@ class Options:
         """Reject every key no getter asked for."""
         unknown = sorted(set(self._data) - self._seen, key=str)
         if unknown:
-            raise self.error(str(unknown[0]), "unknown key"
+            raise self.error(key_label(unknown[0]), "unknown key"
                              + (f" (accepted: {', '.join(sorted(self._seen))})" if self._seen else ""))
 
 
@@ -129,3 +130,12 @@ def _kind(value: Any) -> str:
 
 
 describe = _kind
+
+_PLAIN_KEY = re.compile(r"\A[A-Za-z0-9_.:-]{1,80}\Z")
+
+
+def key_label(name: Any) -> str:
+    """A key name as it may appear in a one-line error: quoted unless plain (a key holding a
+    line break must not split the error or forge a log line)."""
+    text = str(name)
+    return text if _PLAIN_KEY.match(text) else repr(text)

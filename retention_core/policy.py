@@ -18,13 +18,12 @@ import yaml
 from .durations import parse_duration
 from .errors import ConfigError
 from .model import Action, Category, Hold, HoldScope, Source
-from .options import describe
+from .options import describe, key_label
 
 HOLD_KINDS = ("legal", "dispute")
 CLOCKS = ("created", "service_end")
 ACTIONS = (Action.DELETE.value, Action.ANONYMIZE.value)
 _NAME = re.compile(r"\A[A-Za-z0-9_.:-]+\Z")
-_PLAIN_KEY = re.compile(r"\A[A-Za-z0-9_.:-]{1,80}\Z")
 
 
 @dataclass(frozen=True)
@@ -83,12 +82,6 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def _label(name: Any) -> str:
-    """A key name as it may appear in a one-line error: quoted when it is not plain."""
-    text = str(name)
-    return text if _PLAIN_KEY.match(text) else repr(text)
-
-
 class _Reader:
     """Walks the YAML tree, keeping the key path for error messages."""
 
@@ -105,7 +98,7 @@ class _Reader:
         for name in value:
             if name not in required and name not in optional:
                 accepted = ", ".join((*required, *optional))
-                raise self.fail(_join(key, _label(name)), f"unknown key (accepted: {accepted})")
+                raise self.fail(_join(key, key_label(name)), f"unknown key (accepted: {accepted})")
         for name in required:
             if name not in value or value[name] is None:
                 raise self.fail(_join(key, name), "is required")
@@ -140,7 +133,7 @@ def load_policy(path: str | Path) -> Policy:
     try:
         data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except _DuplicateKey as exc:
-        raise ConfigError(f"duplicate key {_label(exc.key)}: a key written twice would silently keep only the "
+        raise ConfigError(f"duplicate key {key_label(exc.key)}: a key written twice would silently keep only the "
                           "last value", file=str(path), key=f"line {exc.line}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -197,7 +190,7 @@ def _categories(r: _Reader, value: Any) -> dict[str, Category]:
         raise r.fail("categories", f"expected a non-empty mapping of category names, found {describe(value)}")
     out = {}
     for name, body in value.items():
-        key = f"categories.{_label(name)}"
+        key = f"categories.{key_label(name)}"
         r.string(name, key, pattern=_NAME)
         body = r.mapping(body, key, required=("retain",), optional=("after", "action"))
         try:

@@ -18,7 +18,7 @@ import yaml
 
 from retention_core import ConfigError, Options, parse_duration
 from retention_core.durations import Duration
-from retention_core.options import describe
+from retention_core.options import describe, key_label
 
 from .model import STORAGES
 
@@ -320,7 +320,7 @@ def _reject_unknown(data: dict[str, Any], allowed: tuple[str, ...], where: str) 
     """Unknown keys first, so a misspelt key is named rather than reported as 'missing'."""
     for key in data:
         if key not in allowed:
-            raise _err(f"{where}.{key}" if where else str(key),
+            raise _err(f"{where}.{key_label(key)}" if where else key_label(key),
                        f"unknown key (expected one of {', '.join(allowed)})")
 
 
