@@ -20,7 +20,7 @@ from retention_core import ConfigError, Options, parse_duration
 from retention_core.durations import Duration
 from retention_core.options import describe, key_label
 
-from .model import STORAGES
+from .model import STORAGES, name_matches
 
 CLAIMS = ("essential-only", "none")
 CATEGORIES = ("strictly_necessary", "functional", "analytics", "marketing")
@@ -75,11 +75,7 @@ class CookieDecl:
         """Whether an observed name (in *storage*) is this declaration's."""
         if storage != self.storage:
             return False
-        if self.match == "exact":
-            return name == self.name
-        if self.match == "prefix":
-            return name.startswith(self.name)
-        return re.fullmatch(self.name, name) is not None
+        return name_matches(self.match, self.name, name)
 
     @property
     def session(self) -> bool:

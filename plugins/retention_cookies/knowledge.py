@@ -9,7 +9,6 @@ essential cookies and is therefore never evidence either way.
 from __future__ import annotations
 
 import csv
-import re
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -18,6 +17,8 @@ from pathlib import Path
 import yaml
 
 from retention_core import ConfigError
+
+from .model import name_matches
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,11 +37,7 @@ class Fact:
         """Whether an observed or declared *name* in *storage* is this product's."""
         if self.storage != "any" and storage != self.storage:
             return False
-        if self.match == "exact":
-            return name == self.name
-        if self.match == "prefix":
-            return name.startswith(self.name)
-        return re.fullmatch(self.name, name) is not None
+        return name_matches(self.match, self.name, name)
 
     def describe(self) -> str:
         """One line of evidence naming the product and the source of the fact."""

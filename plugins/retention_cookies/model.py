@@ -6,6 +6,7 @@ live browser); reducing them to one small record lets every check treat them ali
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -77,6 +78,16 @@ class Finding:
         if self.line:
             data["line"] = self.line
         return data
+
+
+def name_matches(kind: str, pattern: str, name: str) -> bool:
+    """Whether cookie *name* matches *pattern* under a match *kind*: exact, prefix or regex
+    (a whole-name match). Declarations and the knowledge base share this rule."""
+    if kind == "exact":
+        return name == pattern
+    if kind == "prefix":
+        return name.startswith(pattern)
+    return re.fullmatch(pattern, name) is not None
 
 
 def format_lifetime(lifetime: timedelta | None) -> str:
