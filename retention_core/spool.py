@@ -115,18 +115,11 @@ class Spool:
         self._db.execute("UPDATE items SET action = ?, reason = ?, holds = ? WHERE idx = ?",
                          (decision.action.value, decision.reason, json.dumps(list(decision.holds)), idx))
 
-    def set_outcome(self, idx: int, outcome: Outcome) -> None:
-        self.set_outcomes([(idx, outcome)])
-
     def set_outcomes(self, outcomes: Iterable[tuple[int, Outcome]]) -> None:
         """One batch's outcomes in one statement."""
         self._flush()
         self._db.executemany("UPDATE items SET outcome = ?, error = ? WHERE idx = ?",
                              [(o.status, o.error, idx) for idx, o in outcomes])
-
-    def record_pushed(self, outcome: Outcome, decision: Decision) -> None:
-        """An outcome from a push-down batch: update its item, or add it if the scan missed it."""
-        self.record_pushed_batch([outcome], decision)
 
     def record_pushed_batch(self, outcomes: Sequence[Outcome], decision: Decision) -> None:
         """A push-down batch's outcomes: one UPDATE statement for the batch (one SELECT and one
@@ -157,13 +150,6 @@ class Spool:
         self._index()
         return self._db.execute("SELECT 1 FROM items WHERE source = ? AND location = ? AND version IS ?",
                                 (source, _text(location), version)).fetchone() is not None
-
-    def unfinished(self, source: str) -> int:
-        """Due items of *source* that were never given an outcome (push-down left them)."""
-        self._flush()
-        return int(self._db.execute(
-            "SELECT COUNT(*) FROM items WHERE source = ? AND action IN ('delete','anonymize')"
-            " AND outcome IS NULL", (source,)).fetchone()[0])
 
     def items(self, limit: int | None = None) -> Iterator[Item]:
         self.commit()
