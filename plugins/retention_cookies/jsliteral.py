@@ -9,6 +9,7 @@ never stops the import. It does not evaluate anything.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -236,8 +237,9 @@ class _Reader:
         self.pos = flags.end()
         return JsRegex(pattern, flags.group())
 
-    def skip_balanced(self, open_: str, close: str) -> None:
-        depth = 0
+    def _code(self) -> Iterator[str]:
+        """Each character outside strings and comments, with ``self.pos`` on it; advances
+        past it when the caller asks for the next one (a caller that stops stays on it)."""
         while self.pos < len(self.text):
             ch = self.text[self.pos]
             if ch in "'\"`":
@@ -246,6 +248,12 @@ class _Reader:
             if self.text.startswith(("//", "/*"), self.pos):
                 self.skip_space()
                 continue
+            yield ch
+            self.pos += 1
+
+    def skip_balanced(self, open_: str, close: str) -> None:
+        depth = 0
+        for ch in self._code():
             if ch == open_:
                 depth += 1
             elif ch == close:
@@ -253,20 +261,12 @@ class _Reader:
                 if depth == 0:
                     self.pos += 1
                     return
-            self.pos += 1
         raise self.error(f"unbalanced {open_!r}")
 
     def skip_expression(self) -> None:
         """Skip a function, arrow function or other expression up to the next ',' ']' '}'."""
         depth = 0
-        while self.pos < len(self.text):
-            ch = self.text[self.pos]
-            if ch in "'\"`":
-                self.string()
-                continue
-            if self.text.startswith(("//", "/*"), self.pos):
-                self.skip_space()
-                continue
+        for ch in self._code():
             if ch in "([{":
                 depth += 1
             elif ch in ")]}":
@@ -275,5 +275,4 @@ class _Reader:
                 depth -= 1
             elif ch == "," and depth == 0:
                 return
-            self.pos += 1
         raise self.error("unexpected end of text")
