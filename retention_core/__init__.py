@@ -6,7 +6,7 @@ import pluggy
 
 hookimpl = pluggy.HookimplMarker("retention")
 
-from .backend import Backend, Cutoffs, PushdownPlan  # noqa: E402
+from .backend import Backend, Cutoffs, PushdownPlan, Survey  # noqa: E402
 from .durations import Duration, parse_duration  # noqa: E402
 from .errors import (  # noqa: E402
     BackendError,
@@ -50,6 +50,7 @@ __all__ = [
     "Outcome",
     "PluginError",
     "PushdownPlan",
+    "Survey",
     "Record",
     "RetentionError",
     "SafetyLimitError",

@@ -80,6 +80,18 @@ class Backend(ABC):
         """
         raise NotImplementedError(f"backend {self.name!r} has no push-down path")
 
+    def survey(self, source: Source, cutoffs: Cutoffs) -> Survey:
+        """Optional, with :meth:`push_down`: count *source*'s records inside storage.
+
+        Lets the core apply the safety limits to a push-down source without reading every
+        record into Python first. ``total`` counts what :meth:`scan` would yield; ``due``
+        what :meth:`push_down` would act on under *cutoffs* (``Cutoffs.due``); ``held`` those
+        under a hold (every record when ``cutoffs.held``, else those whose subject is in
+        ``cutoffs.held_subjects``), shown as held in the report. A backend without it leaves
+        the core to scan the source record by record, as it does without push-down.
+        """
+        raise NotImplementedError(f"backend {self.name!r} cannot count in storage")
+
     def check(self, source: Source) -> None:  # noqa: B027 - optional, a no-op by default
         """Verify preconditions before enforcing (reachability, MFA Delete …); raise ConfigError."""
 
@@ -118,6 +130,15 @@ class Cutoffs:
             return False
         cutoff = self.per_subject.get(subject, self.default) if subject is not None else self.default
         return cutoff is not None and created <= cutoff
+
+
+@dataclass(frozen=True)
+class Survey:
+    """A push-down source's records counted inside storage (see :meth:`Backend.survey`)."""
+
+    total: int
+    due: int
+    held: int = 0
 
 
 @dataclass(frozen=True)
