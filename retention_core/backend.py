@@ -87,7 +87,9 @@ class Backend(ABC):
         record into Python first. ``total`` counts what :meth:`scan` would yield; ``due``
         what :meth:`push_down` would act on under *cutoffs* (``Cutoffs.due``); ``held`` those
         under a hold (every record when ``cutoffs.held``, else those whose subject is in
-        ``cutoffs.held_subjects``), shown as held in the report. A backend without it leaves
+        ``cutoffs.held_subjects``), shown as held in the report; ``held_by_subject`` splits
+        that count by subject (left empty when the whole source is held), so the report can
+        say how many records each hold protected. A backend without it leaves
         the core to scan the source record by record, as it does without push-down.
         """
         raise NotImplementedError(f"backend {self.name!r} cannot count in storage")
@@ -139,6 +141,7 @@ class Survey:
     total: int
     due: int
     held: int = 0
+    held_by_subject: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
