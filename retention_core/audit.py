@@ -3,6 +3,12 @@
 Lines are written per batch (buffered, one fsync per batch, never per record) under an
 exclusive ``flock`` so that hold changes made while a run is going on cannot fork the chain.
 ``verify`` finds the first edited, deleted, reordered or truncated line.
+
+A deletion batch is journalled as one ``intent`` line before the backend is called and one
+``outcome`` line after, each listing every record of the batch as a row under ``fields``
+(:func:`batch_entry`); :func:`expand` gives the per-record view every reader uses. One line
+per batch rather than per record is what keeps the trail's cost (JSON and SHA-256) small
+beside the deletions themselves.
 """
 
 from __future__ import annotations
@@ -11,13 +17,17 @@ import fcntl
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 GENESIS = "0" * 64
+
+#: The columns of a batch entry's ``records`` rows (what identifies a record, and why).
+INTENT_FIELDS = ("location", "location_hex", "version", "subject", "category", "reason")
+OUTCOME_FIELDS = (*INTENT_FIELDS, "outcome", "error")
 
 
 #: One encoder for every line: json.dumps() built a new encoder per call, and encoding each
@@ -162,3 +172,30 @@ def read(path: Path) -> Iterator[dict[str, Any]]:
         for raw in handle:
             if raw.strip():
                 yield json.loads(raw)
+
+
+def batch_entry(event: str, run_id: str, source: str, action: str, rows: Sequence[Sequence[Any]]
+                ) -> dict[str, Any]:
+    """One line for a whole batch: *rows* are :data:`INTENT_FIELDS` (or, for ``outcome``,
+    :data:`OUTCOME_FIELDS`) values, one row per record."""
+    fields = OUTCOME_FIELDS if event == "outcome" else INTENT_FIELDS
+    return {"event": event, "run_id": run_id, "source": source, "action": action, "fields": list(fields),
+            "records": [list(row) for row in rows]}
+
+
+def expand(entry: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+    """The per-record view of *entry*: one dict per row of a batch entry (its shared keys
+    plus the row's fields); any other entry (run-start, hold-placed …) unchanged."""
+    rows, fields = entry.get("records"), entry.get("fields")
+    if not isinstance(rows, list) or not isinstance(fields, list):
+        yield dict(entry)
+        return
+    shared = {k: v for k, v in entry.items() if k not in ("records", "fields")}
+    for row in rows:
+        yield {**shared, **dict(zip(fields, row, strict=False))}  # a short row reads as nulls
+
+
+def records(path: Path) -> Iterator[dict[str, Any]]:
+    """Every entry of a trail in order, batch entries expanded to one dict per record."""
+    for entry in read(path):
+        yield from expand(entry)

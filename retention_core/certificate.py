@@ -19,7 +19,7 @@ from html import escape
 from pathlib import Path
 from typing import IO, Any
 
-from .audit import Head, read, verify
+from .audit import Head, expand, read, records, verify
 from .errors import ConfigError, RetentionError
 
 STANDARD = "NIST SP 800-88 Rev. 1, Appendix G (sample Certificate of Sanitization), adapted to logical deletion"
@@ -66,7 +66,6 @@ class Certificate:
     backends: dict[str, str]
     totals: dict[str, int] = field(default_factory=dict)
     intents: int = 0
-    set_based: int = 0
     run_end: Head | None = None
     last_line: Head | None = None
     head: Head | None = None
@@ -75,7 +74,7 @@ class Certificate:
 
     def records(self) -> Iterator[dict[str, Any]]:
         """Every outcome entry of the run, in trail order."""
-        for entry in read(self.trail):
+        for entry in records(self.trail):
             if entry.get("run_id") == self.run_id and entry.get("event") == "outcome":
                 yield {"source": entry.get("source"), "location": entry.get("location"),
                        **({"location_hex": entry["location_hex"]} if entry.get("location_hex") else {}),
@@ -101,8 +100,7 @@ class Certificate:
                              "post_sanitization_classification": None,
                              "notes": (f"Run status: {self.status}. {self.intents} deletion intents and "
                                        f"{sum(self.totals.values())} outcomes journalled"
-                                       + (f"; {self.set_based} set-based batches" if self.set_based else "")
-                                       + ". Records refused or failed were NOT deleted.")},
+                                       ". Records refused or failed were NOT deleted.")},
             "date": {"started": self.started, "finished": self.finished, "evaluated_as_of": self.as_of},
             "totals": self.totals,
             "audit": {"trail": str(self.trail), "verified": True, "lines": self.trail_lines,
@@ -143,12 +141,11 @@ def build(trail: Path, run_id: str, *, expect: Head | None = None, actor: str | 
             continue
         cert.last_line = Head(int(entry["seq"]), str(entry["hash"]))
         if event == "intent":
-            cert.intents += 1
-            if entry.get("location") is None:
-                cert.set_based += 1
+            cert.intents += sum(1 for _ in expand(entry))
         elif event == "outcome":
-            status = str(entry.get("outcome"))
-            cert.totals[status] = cert.totals.get(status, 0) + 1
+            for each in expand(entry):
+                status = str(each.get("outcome"))
+                cert.totals[status] = cert.totals.get(status, 0) + 1
         elif event == "run-end":
             cert.finished = str(entry.get("time"))
             cert.status = str(entry.get("status"))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from .backend import Cutoffs
+from .backend import Cutoffs, Survey
 from .model import Action, Category, Context, Decision, Hold, Record, Source
 
 #: Every record is due: erasure requests and minors do not wait for a clock.
@@ -152,3 +152,23 @@ def cutoffs(source: Source, ctx: Context) -> Cutoffs:
             per_subject[subject.id] = by_created
     return Cutoffs(category.action, held=source_held, held_subjects=held_subjects,
                    per_subject=per_subject, default=by_created)
+
+
+def protected_by(source: Source, ctx: Context, survey: Survey) -> dict[str, int]:
+    """Per active hold, how many of a surveyed single-category source's records it covers.
+
+    The set-form counterpart of counting ``decide``'s ``holds`` per record: a hold naming no
+    subject covers every record of the source; one naming a subject, that subject's held
+    records (``survey.held_by_subject``, empty when the whole source is held).
+    """
+    out: dict[str, int] = {}
+    for hold in ctx.holds:
+        if not hold.active:
+            continue
+        subject = hold.scope.subject
+        probe = Record(source.name, "", ctx.now, subject=subject, category=source.category)
+        if hold.scope.covers(probe):
+            count = survey.total if subject is None else survey.held_by_subject.get(subject, 0)
+            if count:
+                out[hold.id] = out.get(hold.id, 0) + count
+    return out

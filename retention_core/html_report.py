@@ -100,7 +100,7 @@ def render(report: RunReport, counts: Tally, forecast: Forecast, shown: Sequence
         _summary(report, counts, forecast),
         _sources(report),
         _decisions_chart(counts),
-        _holds(report, counts),
+        _holds(report),
         _requests(report),
         _forecast(forecast),
         _items(report, counts, shown),
@@ -205,15 +205,16 @@ def _decisions_chart(counts: Tally) -> str:
             f"<details><summary>numbers</summary>{table}</details></figure>")
 
 
-def _holds(report: RunReport, counts: Tally) -> str:
+def _holds(report: RunReport) -> str:
     head = '<h2 id="holds">Holds</h2>'
     if not report.holds:
         return head + "<p>No holds are defined.</p>"
+    protected_by = report.protected()
     rows = []
     for h in sorted(report.holds, key=lambda h: (not h.active, h.id)):
         scope = ", ".join(f"{k} = {v}" for k, v in h.scope.as_dict().items())
         status = "active" if h.active else f"released {h.released_at:%Y-%m-%d}" if h.released_at else "released"
-        protected = counts.protected.get(h.id, 0)
+        protected = protected_by.get(h.id, 0)
         rows.append(f'<tr data-hold="{_e(h.id)}"><td><b>{_e(h.id)}</b></td><td>{_e(h.kind)}</td>'
                     f"<td>{_e(scope)}</td><td>{_e(h.reason)}</td><td>{_e(status)}</td><td>{_e(h.origin)}</td>"
                     f'<td class="num protected">{protected:,}</td></tr>')

@@ -30,11 +30,18 @@ class SourceStats:
     decisions: dict[str, int] = field(default_factory=lambda: {a.value: 0 for a in Action})
     outcomes: dict[str, int] = field(default_factory=lambda: {s.value: 0 for s in Status})
     warnings: list[str] = field(default_factory=list)
+    #: Per hold id, the records that hold covered in this run (one covered by two holds
+    #: counts for both).
+    protected: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
 class RunReport:
-    """The finished run. ``spool`` holds the items until :meth:`close`."""
+    """The finished run. ``spool`` holds the items until :meth:`close`.
+
+    ``itemized``: every decided record is in the spool. When False (no report was asked
+    for) it holds only what the run read back, and only the per-source counters are whole.
+    """
 
     run_id: str
     dry_run: bool
@@ -47,6 +54,7 @@ class RunReport:
     finished_at: datetime | None = None
     limit_tripped: str | None = None
     status: str = "ok"
+    itemized: bool = True
 
     def close(self) -> None:
         self.spool.close()
@@ -56,6 +64,14 @@ class RunReport:
 
     def outcomes(self) -> dict[str, int]:
         return {s.value: sum(st.outcomes[s.value] for st in self.sources.values()) for s in Status}
+
+    def protected(self) -> dict[str, int]:
+        """Per hold id, the records it covered in this run, over every source."""
+        out: dict[str, int] = {}
+        for stats in self.sources.values():
+            for hold_id, count in stats.protected.items():
+                out[hold_id] = out.get(hold_id, 0) + count
+        return out
 
     def items(self, limit: int | None = None) -> Iterator[Item]:
         return self.spool.items(limit)
@@ -73,17 +89,15 @@ class RunReport:
 
 @dataclass
 class Tally:
-    """What the per-source counters do not say: decisions per category, bytes, per-hold counts.
+    """What the per-source counters do not say: decisions per category and bytes.
 
     Computed by one streaming pass over the spool (:func:`tally`), so it costs no memory per
-    record. ``protected`` counts, per hold id, the records that hold covered in this run (a
-    record covered by two holds counts for both); ``refused`` are records storage itself
-    kept (an object lock).
+    record; it needs an itemized run (one with a report). ``refused`` are records storage
+    itself kept (an object lock).
     """
 
     by_category: dict[str, dict[str, int]] = field(default_factory=dict)
     bytes_by_action: dict[str, int] = field(default_factory=lambda: {a.value: 0 for a in Action})
-    protected: dict[str, int] = field(default_factory=dict)
     refused: int = 0
     items: int = 0
 
@@ -93,8 +107,6 @@ class Tally:
         row = self.by_category.setdefault(category, {a.value: 0 for a in Action})
         row[action] += 1
         self.bytes_by_action[action] += item.record.size or 0
-        for hold_id in item.decision.holds:
-            self.protected[hold_id] = self.protected.get(hold_id, 0) + 1
         if item.outcome == Status.REFUSED.value:
             self.refused += 1
         self.items += 1
@@ -142,7 +154,7 @@ def write_json(report: RunReport, path: Path) -> None:
     }
     counts = tally(report)
     # Keys added after 0.1 go after the original ones; the original keys never change.
-    head["holds"] = holds_json(report, counts.protected)
+    head["holds"] = holds_json(report, report.protected())
     head["categories"] = counts.by_category
     head["bytes"] = counts.bytes_by_action
     fh, tmp = _atomic(path)
@@ -167,8 +179,8 @@ def write_csv(report: RunReport, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def text_summary(report: RunReport, counts: Tally | None = None) -> str:
-    """A few lines a person reads in cron mail (*counts* saves a pass when already tallied)."""
+def text_summary(report: RunReport) -> str:
+    """A few lines a person reads in cron mail."""
     mode = "dry-run (nothing deleted)" if report.dry_run else "enforced"
     lines = [f"retention run {report.run_id} — {mode}, as of {report.as_of:%Y-%m-%d %H:%M} UTC"]
     for name, s in report.sources.items():
@@ -184,7 +196,7 @@ def text_summary(report: RunReport, counts: Tally | None = None) -> str:
         lines.append("  outcomes: " + ", ".join(f"{k} {v}" for k, v in report.outcomes().items()))
     active = [h for h in report.holds if h.active]
     if active:
-        protected = (counts or tally(report)).protected
+        protected = report.protected()
         for h in active:
             scope = " ".join(f"{k}={v}" for k, v in h.scope.as_dict().items())
             lines.append(f"  hold {h.id} ({h.kind}, {scope}): protected {protected.get(h.id, 0)} records")

@@ -12,14 +12,14 @@ import os
 import signal
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from .audit import AuditTrail
-from .audit import read as read_trail
-from .backend import Backend, PushdownPlan
-from .engine import cutoffs, decide
+from .audit import INTENT_FIELDS, OUTCOME_FIELDS, AuditTrail, batch_entry
+from .audit import records as trail_records
+from .backend import Backend, PushdownPlan, Survey
+from .engine import cutoffs, decide, protected_by
 from .errors import ConfigError, LockedError, RetentionError
 from .model import Action, Context, Decision, Outcome, Record, Source, Status
 from .report import RunReport, SourceStats
@@ -34,13 +34,21 @@ DESTRUCTIVE = (Action.DELETE, Action.ANONYMIZE)
 
 @dataclass(frozen=True)
 class RunOptions:
-    """How to run. ``as_of_given``: ``now`` was chosen by the user, not read from the clock."""
+    """How to run. ``as_of_given``: ``now`` was chosen by the user, not read from the clock.
+
+    ``itemize``: keep every decided record for the report's item list. Without it (the CLI's
+    default when no ``--report`` is asked for) the run keeps only the records it reads back —
+    those to delete, those of subjects with erasure requests, those an earlier run left
+    unsettled — and counts the rest, and push-down sources may be counted in storage
+    (:meth:`Backend.survey`) instead of scanned.
+    """
 
     now: datetime
     dry_run: bool = False
     sources: tuple[str, ...] = ()
     progress: Progress | None = None
     as_of_given: bool = False
+    itemize: bool = True
 
 
 class ClockError(RetentionError):
@@ -76,7 +84,7 @@ def run(rt: Runtime, options: RunOptions) -> RunReport:
     started = datetime.now(timezone.utc)
     sources = [rt.policy.source(n) for n in options.sources] if options.sources else list(rt.policy.sources)
     report = RunReport(run_id=new_run_id(started), dry_run=options.dry_run, as_of=options.now,
-                       started_at=started, spool=Spool())
+                       started_at=started, spool=Spool(), itemized=options.itemize)
     try:
         ctx = rt.context(options.now)
         report.holds = list(rt.holds(include_released=True))
@@ -88,7 +96,7 @@ def run(rt: Runtime, options: RunOptions) -> RunReport:
                 _check(backend, source, rt)
         if options.dry_run:
             _check_clock(rt, options)
-            _scan(rt, sources, ctx, report, options.progress)
+            _scan(rt, sources, ctx, report, options.progress, _Keep(options.itemize))
         else:
             with rt.state.lock(report.run_id):
                 _check_clock(rt, options)  # under the lock, so a rival's run in progress is not compared
@@ -119,20 +127,41 @@ def _check(backend: Backend, source: Source, rt: Runtime) -> None:
                           f"sources[{source.index}]") from None
 
 
+@dataclass(frozen=True)
+class _Keep:
+    """Which scanned records the spool keeps: all (``everything``, for the report's items),
+    or only those the enforcing half reads back; the rest are only counted."""
+
+    everything: bool
+    destructive: bool = False
+    subjects: frozenset[str] = frozenset()
+    keys: frozenset[tuple[str, str, str | None]] = frozenset()
+
+    def __call__(self, record: Record, action: Action) -> bool:
+        return (self.everything or (self.destructive and action in DESTRUCTIVE)
+                or (record.subject is not None and record.subject in self.subjects)
+                or (bool(self.keys) and (record.source, record.location, record.version) in self.keys))
+
+
 def _scan(rt: Runtime, sources: Sequence[Source], ctx: Context, report: RunReport,
-          progress: Progress | None) -> None:
+          progress: Progress | None, keep: _Keep) -> None:
     add = report.spool.add
+    everything = keep.everything
     for source in sources:
         stats = report.sources[source.name]
         # The per-record loop: counters are local and folded into stats once per source
         # (attribute and enum-value lookups per record showed up in the profile).
         tally = dict.fromkeys(Action, 0)
+        protected = stats.protected
         scanned = stats.scanned
         try:
             for record in rt.records(source):
                 decision = decide(record, ctx)
-                add(record, decision)
+                if everything or keep(record, decision.action):
+                    add(record, decision)
                 tally[decision.action] += 1
+                for hold_id in decision.holds:
+                    protected[hold_id] = protected.get(hold_id, 0) + 1
                 scanned += 1
                 if progress is not None and scanned % 1000 == 0:
                     progress(source.name, scanned)
@@ -166,9 +195,16 @@ def _enforce(rt: Runtime, sources: Sequence[Source], ctx: Context, report: RunRe
                    "sources": [s.name for s in sources], "tool": f"retention {_version()}", "by": actor()}])
     status = "failed"
     try:
-        _scan(rt, sources, ctx, report, options.progress)
+        left_open = _OpenIntents.read(rt, report.run_id) if not options.sources else _OpenIntents()
+        surveyed = {s.name: found for s in sources
+                    if (found := _survey(rt, s, ctx, options, left_open)) is not None}
+        keep = _Keep(options.itemize, destructive=True, subjects=frozenset(ctx.requests),
+                     keys=frozenset(left_open.keys))
+        _scan(rt, [s for s in sources if s.name not in surveyed], ctx, report, options.progress, keep)
+        for name, survey in surveyed.items():
+            _count_surveyed(report.sources[name], survey, rt.policy.source(name), ctx)
         if not options.sources:
-            _recover(rt, report, trail)
+            _recover(rt, report, trail, left_open)
         tripped = _limits(rt, report)
         if tripped:
             report.limit_tripped = f"{tripped}; nothing was deleted"
@@ -176,8 +212,8 @@ def _enforce(rt: Runtime, sources: Sequence[Source], ctx: Context, report: RunRe
             return
         for source in sources:
             backend = rt.backend(source)
-            if backend.can_push_down and source.match is None and source.category is not None:
-                _push_down(rt, backend, source, report, trail, options.now)
+            if _pushes_down(backend, source):
+                _push_down(rt, backend, source, report, trail, options.now, itemize=source.name not in surveyed)
                 if report.limit_tripped:
                     status = report.status = "limit-tripped"
                     return
@@ -193,16 +229,62 @@ def _enforce(rt: Runtime, sources: Sequence[Source], ctx: Context, report: RunRe
         rt.state.finish_run(report.run_id, status, head.seq, head.hash)
 
 
-def _entry(event: str, run_id: str, record: Record, decision: Decision, outcome: Outcome | None = None
-           ) -> dict[str, Any]:
-    # Enum members go in as they are: they are str subclasses and encode as their values
-    # (.value per record showed in the profile).
-    return {"event": event, "run_id": run_id, "action": decision.action, "source": record.source,
-            "location": printable(record.location), "location_hex": exact_hex(record.location),
-            "version": record.version, "subject": record.subject, "category": record.category,
-            "reason": decision.reason, "holds": list(decision.holds),
-            "outcome": outcome.status if outcome else None,
-            "error": outcome.error if outcome else None}
+def _pushes_down(backend: Backend, source: Source) -> bool:
+    return backend.can_push_down and source.match is None and source.category is not None
+
+
+def _survey(rt: Runtime, source: Source, ctx: Context, options: RunOptions,
+            left_open: _OpenIntents) -> Survey | None:
+    """Count a push-down source in storage instead of scanning it, when nothing needs its
+    records one by one: no report items, nothing left open in it by an earlier run, and no
+    erasure request whose held records must be counted."""
+    backend = rt.backend(source)
+    if options.itemize or not _pushes_down(backend, source) or source.name in left_open.sources:
+        return None
+    plan = cutoffs(source, ctx)
+    if ctx.requests and (plan.held or not plan.held_subjects.isdisjoint(ctx.requests)):
+        return None
+    try:
+        return backend.survey(source, plan)
+    except NotImplementedError:
+        return None
+
+
+def _count_surveyed(stats: SourceStats, survey: Survey, source: Source, ctx: Context) -> None:
+    """A surveyed source's counters: records neither due nor held count as keep."""
+    stats.scanned += survey.total
+    stats.decisions[cutoffs(source, ctx).action.value] += survey.due
+    for hold_id, count in protected_by(source, ctx, survey).items():
+        stats.protected[hold_id] = stats.protected.get(hold_id, 0) + count
+    stats.decisions[Action.HOLD.value] += survey.held
+    stats.decisions[Action.KEEP.value] += survey.total - survey.due - survey.held
+
+
+
+def _entry(run_id: str, record: Record, decision: Decision) -> dict[str, Any]:
+    """One record's intent as the state store keeps a failed deletion until it is settled."""
+    return {"event": "intent", "run_id": run_id, "action": decision.action.value, "source": record.source,
+            **dict(zip(INTENT_FIELDS, _row(record, decision), strict=True))}
+
+
+def _row(record: Record, decision: Decision) -> list[Any]:
+    """A record's row in a batch entry (:data:`~retention_core.audit.INTENT_FIELDS`)."""
+    location = record.location
+    if location.isascii():
+        return [location, None, record.version, record.subject, record.category, decision.reason]
+    return [printable(location), exact_hex(location), record.version, record.subject, record.category,
+            decision.reason]
+
+
+def _intent(run_id: str, source: str, action: Action, pairs: Iterable[tuple[Record, Decision]]) -> dict[str, Any]:
+    return batch_entry("intent", run_id, source, action.value, [_row(r, d) for r, d in pairs])
+
+
+def _outcome(run_id: str, source: str, action: Action,
+             triples: Iterable[tuple[Outcome, Decision, str | None]]) -> dict[str, Any]:
+    """One outcome line for a batch: (outcome, decision, status override) per record."""
+    return batch_entry("outcome", run_id, source, action.value,
+                       [[*_row(o.record, d), status or o.status.value, o.error] for o, d, status in triples])
 
 
 def _batches(rt: Runtime, backend: Backend, source: Source, report: RunReport, trail: AuditTrail,
@@ -220,6 +302,8 @@ def _batches(rt: Runtime, backend: Backend, source: Source, report: RunReport, t
                 report.spool.redecide(item.idx, decision)
                 stats.decisions[item.decision.action.value] -= 1
                 stats.decisions[decision.action.value] += 1
+                for hold_id in decision.holds:
+                    stats.protected[hold_id] = stats.protected.get(hold_id, 0) + 1
         for action, items in todo.items():
             if items:
                 _execute(rt, backend, action, items, report, trail, ctx, stats)
@@ -227,7 +311,8 @@ def _batches(rt: Runtime, backend: Backend, source: Source, report: RunReport, t
 
 def _execute(rt: Runtime, backend: Backend, action: Action, items: list[Item], report: RunReport,
              trail: AuditTrail, ctx: Context, stats: SourceStats) -> None:
-    trail.append(_entry("intent", report.run_id, i.record, i.decision) for i in items)
+    source = items[0].record.source
+    trail.append([_intent(report.run_id, source, action, ((i.record, i.decision) for i in items))])
     _checkpoint("after-intent")
     records = [i.record for i in items]
     rt.plugins.before_delete(records, ctx)
@@ -249,9 +334,10 @@ def _execute(rt: Runtime, backend: Backend, action: Action, items: list[Item], r
         error = f"{type(exc).__name__}: {exc}"
     outcomes = [got.get(i.record.key) or Outcome(i.record, Status.FAILED, error) for i in items]
     _checkpoint("after-backend")
-    trail.append(_entry("outcome", report.run_id, o.record, by_key[o.record.key].decision, o) for o in outcomes)
+    trail.append([_outcome(report.run_id, source, action,
+                           ((o, by_key[o.record.key].decision, None) for o in outcomes))])
     _checkpoint("after-outcome")
-    rt.state.add_unsettled(report.run_id, [_entry("intent", report.run_id, o.record, by_key[o.record.key].decision)
+    rt.state.add_unsettled(report.run_id, [_entry(report.run_id, o.record, by_key[o.record.key].decision)
                                            for o in outcomes if o.status is Status.FAILED])
     report.spool.set_outcomes((by_key[o.record.key].idx, o) for o in outcomes)
     for outcome in outcomes:
@@ -260,21 +346,24 @@ def _execute(rt: Runtime, backend: Backend, action: Action, items: list[Item], r
 
 
 def _push_down(rt: Runtime, backend: Backend, source: Source, report: RunReport, trail: AuditTrail,
-               now: datetime) -> None:
+               now: datetime, *, itemize: bool) -> None:
     """Set-based batches. Each batch is yielded before its transaction commits, journalled as
     intent, committed when the generator resumes, then journalled as outcome — so a crash
-    leaves intents a later run can settle, never a deletion missing from the trail."""
+    leaves intents a later run can settle, never a deletion missing from the trail.
+
+    ``itemize`` False (the source was surveyed, not scanned): the spool keeps only failures,
+    the one thing read back (for erasure requests still owed)."""
     stats = report.sources[source.name]
     plan = PushdownPlan(cutoffs=cutoffs(source, rt.context(now)),
                         refresh=lambda: cutoffs(source, rt.context(now)))
     decision = Decision(plan.cutoffs.action, "set-based: due under the policy (holds re-read per batch)")
 
     def settle(batch: list[Outcome]) -> None:
-        trail.append(_entry("outcome", report.run_id, o.record, decision, o) for o in batch)
+        trail.append([_outcome(report.run_id, source.name, decision.action, ((o, decision, None) for o in batch))])
         _checkpoint("after-outcome")
-        rt.state.add_unsettled(report.run_id, [_entry("intent", report.run_id, o.record, decision)
-                                               for o in batch if o.status is Status.FAILED])
-        report.spool.record_pushed_batch(batch, decision)
+        failed = [o for o in batch if o.status is Status.FAILED]
+        rt.state.add_unsettled(report.run_id, [_entry(report.run_id, o.record, decision) for o in failed])
+        report.spool.record_pushed_batch(batch if itemize else failed, decision)
         for o in batch:
             stats.outcomes[o.status.value] += 1
         rt.plugins.after_delete(batch, rt.context(now))
@@ -298,7 +387,8 @@ def _push_down(rt: Runtime, backend: Backend, source: Source, report: RunReport,
                                             f"stopped after {done} deletions")
                     break
                 _still_ours(rt, report.run_id)
-                trail.append(_entry("intent", report.run_id, o.record, decision) for o in batch)
+                trail.append([_intent(report.run_id, source.name, decision.action,
+                                      ((o.record, decision) for o in batch))])
                 _checkpoint("after-intent")
                 # Holds are read once more just before the commit: one placed while the previous
                 # batch was being settled must protect this one too.
@@ -306,9 +396,10 @@ def _push_down(rt: Runtime, backend: Backend, source: Source, report: RunReport,
                 fresh = plan.refresh()
                 if fresh.held or any(o.record.subject in fresh.held_subjects for o in batch):
                     stream.close()  # rolled back; walk again with the new holds
-                    trail.append({**_entry("outcome", report.run_id, o.record, decision, None),
-                                  "outcome": "not-executed",
-                                  "error": "a hold placed since the batch was selected; rolled back"} for o in batch)
+                    trail.append([_outcome(report.run_id, source.name, decision.action,
+                                           ((Outcome(o.record, Status.FAILED, "a hold placed since the batch "
+                                                     "was selected; rolled back"), decision, "not-executed")
+                                            for o in batch))])
                     restart = True
                     break
                 done += len(batch)
@@ -338,49 +429,76 @@ def _allowance(rt: Runtime, scanned: int) -> int | None:
     return min(bounds) if bounds else None
 
 
-def _recover(rt: Runtime, report: RunReport, trail: AuditTrail) -> None:
-    """Settle what earlier runs left open: intents of runs that died before journalling the
-    outcome, and deletions reported ``failed`` that storage may have carried out anyway.
+Key = tuple[str, str, str | None]
+
+
+@dataclass
+class _OpenIntents:
+    """What earlier runs left open, read before this run's scan so the scan keeps those records:
+    intents of runs that died before journalling their outcome, and deletions reported
+    ``failed`` that storage may have carried out anyway."""
+
+    crashed: frozenset[str] = frozenset()
+    dangling: dict[Key, dict[str, Any]] = field(default_factory=dict)
+    failed: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+
+    @classmethod
+    def read(cls, rt: Runtime, run_id: str) -> _OpenIntents:
+        crashed = frozenset(rt.state.crashed_runs(run_id))
+        dangling: dict[Key, dict[str, Any]] = {}
+        if crashed and rt.policy.audit.exists():
+            for entry in trail_records(rt.policy.audit):
+                if entry.get("run_id") not in crashed or entry.get("location") is None:
+                    continue
+                if entry.get("event") == "intent":
+                    dangling[_trail_key(entry)] = entry
+                elif entry.get("event") == "outcome":
+                    dangling.pop(_trail_key(entry), None)
+        return cls(crashed, dangling, rt.state.unsettled())
+
+    @property
+    def keys(self) -> set[Key]:
+        return set(self.dangling) | {_trail_key(intent) for _, intent in self.failed}
+
+    @property
+    def sources(self) -> set[str]:
+        return {key[0] for key in self.keys}
+
+
+def _recover(rt: Runtime, report: RunReport, trail: AuditTrail, left_open: _OpenIntents) -> None:
+    """Settle what earlier runs left open (:class:`_OpenIntents`).
 
     This run's scan is the evidence: a record that was meant to be deleted and is no longer
     in storage was deleted (journalled now, so no deletion is missing from the trail); one
     still present was not, and this run decides it afresh.
     """
-    crashed = set(rt.state.crashed_runs(report.run_id))
-    dangling: dict[tuple[str, str, str | None], dict[str, Any]] = {}
-    if crashed and rt.policy.audit.exists():
-        for entry in read_trail(rt.policy.audit):
-            if entry.get("run_id") not in crashed or entry.get("location") is None:
-                continue
-            if entry.get("event") == "intent":
-                dangling[_trail_key(entry)] = entry
-            elif entry.get("event") == "outcome":
-                dangling.pop(_trail_key(entry), None)
-    failed = rt.state.unsettled()
-    settled = [_settle(report, intent, "after a crash") for intent in dangling.values()]
+    settled = [_settle(report, intent, "after a crash") for intent in left_open.dangling.values()]
     # A failure whose record is still there is already journalled; only a vanished one needs a line.
-    settled += [_settle(report, intent, "after a failed delete") for _, intent in failed
+    settled += [_settle(report, intent, "after a failed delete") for _, intent in left_open.failed
                 if not report.spool.contains(*_trail_key(intent))]
-    trail.append(settled)
-    rt.state.drop_unsettled([row_id for row_id, _ in failed])
-    for run_id in crashed:
+    groups: dict[tuple[str, str, str], list[list[Any]]] = {}
+    for entry in settled:
+        groups.setdefault((entry["run_id"], entry["source"], entry["action"]), []).append(
+            [entry.get(k) for k in OUTCOME_FIELDS])
+    trail.append([batch_entry("outcome", *group, rows) for group, rows in groups.items()])
+    rt.state.drop_unsettled([row_id for row_id, _ in left_open.failed])
+    for run_id in left_open.crashed:
         rt.state.finish_run(run_id, "crashed")
 
 
-def _trail_key(entry: dict[str, Any]) -> tuple[str, str, str | None]:
+def _trail_key(entry: dict[str, Any]) -> Key:
     return (entry["source"], from_entry(entry["location"], entry.get("location_hex")), entry.get("version"))
 
 
 def _settle(report: RunReport, intent: dict[str, Any], why: str) -> dict[str, Any]:
-    """The outcome line that closes *intent*, judged by whether this run's scan saw the record."""
+    """The outcome that closes *intent*, judged by whether this run's scan saw the record."""
     present = report.spool.contains(*_trail_key(intent))
     if intent["action"] == Action.ANONYMIZE.value:
         outcome = "unknown" if present else Status.ALREADY_GONE.value
     else:
         outcome = "not-executed" if present else Status.DELETED.value
-    return {**{k: intent.get(k) for k in ("action", "source", "location", "location_hex", "version",
-                                          "subject", "category", "reason", "holds")},
-            "event": "outcome", "run_id": intent["run_id"], "outcome": outcome,
+    return {**{k: intent.get(k) for k in ("run_id", "action", "source", *INTENT_FIELDS)},
+            "outcome": outcome,
             "error": f"settled by run {report.run_id} {why}: record "
                      + ("still present" if present else "absent from storage")}
 

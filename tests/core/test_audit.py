@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from retention_core.audit import AuditTrail, Head, verify
+from retention_core.audit import AuditTrail, Head, batch_entry, records, verify
 
 
 @pytest.fixture
@@ -68,3 +68,26 @@ def test_rewriting_the_whole_chain_is_found_against_the_recorded_head(trail, tmp
     forged.append([{"event": "intent", "location": f"g{i}"} for i in range(6)])
     assert not verify(forged.path, expect=head).ok
     assert verify(trail.path, expect=Head(head.seq, head.hash)).ok
+
+
+def test_a_batch_entry_is_one_line_that_expands_to_one_dict_per_record(tmp_path):
+    t = AuditTrail(tmp_path / "audit.jsonl")
+    rows = [["a/1", None, None, "alice", "call", "expired"], ["b/\\xff", "622fff", "v2", "bob", "call", "erasure"]]
+    t.append([batch_entry("intent", "run-1", "calls", "delete", rows)])
+    t.append([{"event": "outcome", "run_id": "run-0", "location": "old/1", "outcome": "deleted"}])  # 0.1 format
+    assert len(lines(t)) == 2 and verify(t.path).ok
+    expanded = list(records(t.path))
+    assert [e["location"] for e in expanded] == ["a/1", "b/\\xff", "old/1"]
+    assert expanded[1] == {**expanded[1], "event": "intent", "run_id": "run-1", "source": "calls", "action": "delete",
+                           "location_hex": "622fff", "version": "v2", "subject": "bob", "reason": "erasure"}
+    assert "fields" not in expanded[0] and "records" not in expanded[0] and expanded[0]["seq"] == 1
+    assert expanded[2]["outcome"] == "deleted" and expanded[2]["seq"] == 2
+
+
+def test_editing_one_record_inside_a_batch_line_breaks_the_chain(tmp_path):
+    t = AuditTrail(tmp_path / "audit.jsonl")
+    t.append([batch_entry("outcome", "run-1", "calls", "delete",
+                          [[f"a/{i}", None, None, "alice", "call", "expired", "deleted", None] for i in range(3)])])
+    text = lines(t)
+    t.path.write_text(text[0].replace('"a/1"', '"a/9"', 1))
+    assert not verify(t.path).ok

@@ -3,7 +3,6 @@ must name every deletion that happened — none missing, none invented."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from retention_core.audit import verify
+from retention_core.audit import records, verify
 
 REPO = Path(__file__).resolve().parents[2]
 POINTS = ["after-intent", "mid-batch", "after-backend", "after-outcome"]
@@ -40,8 +39,7 @@ def files(policy: Path) -> set[str]:
 def journalled_deletions(policy: Path) -> list[tuple[str, str]]:
     roots = {"recordings": "recordings", "transcripts": "transcripts", "mail": "mail"}
     out = []
-    for line in (policy.parent / ".retention" / "audit.jsonl").read_text().splitlines():
-        e = json.loads(line)
+    for e in records(policy.parent / ".retention" / "audit.jsonl"):
         if e.get("event") == "outcome" and e.get("outcome") == "deleted":
             out.append((roots[e["source"]], e["location"]))
     return out

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 from retention_core import hookimpl
+from retention_core.audit import records
 from retention_core.model import Outcome, Status
 from retention_core.plugins import load_plugins
 from retention_core.runtime import Runtime
@@ -69,7 +69,7 @@ def test_push_down_keeps_the_scan_reason_and_journals_intent_then_outcome(make_p
     report, items = do_run(path)
     assert items["alice/1"].outcome == "deleted" and "erasure request" in items["alice/1"].decision.reason
     assert items["bob/old"].outcome == "deleted" and "retention 90d" in items["bob/old"].decision.reason
-    events = [(e["event"], e.get("location")) for e in map(json.loads, (path.parent / "audit.jsonl").open())]
+    events = [(e["event"], e.get("location")) for e in records(path.parent / "audit.jsonl")]
     for loc in ("alice/1", "alice/2", "bob/old"):
         assert events.index(("intent", loc)) < events.index(("outcome", loc))
     assert not memory.get_store(store_name).items
@@ -83,8 +83,8 @@ def test_limits_bound_push_down_even_when_more_became_due_after_the_scan(make_po
     report, _ = do_run(path)  # the scan saw 2 due (within the limit); storage holds 6
     assert report.status == "limit-tripped" and "stopped after 2 deletions" in report.limit_tripped
     assert len(memory.get_store(store_name).items) == 4  # the batch over the limit was rolled back
-    outcomes = [e for e in map(json.loads, (path.parent / "audit.jsonl").open()) if e["event"] == "outcome"]
-    intents = [e for e in map(json.loads, (path.parent / "audit.jsonl").open()) if e["event"] == "intent"]
+    outcomes = [e for e in records(path.parent / "audit.jsonl") if e["event"] == "outcome"]
+    intents = [e for e in records(path.parent / "audit.jsonl") if e["event"] == "intent"]
     assert len(outcomes) == len(intents) == 2
 
 
@@ -112,6 +112,98 @@ def test_a_hold_placed_while_a_batch_is_settled_protects_the_next_uncommitted_ba
         report = run(rt, RunOptions(now=NOW))
         report.close()
     assert sorted(memory.get_store(store_name).items) == ["bob/2", "bob/3", "bob/4", "bob/5"]
-    entries = [e for e in map(json.loads, (path.parent / "audit.jsonl").open()) if e["event"] == "outcome"]
+    entries = [e for e in records(path.parent / "audit.jsonl") if e["event"] == "outcome"]
     assert sorted((e["location"], e["outcome"]) for e in entries) == [
         ("bob/0", "deleted"), ("bob/1", "deleted"), ("bob/2", "not-executed"), ("bob/3", "not-executed")]
+
+
+class Surveyed(SetBased):
+    """SetBased that can also count in 'storage'; scanning it is a test failure when ``forbid_scan``."""
+
+    name = "surveyed"
+    forbid_scan = False
+    surveys: list[object] = []
+
+    def scan(self, source):
+        assert not Surveyed.forbid_scan, "a surveyed source was scanned record by record"
+        yield from super().scan(source)
+
+    def survey(self, source, cutoffs):
+        from retention_core import Survey
+
+        Surveyed.surveys.append(cutoffs)
+        rows = self.rows(source)
+        held = [r for r in rows if cutoffs.held or r.subject in cutoffs.held_subjects]
+        by_subject: dict[str, int] = {}
+        for r in held:
+            if not cutoffs.held:
+                by_subject[r.subject] = by_subject.get(r.subject, 0) + 1
+        return Survey(total=len(rows), due=sum(cutoffs.due(r.subject, r.created) for r in rows), held=len(held),
+                      held_by_subject=by_subject)
+
+
+class SurveyPlugin:
+    @hookimpl
+    def retention_register_backends(self, register):
+        register(Surveyed)
+
+
+def seed_mixed(store_name):
+    for name, days in {"alice/new": 1, "bob/old": 400, "bob/older": 500, "carol/old": 200, "carol/new": 3,
+                       "dave/old": 365}.items():
+        memory.seed(store_name, name, NOW - timedelta(days=days))
+
+
+def surveyed_run(path, *, itemize, requests=()):
+    with Runtime.open(path, load_plugins(extra=[SurveyPlugin()])) as rt:
+        for subject in requests:
+            rt.state.add_request(subject, "ctl", NOW - timedelta(days=1))
+        report = run(rt, RunOptions(now=NOW, itemize=itemize))
+        report.close()
+        return report
+
+
+def surveyed_policy(make_policy, store_name, **extra):
+    return make_policy(sources=[{"name": "calls", "backend": "surveyed", "options": {"store": store_name},
+                                 "category": "call"}], **extra)
+
+
+def test_without_items_a_push_down_source_is_counted_in_storage_not_scanned(make_policy, store_name, monkeypatch):
+    hold = [{"id": "LH-1", "kind": "legal", "scope": {"subject": "carol"}, "reason": "case"}]
+    seed_mixed(store_name)
+    itemized = surveyed_run(surveyed_policy(make_policy, store_name, holds=hold), itemize=True)
+    memory.reset(store_name)
+    seed_mixed(store_name)
+    monkeypatch.setattr(Surveyed, "forbid_scan", True)
+    monkeypatch.setattr(Surveyed, "surveys", [])
+    counted = surveyed_run(surveyed_policy(make_policy, store_name, holds=hold), itemize=False)
+    assert len(Surveyed.surveys) == 1
+    assert counted.sources["calls"].scanned == itemized.sources["calls"].scanned == 6
+    assert counted.summary() == itemized.summary()
+    assert counted.summary()["delete"] == 3 and counted.summary()["hold"] == 2
+    assert counted.outcomes() == itemized.outcomes() and counted.outcomes()["deleted"] == 3
+    assert counted.protected() == itemized.protected() == {"LH-1": 2}
+    assert sorted(memory.get_store(store_name).items) == ["alice/new", "carol/new", "carol/old"]
+
+
+def test_safety_limits_apply_to_surveyed_counts_before_anything_is_deleted(make_policy, store_name, monkeypatch):
+    seed_mixed(store_name)
+    monkeypatch.setattr(Surveyed, "forbid_scan", True)
+    report = surveyed_run(surveyed_policy(make_policy, store_name, limits={"max_deletions": 2}), itemize=False)
+    assert report.status == "limit-tripped" and "plans 4 deletions" in report.limit_tripped
+    assert len(memory.get_store(store_name).items) == 6
+
+
+def test_a_held_subject_with_an_erasure_request_is_scanned_so_its_held_records_are_counted(
+        make_policy, store_name, monkeypatch):
+    hold = [{"id": "LH-1", "kind": "legal", "scope": {"subject": "carol"}, "reason": "case"}]
+    seed_mixed(store_name)
+    monkeypatch.setattr(Surveyed, "surveys", [])
+    path = surveyed_policy(make_policy, store_name, holds=hold)
+    with Runtime.open(path, load_plugins(extra=[SurveyPlugin()])) as rt:
+        rt.state.add_request("carol", "ctl-c", NOW - timedelta(days=1))
+        report = run(rt, RunOptions(now=NOW, itemize=False))
+        report.close()
+        (request,) = rt.state.requests()
+    assert Surveyed.surveys == []  # fell back to the scan
+    assert request.done_at is not None and request.held_remaining == 2

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from retention_core import hookimpl
-from retention_core.audit import verify
+from retention_core.audit import records, verify
 from retention_core.errors import LockedError
 from retention_core.model import Hold, HoldScope
 from retention_core.plugins import load_plugins
@@ -68,7 +67,7 @@ def test_enforce_deletes_due_keeps_the_rest_and_journals_intent_before_outcome(m
     assert items["alice/old"] == ("delete", "deleted")
     assert items["bob/old"] == ("hold", None) and items["alice/new"] == ("keep", None)
     assert not memory.exists(store_name, "alice/old") and memory.exists(store_name, "bob/old")
-    entries = [json.loads(x) for x in (path.parent / "audit.jsonl").read_text().splitlines()]
+    entries = list(records(path.parent / "audit.jsonl"))
     events = [(e["event"], e.get("location")) for e in entries]
     assert events.index(("intent", "alice/old")) < events.index(("outcome", "alice/old"))
     assert [e for e in entries if e["event"] == "outcome"][0]["outcome"] == "deleted"
@@ -222,7 +221,7 @@ def test_a_lost_acknowledgement_is_journalled_as_a_deletion_by_the_next_run(make
         LostAck.lose = False
         report, items = do_run(rt)
         assert report.status == "ok" and rt.state.unsettled() == []
-    outcomes = [e for e in map(json.loads, (path.parent / "audit.jsonl").open()) if e["event"] == "outcome"]
+    outcomes = [e for e in records(path.parent / "audit.jsonl") if e["event"] == "outcome"]
     assert sorted((e["location"], e["outcome"]) for e in outcomes) == [
         ("alice/a", "deleted"), ("alice/a", "failed"), ("alice/b", "deleted"), ("alice/b", "failed")]
     assert all("after a failed delete" in e["error"] for e in outcomes if e["outcome"] == "deleted")
@@ -249,3 +248,48 @@ def test_a_run_whose_lock_was_taken_over_stops_before_its_next_batch(make_policy
         with pytest.raises(LockedError, match="lost the state store's lock"):
             do_run(rt)
     assert len(memory.get_store(store_name).items) == 4  # only the first batch of two went
+
+
+def test_without_items_the_counters_and_deletions_are_those_of_an_itemized_run(make_policy, tmp_path):
+    hold = [{"id": "LH-1", "kind": "legal", "scope": {"subject": "bob"}, "reason": "case"}]
+    results = []
+    for itemize in (True, False):
+        store = f"itemize-{itemize}"
+        memory.reset(store)
+        seed_calls(store, alice__old=400, alice__new=1, bob__old=400, kid__new=0)
+        path = make_policy(holds=hold, sources=[{"name": "calls", "backend": "small", "options": {"store": store},
+                                                  "match": r"(?P<subject>[^/]+)/.+", "category": "call"}])
+        with runtime(path) as rt:
+            dry = run(rt, RunOptions(now=NOW, dry_run=True, itemize=itemize))
+            dry.close()
+            report = run(rt, RunOptions(now=NOW, itemize=itemize))
+            items = sorted(i.record.location for i in report.items())
+            report.close()
+        results.append((dry.summary(), dry.protected(), report.summary(), report.outcomes(), report.protected(),
+                        sorted(memory.get_store(store).items)))
+        if not itemize:
+            assert items == ["alice/old", "kid/new"]  # only what the run read back
+        (path.parent / "audit.jsonl").unlink()
+        (path.parent / "state.db").unlink()
+    assert results[0] == results[1]
+    assert results[1][0]["delete"] == 2 and results[1][1] == {"LH-1": 1} and results[1][5] == ["alice/new", "bob/old"]
+
+
+def test_a_crashed_runs_intent_is_settled_without_items_from_what_the_scan_saw(make_policy, store_name):
+    from retention_core.audit import AuditTrail, batch_entry
+
+    seed_calls(store_name, alice__old=400, bob__old=400)
+    path = make_policy(holds=[{"id": "LH-1", "kind": "legal", "scope": {"subject": "bob"}, "reason": "case"}])
+    with runtime(path) as rt:
+        rt.state.start_run("crashed-1", NOW, dry_run=False)
+        AuditTrail(path.parent / "audit.jsonl").append([batch_entry(
+            "intent", "crashed-1", "calls", "delete",
+            [["bob/old", None, None, "bob", "call", "expired"],
+             ["carol/gone", None, None, "carol", "call", "expired"]])])
+        report = run(rt, RunOptions(now=NOW, itemize=False))
+        report.close()
+    settled = {e["location"]: (e["outcome"], e["error"]) for e in records(path.parent / "audit.jsonl")
+               if e.get("run_id") == "crashed-1" and e["event"] == "outcome"}
+    assert settled["bob/old"][0] == "not-executed" and "still present" in settled["bob/old"][1]  # held now: kept
+    assert settled["carol/gone"][0] == "deleted" and "absent from storage" in settled["carol/gone"][1]
+    assert memory.exists(store_name, "bob/old") and not memory.exists(store_name, "alice/old")

@@ -33,6 +33,8 @@ from typing import Any
 
 import yaml
 
+from retention_core.audit import records
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 DRIVER = HERE / "driver.py"
@@ -189,7 +191,7 @@ def trail(policy: Path) -> list[dict[str, Any]]:
     path = policy.parent / "state" / "audit.jsonl"
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return list(records(path))
 
 
 def journalled_deletions(policy: Path) -> Counter[str]:

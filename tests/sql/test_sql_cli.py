@@ -17,6 +17,7 @@ import pytest
 
 import retention_sql
 from retention_core import Action, Category, Context, ErasureRequest, Hold, HoldScope, Record, Subject, parse_duration
+from retention_core.audit import records as trail_records
 from retention_core.engine import decide
 from retention_core.testing.builders import PolicyBuilder
 
@@ -110,7 +111,7 @@ def run_estate(db: Database, cli: Any, builder: PolicyBuilder, tmp_path: Path, c
     deleted = {i["location"] for i in report["items"] if i["outcome"] == "deleted"}
     assert deleted == due
     assert records.keys() == set(expected) - due
-    audit = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    audit = list(trail_records(tmp_path / "audit.jsonl"))
     assert any(e.get("event") == "intent" and "set-based" in (e.get("reason") or "") for e in audit)
     assert {e["location"] for e in audit if e.get("event") == "outcome" and e.get("outcome") == "deleted"} == due
 
