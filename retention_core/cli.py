@@ -12,11 +12,11 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import click
 
@@ -125,7 +125,7 @@ def use_plugins(plugins: Plugins) -> Iterator[click.Group]:
 class _Fail(click.ClickException):
     def __init__(self, message: str, code: int) -> None:
         super().__init__(message)
-        self.exit_code = code
+        self.exit_code = code  # type: ignore[misc]  # a ClassVar in click 8.2+; click reads it per instance
 
     def show(self, file: Any = None) -> None:
         click.echo(logs.error_line(self.format_message(), self.exit_code), err=True)
@@ -231,7 +231,7 @@ def _run(config: str, dry_run: bool, as_of: str | None, sources: tuple[str, ...]
         progress = logs.ProgressBar(names) if logs.interactive() else None
         try:
             report = run(rt, RunOptions(now=now, dry_run=dry_run, sources=sources, progress=progress,
-                                        as_of_given=as_of is not None))
+                                        as_of_given=as_of is not None, itemize=bool(chosen)))
         finally:
             if progress is not None:
                 progress.finish()
@@ -511,9 +511,10 @@ def audit_certificate(config: str, run_id: str, fmt: str, output: str | None) ->
         backends = {s.name: s.backend for s in rt.policy.sources}
         cert = certificate.build(rt.policy.audit, run_id, expect=Head(*last) if last else None, actor=who,
                                  backends=backends, run_status=status)
-    writer = certificate.write_html if fmt == "html" else certificate.write_json
+    writer: Callable[[certificate.Certificate, IO[str]], None] = (
+        certificate.write_html if fmt == "html" else certificate.write_json)
     if output is None:
-        writer(cert, click.get_text_stream("stdout"))
+        writer(cert, sys.stdout)
         return
     path = Path(output)
     fh, tmp = _atomic(path)
