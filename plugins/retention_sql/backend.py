@@ -15,17 +15,19 @@ from retention_core import (
     Backend,
     BackendError,
     ConfigError,
+    Cutoffs,
     Options,
     Outcome,
     PushdownPlan,
     Record,
     Source,
     Status,
+    Survey,
 )
 
 from .anonymizer import Anonymizer
 from .dialects import Flavor, first_line, flavor_for
-from .pushdown import RangeWalk
+from .pushdown import RangeWalk, survey
 from .rows import IN_CHUNK, Row, TableOps, chunks
 from .schema import TableInfo, reflect
 from .settings import read_settings
@@ -232,6 +234,14 @@ class SqlBackend(Backend):
             yield from RangeWalk(ops, self.engine, self.batch_size, key).run(source, plan)
         except SQLAlchemyError as exc:
             raise BackendError(f"source {source.name!r}: set-based deletion failed: {first_line(exc)}") from None
+
+    def survey(self, source: Source, cutoffs: Cutoffs) -> Survey:
+        """Count the source's rows in the database, selected exactly as :meth:`push_down` selects."""
+        try:
+            return survey(self.ops, self.engine, cutoffs)
+        except SQLAlchemyError as exc:
+            raise BackendError(f"source {source.name!r}: counting rows in {self.settings.table!r} failed: "
+                               f"{first_line(exc)}") from None
 
 
 def _engine(url: str, error: Any) -> sa.Engine:

@@ -18,14 +18,17 @@ import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql.elements import ColumnElement
 
-from retention_core import Action, BackendError, Cutoffs, Outcome, PushdownPlan, Source, Status
+from retention_core import Action, BackendError, Cutoffs, Outcome, PushdownPlan, Source, Status, Survey
 
 from .clock import Clock
 from .dialects import Flavor, first_line
 from .rows import Row, TableOps
 
-#: A subject's mode in the cutoff table.
-NEVER, EVERYTHING, UP_TO = 0, 1, 2
+#: A subject's mode in the cutoff table. HELD rows are never due, like NEVER ones, but are
+#: told apart so that :func:`survey` can count held rows with the same table.
+NEVER, EVERYTHING, UP_TO, HELD = 0, 1, 2, 3
+#: What :meth:`CutoffTable.verdict` says of a row.
+KEPT, DUE, UNDER_HOLD = 0, 1, 2
 
 
 def mode_of(cutoff: datetime | None, clock: Clock, flavor: Flavor) -> tuple[int, Any]:
@@ -76,7 +79,7 @@ class CutoffTable:
             touched: set[str] = set(self.loaded) | set(self._base) | held
         else:
             touched = set(self._held | held)
-        self._apply(conn, {s: (NEVER, None) if s in held else self._base.get(s) for s in touched})
+        self._apply(conn, {s: (HELD, None) if s in held else self._base.get(s) for s in touched})
         self._held = held
         return mode_of(cutoffs.default, self.clock, self.flavor)
 
@@ -101,23 +104,32 @@ class CutoffTable:
             del loaded[s]
         loaded.update({s: wanted[s] for s in fresh})
 
-    def due(self, default: tuple[int, Any]) -> ColumnElement[bool]:
-        """True for rows whose subject's cutoff (or the default) makes them due."""
+    def verdict(self, default: tuple[int, Any]) -> ColumnElement[int]:
+        """DUE, UNDER_HOLD or KEPT for each row, from its subject's cutoff row or the default.
+
+        The cutoff table appears once in it (MariaDB cannot open a temporary table twice in
+        one statement), so push-down and survey select with this one expression.
+        """
         created = self.flavor.created(self.ops.info.created)
         t = self.table.c
-        per_subject = (sa.select(sa.case((t.mode == EVERYTHING, 1),
-                                         (sa.and_(t.mode == UP_TO, created <= t.cutoff), 1), else_=0))
+        per_subject = (sa.select(sa.case((t.mode == HELD, UNDER_HOLD),
+                                         (t.mode == EVERYTHING, DUE),
+                                         (sa.and_(t.mode == UP_TO, created <= t.cutoff), DUE), else_=KEPT))
                        .where(t.s == self.flavor.probe(self.ops.info.subject))
                        .scalar_subquery())
         mode, bound = default
         if mode == EVERYTHING:
-            fallback: ColumnElement[Any] = sa.literal(1)
+            fallback: ColumnElement[Any] = sa.literal(DUE)
         elif mode == UP_TO:
             value = sa.literal(bound, type_=self.flavor.cutoff_type(self.ops.info.created))
-            fallback = sa.case((created <= value, 1), else_=0)
+            fallback = sa.case((created <= value, DUE), else_=KEPT)
         else:
-            fallback = sa.literal(0)
-        return sa.func.coalesce(per_subject, fallback) == 1
+            fallback = sa.literal(KEPT)
+        return sa.func.coalesce(per_subject, fallback)
+
+    def due(self, default: tuple[int, Any]) -> ColumnElement[bool]:
+        """True for rows whose subject's cutoff (or the default) makes them due."""
+        return self.verdict(default) == DUE
 
     def forget(self, conn: sa.Connection) -> None:
         """After a rollback the table's state is unknown: drop it and start a new one."""
@@ -133,6 +145,51 @@ class CutoffTable:
             with conn.begin():
                 self.table.drop(conn)
             self.loaded = None
+
+
+def survey(ops: TableOps, engine: sa.Engine, cutoffs: Cutoffs) -> Survey:
+    """Count the rows scan would list, those push-down would act on, and the held ones.
+
+    One grouped ``SELECT`` over the push-down's own :meth:`CutoffTable.verdict`, in one short
+    transaction (the cutoff table is filled inside it, as a push-down batch fills it). Held
+    rows are grouped by the subject's exact text (the probe), never by the column's
+    collation, which may merge ``Acme`` with ``ACME``.
+    """
+    with engine.connect() as conn:
+        if cutoffs.held:
+            with conn.begin():
+                total = conn.execute(sa.select(sa.func.count()).select_from(ops.table).where(ops.valid())).scalar()
+            return Survey(total=int(total or 0), due=0, held=int(total or 0))
+        table = CutoffTable(ops)
+        try:
+            with conn.begin():
+                default = table.sync(conn, cutoffs)
+                counts = list(conn.execute(_survey_query(ops, table.verdict(default))))
+            table.drop(conn)
+        except BaseException:
+            conn.invalidate()  # never hand a connection with our temp table back to the pool
+            raise
+    by_verdict: dict[int, int] = {}
+    held_by_subject: dict[str, int] = {}
+    for verdict, subject, count in counts:
+        by_verdict[int(verdict)] = by_verdict.get(int(verdict), 0) + int(count)
+        if int(verdict) == UNDER_HOLD:
+            text = ops.flavor.from_probe(subject)
+            held_by_subject[text] = held_by_subject.get(text, 0) + int(count)
+    return Survey(total=sum(by_verdict.values()), due=by_verdict.get(DUE, 0), held=by_verdict.get(UNDER_HOLD, 0),
+                  held_by_subject=held_by_subject)
+
+
+def _survey_query(ops: TableOps, verdict: ColumnElement[int]) -> sa.Select[Any]:
+    """(verdict, held subject's probe or NULL, rows) over the rows scan lists.
+
+    The verdict is computed once per row in a derived table, so the cutoff table appears
+    once in the statement.
+    """
+    rows = (sa.select(verdict.label("v"), ops.flavor.probe(ops.info.subject).label("p"))
+            .where(ops.valid()).subquery())
+    held_subject = sa.case((rows.c.v == UNDER_HOLD, rows.c.p), else_=sa.null()).label("hs")
+    return sa.select(rows.c.v, held_subject, sa.func.count()).group_by(rows.c.v, held_subject)
 
 
 class RangeWalk:

@@ -1,4 +1,5 @@
-"""Property: on random situations, the set-based path affects exactly what per-record ``decide`` does.
+"""Property: on random situations, the set-based path affects exactly what per-record ``decide`` does,
+and ``survey`` counts exactly that many.
 
 SQLite only, so that many examples stay fast; the same comparison runs on all three
 databases with fixed seeds in ``test_sql_pushdown.py``.
@@ -14,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from retention_core import Action
+from retention_core.engine import cutoffs
 
 from .conftest import Database, records_table
 from .scenarios import per_record, scenario, set_based
@@ -41,8 +43,10 @@ def test_set_based_equals_per_record(seed: int, after: str, action: Action, text
         with a.backend(**options) as backend:
             expected = per_record(backend, source, ctx)
         with b.backend(**options) as backend:
+            surveyed = backend.survey(source, cutoffs(source, ctx))
             got, batches = set_based(backend, source, ctx)
         assert got == expected
+        assert surveyed.due == len(expected), "survey must count what push-down then affects"
         assert db.rows(a.table) == db.rows(b.table)
         assert all(len(batch) <= batch_size for batch in batches)
         db.engine.dispose()

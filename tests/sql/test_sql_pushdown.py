@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from retention_core import Action, ConfigError, Cutoffs, Options, PushdownPlan, Status, Subject
 from retention_core.engine import cutoffs, decide
 from retention_sql.backend import SqlBackend
-from retention_sql.pushdown import EVERYTHING, NEVER, UP_TO, CutoffTable
+from retention_sql.pushdown import EVERYTHING, HELD, NEVER, UP_TO, CutoffTable
 
 from .conftest import Database, Records, records_table
 from .scenarios import NOW, hold, per_record, scenario, set_based
@@ -283,9 +283,9 @@ def test_the_cutoff_table_follows_every_refresh(db: Database) -> None:
     ]
     expected_modes = [
         {"b": NEVER, "c": EVERYTHING, "d": UP_TO},
-        {"b": NEVER, "c": NEVER, "d": UP_TO, "x": NEVER},
-        {"b": NEVER, "c": EVERYTHING, "d": UP_TO, "x": NEVER},
-        {"a": EVERYTHING, "b": NEVER, "c": EVERYTHING, "d": UP_TO, "x": NEVER},
+        {"b": NEVER, "c": HELD, "d": UP_TO, "x": HELD},
+        {"b": NEVER, "c": EVERYTHING, "d": UP_TO, "x": HELD},
+        {"a": EVERYTHING, "b": NEVER, "c": EVERYTHING, "d": UP_TO, "x": HELD},
         {"a": EVERYTHING, "c": EVERYTHING, "d": UP_TO},  # 'b' now equals the default (None): no row
     ]
     with records.backend() as backend, backend.engine.connect() as conn:
