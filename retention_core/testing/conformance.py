@@ -9,6 +9,7 @@ that misreports what it deleted cannot pass its own tests. Imports pytest; insta
 from __future__ import annotations
 
 import collections.abc
+import dataclasses
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta, timezone
@@ -16,9 +17,23 @@ from typing import ClassVar
 
 import pytest
 
-from ..backend import Backend
+from ..backend import Backend, Cutoffs, Survey
+from ..durations import parse_duration
+from ..engine import cutoffs, decide
 from ..errors import ConfigError
-from ..model import Outcome, Record, Source, Status
+from ..model import (
+    Action,
+    Category,
+    Context,
+    ErasureRequest,
+    Hold,
+    HoldScope,
+    Outcome,
+    Record,
+    Source,
+    Status,
+    Subject,
+)
 from ..options import Options
 
 __all__ = ["BackendConformanceTests"]
@@ -40,6 +55,9 @@ ODD_NAMES = (
     "dots..txt",
 )
 NEWLINE_NAME = "new\nline.txt"
+
+#: Subjects of the survey test's items (the first path segment of each location).
+SURVEY_SUBJECTS = ("held", "asked", "ended", "active", "plain")
 
 #: (deleted, kept) pairs: deleting the first must leave the second alone.
 ISOLATION_PAIRS = (
@@ -107,6 +125,12 @@ class BackendConformanceTests:
         Storage can hold a location containing ``\\n``.
     ``created_tolerance`` *(timedelta, default 1 s)*
         How far a scanned ``created`` may be from the seeded (or returned) time.
+    ``survey_items`` *(int, default 30)*
+        How many items the survey test seeds (push-down backends only), spread over the
+        subjects ``held``, ``asked``, ``ended``, ``active`` and ``plain`` as the first path
+        segment of each location (``asked/item-00003``). Where your backend reads a record's
+        subject from storage (an SQL column), let ``seed`` store that segment as the subject;
+        the test works with records that have no subject too, but checks less.
     ``fault_isolated`` *(bool, default True)*
         A fault on one location leaves the rest of its batch ``deleted``. Set ``False`` when
         a batch is one transaction, so a fault may fail the whole batch (every outcome must
@@ -117,14 +141,16 @@ class BackendConformanceTests:
     (prefix isolation, odd names); one outcome per record given, in any order; that deleting
     what is gone is ``already_gone``; that batches above ``batch_size`` work; that refusals
     are ``refused`` without aborting the batch; that an injected fault leaves no record
-    unaccounted for; that anonymize (when offered) keeps items; and that bad options raise
-    :class:`~retention_core.ConfigError`.
+    unaccounted for; that anonymize (when offered) keeps items; that ``survey`` (when a
+    push-down backend offers it) counts what per-record ``decide`` selects; and that bad
+    options raise :class:`~retention_core.ConfigError`.
     """
 
     page_size: ClassVar[int] = 50
     supports_newlines: ClassVar[bool] = True
     created_tolerance: ClassVar[timedelta] = timedelta(seconds=1)
     fault_isolated: ClassVar[bool] = True
+    survey_items: ClassVar[int] = 30
 
     monkeypatch: pytest.MonkeyPatch
 
@@ -376,6 +402,78 @@ class BackendConformanceTests:
                                             records[1].location: Status.ANONYMIZED,
                                             gone[0].location: Status.ALREADY_GONE}
         assert all(self.exists(loc) for loc in locations), "anonymize must keep the items"
+
+    # -- survey (push-down backends) ------------------------------------------------------
+
+    def test_survey_counts_what_decide_selects(self, backend: Backend, source: Source) -> None:
+        """``survey`` is what the safety limits trust instead of a scan: its counts must be
+        exactly the per-record ones, at the cutoff instant itself, under holds, erasure
+        requests and service-end clocks, and with the whole source held."""
+        if not backend.can_push_down:
+            pytest.skip(f"backend {backend.name!r} does not declare can_push_down")
+        names = [f"{SURVEY_SUBJECTS[i % len(SURVEY_SUBJECTS)]}/item-{i:05d}" for i in range(self.survey_items)]
+        self._seed_all(self._locations(names))
+        records = list(self._scan(backend, source).values())
+        assert len(records) >= 3, "the survey test needs at least three seeded items"
+        checked = []
+        for label, category, ctx in self._survey_situations(source, records):
+            surveyed = dataclasses.replace(source, category=category.name)
+            plan = cutoffs(surveyed, ctx)
+            try:
+                got = backend.survey(surveyed, plan)
+            except NotImplementedError:
+                pytest.skip(f"backend {backend.name!r} does not implement survey")
+            expected = self._expected_survey(records, category, ctx, plan)
+            assert isinstance(got, Survey), f"{label}: survey returned {got!r}, not a Survey"
+            assert (got.total, got.due, got.held) == (expected.total, expected.due, expected.held), (
+                f"{label}: survey counted total/due/held {got.total}/{got.due}/{got.held}, "
+                f"per-record decide {expected.total}/{expected.due}/{expected.held}")
+            assert dict(got.held_by_subject) == dict(expected.held_by_subject), (
+                f"{label}: held_by_subject {dict(got.held_by_subject)}, expected {dict(expected.held_by_subject)}")
+            checked.append(expected)
+        assert any(0 < e.due < e.total for e in checked), "no situation split the records into due and kept"
+
+    def _survey_situations(self, source: Source, records: list[Record]) -> list[tuple[str, Category, Context]]:
+        """(label, category, context) cases; the cutoff falls exactly on a seeded instant."""
+        by_created = sorted(r.created for r in records)
+        boundary = by_created[len(by_created) // 2]
+        created = Category("conformance", parse_duration("30d"), action=Action.DELETE)
+        ended = Category("conformance", parse_duration("30d"), after="service_end", action=Action.DELETE)
+        now = boundary + timedelta(days=30)
+        subjects = {
+            "held": Subject("held", service_ended_at=now - timedelta(days=400)),
+            "asked": Subject("asked"),
+            "ended": Subject("ended", service_ended_at=now - timedelta(days=31)),
+            "active": Subject("active"),
+        }
+        request = ErasureRequest("R-1", "asked", "conformance", now - timedelta(days=1), now + timedelta(days=29))
+        holds = (Hold("H-subject", "legal", HoldScope(subject="held"), "conformance"),
+                 Hold("H-nobody", "legal", HoldScope(subject="nobody-has-this"), "conformance"))
+        source_hold = (Hold("H-source", "legal", HoldScope(source=source.name), "conformance"),)
+
+        def ctx(category: Category, when: datetime = now, holds: tuple[Hold, ...] = (),
+                known: bool = True) -> Context:
+            return Context(now=when, categories={category.name: category}, subjects=subjects if known else {},
+                           holds=holds, requests={"asked": request} if known else {})
+
+        return [
+            ("by created, up to the cutoff instant", created, ctx(created, known=False)),
+            ("by created, with a held subject and an erasure request", created, ctx(created, holds=holds)),
+            ("by service end", ended, ctx(ended, holds=holds)),
+            ("the whole source held", created, ctx(created, holds=holds + source_hold)),
+            ("nothing due yet", created, ctx(created, when=by_created[0] + timedelta(days=29), known=False)),
+            ("everything due", created, ctx(created, when=by_created[-1] + timedelta(days=31), known=False)),
+        ]
+
+    def _expected_survey(self, records: list[Record], category: Category, ctx: Context, plan: Cutoffs) -> Survey:
+        """The counts per record: ``decide`` for due, the plan's holds for held."""
+        decided = [dataclasses.replace(r, category=category.name) for r in records]
+        due = sum(decide(r, ctx).action is category.action for r in decided)
+        assert due == sum(plan.due(r.subject, r.created) for r in decided), "engine.cutoffs disagrees with decide"
+        if plan.held:
+            return Survey(total=len(records), due=due, held=len(records))
+        held = Counter(r.subject for r in records if r.subject is not None and r.subject in plan.held_subjects)
+        return Survey(total=len(records), due=due, held=sum(held.values()), held_by_subject=dict(held))
 
     # -- options ---------------------------------------------------------------------------
 

@@ -6,13 +6,15 @@ fail (AssertionError) on it, and pass on the unbroken backend.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
-from collections.abc import Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 
 import pytest
 
-from retention_core import Options, Outcome, Record, Source, Status
+from retention_core import Cutoffs, Options, Outcome, Record, Source, Status, Survey
 from retention_core.testing import BackendConformanceTests, memory
 from retention_core.testing.memory import InMemoryBackend
 
@@ -138,6 +140,57 @@ class StripsNames(InMemoryBackend):
             yield Record(record.source, record.location.replace("\n", " ").lower(), record.created)
 
 
+class SurveyingMemory(InMemoryBackend):
+    """The reference store as a push-down backend that counts correctly (the subject is the
+    location's first segment). Only ``survey`` is exercised; ``push_down`` is not offered."""
+
+    can_push_down = True
+
+    def scan(self, source: Source) -> Iterator[Record]:
+        for record in super().scan(source):
+            yield Record(record.source, record.location, record.created, subject=record.location.split("/")[0])
+
+    def survey(self, source: Source, cutoffs: Cutoffs) -> Survey:
+        return self._count(source, cutoffs, lambda created, cutoff: created <= cutoff)
+
+    def _count(self, source: Source, cutoffs: Cutoffs, within: Callable[[datetime, datetime], bool]) -> Survey:
+        records = list(self.scan(source))
+        if cutoffs.held:
+            return Survey(len(records), 0, len(records))
+        held = Counter(r.subject for r in records if r.subject in cutoffs.held_subjects)
+        due = 0
+        for r in records:
+            assert r.subject is not None
+            cutoff = cutoffs.per_subject.get(r.subject, cutoffs.default)
+            due += r.subject not in cutoffs.held_subjects and cutoff is not None and within(r.created, cutoff)
+        return Survey(len(records), due, sum(held.values()), dict(held))
+
+
+class SurveyStrictCutoff(SurveyingMemory):
+    """``created < cutoff``: the record exactly at the cutoff is missed (an off-by-one in SQL)."""
+
+    def survey(self, source: Source, cutoffs: Cutoffs) -> Survey:
+        return self._count(source, cutoffs, lambda created, cutoff: created < cutoff)
+
+
+class SurveyCountsHeldAsDue(SurveyingMemory):
+    """Counts a held subject's old records as due: the limits would be checked against too many."""
+
+    def survey(self, source: Source, cutoffs: Cutoffs) -> Survey:
+        counted = super().survey(source, dataclasses.replace(cutoffs, held_subjects=frozenset()))
+        held = super().survey(source, cutoffs)
+        return Survey(counted.total, counted.due, held.held, held.held_by_subject)
+
+
+class SurveyIgnoresPerSubject(SurveyingMemory):
+    """Uses the default cutoff for everyone: erasure requests and service-end clocks are lost."""
+
+    def survey(self, source: Source, cutoffs: Cutoffs) -> Survey:
+        return super().survey(source, dataclasses.replace(cutoffs, per_subject={}))
+
+
+SURVEY = "test_survey_counts_what_decide_selects"
+
 CASES = [
     (PrefixDelete, "test_prefix_isolation"),
     (FirstPageOnly, "test_scan_finds_exactly_what_was_seeded_across_pages"),
@@ -152,6 +205,9 @@ CASES = [
     (DeletesOnAnonymize, "test_anonymize_keeps_items"),
     (IgnoresUnknownOptions, "test_bad_options_are_config_errors"),
     (StripsNames, "test_scan_reports_odd_names_verbatim"),
+    (SurveyStrictCutoff, SURVEY),
+    (SurveyCountsHeldAsDue, SURVEY),
+    (SurveyIgnoresPerSubject, SURVEY),
 ]
 
 
@@ -180,9 +236,18 @@ def test_suite_catches(backend_class: type[InMemoryBackend], test_name: str,
         run_suite_test(backend_class, test_name, monkeypatch)
 
 
-@pytest.mark.parametrize("test_name", sorted({name for _, name in CASES}))
+@pytest.mark.parametrize("test_name", sorted({name for _, name in CASES} - {SURVEY}))
 def test_same_suite_tests_pass_on_the_reference(test_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     run_suite_test(InMemoryBackend, test_name, monkeypatch)
+
+
+def test_survey_test_passes_on_a_correct_survey(monkeypatch: pytest.MonkeyPatch) -> None:
+    run_suite_test(SurveyingMemory, SURVEY, monkeypatch)
+
+
+def test_survey_test_skips_backends_without_push_down(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(pytest.skip.Exception):
+        run_suite_test(InMemoryBackend, SURVEY, monkeypatch)
 
 
 def test_seed_rejects_naive_times() -> None:

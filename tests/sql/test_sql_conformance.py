@@ -47,7 +47,9 @@ class TestSqlBackend(BackendConformanceTests):
         value = created.astimezone(timezone.utc)
         if self.naive:
             value = value.replace(tzinfo=None)
-        self.db.insert(self.table, [{"location": location, "owner": "acme", "created_at": value, "note": "call me"}])
+        # The subject is the location's first path segment, as the survey test expects.
+        owner = location.split("/", 1)[0]
+        self.db.insert(self.table, [{"location": location, "owner": owner, "created_at": value, "note": "call me"}])
 
     def exists(self, location: str) -> bool:
         # Compared in Python: database collations may ignore case or trailing spaces.
