@@ -154,6 +154,24 @@ def cutoffs(source: Source, ctx: Context) -> Cutoffs:
                    per_subject=per_subject, default=by_created)
 
 
+def plain_cutoff(source: Source, ctx: Context) -> tuple[datetime, Action] | None:
+    """``decide`` for the source's plain records, as one comparison.
+
+    A plain record has no subject and the source's own category. When that category counts
+    from creation and no hold covers the whole source, ``decide`` says the category's action
+    for a plain record created at or before the returned instant and keep for any later one
+    (a test proves this on random inputs), so a scan can count it without a Decision.
+    None when plain records need ``decide`` one by one.
+    """
+    category = ctx.categories.get(source.category or "")
+    if category is None or category.after != "created":
+        return None
+    plan = cutoffs(source, ctx)
+    if plan.held or plan.default is None:
+        return None
+    return plan.default, category.action
+
+
 def protected_by(source: Source, ctx: Context, survey: Survey) -> dict[str, int]:
     """Per active hold, how many of a surveyed single-category source's records it covers.
 

@@ -19,7 +19,7 @@ from typing import Any
 from .audit import INTENT_FIELDS, OUTCOME_FIELDS, AuditTrail, batch_entry
 from .audit import records as trail_records
 from .backend import Backend, PushdownPlan, Survey
-from .engine import cutoffs, decide, protected_by
+from .engine import cutoffs, decide, plain_cutoff, protected_by
 from .errors import ConfigError, LockedError, RetentionError
 from .model import Action, Context, Decision, Outcome, Record, Source, Status
 from .report import RunReport, SourceStats
@@ -30,6 +30,7 @@ from .text import exact_hex, from_entry, printable
 
 Progress = Callable[[str, int], None]
 DESTRUCTIVE = (Action.DELETE, Action.ANONYMIZE)
+KEEP = Action.KEEP
 
 
 @dataclass(frozen=True)
@@ -61,14 +62,16 @@ class ClockError(RetentionError):
 #: process the 2nd time the run passes that journal point. Points: after-intent, mid-batch,
 #: after-backend, after-outcome. Unset (always, outside those tests) it does nothing.
 KILL_ENV = "RETENTION_TEST_KILL_AT"
+#: Read once: the mid-batch point is passed once per record (an environ lookup per record
+#: showed in the enforce profile).
+_KILL_AT = os.environ.get(KILL_ENV)
 _passes: dict[str, int] = {}
 
 
 def _checkpoint(point: str) -> None:
-    wanted = os.environ.get(KILL_ENV)
-    if not wanted:
+    if not _KILL_AT:
         return
-    name, _, count = wanted.partition(":")
+    name, _, count = _KILL_AT.partition(":")
     if name == point:
         _passes[point] = _passes.get(point, 0) + 1
         if _passes[point] >= int(count or 1):
@@ -154,8 +157,22 @@ def _scan(rt: Runtime, sources: Sequence[Source], ctx: Context, report: RunRepor
         tally = dict.fromkeys(Action, 0)
         protected = stats.protected
         scanned = stats.scanned
+        # Plain records (no subject, the source's category) are decided by one comparison and
+        # only counted, unless the spool keeps them: decide() per record was the largest
+        # Python cost of a scan that keeps nothing, by profile.
+        plain = plain_cutoff(source, ctx)
+        cutoff, due_action = plain if plain else (None, Action.KEEP)
+        category = source.category
         try:
             for record in rt.records(source):
+                if cutoff is not None and record.subject is None and record.category == category:
+                    action = due_action if record.created <= cutoff else KEEP
+                    if not (everything or keep(record, action)):
+                        tally[action] += 1
+                        scanned += 1
+                        if progress is not None and scanned % 1000 == 0:
+                            progress(source.name, scanned)
+                        continue
                 decision = decide(record, ctx)
                 if everything or keep(record, decision.action):
                     add(record, decision)
@@ -218,7 +235,7 @@ def _enforce(rt: Runtime, sources: Sequence[Source], ctx: Context, report: RunRe
                     status = report.status = "limit-tripped"
                     return
             else:
-                _batches(rt, backend, source, report, trail, options.now)
+                _batches(rt, backend, source, report, trail, options.now, ctx)
         if not options.sources:
             _settle_requests(rt, report, options.now)
         status = "ok" if report.failed == 0 else "failed-deletions"
@@ -284,20 +301,25 @@ def _outcome(run_id: str, source: str, action: Action,
              triples: Iterable[tuple[Outcome, Decision, str | None]]) -> dict[str, Any]:
     """One outcome line for a batch: (outcome, decision, status override) per record."""
     return batch_entry("outcome", run_id, source, action.value,
-                       [[*_row(o.record, d), status or o.status.value, o.error] for o, d, status in triples])
+                       [[*_row(o.record, d), status or o.status, o.error] for o, d, status in triples])
 
 
 def _batches(rt: Runtime, backend: Backend, source: Source, report: RunReport, trail: AuditTrail,
-             now: datetime) -> None:
+             now: datetime, scanned_with: Context) -> None:
     stats = report.sources[source.name]
     for batch in report.spool.due(source.name, max(1, backend.batch_size)):
         _still_ours(rt, report.run_id)
         ctx = rt.context(now)  # holds re-read: one placed mid-run protects the rest
+        # decide() is pure, and within a run only holds and erasure requests can change: while
+        # they have not, the scan's decisions stand (deciding every record again was a tenth of
+        # an enforcing run, by profile).
+        unchanged = ctx.holds == scanned_with.holds and ctx.requests == scanned_with.requests
         todo: dict[Action, list[Item]] = {Action.DELETE: [], Action.ANONYMIZE: []}
         for item in batch:
-            decision = decide(item.record, ctx)
+            decision = item.decision if unchanged else decide(item.record, ctx)
             if decision.action in DESTRUCTIVE:
-                todo[decision.action].append(Item(item.idx, item.record, decision, None, None))
+                todo[decision.action].append(item if decision is item.decision else
+                                             Item(item.idx, item.record, decision, None, None))
             else:
                 report.spool.redecide(item.idx, decision)
                 stats.decisions[item.decision.action.value] -= 1
@@ -315,9 +337,10 @@ def _execute(rt: Runtime, backend: Backend, action: Action, items: list[Item], r
     trail.append([_intent(report.run_id, source, action, ((i.record, i.decision) for i in items))])
     _checkpoint("after-intent")
     records = [i.record for i in items]
+    keys = [r.key for r in records]
     rt.plugins.before_delete(records, ctx)
-    by_key = {i.record.key: i for i in items}
-    got: dict[tuple[str, str, str | None], Outcome] = {}
+    wanted = set(keys)
+    got: dict[Key, Outcome] = {}
     error = "backend reported no outcome for this record"
     try:
         if action is Action.ANONYMIZE:
@@ -327,22 +350,30 @@ def _execute(rt: Runtime, backend: Backend, action: Action, items: list[Item], r
         else:
             stream = backend.delete(records)
         for outcome in stream:
-            if outcome.record.key in by_key:
-                got.setdefault(outcome.record.key, outcome)
-                _checkpoint("mid-batch")
+            key = outcome.record.key
+            if key in wanted and key not in got:
+                got[key] = outcome
+                if _KILL_AT:
+                    _checkpoint("mid-batch")
     except Exception as exc:  # the rest of the batch gets `failed`, never silence
         error = f"{type(exc).__name__}: {exc}"
-    outcomes = [got.get(i.record.key) or Outcome(i.record, Status.FAILED, error) for i in items]
+    done = [(got.get(key) or Outcome(item.record, Status.FAILED, error), item) for key, item in zip(keys, items,
+                                                                                                   strict=True)]
     _checkpoint("after-backend")
-    trail.append([_outcome(report.run_id, source, action,
-                           ((o, by_key[o.record.key].decision, None) for o in outcomes))])
+    # Not fsynced here: the next batch's intent (or the run's end) makes it durable, and a
+    # lost outcome line is an intent a later run settles from storage.
+    trail.append([_outcome(report.run_id, source, action, ((o, i.decision, None) for o, i in done))], sync=False)
     _checkpoint("after-outcome")
-    rt.state.add_unsettled(report.run_id, [_entry(report.run_id, o.record, by_key[o.record.key].decision)
-                                           for o in outcomes if o.status is Status.FAILED])
-    report.spool.set_outcomes((by_key[o.record.key].idx, o) for o in outcomes)
-    for outcome in outcomes:
-        stats.outcomes[outcome.status.value] += 1
-    rt.plugins.after_delete(outcomes, ctx)
+    rt.state.add_unsettled(report.run_id, [_entry(report.run_id, o.record, i.decision)
+                                           for o, i in done if o.status is Status.FAILED])
+    # Without items, outcomes are read back only for subjects with erasure requests.
+    requested = ctx.requests
+    report.spool.set_outcomes((i.idx, o) for o, i in done
+                              if report.itemized or (o.record.subject is not None and o.record.subject in requested))
+    counts = stats.outcomes
+    for outcome, _ in done:
+        counts[outcome.status] += 1
+    rt.plugins.after_delete([o for o, _ in done], ctx)
 
 
 def _push_down(rt: Runtime, backend: Backend, source: Source, report: RunReport, trail: AuditTrail,
@@ -359,7 +390,8 @@ def _push_down(rt: Runtime, backend: Backend, source: Source, report: RunReport,
     decision = Decision(plan.cutoffs.action, "set-based: due under the policy (holds re-read per batch)")
 
     def settle(batch: list[Outcome]) -> None:
-        trail.append([_outcome(report.run_id, source.name, decision.action, ((o, decision, None) for o in batch))])
+        trail.append([_outcome(report.run_id, source.name, decision.action, ((o, decision, None) for o in batch))],
+                     sync=False)  # durable with the next intent, as in _execute
         _checkpoint("after-outcome")
         failed = [o for o in batch if o.status is Status.FAILED]
         rt.state.add_unsettled(report.run_id, [_entry(report.run_id, o.record, decision) for o in failed])
@@ -474,8 +506,9 @@ def _recover(rt: Runtime, report: RunReport, trail: AuditTrail, left_open: _Open
     """
     settled = [_settle(report, intent, "after a crash") for intent in left_open.dangling.values()]
     # A failure whose record is still there is already journalled; only a vanished one needs a line.
+    # (An intent both dangling and failed — its outcome line was lost with the machine — is settled once.)
     settled += [_settle(report, intent, "after a failed delete") for _, intent in left_open.failed
-                if not report.spool.contains(*_trail_key(intent))]
+                if _trail_key(intent) not in left_open.dangling and not report.spool.contains(*_trail_key(intent))]
     groups: dict[tuple[str, str, str], list[list[Any]]] = {}
     for entry in settled:
         groups.setdefault((entry["run_id"], entry["source"], entry["action"]), []).append(

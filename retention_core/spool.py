@@ -190,12 +190,17 @@ _ACTIONS = {a.value: a for a in Action}
 
 
 def _item(row: tuple) -> Item:  # type: ignore[type-arg]
+    # Runs once per item read back (every record deleted): positional timedelta arguments and
+    # the escape checks inlined, by profile.
     (idx, source, location, version, created, size, subject, category, action, reason, holds, due,
      outcome, error) = row
-    record = Record(source, _untext(location) or "", _EPOCH + timedelta(microseconds=created), size, version,
-                    _untext(subject), category)
+    if location.startswith("\x00se:"):
+        location = _untext(location)
+    if subject is not None and subject.startswith("\x00se:"):
+        subject = _untext(subject)
+    record = Record(source, location, _EPOCH + timedelta(0, 0, created), size, version, subject, category)
     decision = Decision(_ACTIONS[action], reason, tuple(json.loads(holds)) if holds != "[]" else (),
-                        _EPOCH + timedelta(microseconds=due) if due is not None else None)
+                        _EPOCH + timedelta(0, 0, due) if due is not None else None)
     return Item(idx, record, decision, outcome, error)
 
 

@@ -91,3 +91,12 @@ def test_editing_one_record_inside_a_batch_line_breaks_the_chain(tmp_path):
     text = lines(t)
     t.path.write_text(text[0].replace('"a/1"', '"a/9"', 1))
     assert not verify(t.path).ok
+
+
+def test_two_writers_interleaving_appends_keep_one_chain(tmp_path):
+    a, b = AuditTrail(tmp_path / "audit.jsonl"), AuditTrail(tmp_path / "audit.jsonl")
+    a.append([{"event": "run-start"}])
+    b.append([{"event": "hold-placed"}])  # another process, between two of a's batches
+    a.append([{"event": "run-end"}])
+    result = verify(a.path)
+    assert result.ok and result.lines == 3 and result.head == a.head() == b.head()

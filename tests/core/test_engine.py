@@ -4,7 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from retention_core.durations import parse_duration
-from retention_core.engine import cutoffs, decide
+from retention_core.engine import cutoffs, decide, plain_cutoff
 from retention_core.model import (
     Action,
     Category,
@@ -141,3 +141,18 @@ def test_set_form_selects_exactly_what_decide_selects(record, hs, req, category)
     c = ctx(hs, {s: request(s) for s in req})
     expected = decide(record, c).action in (Action.DELETE, Action.ANONYMIZE)
     assert cutoffs(source, c).due(record.subject, record.created) == expected
+
+
+@settings(max_examples=300)
+@given(records, holds, requested, st.sampled_from(["call", "acct", "emp"]))
+def test_a_plain_record_is_decided_by_one_comparison_exactly_as_decide_decides(record, hs, req, category):
+    source = Source("s", "memory", category=category)
+    record = Record("s", "loc", record.created, category=category)  # plain: no subject
+    c = ctx(hs, {s: request(s) for s in req})
+    plain = plain_cutoff(source, c)
+    if plain is None:
+        assert CATS[category].after != "created" or any(
+            h.active and h.scope.subject is None and h.scope.covers(record) for h in hs)
+        return
+    cutoff, action = plain
+    assert decide(record, c).action is (action if record.created <= cutoff else Action.KEEP)
