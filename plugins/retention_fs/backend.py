@@ -95,9 +95,11 @@ class FilesystemBackend(Backend):
     def scan(self, source: Source) -> Iterator[Record]:
         root = self._open_root()
         self._mounts = self._mounts_below(root)
-        yield from self._walk(root, "", source.name)
+        # Without a match pattern every file is of the source's category: set it here, so the
+        # core need not build each record a second time to fill it in.
+        yield from self._walk(root, "", source.name, source.category if source.match is None else None)
 
-    def _walk(self, dir_fd: int, prefix: str, source: str) -> Iterator[Record]:
+    def _walk(self, dir_fd: int, prefix: str, source: str, category: str | None) -> Iterator[Record]:
         subdirs = []
         try:
             entries = list(os.scandir(dir_fd))
@@ -116,7 +118,7 @@ class FilesystemBackend(Backend):
                 log.warning("cannot stat %s%s: %s", prefix, entry.name, exc.strerror or exc)
                 continue
             if is_reg(st.st_mode):
-                yield make(source, prefix + entry.name, stamp(st.st_mtime, utc), st.st_size)
+                yield make(source, prefix + entry.name, stamp(st.st_mtime, utc), st.st_size, None, None, category)
             elif stat.S_ISDIR(st.st_mode):
                 if st.st_dev != self._dev:
                     log.warning("not entering %s%s: another filesystem", prefix, entry.name)
@@ -133,7 +135,7 @@ class FilesystemBackend(Backend):
                 log.warning("cannot enter %s%s: %s", prefix, name, getattr(exc, "strerror", None) or exc)
                 continue
             try:
-                yield from self._walk(fd, f"{prefix}{name}/", source)
+                yield from self._walk(fd, f"{prefix}{name}/", source, category)
             finally:
                 os.close(fd)
 
@@ -162,7 +164,7 @@ class FilesystemBackend(Backend):
 
     def _delete_one(self, record: Record, root: int, opened: dict[str, int]) -> Outcome:
         parts = record.location.split("/")
-        if any(p in ("", ".", "..") for p in parts):
+        if "" in parts or "." in parts or ".." in parts:
             return Outcome(record, Status.REFUSED, f"unsafe path {record.location!r}")
         try:
             dir_fd = self._directory(parts[:-1], root, opened)
