@@ -24,7 +24,9 @@ ANCHOR_TRIES = 8
 
 
 def utc(value: datetime) -> datetime:
-    """botocore's tzutc datetimes as plain aware UTC."""
+    """botocore's tzutc datetimes as plain aware UTC (our own parser's already are)."""
+    if value.tzinfo is timezone.utc:
+        return value
     if value.tzinfo is None:
         return value.replace(tzinfo=timezone.utc)
     return value.astimezone(timezone.utc)

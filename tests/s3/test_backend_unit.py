@@ -106,6 +106,36 @@ def test_scan_is_lazy_and_reads_only_listings(s3: Any) -> None:
         assert first.created.tzinfo == timezone.utc and first.size == 1 and first.version is None
 
 
+@pytest.mark.parametrize("text", [
+    "2024-05-01T12:00:00.000Z", "2024-05-01T12:00:00Z", "2024-05-01T12:00:00.123456Z",
+    "2024-05-01T12:00:00.1234567Z", "2024-02-29T23:59:59.9Z",
+    # not S3's listing shape: botocore's own parser, unchanged
+    "Wed, 01 May 2024 12:00:00 GMT", "2024-05-01T14:00:00+02:00", 1714564800, "1714564800",
+])
+def test_timestamps_parse_exactly_as_botocore_does(text: Any) -> None:
+    from botocore.utils import parse_timestamp as botocore_parse
+
+    from retention_s3.client import parse_timestamp
+
+    ours = parse_timestamp(text)
+    assert ours == botocore_parse(text) and ours.utcoffset() is not None
+    assert ours.astimezone(timezone.utc).isoformat() == botocore_parse(text).astimezone(timezone.utc).isoformat()
+
+
+def test_listed_times_skip_dateutil_and_stay_aware_utc(s3: Any) -> None:
+    bucket = make_bucket(s3)
+    put(s3, bucket, "k")
+    with backend_for(bucket) as backend:
+        zones: list[Any] = []
+        backend.client.meta.events.register("after-call.s3.ListObjectsV2", lambda parsed, **_: zones.extend(
+            o["LastModified"].tzinfo for o in parsed.get("Contents", ())))
+        [record] = backend.scan(SOURCE)
+    # botocore's own parser (dateutil) would have answered with dateutil's tzutc()
+    assert zones == [timezone.utc], "the listing was parsed by botocore's default timestamp parser"
+    assert record.created.tzinfo is timezone.utc
+    assert abs(record.created - datetime.now(timezone.utc)) < timedelta(minutes=5)
+
+
 def test_odd_keys_round_trip(s3: Any) -> None:
     bucket = make_bucket(s3, versioned=True)
     keys = ["a b/with space", "plus+sign", "per%25cent", "ünï/名前", "double//slash", "/leading", "tab\tkey"]
