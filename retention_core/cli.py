@@ -20,14 +20,11 @@ from typing import IO, Any
 
 import click
 
-from . import certificate, logs
+from . import logs
 from .audit import AuditTrail, Head, verify
 from .durations import parse_duration
 from .engine import decide
 from .errors import ConfigError, PluginError, RetentionError
-from .explain import explain
-from .explain import render_text as render_explanation
-from .forecast import Forecast, plan_csv, plan_json, plan_text
 from .metrics import write_metrics
 from .model import HoldScope
 from .plugins import Plugins, load_plugins
@@ -221,9 +218,9 @@ def _run(config: str, dry_run: bool, as_of: str | None, sources: tuple[str, ...]
     now = _parse_date(as_of, "--as-of") or datetime.now(timezone.utc)
     dry_run = dry_run or as_of is not None
     with open_runtime(config) as rt:
-        writers = rt.plugins.report_writers()
+        writers = rt.plugins.report_writers() if reports else None  # (they import the HTML report)
         chosen = [(Path(p), writers.get(Path(p).suffix.lower().lstrip("."), key=f"--report {p}"))
-                  for p in reports]
+                  for p in reports if writers is not None]
         names = list(sources) or [s.name for s in rt.policy.sources]
         logs.event("run-start", f"run started: {len(names)} sources, as of {now:%Y-%m-%d %H:%M} UTC"
                    + (", dry run" if dry_run else ""), config=str(rt.policy.path), dry_run=dry_run,
@@ -281,6 +278,8 @@ def _write_metrics(path: Path, report: RunReport | None, started: float, code: i
 @click.option("--format", "fmt", type=click.Choice(("text", "json", "csv")), default="text", show_default=True)
 def plan_command(config: str, within: str, as_of: str | None, sources: tuple[str, ...], fmt: str) -> None:
     """What becomes due when, by week and category. Storage is only listed, never changed."""
+    from .forecast import Forecast, plan_csv, plan_json, plan_text  # only this command: start-up time
+
     try:
         window = parse_duration(within)
     except ValueError as exc:
@@ -312,6 +311,9 @@ def plan_command(config: str, within: str, as_of: str | None, sources: tuple[str
 @click.option("--format", "fmt", type=click.Choice(("text", "json")), default="text", show_default=True)
 def explain_command(config: str, location: str, source_name: str | None, as_of: str | None, fmt: str) -> None:
     """Every step of the decision for the record at LOCATION (as the source lists it)."""
+    from .explain import explain
+    from .explain import render_text as render_explanation
+
     now = _parse_date(as_of, "--as-of") or datetime.now(timezone.utc)
     with open_runtime(config) as rt:
         chosen = [rt.policy.source(source_name)] if source_name else list(rt.policy.sources)
@@ -505,6 +507,8 @@ def audit_certificate(config: str, run_id: str, fmt: str, output: str | None) ->
     (logical deletion through the storage API), tool and version, verification method,
     dates, and the SHA-256 of the run's last audit line and of the trail head.
     """
+    from . import certificate
+
     with open_runtime(config) as rt:
         last = rt.state.last_audit_head()
         who, status = _run_row(rt, run_id)

@@ -75,13 +75,13 @@ def _kill_before_intent(nth: int) -> None:
     original = scheduler.AuditTrail.append
     seen = [0]
 
-    def append(self: Any, entries: Any) -> Any:
+    def append(self: Any, entries: Any, **options: Any) -> Any:
         entries = list(entries)
         if entries and entries[0].get("event") == "intent":
             seen[0] += 1
             if seen[0] >= nth:
                 os.kill(os.getpid(), signal.SIGKILL)
-        return original(self, entries)
+        return original(self, entries, **options)
 
     scheduler.AuditTrail.append = append  # type: ignore[method-assign]
 
