@@ -143,8 +143,8 @@ class SqlBackend(Backend):
                 return
             with self.engine.connect() as conn:
                 streaming = conn.execution_options(stream_results=True, yield_per=self.batch_size)
-                for row in streaming.execute(ops.scan_query()):
-                    yield ops.record(source.name, source.category, row)
+                for rows in streaming.execute(ops.scan_query()).partitions():
+                    yield from ops.records(source.name, source.category, rows)
         except SQLAlchemyError as exc:
             raise BackendError(f"source {source.name!r}: listing {self.settings.table!r} failed: "
                                f"{first_line(exc)}") from None
@@ -159,8 +159,7 @@ class SqlBackend(Backend):
                 query = query.where(ops.key > last)
             with self.engine.connect() as conn:
                 rows = conn.execute(query).all()
-            for row in rows:
-                yield ops.record(source.name, source.category, row)
+            yield from ops.records(source.name, source.category, rows)
             if len(rows) < self.batch_size:
                 return
             last = rows[-1][0]
@@ -218,7 +217,7 @@ class SqlBackend(Backend):
             for part in chunks(keys, IN_CHUNK):
                 where = ops.keys_equal(part)
                 rows += ops.anonymize_where(conn, where, key) if anonymize else ops.delete_where(conn, where)
-        return {str(row.key) for row in rows}
+        return {str(row[0]) for row in rows}
 
     # -- set-based --------------------------------------------------------------------------------------------
     def push_down(self, source: Source, plan: PushdownPlan) -> Generator[list[Outcome], None, None]:

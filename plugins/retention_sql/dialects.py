@@ -90,6 +90,19 @@ class Flavor:
 class PostgresFlavor(Flavor):
     name = "postgresql"
 
+    def prepare(self, engine: Engine) -> None:
+        @event.listens_for(engine, "connect")
+        def _connect(dbapi_connection: Any, _record: Any) -> None:
+            # timestamptz values then come back in UTC (psycopg: tzinfo is timezone.utc), which
+            # Clock.to_utc passes through; a server zone like Europe/Berlin made every row pay
+            # for astimezone. Comparisons are between instants and do not depend on it.
+            cursor = dbapi_connection.cursor()
+            try:
+                cursor.execute("SET TIME ZONE 'UTC'")
+            finally:
+                cursor.close()
+            dbapi_connection.commit()  # SET is transactional: keep it past the first rollback
+
     def probe(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
         # "C": byte-wise equality even where the column has a nondeterministic collation.
         return self.text(column).collate("C")

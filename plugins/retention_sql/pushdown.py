@@ -10,7 +10,7 @@ key range, and rows never travel to Python to be deleted.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Generator, Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -223,7 +223,7 @@ class RangeWalk:
                     default = cutoffs.sync(conn, current)
                     hi = self._upper_bound(conn, last)
                     rows = self._apply(conn, action, self._where(cutoffs, default, last, hi))
-                    outcomes = [self._outcome(source, row, status) for row in rows]
+                    outcomes = self._outcomes(source, rows, status)
                 except SQLAlchemyError as exc:
                     trans.rollback()
                     if conn.invalidated or conn.closed:
@@ -269,9 +269,9 @@ class RangeWalk:
             return self.ops.delete_where(conn, where)
         return self.ops.anonymize_where(conn, where, self.hash_key)
 
-    def _outcome(self, source: Source, row: Row, status: Status, error: str | None = None) -> Outcome:
-        record = self.ops.record(source.name, source.category, (row.key, row.subject, row.created))
-        return Outcome(record, status, error)
+    def _outcomes(self, source: Source, rows: Sequence[Row], status: Status, error: str | None = None
+                  ) -> list[Outcome]:
+        return [Outcome(record, status, error) for record in self.ops.records(source.name, source.category, rows)]
 
     def _one_by_one(self, conn: sa.Connection, source: Source, plan: PushdownPlan, cutoffs: CutoffTable,
                     action: Action, status: Status, last: Any, error: SQLAlchemyError
@@ -289,20 +289,20 @@ class RangeWalk:
                 default = cutoffs.sync(conn, current)
                 hi = self._upper_bound(conn, last)
                 where = self._where(cutoffs, default, last, hi)
-                due = [Row(*r) for r in conn.execute(sa.select(*self.ops.columns()).where(where))]
+                due = conn.execute(sa.select(*self.ops.columns()).where(where)).all()
         except SQLAlchemyError as exc:
             raise BackendError(f"source {source.name!r}: a batch failed ({first_line(error)}) and its rows "
                                f"could not be listed again: {first_line(exc)}") from None
         for row in due:
             trans = conn.begin()
             try:
-                single = sa.and_(self.ops.keys_equal([row.key]), where)
+                single = sa.and_(self.ops.keys_equal([row[0]]), where)
                 done = self._apply(conn, action, single)
             except SQLAlchemyError as exc:
                 trans.rollback()
-                yield [self._outcome(source, row, Status.FAILED, first_line(exc))]
+                yield self._outcomes(source, [row], Status.FAILED, first_line(exc))
                 continue
-            yield from _commit_after_yield(trans, [self._outcome(source, affected, status) for affected in done])
+            yield from _commit_after_yield(trans, self._outcomes(source, done, status))
         return hi
 
 

@@ -8,7 +8,6 @@ in the ``WHERE`` they pass here; what "a usable row" is, how a row becomes a
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -24,13 +23,10 @@ from .schema import TableInfo
 IN_CHUNK = 1000
 
 
-@dataclass(frozen=True)
-class Row:
-    """What is reported for an affected row: its key, subject text and raw created value."""
-
-    key: Any
-    subject: str | None
-    created: Any
+#: What is reported for an affected row: (key, subject text, raw created value), as the
+#: driver returned it (the first three of :meth:`TableOps.columns`). Not an object per row:
+#: on a push-down batch that construction cost as much as reading the row.
+Row = Sequence[Any]
 
 
 def chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -65,15 +61,29 @@ class TableOps:
     def scan_query(self) -> sa.Select[Any]:
         return sa.select(*self.columns()).where(self.valid())
 
-    def record(self, source: str, category: str | None, row: Any) -> Record:
-        key, subject, created = row[0], row[1], row[2]
-        try:
-            when = self.info.clock.to_utc(self.flavor.read_created(created))
-        except (ValueError, OverflowError) as exc:
-            raise BackendError(f"table {self.table.name!r}, key {key!r}: cannot read created value "
-                               f"{created!r}: {exc}") from None
-        return Record(source=source, location=str(key), created=when,
-                      subject=None if subject is None else str(subject), category=category)
+    def record(self, source: str, category: str | None, row: Row) -> Record:
+        return self.records(source, category, (row,))[0]
+
+    def records(self, source: str, category: str | None, rows: Iterable[Row]) -> list[Record]:
+        """One :class:`Record` per row, in order.
+
+        Every row a scan or a push-down batch reads passes here, so the loop keeps its
+        lookups in locals and UTC values skip the time-zone conversion (see ``Clock.to_utc``).
+        """
+        to_utc, read = self.info.clock.to_utc, self.flavor.read_created
+        out: list[Record] = []
+        append = out.append
+        for row in rows:
+            key, subject, created = row[0], row[1], row[2]
+            try:
+                when = to_utc(read(created))
+            except (ValueError, OverflowError) as exc:
+                raise BackendError(f"table {self.table.name!r}, key {key!r}: cannot read created value "
+                                   f"{created!r}: {exc}") from None
+            append(Record(source=source, location=str(key), created=when,
+                          subject=subject if subject is None or subject.__class__ is str else str(subject),
+                          category=category))
+        return out
 
     # -- naming rows by key, exactly -------------------------------------------------------------
     def keys_equal(self, keys: Sequence[Any]) -> ColumnElement[bool]:
@@ -87,10 +97,10 @@ class TableOps:
     def delete_where(self, conn: sa.Connection, where: ColumnElement[bool]) -> list[Row]:
         """Delete the rows matching *where*; return each deleted row."""
         if self.returning:
-            result = conn.execute(sa.delete(self.table).where(where).returning(*self.columns()))
-            return [Row(*r) for r in result]
-        rows = [Row(*r[:3]) for r in self._select_for_update(conn, where)]
-        for part in chunks([r.key for r in rows], IN_CHUNK):
+            # all(): one fetch for the batch; iterating the result fetched row by row.
+            return conn.execute(sa.delete(self.table).where(where).returning(*self.columns())).all()
+        rows = self._select_for_update(conn, where)
+        for part in chunks([r[0] for r in rows], IN_CHUNK):
             conn.execute(sa.delete(self.table).where(self.keys_equal(part)))
         return rows
 
@@ -100,17 +110,17 @@ class TableOps:
         query = sa.select(*self.columns(), *extra).where(where)
         if self.flavor.for_update:
             query = query.with_for_update()
-        return list(conn.execute(query))
+        return list(conn.execute(query).all())
 
     # -- anonymizing ------------------------------------------------------------------------------
     def anonymize_where(self, conn: sa.Connection, where: ColumnElement[bool], key: bytes | None) -> list[Row]:
         """Anonymize the rows matching *where* that are not anonymized yet; return each."""
         hashed = self.anonymizer.hashed
         selected = self._select_for_update(conn, sa.and_(where, sa.not_(self.anonymizer.done())), extra=hashed)
-        rows = [Row(r[0], r[1], r[2]) for r in selected]
+        rows = [r[:3] for r in selected] if hashed else selected
         fixed = self.anonymizer.fixed_values()
         if not hashed:
-            for part in chunks([r.key for r in rows], IN_CHUNK):
+            for part in chunks([r[0] for r in rows], IN_CHUNK):
                 conn.execute(sa.update(self.table).where(self.keys_equal(part)).values(fixed))
             return rows
         assert key is not None

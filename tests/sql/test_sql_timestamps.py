@@ -199,3 +199,30 @@ def test_outcome_status_of_a_timestamp_record(records: Any) -> None:
         [record] = backend.scan(scenario(0).source())
         [outcome] = backend.delete([record])
     assert record.created == when and outcome.status is Status.DELETED
+
+
+def test_a_session_zone_other_than_utc_reads_the_same_instants(db: Database) -> None:
+    """PostgreSQL hands timestamptz back in the session's zone; ours is set to UTC on connect,
+    so a server or role default like Asia/Kolkata changes neither values nor selections."""
+    if db.kind != "postgresql":
+        pytest.skip("the session zone only shapes how PostgreSQL returns timestamptz values")
+    url = sa.engine.make_url(db.url).update_query_dict({"options": "-c timezone=Asia/Kolkata"})
+    native = sa.create_engine(url)
+    with native.connect() as conn:
+        assert conn.exec_driver_sql("SHOW timezone").scalar() == "Asia/Kolkata", "the option must take effect"
+    native.dispose()
+    records = records_table(db)
+    instants = {i: datetime(2020, 1, 1, tzinfo=UTC) + timedelta(hours=7 * i, microseconds=i) for i in range(1, 41)}
+    records.add((i, "s", t) for i, t in instants.items())
+    cutoff = instants[20]
+    plan = Cutoffs(Action.DELETE, False, frozenset(), default=cutoff)
+    source = scenario(0).source()
+    with records.backend(url=url.render_as_string(hide_password=False), batch_size=7) as backend:
+        with backend.engine.connect() as conn:
+            assert conn.exec_driver_sql("SHOW timezone").scalar() == "UTC"
+        scanned = {r.location: r.created for r in backend.scan(source)}
+        assert backend.survey(source, plan).due == 20
+        deleted = [o.record for batch in backend.push_down(source, PushdownPlan(plan, lambda: plan)) for o in batch]
+    assert scanned == {str(i): t for i, t in instants.items()}
+    assert {r.location: r.created for r in deleted} == {str(i): t for i, t in instants.items() if t <= cutoff}
+    assert all(r.created.utcoffset() == timedelta(0) for r in deleted)
