@@ -217,8 +217,10 @@ def batch_entry(event: str, run_id: str, source: str, action: str, rows: Sequenc
     entry["fields"] = [names[i] for i in varying]
     if len(varying) > 1:
         entry["records"] = list(map(itemgetter(*varying), rows))  # tuples encode as arrays
+    elif varying:
+        entry["records"] = [[value] for value in map(itemgetter(varying[0]), rows)]
     else:
-        entry["records"] = [[row[i] for i in varying] for row in rows]
+        entry["records"] = [[] for _ in rows]
     return entry
 
 
