@@ -45,7 +45,7 @@ class SqlSettings:
     where: str
     schema: str | None = None
     timezone: tzinfo | None = None
-    batch_size: int = 1000
+    batch_size: int = 10_000
     anonymize: tuple[AnonymizeRule, ...] = field(default_factory=tuple)
     hash_key_env: str | None = None
     allow_cascade: bool = False
@@ -66,7 +66,7 @@ def read_settings(options: Options) -> SqlSettings:
         where=options.where,
         schema=options.str("schema", None),
         timezone=_zone(options),
-        batch_size=options.int("batch_size", 1000, minimum=1, maximum=100_000),
+        batch_size=options.int("batch_size", 10_000, minimum=1, maximum=100_000),
         anonymize=_rules(options),
         hash_key_env=_env_name(options),
         allow_cascade=options.bool("allow_cascade", False),
