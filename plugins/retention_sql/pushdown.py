@@ -111,12 +111,6 @@ class CutoffTable:
         one statement), so push-down and survey select with this one expression.
         """
         created = self.flavor.created(self.ops.info.created)
-        t = self.table.c
-        per_subject = (sa.select(sa.case((t.mode == HELD, UNDER_HOLD),
-                                         (t.mode == EVERYTHING, DUE),
-                                         (sa.and_(t.mode == UP_TO, created <= t.cutoff), DUE), else_=KEPT))
-                       .where(t.s == self.flavor.probe(self.ops.info.subject))
-                       .scalar_subquery())
         mode, bound = default
         if mode == EVERYTHING:
             fallback: ColumnElement[Any] = sa.literal(DUE)
@@ -125,6 +119,16 @@ class CutoffTable:
             fallback = sa.case((created <= value, DUE), else_=KEPT)
         else:
             fallback = sa.literal(KEPT)
+        if not self.loaded:
+            # No subject differs from the default (no erasure request, minor or held subject; a
+            # creation clock): one comparison per row, without a lookup in the cutoff table.
+            return fallback
+        t = self.table.c
+        per_subject = (sa.select(sa.case((t.mode == HELD, UNDER_HOLD),
+                                         (t.mode == EVERYTHING, DUE),
+                                         (sa.and_(t.mode == UP_TO, created <= t.cutoff), DUE), else_=KEPT))
+                       .where(t.s == self.flavor.probe(self.ops.info.subject))
+                       .scalar_subquery())
         return sa.func.coalesce(per_subject, fallback)
 
     def due(self, default: tuple[int, Any]) -> ColumnElement[bool]:
@@ -164,7 +168,7 @@ def survey(ops: TableOps, engine: sa.Engine, cutoffs: Cutoffs) -> Survey:
         try:
             with conn.begin():
                 default = table.sync(conn, cutoffs)
-                counts = list(conn.execute(_survey_query(ops, table.verdict(default))))
+                counts = list(conn.execute(_survey_query(ops, table.verdict(default), held=bool(table.loaded))))
             table.drop(conn)
         except BaseException:
             conn.invalidate()  # never hand a connection with our temp table back to the pool
@@ -180,12 +184,16 @@ def survey(ops: TableOps, engine: sa.Engine, cutoffs: Cutoffs) -> Survey:
                   held_by_subject=held_by_subject)
 
 
-def _survey_query(ops: TableOps, verdict: ColumnElement[int]) -> sa.Select[Any]:
+def _survey_query(ops: TableOps, verdict: ColumnElement[int], *, held: bool) -> sa.Select[Any]:
     """(verdict, held subject's probe or NULL, rows) over the rows scan lists.
 
     The verdict is computed once per row in a derived table, so the cutoff table appears
-    once in the statement.
+    once in the statement. Without *held* subjects (an empty cutoff table) it is a plain
+    count per verdict.
     """
+    if not held:
+        v = verdict.label("v")
+        return sa.select(v, sa.null(), sa.func.count()).where(ops.valid()).group_by(v)
     rows = (sa.select(verdict.label("v"), ops.flavor.probe(ops.info.subject).label("p"))
             .where(ops.valid()).subquery())
     held_subject = sa.case((rows.c.v == UNDER_HOLD, rows.c.p), else_=sa.null()).label("hs")
