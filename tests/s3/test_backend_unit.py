@@ -136,6 +136,40 @@ def test_listed_times_skip_dateutil_and_stay_aware_utc(s3: Any) -> None:
     assert abs(record.created - datetime.now(timezone.utc)) < timedelta(minutes=5)
 
 
+def test_a_scan_closed_early_stops_listing(s3: Any) -> None:
+    bucket = make_bucket(s3)
+    for i in range(50):
+        put(s3, bucket, f"k/{i:03d}")
+    with backend_for(bucket, page_size=5) as backend:
+        calls: list[str] = []
+        backend.client.meta.events.register("before-call.s3.ListObjectsV2", lambda model, **_: calls.append(model.name))
+        records = backend.scan(SOURCE)
+        assert [next(records).location for _ in range(7)] == [f"k/{i:03d}" for i in range(7)]
+        records.close()
+        assert len(calls) == 2, "two pages read, nothing listed after the scan was closed"
+
+
+def test_a_listing_failure_mid_scan_is_a_backend_error(s3: Any) -> None:
+    from retention_core import BackendError
+
+    bucket = make_bucket(s3)
+    for i in range(12):
+        put(s3, bucket, f"k/{i:03d}")
+    with backend_for(bucket, page_size=5, max_attempts=1) as backend:
+        pages: list[int] = []
+
+        def fail_third(**_: Any) -> None:
+            pages.append(1)
+            if len(pages) == 3:
+                raise RuntimeError("connection reset")
+
+        backend.client.meta.events.register("before-call.s3.ListObjectsV2", fail_third)
+        seen: list[str] = []
+        with pytest.raises(BackendError, match="ListObjectsV2 failed: RuntimeError: connection reset"):
+            seen.extend(r.location for r in backend.scan(SOURCE))
+    assert seen == [f"k/{i:03d}" for i in range(10)], "the pages before the failure were all yielded"
+
+
 def test_odd_keys_round_trip(s3: Any) -> None:
     bucket = make_bucket(s3, versioned=True)
     keys = ["a b/with space", "plus+sign", "per%25cent", "ünï/名前", "double//slash", "/leading", "tab\tkey"]
