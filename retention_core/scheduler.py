@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -396,8 +397,8 @@ def _push_down(rt: Runtime, backend: Backend, source: Source, report: RunReport,
         failed = [o for o in batch if o.status is Status.FAILED]
         rt.state.add_unsettled(report.run_id, [_entry(report.run_id, o.record, decision) for o in failed])
         report.spool.record_pushed_batch(batch if itemize else failed, decision)
-        for o in batch:
-            stats.outcomes[o.status.value] += 1
+        for status, count in Counter(o.status for o in batch).items():
+            stats.outcomes[status] += count
         rt.plugins.after_delete(batch, rt.context(now))
 
     # Rows that became due after the scan are deleted too; the safety limits still bound the total.
