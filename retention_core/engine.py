@@ -45,11 +45,15 @@ def decide(record: Record, ctx: Context) -> Decision:
         return Decision(SKIP, f"{why}; category {category.name!r} counts from service end")
 
     if ctx.holds:
-        candidates = _hold_index(ctx.holds).get(record.subject)
-        if candidates:
-            holds = tuple(h.id for h in candidates if h.scope.covers(record))
-            if holds:
-                return Decision(HOLD, "held by " + ", ".join(holds), holds=holds)
+        # A hold's scope names only subject, category and source: which holds cover a record
+        # is a function of those three, computed once per distinct triple.
+        memo = _covering(ctx.holds)
+        scope = (record.subject, record.category, record.source)
+        holds = memo.get(scope)
+        if holds is None:
+            holds = memo[scope] = covering_holds(record, ctx.holds)
+        if holds:
+            return Decision(HOLD, "held by " + ", ".join(holds), holds=holds)
 
     if subject is not None:
         request = ctx.requests.get(subject.id)
@@ -75,36 +79,26 @@ def decide(record: Record, ctx: Context) -> Decision:
 
 
 # decide() runs once per record. By profile, rebuilding the category's reason texts and
-# testing every hold against every record were most of its time: both are prepared once per
-# category / per holds tuple and looked up by identity (hashing a frozen dataclass per record
-# cost more than the f-strings it saved).
+# testing every hold against every record were most of its time: texts are prepared once per
+# category (looked up by identity: hashing a frozen dataclass per record cost more than the
+# f-strings it saved), covering holds once per (subject, category, source) and holds tuple.
 SKIP, HOLD, KEEP = Action.SKIP, Action.HOLD, Action.KEEP
 _category_texts: dict[int, tuple[Category, tuple[str, str]]] = {}
-_holds_seen: list[tuple[tuple[Hold, ...], _HoldIndex]] = []
+_holds_seen: list[tuple[tuple[Hold, ...], dict[tuple[str | None, str | None, str], tuple[str, ...]]]] = []
+#: Distinct (subject, category, source) triples remembered per holds tuple: bounded, so a
+#: run over millions of subjects keeps its memory flat.
+_MEMO_LIMIT = 50_000
 
 
-class _HoldIndex(dict):  # type: ignore[type-arg]
-    """subject -> the active holds that may cover its records, in the context's order.
-
-    ``get(None)`` and unknown subjects give the holds whose scope names no subject.
-    """
-
-    def __init__(self, holds: tuple[Hold, ...]) -> None:
-        active = [h for h in holds if h.active]
-        self.unscoped = tuple(h for h in active if h.scope.subject is None)
-        super().__init__({s: tuple(h for h in active if h.scope.subject in (None, s))
-                          for s in {h.scope.subject for h in active if h.scope.subject is not None}})
-
-    def get(self, subject: object, default: object = None) -> tuple[Hold, ...]:  # type: ignore[override]
-        return dict.get(self, subject, self.unscoped)  # type: ignore[no-any-return]
-
-
-def _hold_index(holds: tuple[Hold, ...]) -> _HoldIndex:
+def _covering(holds: tuple[Hold, ...]) -> dict[tuple[str | None, str | None, str], tuple[str, ...]]:
+    """The memo of covering hold ids for *holds* (the context's tuple, compared by identity)."""
     if _holds_seen and _holds_seen[0][0] is holds:
-        return _holds_seen[0][1]
-    index = _HoldIndex(holds)
-    _holds_seen[:] = [(holds, index)]  # the tuple is kept alive here, so its id cannot be reused
-    return index
+        memo = _holds_seen[0][1]
+        if len(memo) < _MEMO_LIMIT:
+            return memo
+    memo = {}
+    _holds_seen[:] = [(holds, memo)]  # the tuple is kept alive here, so its id cannot be reused
+    return memo
 
 
 def _texts(category: Category) -> tuple[str, str]:

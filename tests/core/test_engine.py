@@ -156,3 +156,15 @@ def test_a_plain_record_is_decided_by_one_comparison_exactly_as_decide_decides(r
         return
     cutoff, action = plain
     assert decide(record, c).action is (action if record.created <= cutoff else Action.KEEP)
+
+
+def test_the_covering_holds_memo_stays_bounded_and_right(monkeypatch):
+    import retention_core.engine as engine
+
+    monkeypatch.setattr(engine, "_MEMO_LIMIT", 3)
+    c = ctx((Hold("A", "legal", HoldScope(subject="alice"), "r"), Hold("B", "legal", HoldScope(category="call"), "r")))
+    for i in range(20):
+        subject = "alice" if i % 2 else f"s{i}"
+        d = decide(Record("s", f"l{i}", NOW, subject=subject, category="call"), c)
+        assert d.holds == (("A", "B") if subject == "alice" else ("B",))
+        assert len(engine._holds_seen[0][1]) <= 3
