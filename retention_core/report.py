@@ -10,6 +10,7 @@ import csv
 import json
 import os
 import tempfile
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -32,7 +33,7 @@ class SourceStats:
     warnings: list[str] = field(default_factory=list)
     #: Per hold id, the records that hold covered in this run (one covered by two holds
     #: counts for both).
-    protected: dict[str, int] = field(default_factory=dict)
+    protected: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass
@@ -65,13 +66,9 @@ class RunReport:
     def outcomes(self) -> dict[str, int]:
         return {s.value: sum(st.outcomes[s.value] for st in self.sources.values()) for s in Status}
 
-    def protected(self) -> dict[str, int]:
+    def protected(self) -> Counter[str]:
         """Per hold id, the records it covered in this run, over every source."""
-        out: dict[str, int] = {}
-        for stats in self.sources.values():
-            for hold_id, count in stats.protected.items():
-                out[hold_id] = out.get(hold_id, 0) + count
-        return out
+        return sum((stats.protected for stats in self.sources.values()), Counter())
 
     def items(self, limit: int | None = None) -> Iterator[Item]:
         return self.spool.items(limit)

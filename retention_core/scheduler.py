@@ -19,7 +19,7 @@ from typing import Any
 
 from .audit import INTENT_FIELDS, OUTCOME_FIELDS, AuditTrail, batch_entry
 from .audit import records as trail_records
-from .backend import Backend, PushdownPlan, Survey
+from .backend import Backend, Cutoffs, PushdownPlan, Survey
 from .engine import cutoffs, decide, plain_cutoff, protected_by
 from .errors import ConfigError, LockedError, RetentionError
 from .model import Action, Context, Decision, Outcome, Record, Source, Status
@@ -179,7 +179,7 @@ def _scan(rt: Runtime, sources: Sequence[Source], ctx: Context, report: RunRepor
                     add(record, decision)
                 tally[decision.action] += 1
                 for hold_id in decision.holds:
-                    protected[hold_id] = protected.get(hold_id, 0) + 1
+                    protected[hold_id] += 1
                 scanned += 1
                 if progress is not None and scanned % 1000 == 0:
                     progress(source.name, scanned)
@@ -215,12 +215,12 @@ def _enforce(rt: Runtime, sources: Sequence[Source], ctx: Context, report: RunRe
     try:
         left_open = _OpenIntents.read(rt, report.run_id) if not options.sources else _OpenIntents()
         surveyed = {s.name: found for s in sources
-                    if (found := _survey(rt, s, ctx, options, left_open)) is not None}
+                    if (found := _survey(rt, s, ctx, options, left_open)) is not None}  # name -> (survey, cutoffs)
         keep = _Keep(options.itemize, destructive=True, subjects=frozenset(ctx.requests),
                      keys=frozenset(left_open.keys))
         _scan(rt, [s for s in sources if s.name not in surveyed], ctx, report, options.progress, keep)
-        for name, survey in surveyed.items():
-            _count_surveyed(report.sources[name], survey, rt.policy.source(name), ctx)
+        for name, (survey, plan) in surveyed.items():
+            _count_surveyed(report.sources[name], survey, plan, rt.policy.source(name), ctx)
         if not options.sources:
             _recover(rt, report, trail, left_open)
         tripped = _limits(rt, report)
@@ -252,7 +252,7 @@ def _pushes_down(backend: Backend, source: Source) -> bool:
 
 
 def _survey(rt: Runtime, source: Source, ctx: Context, options: RunOptions,
-            left_open: _OpenIntents) -> Survey | None:
+            left_open: _OpenIntents) -> tuple[Survey, Cutoffs] | None:
     """Count a push-down source in storage instead of scanning it, when nothing needs its
     records one by one: no report items, nothing left open in it by an earlier run, and no
     erasure request whose held records must be counted."""
@@ -263,20 +263,18 @@ def _survey(rt: Runtime, source: Source, ctx: Context, options: RunOptions,
     if ctx.requests and (plan.held or not plan.held_subjects.isdisjoint(ctx.requests)):
         return None
     try:
-        return backend.survey(source, plan)
+        return backend.survey(source, plan), plan
     except NotImplementedError:
         return None
 
 
-def _count_surveyed(stats: SourceStats, survey: Survey, source: Source, ctx: Context) -> None:
+def _count_surveyed(stats: SourceStats, survey: Survey, plan: Cutoffs, source: Source, ctx: Context) -> None:
     """A surveyed source's counters: records neither due nor held count as keep."""
     stats.scanned += survey.total
-    stats.decisions[cutoffs(source, ctx).action.value] += survey.due
-    for hold_id, count in protected_by(source, ctx, survey).items():
-        stats.protected[hold_id] = stats.protected.get(hold_id, 0) + count
+    stats.decisions[plan.action.value] += survey.due
+    stats.protected.update(protected_by(source, ctx, survey))
     stats.decisions[Action.HOLD.value] += survey.held
     stats.decisions[Action.KEEP.value] += survey.total - survey.due - survey.held
-
 
 
 def _entry(run_id: str, record: Record, decision: Decision) -> dict[str, Any]:
@@ -299,10 +297,10 @@ def _intent(run_id: str, source: str, action: Action, pairs: Iterable[tuple[Reco
 
 
 def _outcome(run_id: str, source: str, action: Action,
-             triples: Iterable[tuple[Outcome, Decision, str | None]]) -> dict[str, Any]:
-    """One outcome line for a batch: (outcome, decision, status override) per record."""
+             results: Iterable[tuple[Record, Decision, str, str | None]]) -> dict[str, Any]:
+    """One outcome line for a batch: (record, decision, outcome, error) per record."""
     return batch_entry("outcome", run_id, source, action.value,
-                       [[*_row(o.record, d), status or o.status, o.error] for o, d, status in triples])
+                       [[*_row(r, d), status, error] for r, d, status, error in results])
 
 
 def _batches(rt: Runtime, backend: Backend, source: Source, report: RunReport, trail: AuditTrail,
@@ -325,8 +323,7 @@ def _batches(rt: Runtime, backend: Backend, source: Source, report: RunReport, t
                 report.spool.redecide(item.idx, decision)
                 stats.decisions[item.decision.action.value] -= 1
                 stats.decisions[decision.action.value] += 1
-                for hold_id in decision.holds:
-                    stats.protected[hold_id] = stats.protected.get(hold_id, 0) + 1
+                stats.protected.update(decision.holds)
         for action, items in todo.items():
             if items:
                 _execute(rt, backend, action, items, report, trail, ctx, stats)
@@ -363,7 +360,8 @@ def _execute(rt: Runtime, backend: Backend, action: Action, items: list[Item], r
     _checkpoint("after-backend")
     # Not fsynced here: the next batch's intent (or the run's end) makes it durable, and a
     # lost outcome line is an intent a later run settles from storage.
-    trail.append([_outcome(report.run_id, source, action, ((o, i.decision, None) for o, i in done))], sync=False)
+    results = ((o.record, i.decision, o.status, o.error) for o, i in done)
+    trail.append([_outcome(report.run_id, source, action, results)], sync=False)
     _checkpoint("after-outcome")
     rt.state.add_unsettled(report.run_id, [_entry(report.run_id, o.record, i.decision)
                                            for o, i in done if o.status is Status.FAILED])
@@ -391,7 +389,8 @@ def _push_down(rt: Runtime, backend: Backend, source: Source, report: RunReport,
     decision = Decision(plan.cutoffs.action, "set-based: due under the policy (holds re-read per batch)")
 
     def settle(batch: list[Outcome]) -> None:
-        trail.append([_outcome(report.run_id, source.name, decision.action, ((o, decision, None) for o in batch))],
+        trail.append([_outcome(report.run_id, source.name, decision.action,
+                               ((o.record, decision, o.status, o.error) for o in batch))],
                      sync=False)  # durable with the next intent, as in _execute
         _checkpoint("after-outcome")
         failed = [o for o in batch if o.status is Status.FAILED]
@@ -429,10 +428,9 @@ def _push_down(rt: Runtime, backend: Backend, source: Source, report: RunReport,
                 fresh = plan.refresh()
                 if fresh.held or any(o.record.subject in fresh.held_subjects for o in batch):
                     stream.close()  # rolled back; walk again with the new holds
+                    rolled_back = "a hold placed since the batch was selected; rolled back"
                     trail.append([_outcome(report.run_id, source.name, decision.action,
-                                           ((Outcome(o.record, Status.FAILED, "a hold placed since the batch "
-                                                     "was selected; rolled back"), decision, "not-executed")
-                                            for o in batch))])
+                                           ((o.record, decision, "not-executed", rolled_back) for o in batch))])
                     restart = True
                     break
                 done += len(batch)
