@@ -218,9 +218,11 @@ def _run(config: str, dry_run: bool, as_of: str | None, sources: tuple[str, ...]
     now = _parse_date(as_of, "--as-of") or datetime.now(timezone.utc)
     dry_run = dry_run or as_of is not None
     with open_runtime(config) as rt:
-        writers = rt.plugins.report_writers() if reports else None  # (they import the HTML report)
-        chosen = [(Path(p), writers.get(Path(p).suffix.lower().lstrip("."), key=f"--report {p}"))
-                  for p in reports if writers is not None]
+        chosen = []
+        if reports:  # (only then: the writers import the HTML report)
+            writers = rt.plugins.report_writers()
+            chosen = [(Path(p), writers.get(Path(p).suffix.lower().lstrip("."), key=f"--report {p}"))
+                      for p in reports]
         names = list(sources) or [s.name for s in rt.policy.sources]
         logs.event("run-start", f"run started: {len(names)} sources, as of {now:%Y-%m-%d %H:%M} UTC"
                    + (", dry run" if dry_run else ""), config=str(rt.policy.path), dry_run=dry_run,

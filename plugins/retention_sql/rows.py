@@ -110,7 +110,7 @@ class TableOps:
         query = sa.select(*self.columns(), *extra).where(where)
         if self.flavor.for_update:
             query = query.with_for_update()
-        return list(conn.execute(query).all())
+        return conn.execute(query).all()
 
     # -- anonymizing ------------------------------------------------------------------------------
     def anonymize_where(self, conn: sa.Connection, where: ColumnElement[bool], key: bytes | None) -> list[Row]:
