@@ -20,7 +20,8 @@ import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from operator import itemgetter
+from itertools import repeat
+from operator import itemgetter, ne
 from pathlib import Path
 from typing import Any
 
@@ -209,9 +210,10 @@ def batch_entry(event: str, run_id: str, source: str, action: str, rows: Sequenc
     entry: dict[str, Any] = {"event": event, "run_id": run_id, "source": source, "action": action}
     varying = []
     for i, name in enumerate(names):
-        values = set(map(itemgetter(i), rows))  # (C-speed loops: this runs over every record)
-        if len(values) == 1:
-            entry[name] = values.pop()
+        # C-speed loops that stop at the first difference (this runs over every record; a set
+        # per field hashed every location and was a sixth of a push-down run, by profile).
+        if rows and not any(map(ne, repeat(rows[0][i]), map(itemgetter(i), rows))):
+            entry[name] = rows[0][i]
         else:
             varying.append(i)
     entry["fields"] = [names[i] for i in varying]
