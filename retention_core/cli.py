@@ -7,6 +7,7 @@ code: 0 ok · 1 some deletions failed · 2 usage/config error · 3 safety limit 
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -213,8 +214,17 @@ def run_command(config: str, dry_run: bool, as_of: str | None, sources: tuple[st
         sys.exit(code)
 
 
+#: Allocations of container objects (net) between young-generation collections. A run holds each
+#: batch's records, rows and outcomes — tens of thousands of objects that do not form cycles —
+#: and with CPython's default of 700 the collector ran thousands of times per run, re-walking
+#: every live object on each full collection: 2.2 s of a 1M-row PostgreSQL run, 0.4 s of a
+#: 200k-file enforce (measured with gc.callbacks). Cycles are still collected, just later.
+GC_YOUNG_THRESHOLD = 50_000
+
+
 def _run(config: str, dry_run: bool, as_of: str | None, sources: tuple[str, ...],
          reports: tuple[str, ...]) -> tuple[RunReport, int]:
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])  # this process is the CLI's own
     now = _parse_date(as_of, "--as-of") or datetime.now(timezone.utc)
     dry_run = dry_run or as_of is not None
     with open_runtime(config) as rt:

@@ -133,6 +133,21 @@ def test_safety_limit_exits_3_and_deletes_nothing(demo):
     assert sorted((demo.parent / "data").rglob("*")) == before
 
 
+def test_run_raises_the_young_gc_threshold_for_its_own_process(demo):
+    """The collector re-walked every live object thousands of times per large run (see
+    ``cli.GC_YOUNG_THRESHOLD``); ``retention run`` sets the young generation's threshold,
+    leaving the older generations' at CPython's defaults."""
+    import gc
+
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(700, *before[1:])
+        assert invoke("run", "-c", str(demo), "--dry-run").exit_code == 0
+        assert gc.get_threshold() == (cli_module.GC_YOUNG_THRESHOLD, *before[1:])
+    finally:
+        gc.set_threshold(*before)
+
+
 def test_a_second_run_exits_4_while_the_lock_is_held(demo):
     invoke("validate", "-c", str(demo))
     store = StateStore(f"sqlite:///{demo.parent}/.retention/state.db")
