@@ -77,6 +77,26 @@ def sql_single(url: str, table: str, days: str) -> int:
     return 0
 
 
+def sql_returning(url: str, table: str, days: str, evidence: str) -> int:
+    """One ``DELETE … RETURNING id, created``, every deleted row written to *evidence* and
+    fsynced before the commit; print the row count.
+
+    The least any deletion that names what it deleted must do (the evidence floor): the raw
+    DELETE plus carrying each row to the client and onto disk.
+    """
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    with engine.begin() as conn, open(evidence, "w", encoding="utf-8") as out:
+        rows = conn.execute(sa.text(f"DELETE FROM {table} WHERE created < :cutoff RETURNING id, created"),
+                            {"cutoff": _cutoff(url, days)}).all()
+        out.writelines(f"{key}\t{created}\n" for key, created in rows)
+        out.flush()
+        os.fsync(out.fileno())
+    print(len(rows))
+    return 0
+
+
 def sql_batched(url: str, table: str, days: str) -> int:
     """Nibbling: 10,000 rows per transaction until none is left; print the row count."""
     import sqlalchemy as sa
@@ -98,8 +118,8 @@ def sql_batched(url: str, table: str, days: str) -> int:
     return 0
 
 
-COMMANDS = {"sql-single": sql_single, "sql-batched": sql_batched, "scandir-unlink": scandir_unlink,
-            "boto3-list": boto3_list, "boto3-delete": boto3_delete}
+COMMANDS = {"sql-single": sql_single, "sql-returning": sql_returning, "sql-batched": sql_batched,
+            "scandir-unlink": scandir_unlink, "boto3-list": boto3_list, "boto3-delete": boto3_delete}
 
 
 def main(argv: list[str]) -> int:

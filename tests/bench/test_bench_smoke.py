@@ -95,6 +95,7 @@ def test_sql_workload_leaves_the_same_rows_for_every_contender(tmp_path: Path, k
         require_service(why is None, f"{kind} ({why})")
     rows = bench(tmp_path, f"sql-{kind}")
     (name,) = rows
-    assert contenders(rows[name])[0] == "retention" and len(rows[name]) == 3
+    assert contenders(rows[name])[0] == "retention" and len(rows[name]) == 4
+    assert any(c.startswith("evidence floor:") for c in contenders(rows[name]))
     assert_selections_match(rows[name])
     assert rows[name][0][9].endswith(f"(expected {sql.kept(int(N)):,})")
