@@ -141,6 +141,11 @@ class _Keep:
     subjects: frozenset[str] = frozenset()
     keys: frozenset[tuple[str, str, str | None]] = frozenset()
 
+    @property
+    def nothing(self) -> bool:
+        """Keeps no record whatever its action (a dry run without a report)."""
+        return not (self.everything or self.destructive or self.subjects or self.keys)
+
     def __call__(self, record: Record, action: Action) -> bool:
         return (self.everything or (self.destructive and action in DESTRUCTIVE)
                 or (record.subject is not None and record.subject in self.subjects)
@@ -151,6 +156,7 @@ def _scan(rt: Runtime, sources: Sequence[Source], ctx: Context, report: RunRepor
           progress: Progress | None, keep: _Keep) -> None:
     add = report.spool.add
     everything = keep.everything
+    nothing = keep.nothing  # (then not even asked: a call per record showed in a dry run's profile)
     for source in sources:
         stats = report.sources[source.name]
         # The per-record loop: counters are local and folded into stats once per source
@@ -168,14 +174,14 @@ def _scan(rt: Runtime, sources: Sequence[Source], ctx: Context, report: RunRepor
             for record in rt.records(source):
                 if cutoff is not None and record.subject is None and record.category == category:
                     action = due_action if record.created <= cutoff else KEEP
-                    if not (everything or keep(record, action)):
+                    if nothing or not (everything or keep(record, action)):
                         tally[action] += 1
                         scanned += 1
                         if progress is not None and scanned % 1000 == 0:
                             progress(source.name, scanned)
                         continue
                 decision = decide(record, ctx)
-                if everything or keep(record, decision.action):
+                if not nothing and (everything or keep(record, decision.action)):
                     add(record, decision)
                 tally[decision.action] += 1
                 for hold_id in decision.holds:

@@ -261,6 +261,7 @@ def test_without_items_the_counters_and_deletions_are_those_of_an_itemized_run(m
                                                   "match": r"(?P<subject>[^/]+)/.+", "category": "call"}])
         with runtime(path) as rt:
             dry = run(rt, RunOptions(now=NOW, dry_run=True, itemize=itemize))
+            dry_items = list(dry.items())
             dry.close()
             report = run(rt, RunOptions(now=NOW, itemize=itemize))
             items = sorted(i.record.location for i in report.items())
@@ -269,6 +270,9 @@ def test_without_items_the_counters_and_deletions_are_those_of_an_itemized_run(m
                         sorted(memory.get_store(store).items)))
         if not itemize:
             assert items == ["alice/old", "kid/new"]  # only what the run read back
+            assert dry_items == []  # a dry run reads nothing back: it only counts
+        else:
+            assert len(dry_items) == 4
         (path.parent / "audit.jsonl").unlink()
         (path.parent / "state.db").unlink()
     assert results[0] == results[1]
