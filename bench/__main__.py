@@ -14,6 +14,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
+from .ours import compile_bytecode
 from .results import WorkloadResult, markdown
 from .workloads import engine, fs, memory, s3, sql
 
@@ -93,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.setup:
         return setup(Path(args.setup))
     names = selected(args.suite)
+    compile_bytecode()
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="retention-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     results: list[WorkloadResult] = []
