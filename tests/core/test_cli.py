@@ -133,10 +133,10 @@ def test_safety_limit_exits_3_and_deletes_nothing(demo):
     assert sorted((demo.parent / "data").rglob("*")) == before
 
 
-def test_run_raises_the_young_gc_threshold_for_its_own_process(demo):
+def test_the_command_line_raises_the_young_gc_threshold_for_its_own_process(demo):
     """The collector re-walked every live object thousands of times per large run (see
-    ``cli.GC_YOUNG_THRESHOLD``); ``retention run`` sets the young generation's threshold,
-    leaving the older generations' at CPython's defaults."""
+    ``cli.GC_YOUNG_THRESHOLD``); the ``retention`` command sets the young generation's
+    threshold, leaving the older generations' at CPython's defaults."""
     import gc
 
     before = gc.get_threshold()
