@@ -31,12 +31,30 @@ class Backend(ABC):
     * :meth:`scan` is lazy: it yields records while paging through storage and never builds
       a list of everything. Pagination and retries of transient errors happen inside.
       ``created`` is timezone-aware UTC. Every item the source owns is yielded exactly once
-      (one per version where storage keeps versions).
+      (one per version where storage keeps versions). Each record carries in ``stamp`` (and
+      ``version``, ``created``, ``subject``) what the scan saw, enough for the guard below.
+    * **One bad item never stops a scan.** What cannot be listed as a record — an unreadable
+      directory, a mount point not crossed, a date out of range, an unparseable or NULL
+      ``created``, a name the API cannot carry — is yielded as a :class:`~retention_core.model.Problem`
+      with its reason, and the scan goes on. A scan raises only when it cannot list the
+      source at all (the core then stops before deleting anything).
+    * **Delete only what was seen (the guard).** :meth:`delete` removes a record only if
+      storage still holds exactly what the scan saw — the same object, not one re-created,
+      replaced, modified or moved to another subject since — and checks it atomically with
+      the deletion where storage allows (fs: device, inode, size, mtime_ns and ctime_ns on the
+      open file before ``unlinkat``; S3: by ``VersionId``, or a conditional delete on the
+      ``ETag``; SQL: the scanned key *and* scanned values in the ``DELETE``'s ``WHERE``).
+      Otherwise the outcome is ``changed``: kept, reported, decided again next run.
     * :meth:`delete` yields exactly one :class:`Outcome` per record given, in any order:
       ``deleted``; ``already_gone`` when it did not exist (deleting is idempotent);
-      ``refused`` when storage itself refused (a lock, a retention setting) — reported as
-      held by storage, never retried; ``failed`` with the error text otherwise. It raises only
-      for programming errors: one bad record must not hide the others' outcomes.
+      ``changed`` (the guard); ``refused`` when storage itself refused (a lock, a retention
+      setting) — reported as held by storage, never retried; ``failed`` with the error text
+      otherwise. It raises only for programming errors: one bad record must not hide the
+      others' outcomes.
+    * **Holds fence the batch.** The core calls :meth:`delete` (and :meth:`anonymize`,
+      :meth:`push_down`'s batches) only inside the state store's batch fence, with holds read
+      under it; a backend must not defer deletions past the return of its outcomes (no
+      background deletes), so that ``retention holds place`` can wait for the batch in flight.
     * :meth:`close` releases connections; the core calls it once, after the last use.
     """
 

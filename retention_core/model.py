@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from .durations import Duration
 
@@ -30,6 +30,9 @@ class Status(StrEnum):
     ALREADY_GONE = "already_gone"
     REFUSED = "refused"  # storage itself refused, e.g. an S3 Object Lock: held by storage
     FAILED = "failed"
+    #: Storage no longer holds what the scan saw (re-created, modified, moved): not deleted,
+    #: reported, and decided again by the next run. Never treated as a failure to retry.
+    CHANGED = "changed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +44,11 @@ class Record:
     version ids). ``subject``/``category`` are usually filled in by the core from the
     source's ``match`` regex and ``category``; a backend that knows them (an SQL column, S3
     tags) may set them itself. ``created`` is always timezone-aware UTC.
+
+    ``stamp`` is what the scan saw, in the backend's own terms (fs: device, inode, size,
+    mtime_ns and ctime_ns; S3: the ETag; SQL: the stored values the WHERE compares). The core
+    carries it unchanged from scan to :meth:`~retention_core.backend.Backend.delete`, which
+    deletes the record only if storage still matches it (the guard): it is opaque to the core.
     """
 
     source: str
@@ -50,11 +58,39 @@ class Record:
     version: str | None = None
     subject: str | None = None
     category: str | None = None
+    stamp: str | None = None
 
     @property
-    def key(self) -> tuple[str, str, str | None]:
+    def key(self) -> RecordKey:
         """Identity of the record within a run."""
-        return (self.source, self.location, self.version)
+        return RecordKey(self.source, self.location, self.version)
+
+
+class RecordKey(NamedTuple):
+    """A record's identity: the one form used by the spool, the journal and recovery."""
+
+    source: str
+    location: str
+    version: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """Something a scan met but could not list as a :class:`Record`.
+
+    An unreadable directory, a mount point it would not cross, a row whose ``created`` is
+    NULL or unparseable, a date out of range, a name too deep or that the API cannot carry.
+    Backends yield it from ``scan`` in place of the record (one bad item never stops a run).
+    The core never deletes it: it is counted per source, shown as a warning, marks the
+    source's listing as incomplete (so recovery journals no deletion there and an erasure
+    request that the source may concern stays open), and is reported with its reason.
+    ``subject`` is given when the backend knows whose it is.
+    """
+
+    source: str
+    location: str
+    reason: str
+    subject: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,12 +15,13 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from .model import Action, Decision, Outcome, Record, Status
+from .text import exact_hex, from_entry, printable
 
 _SCHEMA = """
 CREATE TABLE items (
   idx INTEGER PRIMARY KEY,
-  source TEXT NOT NULL, location TEXT NOT NULL, version TEXT,
-  created INTEGER NOT NULL, size INTEGER, subject TEXT, category TEXT,
+  source TEXT NOT NULL, location TEXT NOT NULL, location_hex TEXT, version TEXT,
+  created INTEGER NOT NULL, size INTEGER, subject TEXT, subject_hex TEXT, category TEXT, stamp TEXT,
   action TEXT NOT NULL, reason TEXT NOT NULL, holds TEXT NOT NULL, due INTEGER,
   outcome TEXT, error TEXT
 );
@@ -67,9 +68,16 @@ class Spool:
         # Called once per scanned record: rows are buffered and inserted with executemany
         # (one statement per record was a third of a dry run's time, by profile).
         holds = decision.holds
+        location, subject = record.location, record.subject
+        # Names that are not UTF-8 use the audit trail's encoding (text.exact_hex): the hex
+        # column, not a prefix in the text, so no key can be mistaken for an escape code.
+        location_hex = None if location.isascii() else exact_hex(location)
+        subject_hex = None if subject is None or subject.isascii() else exact_hex(subject)
         self._rows.append((
-            record.source, _text(record.location), record.version, (record.created - _EPOCH) // _US, record.size,
-            _text(record.subject), record.category, decision.action, decision.reason,
+            record.source, printable(location) if location_hex else location, location_hex, record.version,
+            (record.created - _EPOCH) // _US, record.size,
+            printable(subject) if subject_hex else subject, subject_hex, record.category, record.stamp,
+            decision.action, decision.reason,
             json.dumps(list(holds)) if holds else "[]", (decision.due - _EPOCH) // _US if decision.due else None))
         if len(self._rows) >= _BUFFERED:
             self._uncommitted += len(self._rows)
@@ -81,8 +89,8 @@ class Spool:
         """Insert the buffered rows; every reader calls this first, so reads see every add."""
         if self._rows:
             self._db.executemany(
-                "INSERT INTO items (source, location, version, created, size, subject, category, action, reason,"
-                " holds, due) VALUES (?,?,?,?,?,?,?,?,?,?,?)", self._rows)
+                "INSERT INTO items (source, location, location_hex, version, created, size, subject, subject_hex,"
+                " category, stamp, action, reason, holds, due) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", self._rows)
             self._rows = []
 
     def commit(self) -> None:
@@ -94,7 +102,7 @@ class Spool:
     def _index(self) -> None:
         if not self._indexed:
             self.commit()
-            self._db.execute("CREATE INDEX IF NOT EXISTS by_key ON items (source, location, version)")
+            self._db.execute("CREATE INDEX IF NOT EXISTS by_key ON items (source, location, location_hex, version)")
             self._indexed = True
 
     def due(self, source: str, batch_size: int) -> Iterator[list[Item]]:
@@ -132,8 +140,9 @@ class Spool:
             # SQLite evaluates every SET expression on the row's old values.
             "UPDATE items SET outcome = ?, error = ?,"
             " reason = CASE WHEN action IN ('delete', 'anonymize') THEN reason ELSE ? END, action = ?"
-            " WHERE idx = (SELECT idx FROM items WHERE source = ? AND location = ? AND version IS ? LIMIT 1)",
-            [(o.status, o.error, decision.reason, decision.action, o.record.source, _text(o.record.location),
+            " WHERE idx = (SELECT idx FROM items WHERE source = ? AND location = ? AND location_hex IS ?"
+            " AND version IS ? LIMIT 1)",
+            [(o.status, o.error, decision.reason, decision.action, o.record.source, *_key_text(o.record.location),
               o.record.version) for o in outcomes])
         if self._db.total_changes - before == len(outcomes):
             return
@@ -148,8 +157,9 @@ class Spool:
     def contains(self, source: str, location: str, version: str | None) -> bool:
         """Whether this run's scan saw the record (used to settle a crashed run's intents)."""
         self._index()
-        return self._db.execute("SELECT 1 FROM items WHERE source = ? AND location = ? AND version IS ?",
-                                (source, _text(location), version)).fetchone() is not None
+        return self._db.execute(
+            "SELECT 1 FROM items WHERE source = ? AND location = ? AND location_hex IS ? AND version IS ?",
+            (source, *_key_text(location), version)).fetchone() is not None
 
     def items(self, limit: int | None = None) -> Iterator[Item]:
         self.commit()
@@ -161,29 +171,18 @@ class Spool:
         """(records of *subject* still owed, records of *subject* held)."""
         self._flush()
         owed = self._db.execute(
-            "SELECT COUNT(*) FROM items WHERE subject = ? AND action IN ('delete','anonymize')"
-            " AND (outcome IS NULL OR outcome IN ('failed'))", (subject,)).fetchone()[0]
+            "SELECT COUNT(*) FROM items WHERE subject = ? AND subject_hex IS ? AND action IN ('delete','anonymize')"
+            " AND (outcome IS NULL OR outcome IN ('failed', 'changed'))", _key_text(subject)).fetchone()[0]
         held = self._db.execute(
-            "SELECT COUNT(*) FROM items WHERE subject = ? AND (action = 'hold' OR outcome = 'refused')",
-            (subject,)).fetchone()[0]
+            "SELECT COUNT(*) FROM items WHERE subject = ? AND subject_hex IS ? AND (action = 'hold' OR outcome = 'refused')",
+            _key_text(subject)).fetchone()[0]
         return int(owed), int(held)
 
 
-def _text(value: str | None) -> str | None:
-    """Locations may carry surrogate escapes (non-UTF-8 file names); store them reversibly."""
-    if value is None or value.isascii():
-        return value
-    try:
-        value.encode("utf-8")
-        return value
-    except UnicodeEncodeError:
-        return "\x00se:" + value.encode("utf-8", "surrogateescape").hex()
-
-
-def _untext(value: str | None) -> str | None:
-    if value is not None and value.startswith("\x00se:"):
-        return bytes.fromhex(value[4:]).decode("utf-8", "surrogateescape")
-    return value
+def _key_text(value: str) -> tuple[str, str | None]:
+    """(text, hex) as stored: the exact text when it is UTF-8, else its printable form and its bytes."""
+    raw = None if value.isascii() else exact_hex(value)
+    return (printable(value) if raw else value), raw
 
 
 _ACTIONS = {a.value: a for a in Action}
@@ -192,13 +191,13 @@ _ACTIONS = {a.value: a for a in Action}
 def _item(row: tuple) -> Item:  # type: ignore[type-arg]
     # Runs once per item read back (every record deleted): positional timedelta arguments and
     # the escape checks inlined, by profile.
-    (idx, source, location, version, created, size, subject, category, action, reason, holds, due,
-     outcome, error) = row
-    if location.startswith("\x00se:"):
-        location = _untext(location)
-    if subject is not None and subject.startswith("\x00se:"):
-        subject = _untext(subject)
-    record = Record(source, location, _EPOCH + timedelta(0, 0, created), size, version, subject, category)
+    (idx, source, location, location_hex, version, created, size, subject, subject_hex, category, stamp,
+     action, reason, holds, due, outcome, error) = row
+    if location_hex is not None:
+        location = from_entry(location, location_hex)
+    if subject_hex is not None:
+        subject = from_entry(subject, subject_hex)
+    record = Record(source, location, _EPOCH + timedelta(0, 0, created), size, version, subject, category, stamp)
     decision = Decision(_ACTIONS[action], reason, tuple(json.loads(holds)) if holds != "[]" else (),
                         _EPOCH + timedelta(0, 0, due) if due is not None else None)
     return Item(idx, record, decision, outcome, error)
