@@ -141,7 +141,7 @@ def classify(records: Iterator[Record], source: Source) -> Iterator[Record]:
         for record in records:
             if record.category is None and default is not None:
                 record = Record(record.source, record.location, record.created, record.size, record.version,
-                                record.subject, default)
+                                record.subject, default, record.stamp)
             yield record
         return
     fullmatch = pattern.fullmatch
@@ -159,5 +159,5 @@ def classify(records: Iterator[Record], source: Source) -> Iterator[Record]:
                 category = default
         if subject is not record.subject or category is not record.category:
             record = Record(record.source, record.location, record.created, record.size, record.version,
-                            subject, category)
+                            subject, category, record.stamp)
         yield record
