@@ -2,8 +2,10 @@
 
 The suite seeds and inspects storage **out of band**, through helpers the plugin author
 writes with the storage's native client, never through the backend under test: a backend
-that misreports what it deleted cannot pass its own tests. Imports pytest; install
-``retention[testing]``.
+that misreports what it deleted cannot pass its own tests. :class:`StorageTests` holds
+what this suite shares with :class:`~retention_core.testing.pushdown.PushdownConformanceTests`
+(the helper hooks and the scan/outcome checks), so one helpers mixin serves both. Imports
+pytest; install ``retention[testing]``.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from ..model import (
     Hold,
     HoldScope,
     Outcome,
+    Problem,
     Record,
     Source,
     Status,
@@ -36,7 +39,7 @@ from ..model import (
 )
 from ..options import Options
 
-__all__ = ["BackendConformanceTests"]
+__all__ = ["BackendConformanceTests", "StorageTests"]
 
 #: Seeded creation times: whole seconds, hours apart, well in the past.
 EPOCH = datetime(2020, 1, 1, tzinfo=timezone.utc)
@@ -69,7 +72,101 @@ ISOLATION_PAIRS = (
 )
 
 
-class BackendConformanceTests:
+class StorageTests:
+    """What both conformance suites share: the out-of-band hooks and the checks of a scan.
+
+    Not collected on its own (no ``Test`` prefix). Subclass
+    :class:`BackendConformanceTests` or
+    :class:`~retention_core.testing.pushdown.PushdownConformanceTests`; their docstrings list
+    the hooks (``backend``, ``seed``, ``exists``, ``to_location``, ``source``).
+    """
+
+    monkeypatch: pytest.MonkeyPatch
+
+    # -- hooks the author implements -------------------------------------------------------
+
+    def seed(self, location: str, created: datetime) -> datetime | None:
+        raise NotImplementedError(f"{type(self).__name__} must implement seed(location, created)")
+
+    def exists(self, location: str) -> bool:
+        raise NotImplementedError(f"{type(self).__name__} must implement exists(location)")
+
+    def to_location(self, name: str) -> str | None:
+        return name
+
+    @pytest.fixture
+    def source(self, backend: Backend) -> Source:
+        return Source(name="conformance", backend=backend.name)
+
+    @pytest.fixture(autouse=True)
+    def _conformance_monkeypatch(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.monkeypatch = monkeypatch
+
+    # -- helpers of the suites -------------------------------------------------------------
+
+    def _locations(self, names: Iterable[str]) -> list[str]:
+        """Map names to locations, dropping the ones storage cannot represent."""
+        out = []
+        for name in names:
+            location = self.to_location(name)
+            if location is not None:
+                out.append(location)
+        return out
+
+    def _seed_all(self, locations: Iterable[str]) -> dict[str, datetime]:
+        """Seed each location (hours apart); return the creation time storage recorded."""
+        expected = {}
+        for i, location in enumerate(locations):
+            wanted = EPOCH + timedelta(hours=i, seconds=i % 60)
+            recorded = self.seed(location, wanted)
+            expected[location] = wanted if recorded is None else recorded
+        return expected
+
+    def _scan(self, backend: Backend, source: Source, problems: list[Problem] | None = None) -> dict[str, Record]:
+        """Scan *source*; the records by location. A :class:`Problem` is collected into
+        *problems* when given, and fails the test otherwise (nothing malformed was seeded)."""
+        items = backend.scan(source)
+        assert isinstance(items, collections.abc.Iterator), (
+            f"scan must be lazy (an iterator or generator), returned {type(items).__name__}")
+        by_location: dict[str, Record] = {}
+        for item in items:
+            if isinstance(item, Problem):
+                assert problems is not None, f"scan yielded {item!r} for a well-formed item"
+                assert item.source == source.name, f"{item!r}: source must be {source.name!r}"
+                problems.append(item)
+                continue
+            assert isinstance(item, Record), f"scan yielded {item!r}, neither a Record nor a Problem"
+            assert item.location not in by_location, f"scan yielded {item.location!r} twice"
+            by_location[item.location] = item
+        return by_location
+
+    def _records(self, backend: Backend, source: Source, locations: Iterable[str]) -> list[Record]:
+        """The scanned records at *locations* (so versions, stamps etc. are the backend's own)."""
+        scanned = self._scan(backend, source)
+        wanted = list(locations)
+        missing = [loc for loc in wanted if loc not in scanned]
+        assert not missing, f"scan did not find seeded locations {missing!r}"
+        return [scanned[loc] for loc in wanted]
+
+    def _outcomes(self, results: Iterable[Outcome], given: Sequence[Record]) -> dict[str, Outcome]:
+        """Consume *results*; assert exactly one outcome per record given; key by location."""
+        outcomes = list(results)
+        for outcome in outcomes:
+            assert isinstance(outcome, Outcome), f"expected an Outcome, got {outcome!r}"
+            assert isinstance(outcome.status, Status), f"outcome status {outcome.status!r} is not a Status"
+        got = Counter(o.record.key for o in outcomes)
+        want = Counter(r.key for r in given)
+        assert got == want, (
+            "expected exactly one outcome per record given; "
+            f"missing {sorted(map(str, (want - got).elements()))}, "
+            f"extra {sorted(map(str, (got - want).elements()))}")
+        return {o.record.location: o for o in outcomes}
+
+    def _statuses(self, outcomes: dict[str, Outcome]) -> dict[str, Status]:
+        return {loc: o.status for loc, o in outcomes.items()}
+
+
+class BackendConformanceTests(StorageTests):
     """Subclass this (named ``Test…``) to run the backend conformance suite.
 
     **You provide** (as members of your subclass):
@@ -94,6 +191,25 @@ class BackendConformanceTests:
 
     ``exists(self, location) -> bool`` *(required)*
         Whether *location* exists, checked with the native client.
+
+    ``recreate(self, location, created) -> datetime | None`` *(required)*
+        Out of band, remove the item at *location* and write a **new** one there created at
+        *created*, as an application would that deletes a record and inserts another under
+        the same name (new content where the item has content: a new body, a new object; the
+        same subject where storage keeps one). Return value as for ``seed``. The suite calls
+        it between a scan and a delete: the guard must keep the new item (``changed``).
+
+    ``modify(self, location) -> None`` *(required)*
+        Out of band, change the item at *location* in place — new content, one more byte —
+        keeping its created time where storage allows (``touch -r``, an ``UPDATE`` that
+        leaves the created column alone; object storage writes a new object or version).
+        The guard must keep it (``changed``).
+
+    ``seed_problem(self, location) -> None`` *(optional)*
+        Create at *location* an item that ``scan`` cannot list as a record — a NULL or
+        unparseable created time, an unreadable directory, a date out of range — so that it
+        yields a :class:`~retention_core.model.Problem` instead. Leave it unimplemented and
+        the problem test is skipped.
 
     ``lock(self, location) -> None`` *(required when the backend's* ``can_refuse`` *is true)*
         Make storage itself refuse to delete *location* (S3 Object Lock in compliance mode,
@@ -135,6 +251,23 @@ class BackendConformanceTests:
         A fault on one location leaves the rest of its batch ``deleted``. Set ``False`` when
         a batch is one transaction, so a fault may fail the whole batch (every outcome must
         still be present and true to storage).
+    ``versioned`` *(bool, default False)*
+        Storage keeps every version, ``scan`` yields one record per version and ``delete``
+        removes exactly the scanned version (S3 versioned buckets). ``recreate`` and
+        ``modify`` then write a new version: deleting the scanned one is allowed
+        (``deleted``, or ``changed``), but the new version must survive.
+    ``detects_identical_recreate`` *(bool, default True)*
+        Set ``False`` only when the guard has nothing to tell an item re-created with the
+        same location, created time (and subject) from the one scanned — an SQL table
+        without a row-version column, whose ``DELETE`` compares the key, created and subject
+        columns. Only ``test_guard_keeps_an_item_recreated_with_the_same_created_time`` is
+        skipped; say so in your backend's docs.
+
+    **The guard** ("delete only what was seen", see :class:`~retention_core.Backend`): the
+    suite scans, changes storage out of band with ``recreate`` or ``modify``, then deletes
+    the scanned records, and requires ``changed`` with the item still there — while the
+    untouched records of the same batch, handed over as the core hands them (category and
+    subject filled in, scanned twice), are ``deleted`` and never ``changed``.
 
     **The suite checks** that scan finds exactly what was seeded across several pages with
     correct aware-UTC ``created`` times; that ``delete`` removes exactly its targets
@@ -142,8 +275,10 @@ class BackendConformanceTests:
     what is gone is ``already_gone``; that batches above ``batch_size`` work; that refusals
     are ``refused`` without aborting the batch; that an injected fault leaves no record
     unaccounted for; that anonymize (when offered) keeps items; that ``survey`` (when a
-    push-down backend offers it) counts what per-record ``decide`` selects; and that bad
-    options raise :class:`~retention_core.ConfigError`.
+    push-down backend offers it) counts what per-record ``decide`` selects; the guard, as
+    above; that an item the scan cannot list is a ``Problem`` that stops neither the scan
+    nor the deletion of the rest, and is never deleted; and that bad options raise
+    :class:`~retention_core.ConfigError`.
     """
 
     page_size: ClassVar[int] = 50
@@ -151,16 +286,19 @@ class BackendConformanceTests:
     created_tolerance: ClassVar[timedelta] = timedelta(seconds=1)
     fault_isolated: ClassVar[bool] = True
     survey_items: ClassVar[int] = 30
-
-    monkeypatch: pytest.MonkeyPatch
+    versioned: ClassVar[bool] = False
+    detects_identical_recreate: ClassVar[bool] = True
 
     # -- hooks the author implements -------------------------------------------------------
 
-    def seed(self, location: str, created: datetime) -> datetime | None:
-        raise NotImplementedError(f"{type(self).__name__} must implement seed(location, created)")
+    def recreate(self, location: str, created: datetime) -> datetime | None:
+        raise NotImplementedError(f"{type(self).__name__} must implement recreate(location, created)")
 
-    def exists(self, location: str) -> bool:
-        raise NotImplementedError(f"{type(self).__name__} must implement exists(location)")
+    def modify(self, location: str) -> None:
+        raise NotImplementedError(f"{type(self).__name__} must implement modify(location)")
+
+    def seed_problem(self, location: str) -> None:
+        raise NotImplementedError
 
     def lock(self, location: str) -> None:
         raise NotImplementedError(
@@ -169,72 +307,7 @@ class BackendConformanceTests:
     def fault(self, location: str) -> None:
         raise NotImplementedError
 
-    def to_location(self, name: str) -> str | None:
-        return name
-
-    @pytest.fixture
-    def source(self, backend: Backend) -> Source:
-        return Source(name="conformance", backend=backend.name)
-
-    @pytest.fixture(autouse=True)
-    def _conformance_monkeypatch(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.monkeypatch = monkeypatch
-
     # -- helpers of the suite --------------------------------------------------------------
-
-    def _locations(self, names: Iterable[str]) -> list[str]:
-        """Map names to locations, dropping the ones storage cannot represent."""
-        out = []
-        for name in names:
-            location = self.to_location(name)
-            if location is not None:
-                out.append(location)
-        return out
-
-    def _seed_all(self, locations: Iterable[str]) -> dict[str, datetime]:
-        """Seed each location (hours apart); return the creation time storage recorded."""
-        expected = {}
-        for i, location in enumerate(locations):
-            wanted = EPOCH + timedelta(hours=i, seconds=i % 60)
-            recorded = self.seed(location, wanted)
-            expected[location] = wanted if recorded is None else recorded
-        return expected
-
-    def _scan(self, backend: Backend, source: Source) -> dict[str, Record]:
-        records = backend.scan(source)
-        assert isinstance(records, collections.abc.Iterator), (
-            f"scan must be lazy (an iterator or generator), returned {type(records).__name__}")
-        by_location: dict[str, Record] = {}
-        for record in records:
-            assert isinstance(record, Record), f"scan yielded {record!r}, not a Record"
-            assert record.location not in by_location, f"scan yielded {record.location!r} twice"
-            by_location[record.location] = record
-        return by_location
-
-    def _records(self, backend: Backend, source: Source, locations: Iterable[str]) -> list[Record]:
-        """The scanned records at *locations* (so versions etc. are the backend's own)."""
-        scanned = self._scan(backend, source)
-        wanted = list(locations)
-        missing = [loc for loc in wanted if loc not in scanned]
-        assert not missing, f"scan did not find seeded locations {missing!r}"
-        return [scanned[loc] for loc in wanted]
-
-    def _outcomes(self, results: Iterable[Outcome], given: Sequence[Record]) -> dict[str, Outcome]:
-        """Consume *results*; assert exactly one outcome per record given; key by location."""
-        outcomes = list(results)
-        for outcome in outcomes:
-            assert isinstance(outcome, Outcome), f"expected an Outcome, got {outcome!r}"
-            assert isinstance(outcome.status, Status), f"outcome status {outcome.status!r} is not a Status"
-        got = Counter(o.record.key for o in outcomes)
-        want = Counter(r.key for r in given)
-        assert got == want, (
-            "expected exactly one outcome per record given; "
-            f"missing {sorted(map(str, (want - got).elements()))}, "
-            f"extra {sorted(map(str, (got - want).elements()))}")
-        return {o.record.location: o for o in outcomes}
-
-    def _statuses(self, outcomes: dict[str, Outcome]) -> dict[str, Status]:
-        return {loc: o.status for loc, o in outcomes.items()}
 
     def _absent(self, source: Source, name: str) -> Record:
         location = self.to_location(name)
@@ -387,6 +460,110 @@ class BackendConformanceTests:
         again = self._outcomes(backend.delete(left), left)
         assert set(self._statuses(again).values()) <= {Status.DELETED}
         assert [loc for loc in locations if self.exists(loc)] == []
+
+    # -- the guard: delete only what was seen ----------------------------------------------
+
+    def test_guard_keeps_an_item_recreated_since_the_scan(self, backend: Backend, source: Source) -> None:
+        batch, target = self._guarded_batch(backend, source, "recreated")
+        self.recreate(target.location, datetime.now(timezone.utc).replace(microsecond=0))
+        self._check_guarded(backend, source, batch, target, "re-created")
+
+    def test_guard_keeps_an_item_recreated_with_the_same_created_time(self, backend: Backend,
+                                                                      source: Source) -> None:
+        """A file replaced by ``cp -p`` or ``touch -r``, a row deleted and inserted again with
+        its old timestamp: a guard that compares the created time alone deletes the new item."""
+        if not self.detects_identical_recreate:
+            pytest.skip(f"{type(self).__name__} declares detects_identical_recreate = False")
+        batch, target = self._guarded_batch(backend, source, "same-time")
+        recorded = self.recreate(target.location, target.created)
+        if recorded is None and not self.versioned:
+            again = self._scan(backend, source)[target.location].created
+            assert abs(again - target.created) <= self.created_tolerance, (
+                f"recreate({target.location!r}, {target.created.isoformat()}) recorded {again.isoformat()}: "
+                "the helper must keep the created time it is given")
+        self._check_guarded(backend, source, batch, target, "re-created with the same created time")
+
+    def test_guard_keeps_an_item_modified_since_the_scan(self, backend: Backend, source: Source) -> None:
+        batch, target = self._guarded_batch(backend, source, "modified")
+        self.modify(target.location)
+        self._check_guarded(backend, source, batch, target, "modified")
+
+    def test_guard_never_reports_changed_for_untouched_records(self, backend: Backend, source: Source) -> None:
+        """No false positives: records nobody touched are ``deleted`` when handed over as the
+        core hands them, after a second scan, and while their neighbours change."""
+        targets = self._locations(f"untouched/item-{i}" for i in range(6))
+        neighbours = self._locations(["untouched/item-modified", "untouched/item-recreated"])
+        self._seed_all(targets + neighbours)
+        records = [self._as_the_core_hands_it(r) for r in self._records(backend, source, targets)]
+        self._scan(backend, source)  # scanning again changes nothing a guard may compare
+        self.modify(neighbours[0])
+        self.recreate(neighbours[1], EPOCH)
+        outcomes = self._outcomes(backend.delete(records), records)
+        assert self._statuses(outcomes) == {loc: Status.DELETED for loc in targets}, (
+            "records untouched since the scan must be deleted: " + ", ".join(
+                f"{o.record.location!r} {o.status} ({o.error})" for o in outcomes.values()
+                if o.status is not Status.DELETED))
+        assert [loc for loc in targets if self.exists(loc)] == []
+        assert all(self.exists(loc) for loc in neighbours)
+
+    def test_problem_is_reported_and_never_deleted(self, backend: Backend, source: Source) -> None:
+        """An item the scan cannot list is a ``Problem``: the scan goes on past it, and deleting
+        everything it listed leaves the item in storage."""
+        good = self._locations(["problem/a-good", "problem/c-good"])
+        [bad] = self._locations(["problem/b-bad"])
+        self._seed_all(good[:1])
+        try:
+            self.seed_problem(bad)
+        except NotImplementedError:
+            pytest.skip(f"{type(self).__name__} does not implement seed_problem(location)")
+        self._seed_all(good[1:])
+        problems: list[Problem] = []
+        scanned = self._scan(backend, source, problems)
+        assert problems, f"scan yielded no Problem for {bad!r}"
+        for problem in problems:
+            assert isinstance(problem.location, str) and problem.location, f"{problem!r}: no location"
+            assert isinstance(problem.reason, str) and problem.reason.strip(), f"{problem!r}: no reason"
+        assert bad not in scanned, f"{bad!r} was listed as a record as well as a problem"
+        assert set(good) <= set(scanned), f"the scan stopped at the problem: found only {sorted(scanned)}"
+        records = [self._as_the_core_hands_it(r) for r in scanned.values()]
+        outcomes = self._outcomes(backend.delete(records), records)
+        assert set(self._statuses(outcomes).values()) == {Status.DELETED}
+        assert self.exists(bad), "the item behind a Problem must never be deleted"
+
+    def _as_the_core_hands_it(self, record: Record) -> Record:
+        """*record* as the core passes it to ``delete``: the category filled in from the policy,
+        the subject from ``match`` when the backend gave none; location, version, created and
+        stamp exactly as scanned. A guard must not compare what the core fills in."""
+        subject = record.subject if record.subject is not None else record.location.split("/", 1)[0]
+        return dataclasses.replace(record, category="conformance", subject=subject)
+
+    def _guarded_batch(self, backend: Backend, source: Source, name: str) -> tuple[list[Record], Record]:
+        """Seed ``guard/<name>`` between two neighbours and scan: (the batch, the middle record)."""
+        locations = self._locations([f"guard/{name}-0", f"guard/{name}-1", f"guard/{name}-2"])
+        self._seed_all(locations)
+        batch = [self._as_the_core_hands_it(r) for r in self._records(backend, source, locations)]
+        return batch, batch[1]
+
+    def _check_guarded(self, backend: Backend, source: Source, batch: list[Record], target: Record,
+                       what: str) -> None:
+        """Delete *batch* after *target* was changed out of band: the rest ``deleted``, *target*
+        ``changed`` and still there (on versioned storage its scanned version may go)."""
+        statuses = self._statuses(self._outcomes(backend.delete(batch), batch))
+        got = statuses.pop(target.location)
+        assert statuses == {r.location: Status.DELETED for r in batch if r is not target}, (
+            f"the untouched records of the batch must be deleted: {statuses}")
+        assert self.exists(target.location), (
+            f"{target.location!r} was {what} after the scan, and delete removed it (outcome {got})")
+        if not self.versioned:
+            assert got is Status.CHANGED, f"{target.location!r} was {what} after the scan: outcome {got}, not changed"
+            return
+        assert got in (Status.CHANGED, Status.DELETED), f"{target.location!r}: outcome {got}"
+        versions = [r.version for r in backend.scan(source)
+                    if isinstance(r, Record) and r.location == target.location]
+        assert any(v != target.version for v in versions), (
+            f"{target.location!r}: the version written after the scan is gone (left: {versions})")
+        if got is Status.DELETED:
+            assert target.version not in versions, f"{target.location!r}: version {target.version} reported deleted"
 
     # -- anonymize -------------------------------------------------------------------------
 

@@ -3,8 +3,9 @@
 It exists so the conformance suite has an implementation that passes it by construction,
 and so the core (scheduler, CLI) can be tested without any storage. Tests seed and inspect
 a store *out of band* with the module functions (:func:`seed`, :func:`exists`, :func:`lock`,
-:func:`fault`), never through the backend, exactly as a plugin author's tests use a native
-client. A config selects a store by name::
+:func:`fault`, :func:`recreate`, :func:`modify`, :func:`seed_problem`), never through the
+backend, exactly as a plugin author's tests use a native client. A config selects a store
+by name::
 
     sources:
       - {name: calls, backend: memory, options: {store: calls}, match: '(?P<subject>[^/]+)/.*'}
@@ -19,7 +20,7 @@ from datetime import datetime, timezone
 from typing import Any, ClassVar
 
 from ..backend import Backend
-from ..model import Outcome, Record, Source, Status
+from ..model import Outcome, Problem, Record, Source, Status
 from ..options import Options
 
 __all__ = [
@@ -30,8 +31,11 @@ __all__ = [
     "fault",
     "get_store",
     "lock",
+    "modify",
+    "recreate",
     "reset",
     "seed",
+    "seed_problem",
     "unlock",
 ]
 
@@ -42,12 +46,21 @@ class TransientFault(Exception):
 
 @dataclass
 class StoredItem:
-    """One item in a memory store. ``fields`` is free-form data that anonymize strips."""
+    """One item in a memory store. ``fields`` is free-form data that anonymize strips.
+
+    ``generation`` is unique within the store and changes on every write (seed, re-create,
+    modify, anonymize): the scan hands it out as the record's ``stamp`` and the guard
+    compares it, so a write since the scan is seen even when nothing else differs.
+    ``problem`` marks an item the scan cannot list as a record (it yields a
+    :class:`~retention_core.model.Problem` with that reason instead).
+    """
 
     created: datetime
     size: int = 0
     fields: dict[str, Any] = field(default_factory=dict)
     anonymized: bool = False
+    generation: int = 0
+    problem: str | None = None
 
 
 @dataclass
@@ -61,6 +74,14 @@ class MemoryStore:
     #: Every operation the backend performed, e.g. ``("delete", location)``; tests assert on it.
     calls: list[tuple[str, str]] = field(default_factory=list)
     mutex: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    #: The last generation handed out (see :attr:`StoredItem.generation`).
+    generation: int = 0
+
+    def put(self, location: str, stored: StoredItem) -> None:
+        """Store *stored* at *location* under a new generation (the caller holds ``mutex``)."""
+        self.generation += 1
+        stored.generation = self.generation
+        self.items[location] = stored
 
     def _trip(self, location: str) -> None:
         """Raise once per pending injected fault on *location*."""
@@ -101,7 +122,36 @@ def seed(store: str, location: str, created: datetime, *, size: int = 0,
         raise ValueError(f"created must be timezone-aware, found naive {created.isoformat()}")
     target = get_store(store)
     with target.mutex:
-        target.items[location] = StoredItem(created.astimezone(timezone.utc), size, dict(fields or {}))
+        target.put(location, StoredItem(created.astimezone(timezone.utc), size, dict(fields or {})))
+
+
+def recreate(store: str, location: str, created: datetime, *, size: int = 0,
+             fields: Mapping[str, Any] | None = None) -> None:
+    """Remove the item at *location* and write a new one created at *created* (out of band).
+
+    What an application does when it deletes a record and inserts another under the same
+    name: even with the same *created*, it is not the item a scan saw before.
+    """
+    seed(store, location, created, size=size, fields=fields)
+
+
+def modify(store: str, location: str, **fields: Any) -> None:
+    """Change the item at *location* in place (new *fields*, one byte larger), keeping its
+    created time: a write since the scan that the guard must see."""
+    target = get_store(store)
+    with target.mutex:
+        stored = target.items[location]
+        stored.fields.update(fields or {"modified": True})
+        stored.size += 1
+        target.put(location, stored)
+
+
+def seed_problem(store: str, location: str, reason: str = "created is not a valid time") -> None:
+    """Put an item at *location* that the scan cannot list as a record (a NULL ``created``,
+    an unreadable entry): the backend yields a :class:`~retention_core.model.Problem`."""
+    target = get_store(store)
+    with target.mutex:
+        target.put(location, StoredItem(datetime.min.replace(tzinfo=timezone.utc), problem=reason))
 
 
 def exists(store: str, location: str) -> bool:
@@ -140,7 +190,14 @@ class InMemoryBackend(Backend):
     Options: ``store`` (name, required), ``page_size`` (items per scan page, default 100).
     Refusals come from :func:`lock`; ``failed`` outcomes from :func:`fault` (never retried
     here, so the core's handling of failures can be tested). Anonymize clears an item's
-    ``fields`` and keeps it.
+    ``fields`` and keeps it. Items marked by :func:`seed_problem` are yielded as
+    :class:`~retention_core.model.Problem`.
+
+    The guard: each record's ``stamp`` is its item's generation at scan time; delete and
+    anonymize act only when the item still has that generation, checked and applied under
+    the store's lock, else the outcome is ``changed``. A record without a stamp did not come
+    from this backend's scan (or lost its stamp on the way), so nothing says what was seen:
+    it is ``changed`` too, never deleted.
     """
 
     name: ClassVar[str] = "memory"
@@ -157,7 +214,7 @@ class InMemoryBackend(Backend):
     def store(self) -> MemoryStore:
         return get_store(self.store_name)
 
-    def scan(self, source: Source) -> Iterator[Record]:
+    def scan(self, source: Source) -> Iterator[Record | Problem]:  # type: ignore[override]
         # Page through a sorted key space like a real listing, so items added or removed
         # while scanning behave as they would in object storage (no snapshot of everything).
         after: str | None = None
@@ -165,13 +222,16 @@ class InMemoryBackend(Backend):
             store = self.store
             with store.mutex:
                 keys = sorted(k for k in store.items if after is None or k > after)[: self.page_size]
-                page = [(k, store.items[k]) for k in keys]
+                page = [(k, store.items[k], store.items[k].generation) for k in keys]
                 store.calls.append(("list", after or ""))
             if not page:
                 return
-            for location, stored in page:
-                yield Record(source=source.name, location=location, created=stored.created,
-                             size=stored.size)
+            for location, stored, generation in page:
+                if stored.problem is not None:
+                    yield Problem(source.name, location, stored.problem)
+                else:
+                    yield Record(source=source.name, location=location, created=stored.created,
+                                 size=stored.size, stamp=str(generation))
             after = page[-1][0]
 
     def delete(self, records: Sequence[Record]) -> Iterator[Outcome]:
@@ -190,14 +250,19 @@ class InMemoryBackend(Backend):
                 store._trip(record.location)
             except TransientFault as exc:
                 return Outcome(record, Status.FAILED, str(exc))
-            if record.location not in store.items:
+            stored = store.items.get(record.location)
+            if stored is None:
                 return Outcome(record, Status.ALREADY_GONE)
+            if record.stamp != str(stored.generation):
+                seen = "no stamp" if record.stamp is None else f"generation {record.stamp}"
+                return Outcome(record, Status.CHANGED,
+                               f"{record.location!r} is generation {stored.generation}, the scan saw {seen}")
             if record.location in store.locked:
                 return Outcome(record, Status.REFUSED, f"{record.location!r} is locked by storage")
             if operation == "delete":
                 del store.items[record.location]
                 return Outcome(record, Status.DELETED)
-            stored = store.items[record.location]
             stored.fields.clear()
             stored.anonymized = True
+            store.put(record.location, stored)
             return Outcome(record, Status.ANONYMIZED)

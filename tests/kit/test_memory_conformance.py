@@ -29,6 +29,15 @@ class TestInMemoryBackend(BackendConformanceTests):
     def exists(self, location: str) -> bool:
         return memory.exists(self.store, location)
 
+    def recreate(self, location: str, created: datetime) -> None:
+        memory.recreate(self.store, location, created)
+
+    def modify(self, location: str) -> None:
+        memory.modify(self.store, location)
+
+    def seed_problem(self, location: str) -> None:
+        memory.seed_problem(self.store, location)
+
     def lock(self, location: str) -> None:
         memory.lock(self.store, location)
 
