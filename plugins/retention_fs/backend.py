@@ -4,32 +4,83 @@ Like GNU rm and CPython's fd-based rmtree: the root is opened once, every descen
 ``openat`` with ``O_NOFOLLOW | O_DIRECTORY`` relative to the parent's descriptor, no other
 filesystem is entered (``st_dev``), and files are unlinked relative to their directory's
 descriptor. A path swapped for a symlink between scan and delete cannot lead outside root.
+
+A file is deleted only if it is still the file the scan saw: the scan stamps each record
+with the file's device, inode, size, mtime and ctime (nanoseconds), and the deletion opens
+the file, compares the five on the open descriptor and only then unlinks it (docs/fs.md).
 """
 
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import re
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import NamedTuple
 
-from retention_core import Backend, Options, Outcome, Record, Source, Status
+from retention_core import Backend, BackendError, Options, Outcome, Problem, Record, Source, Status
 
-log = logging.getLogger("retention.fs")
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | _CLOEXEC
+# O_PATH opens the entry itself: no read permission needed (unlink needs none), a FIFO or a
+# device is not opened, and with O_NOFOLLOW a symlink yields a descriptor of the link, which
+# fstat then shows for what it is. Without O_PATH a symlink fails with ELOOP instead.
+_ENTRY_FLAGS = getattr(os, "O_PATH", os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY) | os.O_NOFOLLOW | _CLOEXEC
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+#: Directory descriptors one walk keeps open at most; deeper trees reopen from an ancestor.
+OPEN_DIRS = 64
 
 
 class Refused(Exception):
     """The path is not what was scanned (a symlink, another filesystem): never touched."""
 
 
+class Replaced(Exception):
+    """A directory opened again (see :class:`_Dirs`) is not the one first opened there."""
+
+
+class Stamp(NamedTuple):
+    """What the scan saw of a file: enough to tell it from any file that took its place.
+
+    The inode alone is not enough (a freed inode number is reused at once on ext4), nor is
+    the mtime (``touch -r``, ``cp -p`` and ``rsync -t`` copy it): a replacement gets a new
+    ctime, which no unprivileged call can set, and a write in place changes it too.
+    """
+
+    device: int
+    inode: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> Stamp:
+        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+    @classmethod
+    def parse(cls, text: str | None) -> Stamp | None:
+        """The stamp a scan wrote into ``Record.stamp``; ``None`` if absent or unreadable."""
+        try:
+            return cls(*map(int, text.split(":"))) if text else None
+        except (TypeError, ValueError):
+            return None
+
+    def __str__(self) -> str:
+        return ":".join(map(str, self))
+
+    def differences(self, now: Stamp) -> list[str]:
+        """Each field that differs, as ``name seen → now``."""
+        return [f"{name} {was} → {is_}" for name, was, is_ in zip(self._fields, self, now, strict=True) if was != is_]
+
+
 class FilesystemBackend(Backend):
-    """Regular files under ``root``; location is the ``/``-separated path relative to root."""
+    """Regular files under ``root``; location is the ``/``-separated path relative to root.
+
+    ``can_anonymize`` stays false: a file has no fields to strip, only bytes to delete.
+    """
 
     name = "fs"
     batch_size = 1000
@@ -46,13 +97,15 @@ class FilesystemBackend(Backend):
             raise options.error("root", "expected a directory below '/', found '/' (refusing the whole system)")
         self.root = root
         self._root_fd: int | None = None
-        self._mounts: frozenset[str] = frozenset()
         self._dev = 0
 
     # -- descriptors ---------------------------------------------------------------------------
     def _open_root(self) -> int:
         if self._root_fd is None:
-            self._root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
+            try:
+                self._root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | _CLOEXEC)
+            except OSError as exc:
+                raise BackendError(f"cannot open root {str(self.root)!r}: {exc.strerror or exc}") from None
             self._dev = os.fstat(self._root_fd).st_dev
         return self._root_fd
 
@@ -61,124 +114,289 @@ class FilesystemBackend(Backend):
             os.close(self._root_fd)
             self._root_fd = None
 
-    def _open_dir(self, name: str, parent: int) -> int:
-        try:
-            fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
-        except OSError as exc:
-            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                raise Refused(f"{name!r} is no longer a directory (a symlink or file took its place)") from None
-            raise
-        if os.fstat(fd).st_dev != self._dev:
-            os.close(fd)
-            raise Refused(f"{name!r} is on another filesystem")
-        return fd
+    def _dirs(self) -> _Dirs:
+        root = self._open_root()
+        return _Dirs(root, self._dev, _mounts_below(root))
 
     # -- scan ------------------------------------------------------------------------------------
-    def _mounts_below(self, root: int) -> frozenset[str]:
-        """Mount points under root, relative to it. A bind mount of a directory on the same
-        filesystem keeps its ``st_dev``, so the device check alone cannot see it."""
-        try:
-            root_path = os.fsencode(os.readlink(f"/proc/self/fd/{root}"))
-            with open("/proc/self/mountinfo", "rb") as fh:
-                lines = fh.read().splitlines()
-        except OSError:
-            return frozenset()
-        below = set()
-        for line in lines:
-            fields = line.split(b" ")
-            if len(fields) > 4:
-                point = re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m.group(1), 8)]), fields[4])
-                if point.startswith(root_path + b"/"):
-                    below.add(os.fsdecode(point[len(root_path) + 1:]))
-        return frozenset(below)
-
     def scan(self, source: Source) -> Iterator[Record]:
-        root = self._open_root()
-        self._mounts = self._mounts_below(root)
+        """Yield every regular file below root, and a Problem for whatever cannot be listed.
+
+        The walk is depth-first with an explicit stack, so depth costs memory, not recursion.
+        Only the root being unlistable raises: then nothing of the source was seen.
+        """
+        dirs = self._dirs()
         # Without a match pattern every file is of the source's category: set it here, so the
         # core need not build each record a second time to fill it in.
-        yield from self._walk(root, "", source.name, source.category if source.match is None else None)
-
-    def _walk(self, dir_fd: int, prefix: str, source: str, category: str | None) -> Iterator[Record]:
-        subdirs = []
+        category = source.category if source.match is None else None
         try:
-            entries = list(os.scandir(dir_fd))
-        except OSError as exc:
-            log.warning("cannot list %s: %s", prefix or ".", exc.strerror or exc)
-            return
-        # One lstat per entry (the listing gives no mtime); names bound locally because this
-        # loop runs once per file and attribute lookups showed in the profile.
-        make, stamp, utc, is_reg = Record, datetime.fromtimestamp, timezone.utc, stat.S_ISREG
-        for entry in entries:
             try:
-                st = entry.stat(follow_symlinks=False)
-            except FileNotFoundError:
-                continue  # vanished since listing
+                entries = _entries(os.scandir(dirs.root))
             except OSError as exc:
-                log.warning("cannot stat %s%s: %s", prefix, entry.name, exc.strerror or exc)
-                continue
-            if is_reg(st.st_mode):
-                yield make(source, prefix + entry.name, stamp(st.st_mtime, utc), st.st_size, None, None, category)
-            elif stat.S_ISDIR(st.st_mode):
-                if st.st_dev != self._dev:
-                    log.warning("not entering %s%s: another filesystem", prefix, entry.name)
-                elif prefix + entry.name in self._mounts:
-                    log.warning("not entering %s%s: a mount point", prefix, entry.name)
+                raise BackendError(f"cannot list root {str(self.root)!r}: {exc.strerror or exc}") from None
+            stack: list[tuple[list[str], Iterator[str]]] = []
+            parts: list[str] = []
+            while True:
+                subdirs = yield from self._listing(entries, parts, dirs, source.name, category)
+                if subdirs:
+                    stack.append((parts, iter(subdirs)))
+                while stack:
+                    parent, todo = stack[-1]
+                    name = next(todo, None)
+                    if name is not None:
+                        parts = [*parent, name]
+                        break
+                    stack.pop()
                 else:
-                    subdirs.append(entry.name)
-        for name in subdirs:
-            try:
-                fd = self._open_dir(name, dir_fd)
-            except FileNotFoundError:
-                continue
-            except (OSError, Refused) as exc:
-                log.warning("cannot enter %s%s: %s", prefix, name, getattr(exc, "strerror", None) or exc)
-                continue
-            try:
-                yield from self._walk(fd, f"{prefix}{name}/", source, category)
-            finally:
-                os.close(fd)
+                    return
+                entries = yield from self._open_listing(parts, dirs, source.name)
+        finally:
+            dirs.close()
+
+    def _open_listing(self, parts: list[str], dirs: _Dirs, source: str) -> Generator[Problem, None, Iterator]:
+        """Start listing the directory at *parts*; a Problem and no entries if it cannot be."""
+        where = "/".join(parts)
+        try:
+            return _entries(os.scandir(dirs.fd(parts)))
+        except FileNotFoundError:
+            pass  # removed since its parent was listed: nothing left to see
+        except (Refused, Replaced) as exc:
+            yield Problem(source, where, f"directory not listed: {exc}")
+        except OSError as exc:
+            yield Problem(source, where, f"directory not listed: {exc.strerror or exc}")
+        return iter(())
+
+    def _listing(self, entries: Iterator, parts: list[str], dirs: _Dirs, source: str,
+                 category: str | None) -> Generator[Record | Problem, None, list[str]]:
+        """Yield the directory's files (or their Problems); return its subdirectories to walk.
+
+        One ``lstat`` per entry: the listing gives no mtime. Names are bound locally because
+        this loop runs once per file.
+        """
+        prefix = "".join(f"{part}/" for part in parts)
+        subdirs: list[str] = []
+        make, from_ts, utc, is_reg, is_dir = Record, datetime.fromtimestamp, timezone.utc, stat.S_ISREG, stat.S_ISDIR
+        dev, mounts = dirs.dev, dirs.mounts
+        try:
+            for entry in entries:
+                location = prefix + entry.name
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                    if is_reg(st.st_mode):
+                        created = from_ts(st.st_mtime, utc)
+                        yield make(source, location, created, st.st_size, None, None, category,
+                                   f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}")
+                    elif is_dir(st.st_mode):
+                        if st.st_dev != dev:
+                            yield Problem(source, location, "mount boundary: not listed (another filesystem)")
+                        elif location in mounts:
+                            yield Problem(source, location, "mount boundary: not listed (a mount point)")
+                        else:
+                            subdirs.append(entry.name)
+                except FileNotFoundError:
+                    continue  # vanished since listing
+                except OSError as exc:
+                    yield Problem(source, location, f"cannot stat: {exc.strerror or exc}")
+                except (OverflowError, ValueError):
+                    yield Problem(source, location, f"modification time {st.st_mtime_ns} ns from 1970 is outside "
+                                                    "the dates this tool can hold (years 1 to 9999); not listed")
+        except OSError as exc:
+            yield Problem(source, prefix.rstrip("/") or ".",
+                          f"directory listed only in part: {exc.strerror or exc}")
+        return subdirs
 
     # -- delete ------------------------------------------------------------------------------------
     def delete(self, records: Sequence[Record]) -> Iterator[Outcome]:
-        root = self._open_root()
-        self._mounts = self._mounts_below(root)
-        opened: dict[str, int] = {}  # directory path -> fd, for this batch only
+        dirs = self._dirs()
         try:
             for record in records:
-                yield self._delete_one(record, root, opened)
+                yield self._delete_one(record, dirs)
         finally:
-            for fd in opened.values():
-                os.close(fd)
+            dirs.close()
 
-    def _directory(self, parts: list[str], root: int, opened: dict[str, int]) -> int:
-        fd, path = root, ""
-        for part in parts:
-            path = f"{path}/{part}"
-            if path not in opened:
-                if path[1:] in self._mounts:
-                    raise Refused(f"{path[1:]!r} is a mount point")
-                opened[path] = self._open_dir(part, fd)
-            fd = opened[path]
-        return fd
-
-    def _delete_one(self, record: Record, root: int, opened: dict[str, int]) -> Outcome:
+    def _delete_one(self, record: Record, dirs: _Dirs) -> Outcome:
+        """Unlink the file only if it is still what the scan stamped (the guard)."""
         parts = record.location.split("/")
         if "" in parts or "." in parts or ".." in parts:
             return Outcome(record, Status.REFUSED, f"unsafe path {record.location!r}")
+        name = parts[-1]
         try:
-            dir_fd = self._directory(parts[:-1], root, opened)
-            st = os.stat(parts[-1], dir_fd=dir_fd, follow_symlinks=False)
-            if not stat.S_ISREG(st.st_mode):
-                return Outcome(record, Status.REFUSED, "no longer a regular file (a symlink or directory "
-                                                       "took its place); not followed")
-            if record.created and abs(st.st_mtime - record.created.timestamp()) > 1e-3:
-                return Outcome(record, Status.FAILED, "file was modified since it was scanned; not deleted")
-            os.unlink(parts[-1], dir_fd=dir_fd)
-            return Outcome(record, Status.DELETED)
+            dir_fd = dirs.fd(parts[:-1])
+            fd = os.open(name, _ENTRY_FLAGS, dir_fd=dir_fd)
         except FileNotFoundError:
             return Outcome(record, Status.ALREADY_GONE)
         except Refused as exc:
             return Outcome(record, Status.REFUSED, str(exc))
+        except Replaced as exc:
+            return Outcome(record, Status.CHANGED, f"{exc}; not deleted")
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return Outcome(record, Status.REFUSED, "a symlink took its place; not followed")
+            return Outcome(record, Status.FAILED, f"{exc.strerror or exc}")
+        try:
+            return self._unlink_if_seen(record, name, dir_fd, fd)
+        finally:
+            os.close(fd)
+
+    def _unlink_if_seen(self, record: Record, name: str, dir_fd: int, fd: int) -> Outcome:
+        """Compare the open file with the stamp, then unlink it with nothing in between.
+
+        Linux has no call that unlinks a name only if it still refers to a given inode, so
+        the two system calls ``fstat`` and ``unlinkat`` are the shortest window there is; see
+        docs/fs.md for what can still happen inside it.
+        """
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                return Outcome(record, Status.REFUSED, "no longer a regular file (a symlink or directory "
+                                                       "took its place); not followed")
+            seen = Stamp.parse(record.stamp)
+            if seen is None:
+                return Outcome(record, Status.CHANGED, "the scan's stamp is missing or unreadable, so nothing "
+                                                       "proves this is the file it saw; not deleted")
+            now = Stamp.of(st)
+            if now != seen:
+                return Outcome(record, Status.CHANGED, "changed since the scan ("
+                                                       + ", ".join(seen.differences(now)) + "); not deleted")
+            os.unlink(name, dir_fd=dir_fd)
+            return Outcome(record, Status.DELETED)
+        except FileNotFoundError:
+            return Outcome(record, Status.ALREADY_GONE)
         except OSError as exc:
             return Outcome(record, Status.FAILED, f"{exc.strerror or exc}")
+
+
+class _Dirs:
+    """Descriptors of the directories along one path below root, for one walk or batch.
+
+    Each directory is entered with ``openat(parent, name, O_NOFOLLOW | O_DIRECTORY)``, must
+    be on root's device and must not be a mount point. Consecutive paths share their common
+    part. At most :data:`OPEN_DIRS` descriptors stay open, so a tree thousands of levels deep
+    needs no more: a directory whose descriptor was let go is opened again from its nearest
+    open ancestor, the same way, and must then be the directory it was (device and inode).
+    """
+
+    def __init__(self, root: int, dev: int, mounts: frozenset[str]) -> None:
+        self.root, self.dev, self.mounts = root, dev, mounts
+        self._names: list[str] = []
+        self._fds: list[int | None] = []
+        self._ids: list[tuple[int, int]] = []
+        self._open = 0
+
+    def fd(self, parts: Sequence[str]) -> int:
+        """The descriptor of the directory at *parts* (relative to root)."""
+        common = 0
+        for have, want in zip(self._names, parts, strict=False):
+            if have != want:
+                break
+            common += 1
+        self._truncate(common)
+        self._reopen()
+        for part in parts[common:]:
+            self._enter(part)
+        return self._fds[-1] if self._fds else self.root  # type: ignore[return-value]
+
+    def close(self) -> None:
+        self._truncate(0)
+
+    def _truncate(self, length: int) -> None:
+        while len(self._names) > length:
+            self._names.pop()
+            self._ids.pop()
+            fd = self._fds.pop()
+            if fd is not None:
+                os.close(fd)
+                self._open -= 1
+
+    def _reopen(self) -> None:
+        """Open again the deepest directory if its descriptor was let go (see the class)."""
+        if not self._fds or self._fds[-1] is not None:
+            return
+        start = len(self._fds) - 1
+        while start > 0 and self._fds[start - 1] is None:
+            start -= 1
+        for i in range(start, len(self._fds)):
+            parent = self._fds[i - 1] if i else self.root
+            fd, ident = self._open_dir(self._names[i], parent, i)  # type: ignore[arg-type]
+            if ident != self._ids[i]:
+                os.close(fd)
+                raise Replaced(f"directory {'/'.join(self._names[:i + 1])!r} was replaced during the walk")
+            self._fds[i] = fd
+            self._open += 1
+            self._spare()
+
+    def _enter(self, name: str) -> None:
+        parent = self._fds[-1] if self._fds else self.root
+        fd, ident = self._open_dir(name, parent, len(self._names))  # type: ignore[arg-type]
+        self._names.append(name)
+        self._fds.append(fd)
+        self._ids.append(ident)
+        self._open += 1
+        self._spare()
+
+    def _spare(self) -> None:
+        """Let go of the shallowest open descriptors beyond the budget (never the deepest)."""
+        i = 0
+        while self._open > OPEN_DIRS and i < len(self._fds) - 1:
+            fd = self._fds[i]
+            if fd is not None:
+                os.close(fd)
+                self._fds[i] = None
+                self._open -= 1
+            i += 1
+
+    def _open_dir(self, name: str, parent: int, depth: int) -> tuple[int, tuple[int, int]]:
+        """Enter *name* (at *depth* below root) from *parent*; its descriptor and identity."""
+        def path() -> str:
+            return "/".join([*self._names[:depth], name])
+
+        if self.mounts and path() in self.mounts:
+            raise Refused(f"{path()!r} is a mount point")
+        try:
+            fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise Refused(f"{path()!r} is no longer a directory (a symlink or file took its place)") from None
+            raise
+        st = os.fstat(fd)
+        if st.st_dev != self.dev:
+            os.close(fd)
+            raise Refused(f"{path()!r} is on another filesystem")
+        return fd, (st.st_dev, st.st_ino)
+
+
+def _entries(listing: os._ScandirIterator) -> Iterator[os.DirEntry[str]]:
+    """A directory's entries, read in full before any is used, then the listing closed.
+
+    Reading first keeps one directory stream open at a time however deep the walk; an error
+    part-way is raised when the entries read before it are used up.
+    """
+    read: list[os.DirEntry[str]] = []
+    error: OSError | None = None
+    with listing:
+        try:
+            read.extend(listing)
+        except OSError as exc:
+            error = exc
+    yield from read
+    if error is not None:
+        raise error
+
+
+def _mounts_below(root: int) -> frozenset[str]:
+    """Mount points under root, relative to it. A bind mount of a directory on the same
+    filesystem keeps its ``st_dev``, so the device check alone cannot see it."""
+    try:
+        root_path = os.fsencode(os.readlink(f"/proc/self/fd/{root}"))
+        with open("/proc/self/mountinfo", "rb") as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        return frozenset()
+    below = set()
+    for line in lines:
+        fields = line.split(b" ")
+        if len(fields) > 4:
+            point = re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m.group(1), 8)]), fields[4])
+            if point.startswith(root_path + b"/"):
+                below.add(os.fsdecode(point[len(root_path) + 1:]))
+    return frozenset(below)

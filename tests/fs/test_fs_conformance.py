@@ -15,6 +15,8 @@ from retention_core import Backend, Options, Source, Status
 from retention_core.testing import BackendConformanceTests
 from retention_fs.backend import FilesystemBackend
 
+from .changes import recreate
+
 
 class TestFilesystemBackend(BackendConformanceTests):
     @pytest.fixture
@@ -36,6 +38,32 @@ class TestFilesystemBackend(BackendConformanceTests):
         path.write_bytes(b"seeded by the conformance suite\n")
         ns = int(created.timestamp()) * 1_000_000_000
         os.utime(path, ns=(ns, ns), follow_symlinks=False)
+
+    def recreate(self, location: str, created: datetime) -> None:
+        ns = int(created.timestamp()) * 1_000_000_000
+        recreate(self.root / location, ns, b"re-created out of band by the conformance suite\n")
+
+    def modify(self, location: str) -> None:
+        # One more byte, then the old mtime back, as `touch -r` would put it.
+        path = self.root / location
+        st = os.stat(path, follow_symlinks=False)
+        with open(path, "ab") as fh:
+            fh.write(b"+")
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+
+    def seed_problem(self, location: str) -> None:
+        """A directory that cannot be listed (what chmod 000 does, simulated: tests run as root)."""
+        path = self.root / location
+        path.mkdir(parents=True)
+        (path / "inside").write_bytes(b"never listed\n")
+        real = os.scandir
+
+        def scandir(fd: Any) -> Any:
+            if isinstance(fd, int) and os.readlink(f"/proc/self/fd/{fd}") == str(path):
+                raise PermissionError(errno.EACCES, "Permission denied")
+            return real(fd)
+
+        self.monkeypatch.setattr(os, "scandir", scandir)
 
     def exists(self, location: str) -> bool:
         return os.path.lexists(self.root / location)
