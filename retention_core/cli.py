@@ -22,19 +22,21 @@ from typing import IO, Any
 import click
 
 from . import logs
-from .audit import AuditTrail, Head, verify
+from .audit import AuditTrail, Head, VerifyResult, load_key, trail_for, verify
 from .durations import parse_duration
 from .engine import decide
 from .errors import ConfigError, PluginError, RetentionError
 from .metrics import write_metrics
-from .model import HoldScope
+from .fence import DEFAULT_WAIT, deleted_in_scope, wait_for_batches
+from .model import Hold, HoldScope
 from .plugins import Plugins, load_plugins
-from .policy import HOLD_KINDS
-from .report import RunReport, _atomic, text_summary
+from .policy import HOLD_KINDS, check_actions, check_hold_id
+from .report import RunReport, _atomic, check_writable, one_line, text_summary
 from .runtime import Runtime
 from .scheduler import RunOptions, run
 from .state import actor
-from .subjects import parse_instant
+from .text import printable
+from .subjects import parse_given_date, parse_instant
 
 CONFIG_ENV = "RETENTION_CONFIG"
 LOG_FORMAT_ENV = "RETENTION_LOG_FORMAT"
@@ -153,9 +155,13 @@ def _parse_date(value: str | None, name: str) -> datetime | None:
     if value is None:
         return None
     try:
-        return parse_instant(value)
+        parse_instant(value)
     except ValueError:
         raise ConfigError(f"expected an ISO date like 2027-01-31, found {value!r}", key=name) from None
+    try:
+        return parse_given_date(value)
+    except ValueError as exc:  # far enough from datetime's limits that date arithmetic cannot overflow
+        raise ConfigError(str(exc), key=name) from None
 
 
 @click.group(cls=RetentionGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -188,6 +194,8 @@ def validate(config: str) -> None:
     """Check the policy, its subjects and every source's options, without touching storage."""
     with open_runtime(config) as rt:
         warnings = rt.validate()
+        check_actions(rt.policy, rt.plugins.backends())
+        warnings += [f"hold {h.id}: {w}" for h in rt.policy.holds if (w := _unknown_subject(rt, h.scope))]
         policy = rt.policy
         click.echo(f"{policy.path}: ok — {len(policy.sources)} sources, {len(policy.categories)} categories, "
                    f"{len(rt.subjects)} subjects, {len(policy.holds)} static holds")
@@ -234,6 +242,9 @@ def _run(config: str, dry_run: bool, as_of: str | None, sources: tuple[str, ...]
             writers = rt.plugins.report_writers()
             chosen = [(Path(p), writers.get(Path(p).suffix.lower().lstrip("."), key=f"--report {p}"))
                       for p in reports]
+            for path, _ in chosen:  # now, not after the deletions
+                check_writable(path, key=f"--report {path}")
+        check_actions(rt.policy, rt.plugins.backends())
         names = list(sources) or [s.name for s in rt.policy.sources]
         logs.event("run-start", f"run started: {len(names)} sources, as of {now:%Y-%m-%d %H:%M} UTC"
                    + (", dry run" if dry_run else ""), config=str(rt.policy.path), dry_run=dry_run,
@@ -362,9 +373,19 @@ def holds() -> None:
 @click.option("--subject", help="Scope: this subject's data.")
 @click.option("--category", help="Scope: this category.")
 @click.option("--source", help="Scope: this source.")
+@click.option("--wait", "wait_seconds", type=click.FloatRange(min=0), default=DEFAULT_WAIT, show_default=True,
+              help="Seconds to wait for a deletion batch in flight to finish before saying the hold is in effect.")
 def holds_place(config: str, hold_id: str, kind: str, reason: str, subject: str | None,
-                category: str | None, source: str | None) -> None:
-    """Place a hold. Every given scope key must match for a record to be held."""
+                category: str | None, source: str | None, wait_seconds: float) -> None:
+    """Place a hold. Every given scope key must match for a record to be held.
+
+    Returns once the hold is in effect: if a run was deleting a batch when the hold was stored,
+    it waits for that batch and says what it deleted in the hold's scope before the hold took effect.
+    """
+    check_hold_id(hold_id, "--id")
+    for key, value in (("--subject", subject), ("--category", category), ("--source", source)):
+        if value is not None and not value.strip():
+            raise ConfigError("expected a non-empty value: an empty scope value matches no record", key=key)
     with open_runtime(config) as rt:
         if category is not None and category not in rt.policy.categories:
             raise ConfigError(f"unknown category {category!r} (categories: {', '.join(rt.policy.categories)})",
@@ -373,10 +394,34 @@ def holds_place(config: str, hold_id: str, kind: str, reason: str, subject: str 
             rt.policy.source(source)
         if any(h.id == hold_id for h in rt.policy.holds):
             raise ConfigError(f"hold {hold_id!r} already exists in the config", key="--id")
+        trail = trail_for(rt.policy.audit, rt.state)  # a trail that cannot be written fails before the hold
         hold = rt.state.place_hold(hold_id, kind, HoldScope(subject, category, source), reason)
-        AuditTrail(rt.policy.audit).append([{"event": "hold-placed", "hold": hold.id, "kind": kind,
-                                             "scope": hold.scope.as_dict(), "reason": reason, "by": hold.placed_by}])
+        trail.append([{"event": "hold-placed", "hold": hold.id, "kind": kind, "scope": hold.scope.as_dict(),
+                       "reason": reason, "by": hold.placed_by}])
         click.echo(f"placed {kind} hold {hold.id} on {_scope(hold.scope)}")
+        if warning := _unknown_subject(rt, hold.scope):
+            logs.event("warning", warning, level=logging.WARNING, hold=hold.id)
+        _fence(rt, trail, hold, wait_seconds)
+
+
+def _fence(rt: Runtime, trail: AuditTrail, hold: Hold, wait_seconds: float) -> None:
+    """Wait for the deletion batches in flight (the hold fence); journal and say what they
+    deleted in the hold's scope before it took effect."""
+    waited = wait_for_batches(rt.state, timeout=wait_seconds)
+    if not waited:
+        return
+    lost = deleted_in_scope(rt.policy.audit, waited, hold.scope)
+    trail.append([{"event": "hold-effective", "hold": hold.id, "deleted_in_scope": len(lost),
+                   "after_batches": [{"run_id": b.run_id, "source": b.source, "batch": b.batch} for b in waited]}])
+    names = ", ".join(f"{b.batch} (run {b.run_id}, source {b.source})" for b in waited)
+    click.echo(f"in effect after waiting for the deletion batch in flight: {names}")
+    if not lost:
+        click.echo("that batch deleted nothing in the hold's scope")
+        return
+    click.echo(f"that batch deleted {len(lost)} record(s) in the hold's scope before the hold took effect:")
+    for row in lost:
+        version = f" (version {row['version']})" if row.get("version") else ""
+        click.echo(f"  {row.get('source')}: {printable(str(row.get('location')))}{version}")
 
 
 @holds.command("release")
@@ -388,10 +433,10 @@ def holds_release(config: str, hold_id: str, reason: str) -> None:
     with open_runtime(config) as rt:
         if any(h.id == hold_id for h in rt.policy.holds):
             raise ConfigError(f"hold {hold_id!r} is defined in the config file; remove it there", key="HOLD_ID")
+        trail = trail_for(rt.policy.audit, rt.state)
         hold = rt.state.release_hold(hold_id, reason)
-        AuditTrail(rt.policy.audit).append([{"event": "hold-released", "hold": hold.id, "reason": reason,
-                                             "by": hold.released_by}])
-        click.echo(f"released hold {hold.id}")
+        trail.append([{"event": "hold-released", "hold": hold.id, "reason": reason, "by": hold.released_by}])
+        click.echo(f"released hold {one_line(hold.id)}")
 
 
 @holds.command("list")
@@ -410,11 +455,26 @@ def holds_list(config: str, as_json: bool, active: bool) -> None:
         for h in found:
             state = "active" if h.active else (f"released {h.released_at:%Y-%m-%d} by {h.released_by}: "
                                                f"{h.release_reason}")
-            click.echo(f"{h.id}  {h.kind:7}  {_scope(h.scope):40}  {state}  ({h.origin}) — {h.reason}")
+            if _unknown_subject(rt, h.scope):
+                state += ", covers no known subject"
+            click.echo(f"{one_line(h.id)}  {h.kind:7}  {_scope(h.scope):40}  {state}  ({h.origin}) — "
+                       f"{one_line(h.reason)}")
 
 
 def _scope(scope: HoldScope) -> str:
-    return " ".join(f"{k}={v}" for k, v in scope.as_dict().items())
+    return " ".join(f"{k}={one_line(v)}" for k, v in scope.as_dict().items())
+
+
+def _unknown_subject(rt: Runtime, scope: HoldScope) -> str | None:
+    """Why a hold scoped to a subject the subjects source does not list may cover nothing, or None.
+
+    A warning, not an error: records can name subjects the source has not listed yet. Without
+    a subjects source nothing is known, and nothing is said.
+    """
+    if scope.subject is None or rt.policy.subjects is None or scope.subject in rt.subjects:
+        return None
+    return (f"subject {one_line(scope.subject)!r} is not in the subjects source: the hold covers no known "
+            "subject (check the spelling)")
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -448,10 +508,10 @@ def requests_erase(config: str, subject: str, controller: str, received: str | N
             raise ConfigError(f"{controller!r} is not the controller of subject {subject!r}; requests are "
                               "accepted only from the subject's controller", key="--controller")
         at = _parse_date(received, "--received") or datetime.now(timezone.utc)
+        trail = trail_for(rt.policy.audit, rt.state)
         request = rt.state.add_request(subject, controller, at)
-        AuditTrail(rt.policy.audit).append([{"event": "erasure-requested", "request": request.id,
-                                             "subject": subject, "controller": controller,
-                                             "received_at": at.isoformat(), "by": actor()}])
+        trail.append([{"event": "erasure-requested", "request": request.id, "subject": subject,
+                       "controller": controller, "received_at": at.isoformat(), "by": actor()}])
         click.echo(f"erasure request {request.id} for {subject}: due {request.due_at:%Y-%m-%d}")
 
 
@@ -487,24 +547,49 @@ def audit() -> None:
 @click.argument("path", required=False, type=click.Path(dir_okay=False))
 @click.option("-c", "--config", "config", envvar=CONFIG_ENV, metavar="FILE",
               help="Policy file: its audit trail, checked against the head recorded in the state store.")
-def audit_verify(path: str | None, config: str | None) -> None:
-    """Check the chain: exit 0 if intact, 1 naming the first bad line."""
+@click.option("--key-file", metavar="FILE", type=click.Path(dir_okay=False),
+              help="The chain's HMAC key (default: $RETENTION_AUDIT_KEY_FILE or $RETENTION_AUDIT_KEY).")
+def audit_verify(path: str | None, config: str | None, key_file: str | None) -> None:
+    """Check the chain: exit 0 if intact, 1 naming the first bad line.
+
+    With the key, every keyed line's HMAC is checked too (a trail rewritten and rehashed
+    without the key fails); with -c, the head the state store recorded after the last append.
+    """
     expect = None
     if config:
         with open_runtime(config) as rt:
             target = Path(path) if path else rt.policy.audit
-            last = rt.state.last_audit_head()
+            last = rt.state.audit_head()
             expect = Head(*last) if last else None
     elif path:
         target = Path(path)
     else:
         raise ConfigError("give the trail's PATH or -c FILE", key="PATH")
-    result = verify(target, expect=expect)
-    if result.ok:
-        click.echo(f"{target}: ok — {result.lines} lines, head seq {result.head.seq} {result.head.hash[:16]}…")
-        return
-    click.echo(f"{target}: line {result.line}: {result.problem}", err=True)
-    sys.exit(1)
+    result = verify(target, expect=expect, key=load_key(Path(key_file) if key_file else None))
+    if not result.ok:
+        click.echo(f"{target}: line {result.line}: {result.problem}", err=True)
+        sys.exit(1)
+    click.echo(f"{target}: ok — {result.lines} lines, head seq {result.head.seq} {result.head.hash[:16]}…")
+    for line in _verify_notes(result, checked_head=config is not None and expect is not None):
+        click.echo(f"  {line}")
+
+
+def _verify_notes(result: VerifyResult, *, checked_head: bool) -> Iterator[str]:
+    """What an intact verdict covered and what it could not (docs/user-guide.md, "Audit trail")."""
+    if result.keyed_from is None:
+        yield "HMAC: no line is keyed (a trail rewritten and rehashed whole would also verify)"
+    else:
+        span = f"lines {result.keyed_from}–{result.lines} keyed (key id {result.key_id})"
+        yield (f"HMAC: {span}, checked with the key" if result.hmac_checked else
+               f"HMAC: {span}, NOT checked: no key given (--key-file or $RETENTION_AUDIT_KEY_FILE)")
+        if result.keyed_from > 1:
+            yield f"lines 1–{result.keyed_from - 1} were written before the key; line {result.keyed_from}'s HMAC " \
+                  "covers their hash chain"
+    yield ("head: matches the one the state store recorded after the last append" if checked_head else
+           "head: not checked against the state store (give -c policy.yaml): lines cut from the end go unnoticed")
+    for r in result.repairs:
+        yield (f"repaired: line {r.line} ({r.time}) journals {r.cut_bytes} bytes of a torn last line cut off, "
+               f"SHA-256 {r.cut_sha256}")
 
 
 @audit.command("certificate")
@@ -523,7 +608,7 @@ def audit_certificate(config: str, run_id: str, fmt: str, output: str | None) ->
     from . import certificate
 
     with open_runtime(config) as rt:
-        last = rt.state.last_audit_head()
+        last = rt.state.audit_head()
         who, status = _run_row(rt, run_id)
         backends = {s.name: s.backend for s in rt.policy.sources}
         cert = certificate.build(rt.policy.audit, run_id, expect=Head(*last) if last else None, actor=who,

@@ -186,8 +186,12 @@ class ErasureRequest:
     held_remaining: int = 0
 
     def status(self, now: datetime) -> str:
+        """``done`` (proven: nothing of the subject left), ``held`` (everything left is under a
+        hold: its own state, never "done"), else ``overdue`` or ``pending``."""
         if self.done_at is not None:
             return "done"
+        if self.held_remaining:
+            return "held"
         return "overdue" if now > self.due_at else "pending"
 
 

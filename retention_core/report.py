@@ -9,17 +9,21 @@ from __future__ import annotations
 import csv
 import json
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from .model import Action, ErasureRequest, Hold, Status
+from .errors import ConfigError
+from .files import atomic_write
+from .model import Action, ErasureRequest, Hold, Problem, Status
 from .spool import Item, Spool
 from .text import printable
+
+#: Problems a source's stats keep by name (all are counted).
+PROBLEM_SAMPLES = 20
 
 ITEM_FIELDS = ("source", "location", "version", "subject", "category", "decision", "reason", "holds",
                "due", "outcome", "error")
@@ -34,6 +38,22 @@ class SourceStats:
     #: Per hold id, the records that hold covered in this run (one covered by two holds
     #: counts for both).
     protected: Counter[str] = field(default_factory=Counter)
+    #: What the scan met but could not list as a record (:class:`~retention_core.model.Problem`):
+    #: while any exists the source's listing is incomplete.
+    problems: int = 0
+    problem_samples: list[str] = field(default_factory=list)
+    #: Subjects named by problems; ``None`` when a problem names no subject (it may be anyone's).
+    problem_subjects: set[str | None] = field(default_factory=set)
+
+    def note_problem(self, problem: Problem) -> None:
+        self.problems += 1
+        self.problem_subjects.add(problem.subject)
+        if len(self.problem_samples) < PROBLEM_SAMPLES:
+            self.problem_samples.append(f"{printable(problem.location)}: {problem.reason}")
+
+    def may_hide(self, subject: str) -> bool:
+        """Whether this source's incomplete listing may hide records of *subject*."""
+        return bool(self.problems) and (None in self.problem_subjects or subject in self.problem_subjects)
 
 
 @dataclass
@@ -56,6 +76,10 @@ class RunReport:
     limit_tripped: str | None = None
     status: str = "ok"
     itemized: bool = True
+    #: Push-down sources counted in storage instead of scanned record by record.
+    surveyed: set[str] = field(default_factory=set)
+    #: Run-wide warnings (an erasure request kept open, …); per-source ones live in SourceStats.
+    warnings: list[str] = field(default_factory=list)
 
     def close(self) -> None:
         self.spool.close()
@@ -133,10 +157,20 @@ def item_json(item: Item) -> dict[str, Any]:
             "due": d.due.date().isoformat() if d.due else None, "outcome": item.outcome, "error": item.error}
 
 
-def _atomic(path: Path, newline: str | None = None) -> tuple[IO[str], str]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    return os.fdopen(fd, "w", encoding="utf-8", newline=newline), tmp
+def check_writable(path: Path, key: str) -> None:
+    """Refuse a report path that cannot be written, before the run it reports on starts.
+
+    Its nearest existing ancestor must be a writable directory (missing directories are
+    created). Found only when the report is written, the run's deletions would be done and
+    the operator left with an internal error, no report and no summary.
+    """
+    probe = path.absolute().parent
+    while not probe.exists() and probe != probe.parent:  # exists() is False under a file, too
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(f"cannot write a report there: {str(probe)!r} is not a directory", key=key)
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write a report there: directory {str(probe)!r} is not writable", key=key)
 
 
 def write_json(report: RunReport, path: Path) -> None:
@@ -146,34 +180,62 @@ def write_json(report: RunReport, path: Path) -> None:
         "summary": report.summary(), "outcomes": report.outcomes(),
         "erasure_requests": report.requests_json(),
         "sources": {name: {"scanned": s.scanned, "decisions": s.decisions, "outcomes": s.outcomes,
-                           "warnings": s.warnings} for name, s in report.sources.items()},
-        "limit_tripped": report.limit_tripped, "status": report.status,
+                           "warnings": s.warnings, "problems": s.problems,
+                           "problem_samples": s.problem_samples} for name, s in report.sources.items()},
+        "limit_tripped": report.limit_tripped, "status": report.status, "warnings": report.warnings,
     }
     counts = tally(report)
     # Keys added after 0.1 go after the original ones; the original keys never change.
     head["holds"] = holds_json(report, report.protected())
     head["categories"] = counts.by_category
     head["bytes"] = counts.bytes_by_action
-    fh, tmp = _atomic(path)
-    with fh:
+    with atomic_write(path) as fh:
         fh.write(json.dumps(head, indent=1)[:-2] + ',\n "items": [')
         for n, item in enumerate(report.items()):
             fh.write(("\n  " if n == 0 else ",\n  ") + json.dumps(item_json(item), ensure_ascii=False))
         fh.write("\n ]\n}\n")
-    os.replace(tmp, path)
+
+
+#: Cell starts a spreadsheet reads as a formula (OWASP "CSV Injection"): ``=``, ``+``, ``-``,
+#: ``@``, tab and carriage return.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """*value* safe for a spreadsheet: a string that would start a formula gets a leading ``'``.
+
+    Locations, subjects and categories come from storage and file names that anyone able to
+    write there chooses; ``=HYPERLINK(...)`` in a file name must not run when the report is
+    opened. Numbers and None pass unchanged. Every CSV the tool writes goes through this.
+    """
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value
 
 
 def write_csv(report: RunReport, path: Path) -> None:
-    """Every item, one per row (the full list the HTML report caps)."""
-    fh, tmp = _atomic(path, newline="")
-    with fh:
+    """Every item, one per row (the full list the HTML report caps); cells as :func:`csv_cell`."""
+    with atomic_write(path, newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=ITEM_FIELDS)
         writer.writeheader()
         for item in report.items():
             row = item_json(item)
             row["holds"] = " ".join(row["holds"])
-            writer.writerow(row)
-    os.replace(tmp, path)
+            writer.writerow({key: csv_cell(value) for key, value in row.items()})
+
+
+#: C0 controls, DEL and C1 controls: what a terminal or a mail reader acts on instead of showing.
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
+
+
+def one_line(value: str) -> str:
+    """*value* as :func:`~retention_core.text.printable`, with control characters shown as ``\\xNN``.
+
+    Ids, scopes and subjects are echoed in the run summary and ``holds list``; one written
+    with a newline (a hold placed before ids were checked, a hold source's) must not forge
+    a line there.
+    """
+    return printable(value).translate(_CONTROLS)
 
 
 def text_summary(report: RunReport) -> str:
@@ -187,6 +249,9 @@ def text_summary(report: RunReport) -> str:
         if done:
             lines.append(f"    outcomes: {done}")
         lines += [f"    warning: {w}" for w in s.warnings]
+        if s.problems:
+            lines.append(f"    warning: listing incomplete, {s.problems} item(s) could not be listed and were "
+                         f"kept: {'; '.join(s.problem_samples[:3])}" + (" …" if s.problems > 3 else ""))
     total = report.summary()
     lines.append("  total: " + ", ".join(f"{k} {v}" for k, v in total.items()))
     if not report.dry_run:
@@ -195,13 +260,15 @@ def text_summary(report: RunReport) -> str:
     if active:
         protected = report.protected()
         for h in active:
-            scope = " ".join(f"{k}={v}" for k, v in h.scope.as_dict().items())
-            lines.append(f"  hold {h.id} ({h.kind}, {scope}): protected {protected.get(h.id, 0)} records")
+            scope = " ".join(f"{k}={one_line(v)}" for k, v in h.scope.as_dict().items())
+            lines.append(f"  hold {one_line(h.id)} ({h.kind}, {scope}): protected {protected.get(h.id, 0)} records")
     for r in report.erasure_requests:
         status = r.status(report.as_of)
         if status != "done" or r.held_remaining:
             extra = f", {r.held_remaining} records still held" if r.held_remaining else ""
-            lines.append(f"  erasure request {r.id} for {r.subject}: {status}, due {r.due_at:%Y-%m-%d}{extra}")
+            lines.append(f"  erasure request {r.id} for {one_line(r.subject)}: {status}, "
+                         f"due {r.due_at:%Y-%m-%d}{extra}")
+    lines += [f"  warning: {w}" for w in report.warnings]
     if report.limit_tripped:
         lines.append(f"  SAFETY LIMIT: {report.limit_tripped}")
     return "\n".join(lines)

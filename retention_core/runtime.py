@@ -6,7 +6,7 @@ The CLI, the scheduler and plugin commands (``retention holds sync``) share this
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from datetime import datetime
 from functools import cached_property
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .backend import Backend
 from .errors import ConfigError, PluginError, RetentionError
-from .model import Context, ErasureRequest, Hold, Record, Source, Subject
+from .model import Context, ErasureRequest, Hold, Problem, Record, Source, Subject
 from .options import Options
 from .plugins import Plugins, load_plugins
 from .policy import Policy, load_policy
@@ -123,31 +123,47 @@ class Runtime:
                        holds=self.holds() if holds is None else holds, requests=self.requests())
 
     # -- records ---------------------------------------------------------------------------------
-    def records(self, source: Source) -> Iterator[Record]:
-        """The source's records, classified: outside ``match`` dropped, subject/category filled."""
-        return classify(self.backend(source).scan(source), source)
+    def records(self, source: Source, on_problem: Callable[[Problem], None] | None = None) -> Iterator[Record]:
+        """The source's records, classified: outside ``match`` dropped, subject/category filled.
+
+        What the backend could not list as a record (:class:`~retention_core.model.Problem`)
+        goes to *on_problem* (dropped when None), never into the stream.
+        """
+        return classify(self.backend(source).scan(source), source, on_problem)
 
 
-def classify(records: Iterator[Record], source: Source) -> Iterator[Record]:
+def classify(records: Iterable[Record | Problem], source: Source,
+             on_problem: Callable[[Problem], None] | None = None) -> Iterator[Record]:
     """Apply the source's ``match`` regex and ``category``; drop records it does not match.
 
     This runs once per record, so it builds the classified record with the constructor
-    (``dataclasses.replace`` cost more than the scan's own stat call, by profile) and only
-    when something changes.
+    (``dataclasses.replace`` cost more than the scan's own stat call) and only when something
+    changes. A :class:`Problem` gets its subject from ``match`` when its location names one.
     """
     pattern = source.match
     default = source.category
     if pattern is None:
         for record in records:
+            if isinstance(record, Problem):
+                if on_problem is not None:
+                    on_problem(record)
+                continue
             if record.category is None and default is not None:
-                record = Record(record.source, record.location, record.created, record.size, record.version,
-                                record.subject, default, record.stamp)
+                record = Record(record.source, record.location, record.created, record.size,
+                                record.version, record.subject, default, record.stamp)
             yield record
         return
     fullmatch = pattern.fullmatch
     has_subject, has_category = "subject" in pattern.groupindex, "category" in pattern.groupindex
     for record in records:
         found = fullmatch(record.location)
+        if isinstance(record, Problem):
+            if on_problem is not None:
+                if found is not None and has_subject and record.subject is None:
+                    record = Problem(record.source, record.location, record.reason,
+                                     found.group("subject"))
+                on_problem(record)
+            continue
         if found is None:
             continue
         subject, category = record.subject, record.category
@@ -158,6 +174,6 @@ def classify(records: Iterator[Record], source: Source) -> Iterator[Record]:
             if category is None:
                 category = default
         if subject is not record.subject or category is not record.category:
-            record = Record(record.source, record.location, record.created, record.size, record.version,
-                            subject, category, record.stamp)
+            record = Record(record.source, record.location, record.created, record.size,
+                            record.version, subject, category, record.stamp)
         yield record

@@ -13,16 +13,18 @@ import signal
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from .audit import INTENT_FIELDS, OUTCOME_FIELDS, AuditTrail, batch_entry
+from .audit import INTENT_FIELDS, OUTCOME_FIELDS, AuditTrail, batch_entry, trail_for
 from .audit import records as trail_records
 from .backend import Backend, Cutoffs, PushdownPlan, Survey
 from .engine import cutoffs, decide, plain_cutoff, protected_by
+from .fence import in_flight
 from .errors import ConfigError, LockedError, RetentionError
-from .model import Action, Context, Decision, Outcome, Record, Source, Status
+from .model import Action, Context, Decision, Outcome, Record, RecordKey, Source, Status
 from .report import RunReport, SourceStats
 from .runtime import Runtime
 from .spool import Item, Spool
@@ -171,7 +173,7 @@ def _scan(rt: Runtime, sources: Sequence[Source], ctx: Context, report: RunRepor
         cutoff, due_action = plain if plain else (None, Action.KEEP)
         category = source.category
         try:
-            for record in rt.records(source):
+            for record in rt.records(source, stats.note_problem):
                 if cutoff is not None and record.subject is None and record.category == category:
                     action = due_action if record.created <= cutoff else KEEP
                     if nothing or not (everything or keep(record, action)):
@@ -180,7 +182,10 @@ def _scan(rt: Runtime, sources: Sequence[Source], ctx: Context, report: RunRepor
                         if progress is not None and scanned % 1000 == 0:
                             progress(source.name, scanned)
                         continue
-                decision = decide(record, ctx)
+                try:
+                    decision = decide(record, ctx)
+                except (ArithmeticError, ValueError) as exc:  # one record never stops the run
+                    decision = Decision(Action.SKIP, f"cannot be decided: {type(exc).__name__}: {exc}")
                 if not nothing and (everything or keep(record, decision.action)):
                     add(record, decision)
                 tally[decision.action] += 1
@@ -190,7 +195,9 @@ def _scan(rt: Runtime, sources: Sequence[Source], ctx: Context, report: RunRepor
                 if progress is not None and scanned % 1000 == 0:
                     progress(source.name, scanned)
         finally:
-            stats.scanned = scanned
+            # Problems count as skipped items: never deleted, reported with their reasons.
+            stats.scanned = scanned + stats.problems
+            tally[Action.SKIP] += stats.problems
             for action, count in tally.items():
                 stats.decisions[action.value] += count
         if progress is not None:
@@ -213,7 +220,7 @@ def _limits(rt: Runtime, report: RunReport) -> str | None:
 
 def _enforce(rt: Runtime, sources: Sequence[Source], ctx: Context, report: RunReport,
              options: RunOptions) -> None:
-    trail = AuditTrail(rt.policy.audit)
+    trail = trail_for(rt.policy.audit, rt.state)
     rt.state.start_run(report.run_id, options.now, dry_run=False)
     trail.append([{"event": "run-start", "run_id": report.run_id, "as_of": options.now.isoformat(),
                    "sources": [s.name for s in sources], "tool": f"retention {_version()}", "by": actor()}])
@@ -224,6 +231,7 @@ def _enforce(rt: Runtime, sources: Sequence[Source], ctx: Context, report: RunRe
                     if (found := _survey(rt, s, ctx, options, left_open)) is not None}  # name -> (survey, cutoffs)
         keep = _Keep(options.itemize, destructive=True, subjects=frozenset(ctx.requests),
                      keys=frozenset(left_open.keys))
+        report.surveyed = set(surveyed)
         _scan(rt, [s for s in sources if s.name not in surveyed], ctx, report, options.progress, keep)
         for name, (survey, plan) in surveyed.items():
             _count_surveyed(report.sources[name], survey, plan, rt.policy.source(name), ctx)
@@ -298,17 +306,23 @@ def _row(record: Record, decision: Decision) -> list[Any]:
             decision.reason]
 
 
-def _intent(run_id: str, source: str, action: Action, rows: list[list[Any]]) -> dict[str, Any]:
-    """One intent line for a batch; *rows* are its records' :func:`_row`."""
-    return batch_entry("intent", run_id, source, action.value, rows)
+def _intent(run_id: str, source: str, action: Action, rows: list[list[Any]], batch_id: str) -> dict[str, Any]:
+    """One intent line for a batch; *rows* are its records' :func:`_row`; *batch_id* names the
+    fenced batch, so ``holds place`` can find what it deleted."""
+    entry = batch_entry("intent", run_id, source, action.value, rows)
+    entry["batch"] = batch_id
+    return entry
 
 
 def _outcome(run_id: str, source: str, action: Action, rows: list[list[Any]],
-             results: Iterable[tuple[str, str | None]]) -> dict[str, Any]:
-    """One outcome line for a batch: the intent's *rows* (built once per batch: building them
-    twice was a tenth of a push-down run, by profile) with each record's (status, error)."""
-    return batch_entry("outcome", run_id, source, action.value,
-                       [[*row, status, error] for row, (status, error) in zip(rows, results, strict=True)])
+             results: Iterable[tuple[str, str | None]], batch_id: str | None) -> dict[str, Any]:
+    """One outcome line for a batch: the intent's *rows* (built once per batch) with each
+    record's (status, error)."""
+    entry = batch_entry("outcome", run_id, source, action.value,
+                        [[*row, status, error] for row, (status, error) in zip(rows, results, strict=True)])
+    if batch_id is not None:
+        entry["batch"] = batch_id
+    return entry
 
 
 def _batches(rt: Runtime, backend: Backend, source: Source, report: RunReport, trail: AuditTrail,
@@ -316,32 +330,34 @@ def _batches(rt: Runtime, backend: Backend, source: Source, report: RunReport, t
     stats = report.sources[source.name]
     for batch in report.spool.due(source.name, max(1, backend.batch_size)):
         _still_ours(rt, report.run_id)
-        ctx = rt.context(now)  # holds re-read: one placed mid-run protects the rest
-        # decide() is pure, and within a run only holds and erasure requests can change: while
-        # they have not, the scan's decisions stand (deciding every record again was a tenth of
-        # an enforcing run, by profile).
-        unchanged = ctx.holds == scanned_with.holds and ctx.requests == scanned_with.requests
-        todo: dict[Action, list[Item]] = {Action.DELETE: [], Action.ANONYMIZE: []}
-        for item in batch:
-            decision = item.decision if unchanged else decide(item.record, ctx)
-            if decision.action in DESTRUCTIVE:
-                todo[decision.action].append(item if decision is item.decision else
-                                             Item(item.idx, item.record, decision, None, None))
-            else:
-                report.spool.redecide(item.idx, decision)
-                stats.decisions[item.decision.action.value] -= 1
-                stats.decisions[decision.action.value] += 1
-                stats.protected.update(decision.holds)
-        for action, items in todo.items():
-            if items:
-                _execute(rt, backend, action, items, report, trail, ctx, stats)
+        # The hold fence: registered before holds are read, left once the outcome is journalled,
+        # so a hold placed at any moment either is seen here or waits for this batch to finish.
+        with in_flight(rt.state, report.run_id, source.name) as batch_id:
+            ctx = rt.context(now)
+            # decide() is pure, and within a run only holds and erasure requests can change:
+            # while they have not, the scan's decisions stand.
+            unchanged = ctx.holds == scanned_with.holds and ctx.requests == scanned_with.requests
+            todo: dict[Action, list[Item]] = {Action.DELETE: [], Action.ANONYMIZE: []}
+            for item in batch:
+                decision = item.decision if unchanged else decide(item.record, ctx)
+                if decision.action in DESTRUCTIVE:
+                    todo[decision.action].append(item if decision is item.decision else
+                                                 Item(item.idx, item.record, decision, None, None))
+                else:
+                    report.spool.redecide(item.idx, decision)
+                    stats.decisions[item.decision.action.value] -= 1
+                    stats.decisions[decision.action.value] += 1
+                    stats.protected.update(decision.holds)
+            for action, items in todo.items():
+                if items:
+                    _execute(rt, backend, action, items, report, trail, ctx, stats, batch_id)
 
 
 def _execute(rt: Runtime, backend: Backend, action: Action, items: list[Item], report: RunReport,
-             trail: AuditTrail, ctx: Context, stats: SourceStats) -> None:
+             trail: AuditTrail, ctx: Context, stats: SourceStats, batch_id: str) -> None:
     source = items[0].record.source
     rows = [_row(i.record, i.decision) for i in items]
-    trail.append([_intent(report.run_id, source, action, rows)])
+    trail.append([_intent(report.run_id, source, action, rows, batch_id)])
     _checkpoint("after-intent")
     records = [i.record for i in items]
     keys = [r.key for r in records]
@@ -369,7 +385,7 @@ def _execute(rt: Runtime, backend: Backend, action: Action, items: list[Item], r
     _checkpoint("after-backend")
     # Not fsynced here: the next batch's intent (or the run's end) makes it durable, and a
     # lost outcome line is an intent a later run settles from storage.
-    trail.append([_outcome(report.run_id, source, action, rows, ((o.status, o.error) for o, _ in done))],
+    trail.append([_outcome(report.run_id, source, action, rows, ((o.status, o.error) for o, _ in done), batch_id)],
                  sync=False)
     _checkpoint("after-outcome")
     rt.state.add_unsettled(report.run_id, [_entry(report.run_id, o.record, i.decision)
@@ -397,9 +413,9 @@ def _push_down(rt: Runtime, backend: Backend, source: Source, report: RunReport,
                         refresh=lambda: cutoffs(source, rt.context(now)))
     decision = Decision(plan.cutoffs.action, "set-based: due under the policy (holds re-read per batch)")
 
-    def settle(batch: list[Outcome], rows: list[list[Any]]) -> None:
+    def settle(batch: list[Outcome], rows: list[list[Any]], batch_id: str) -> None:
         trail.append([_outcome(report.run_id, source.name, decision.action, rows,
-                               ((o.status, o.error) for o in batch))],
+                               ((o.status, o.error) for o in batch), batch_id)],
                      sync=False)  # durable with the next intent, as in _execute
         _checkpoint("after-outcome")
         failed = [o for o in batch if o.status is Status.FAILED]
@@ -414,40 +430,45 @@ def _push_down(rt: Runtime, backend: Backend, source: Source, report: RunReport,
     done = 0
     while True:
         restart = False
-        pending: tuple[list[Outcome], list[list[Any]]] | None = None
+        pending: tuple[list[Outcome], list[list[Any]], str] | None = None
         stream = backend.push_down(source, plan)
-        try:
-            for batch in stream:
-                if pending is not None:  # resuming the generator committed the previous batch
-                    settle(*pending)
-                    pending = None
-                if allowed is not None and done + len(batch) > allowed:
-                    stream.close()  # the batch in hand is rolled back, never journalled
-                    report.limit_tripped = (f"source {source.name!r} reached its limit of {allowed} deletions "
-                                            "during set-based batches (more became due since the scan); "
-                                            f"stopped after {done} deletions")
-                    break
-                _still_ours(rt, report.run_id)
-                rows = [_row(o.record, decision) for o in batch]
-                trail.append([_intent(report.run_id, source.name, decision.action, rows)])
-                _checkpoint("after-intent")
-                # Holds are read once more just before the commit: one placed while the previous
-                # batch was being settled must protect this one too.
-                # (Only holds can change mid-run: the cutoffs are fixed by `now`.)
-                fresh = plan.refresh()
-                if fresh.held or any(o.record.subject in fresh.held_subjects for o in batch):
-                    stream.close()  # rolled back; walk again with the new holds
-                    rolled_back = "a hold placed since the batch was selected; rolled back"
-                    trail.append([_outcome(report.run_id, source.name, decision.action, rows,
-                                           [("not-executed", rolled_back)] * len(rows))])
-                    restart = True
-                    break
-                done += len(batch)
-                pending = batch, rows
-            if pending is not None:
-                settle(*pending)
-        finally:
-            stream.close()
+        # The hold fence: each batch is registered before the generator selects and deletes it
+        # (plan.refresh() reads holds inside), and left only after its commit is journalled —
+        # which happens when the generator is resumed for the next batch, so two overlap.
+        with ExitStack() as fences:
+            try:
+                while True:
+                    batch_id = fences.enter_context(in_flight(rt.state, report.run_id, source.name))
+                    batch = next(stream, None)  # commits the pending batch, then selects this one
+                    if pending is not None:
+                        settle(*pending)
+                        pending = None
+                    if batch is None:
+                        break
+                    if allowed is not None and done + len(batch) > allowed:
+                        stream.close()  # the batch in hand is rolled back, never journalled
+                        report.limit_tripped = (f"source {source.name!r} reached its limit of {allowed} deletions "
+                                                "during set-based batches (more became due since the scan); "
+                                                f"stopped after {done} deletions")
+                        break
+                    _still_ours(rt, report.run_id)
+                    rows = [_row(o.record, decision) for o in batch]
+                    trail.append([_intent(report.run_id, source.name, decision.action, rows, batch_id)])
+                    _checkpoint("after-intent")
+                    # Holds are read once more just before the commit (the fence makes a hold
+                    # placed from now on wait for it; this catches one placed during selection).
+                    fresh = plan.refresh()
+                    if fresh.held or any(o.record.subject in fresh.held_subjects for o in batch):
+                        stream.close()  # rolled back; walk again with the new holds
+                        rolled_back = "a hold placed since the batch was selected; rolled back"
+                        trail.append([_outcome(report.run_id, source.name, decision.action, rows,
+                                               [("not-executed", rolled_back)] * len(rows), batch_id)])
+                        restart = True
+                        break
+                    done += len(batch)
+                    pending = batch, rows, batch_id
+            finally:
+                stream.close()
         if not restart:
             break
     report.spool.commit()
@@ -469,7 +490,7 @@ def _allowance(rt: Runtime, scanned: int) -> int | None:
     return min(bounds) if bounds else None
 
 
-Key = tuple[str, str, str | None]
+Key = RecordKey
 
 
 @dataclass
@@ -508,44 +529,90 @@ class _OpenIntents:
 def _recover(rt: Runtime, report: RunReport, trail: AuditTrail, left_open: _OpenIntents) -> None:
     """Settle what earlier runs left open (:class:`_OpenIntents`).
 
-    This run's scan is the evidence: a record that was meant to be deleted and is no longer
-    in storage was deleted (journalled now, so no deletion is missing from the trail); one
-    still present was not, and this run decides it afresh.
+    This run's scan is the evidence, but only where it is evidence: a record meant to be
+    deleted and absent from a source that this run listed *completely* (scanned record by
+    record, no listing problem, the location still inside the source's ``match``) was deleted,
+    and is journalled so now; one still present was not, and this run decides it afresh.
+    Anything else — a source not listed, not mounted, partly unreadable, reconfigured — is
+    journalled ``unknown`` and carried to the next run: an absence not observed is never
+    journalled as a deletion.
     """
-    settled = [_settle(report, intent, "after a crash") for intent in left_open.dangling.values()]
+    settled: list[dict[str, Any]] = []
+    carried: list[dict[str, Any]] = []
+    for intent in left_open.dangling.values():
+        entry = _settle(rt, report, intent, "after a crash")
+        settled.append(entry)
+        if entry["outcome"] == _UNKNOWN:
+            carried.append(intent)
     # A failure whose record is still there is already journalled; only a vanished one needs a line.
     # (An intent both dangling and failed — its outcome line was lost with the machine — is settled once.)
-    settled += [_settle(report, intent, "after a failed delete") for _, intent in left_open.failed
-                if _trail_key(intent) not in left_open.dangling and not report.spool.contains(*_trail_key(intent))]
+    keep_ids: set[int] = set()
+    for row_id, intent in left_open.failed:
+        key = _trail_key(intent)
+        if key in left_open.dangling:
+            continue
+        if not _observed(rt, report, key):
+            keep_ids.add(row_id)  # still unknown: the next run tries again (journalled once, when it failed)
+        elif not report.spool.contains(*key):
+            settled.append(_settle(rt, report, intent, "after a failed delete"))
     groups: dict[tuple[str, str, str], list[list[Any]]] = {}
     for entry in settled:
         groups.setdefault((entry["run_id"], entry["source"], entry["action"]), []).append(
             [entry.get(k) for k in OUTCOME_FIELDS])
     trail.append([batch_entry("outcome", *group, rows) for group, rows in groups.items()])
-    rt.state.drop_unsettled([row_id for row_id, _ in left_open.failed])
+    rt.state.drop_unsettled([row_id for row_id, _ in left_open.failed if row_id not in keep_ids])
+    rt.state.add_unsettled(report.run_id, carried)
     for run_id in left_open.crashed:
         rt.state.finish_run(run_id, "crashed")
 
 
+#: The outcome of an open intent whose record this run could not observe.
+_UNKNOWN = "unknown"
+
+
 def _trail_key(entry: dict[str, Any]) -> Key:
-    return (entry["source"], from_entry(entry["location"], entry.get("location_hex")), entry.get("version"))
+    return RecordKey(entry["source"], from_entry(entry["location"], entry.get("location_hex")), entry.get("version"))
 
 
-def _settle(report: RunReport, intent: dict[str, Any], why: str) -> dict[str, Any]:
+def _observed(rt: Runtime, report: RunReport, key: Key) -> bool:
+    """Whether this run's scan is evidence about *key*: its source was listed completely,
+    record by record (not surveyed), and the location is still inside the source's ``match``."""
+    stats = report.sources.get(key.source)
+    if stats is None or stats.problems or key.source in report.surveyed:
+        return False
+    source = next((s for s in rt.policy.sources if s.name == key.source), None)
+    return source is not None and (source.match is None or source.match.fullmatch(key.location) is not None)
+
+
+def _settle(rt: Runtime, report: RunReport, intent: dict[str, Any], why: str) -> dict[str, Any]:
     """The outcome that closes *intent*, judged by whether this run's scan saw the record."""
-    present = report.spool.contains(*_trail_key(intent))
-    if intent["action"] == Action.ANONYMIZE.value:
-        outcome = "unknown" if present else Status.ALREADY_GONE.value
+    key = _trail_key(intent)
+    if not _observed(rt, report, key):
+        outcome, seen = _UNKNOWN, ("not observed: its source was not listed completely in this run; "
+                                   "carried to the next run")
     else:
-        outcome = "not-executed" if present else Status.DELETED.value
+        present = report.spool.contains(*key)
+        seen = "record " + ("still present" if present else "absent from storage")
+        if intent["action"] == Action.ANONYMIZE.value:
+            outcome = _UNKNOWN if present else Status.ALREADY_GONE.value
+        else:
+            outcome = "not-executed" if present else Status.DELETED.value
     return {**{k: intent.get(k) for k in ("run_id", "action", "source", *INTENT_FIELDS)},
-            "outcome": outcome,
-            "error": f"settled by run {report.run_id} {why}: record "
-                     + ("still present" if present else "absent from storage")}
+            "outcome": outcome, "error": f"settled by run {report.run_id} {why}: {seen}"}
 
 
 def _settle_requests(rt: Runtime, report: RunReport, now: datetime) -> None:
+    """Done means proven: a request is done (or held) only when every source was listed
+    completely for its subject and nothing of it is owed; otherwise it stays open, with a warning."""
     for request in rt.state.requests():
+        if request.done_at is not None:
+            continue
+        hiding = [name for name, stats in report.sources.items() if stats.may_hide(request.subject)]
+        if hiding:
+            report.warnings.append(
+                f"erasure request {request.id} for {printable(request.subject)} stays open: "
+                f"{', '.join(hiding)} could not be listed completely (see its listing problems)")
+            continue
         owed, held = report.spool.subject_status(request.subject)
         if owed == 0:
             rt.state.mark_requests(request.subject, report.run_id, datetime.now(timezone.utc), held)

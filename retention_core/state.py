@@ -93,6 +93,19 @@ unsettled_table = sa.Table(
     sa.Column("entry", sa.Text, nullable=False),  # the audit entry of the intent, as JSON
 )
 
+inflight_table = sa.Table(
+    "retention_inflight", metadata,
+    # The hold fence (see retention_core/fence.py): one row per deletion batch between the
+    # moment it is registered — before it reads holds — and the moment its outcome is journalled.
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("source", sa.String(200), nullable=False),
+    sa.Column("batch", sa.String(64), nullable=False),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 lock_table = sa.Table(
     "retention_lock", metadata,
     sa.Column("name", sa.String(50), primary_key=True),
@@ -101,6 +114,15 @@ lock_table = sa.Table(
     sa.Column("pid", sa.Integer, nullable=False),
     sa.Column("acquired_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("refreshed_at", sa.DateTime(timezone=True)),  # heartbeat; NULL in pre-heartbeat rows
+)
+
+audit_head_table = sa.Table(
+    "retention_audit_head", metadata,
+    # The audit trail's head after its latest durable append (one row), so that `audit verify -c`
+    # finds lines removed from the end even when they were written after the last run.
+    sa.Column("name", sa.String(50), primary_key=True),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
 )
 
 
@@ -118,11 +140,34 @@ class RunInfo:
 
 
 def actor() -> str:
-    """Who is acting: ``RETENTION_ACTOR`` if set, else the login name."""
+    """Who is acting: ``RETENTION_ACTOR`` if set, else the login name.
+
+    Checked before it is stored: longer than the state store's column, PostgreSQL and MariaDB
+    refuse it with an error quoting SQL; with a control character it would forge lines where
+    it is shown.
+    """
+    given = os.environ.get("RETENTION_ACTOR")
     try:
-        return os.environ.get("RETENTION_ACTOR") or getpass.getuser()
+        name = given or getpass.getuser()
     except Exception:  # no passwd entry in some containers
         return "unknown"
+    limit: int = getattr(holds_table.c.placed_by.type, "length", 200)  # runs.actor, released_by: the same
+    if len(name) > limit or not name.isprintable():
+        raise ConfigError(f"expected a name of at most {limit} printable characters, found {len(name)} characters"
+                          + ("" if name.isprintable() else " with control characters"),
+                          key="RETENTION_ACTOR" if given else "login name")
+    return name
+
+
+def check_fits(table: sa.Table, column: str, value: str | None, key: str) -> None:
+    """Refuse *value* when it is longer than *column* (a ConfigError naming *key*).
+
+    Checked before the write because PostgreSQL and MariaDB refuse it with a DataError quoting
+    SQL, and SQLite stores it anyway (the same state would then fail on another store).
+    """
+    limit = getattr(table.c[column].type, "length", None)
+    if value is not None and limit is not None and len(value) > limit:
+        raise ConfigError(f"expected at most {limit} characters, found {len(value)}", key=key)
 
 
 def utc(value: datetime | None) -> datetime | None:
@@ -156,6 +201,10 @@ class StateStore:
                    by: str | None = None, now: datetime | None = None) -> Hold:
         if not scope.as_dict():
             raise ConfigError("a hold needs at least one of --subject, --category, --source")
+        for column, value, key in (("id", hold_id, "--id"), ("scope_subject", scope.subject, "--subject"),
+                                   ("scope_category", scope.category, "--category"),
+                                   ("scope_source", scope.source, "--source"), ("placed_by", by, "placed_by")):
+            check_fits(holds_table, column, value, key)
         row = {"id": hold_id, "kind": kind, "scope_subject": scope.subject, "scope_category": scope.category,
                "scope_source": scope.source, "reason": reason, "placed_by": by or actor(),
                "placed_at": now or datetime.now(timezone.utc)}
@@ -195,6 +244,8 @@ class StateStore:
 
     # -- erasure requests ------------------------------------------------------------------
     def add_request(self, subject: str, controller: str, received_at: datetime) -> ErasureRequest:
+        check_fits(requests_table, "subject", subject, "--subject")
+        check_fits(requests_table, "controller", controller, "--controller")
         request = ErasureRequest(id=uuid.uuid4().hex[:12], subject=subject, controller=controller,
                                  received_at=received_at, due_at=received_at + ERASURE_DEADLINE)
         with self.engine.begin() as conn:
@@ -212,14 +263,18 @@ class StateStore:
                                    held_remaining=r.held_remaining or 0) for r in rows]
 
     def mark_requests(self, subject: str, run_id: str, now: datetime, held_remaining: int) -> None:
-        """A run deleted every unheld record of *subject*: its open requests are done."""
+        """A run listed every source completely and deleted every unheld record of *subject*.
+
+        With nothing held left its open requests are done; with records still held they are
+        ``held`` (not done: the hold's release makes the rest due, and a later run finishes them).
+        """
         with self.engine.begin() as conn:
-            conn.execute(requests_table.update().where(
-                requests_table.c.subject == subject, requests_table.c.done_at.is_(None)
-            ).values(done_at=now, done_run=run_id, held_remaining=held_remaining))
-            conn.execute(requests_table.update().where(
-                requests_table.c.subject == subject, requests_table.c.done_at.is_not(None)
-            ).values(held_remaining=held_remaining))
+            open_ = (requests_table.c.subject == subject, requests_table.c.done_at.is_(None))
+            if held_remaining:
+                conn.execute(requests_table.update().where(*open_).values(held_remaining=held_remaining))
+            else:
+                conn.execute(requests_table.update().where(*open_).values(done_at=now, done_run=run_id,
+                                                                            held_remaining=0))
 
     # -- runs and the lock -------------------------------------------------------------------
     def start_run(self, run_id: str, as_of: datetime, dry_run: bool) -> None:
@@ -284,6 +339,62 @@ class StateStore:
         with self.engine.connect() as conn:
             row = conn.execute(query).first()
         return (row.audit_seq, row.audit_hash) if row else None
+
+    # -- the audit trail's head --------------------------------------------------------------
+    def record_audit_head(self, seq: int, hash: str) -> None:
+        """Record the trail's head after an append. It only moves forward: two writers finishing
+        out of order must not leave the older head recorded."""
+        with self.engine.begin() as conn:
+            moved = conn.execute(audit_head_table.update().where(
+                audit_head_table.c.name == "trail", audit_head_table.c.seq < seq).values(seq=seq, hash=hash))
+        if moved.rowcount == 0:
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(audit_head_table.insert().values(name="trail", seq=seq, hash=hash))
+            except IntegrityError:
+                pass  # a head at or past seq is recorded already
+
+    def audit_head(self) -> tuple[int, str] | None:
+        """The newest audit head recorded: after every append, or (stores written before that
+        was recorded) at the end of the last run."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(audit_head_table.c.seq, audit_head_table.c.hash)
+                               .where(audit_head_table.c.name == "trail")).first()
+        last_run = self.last_audit_head()
+        if row is None or (last_run is not None and last_run[0] > row.seq):
+            return last_run
+        return (row.seq, row.hash)
+
+    # -- the hold fence --------------------------------------------------------------------------
+    def enter_batch(self, run_id: str, source: str, batch: str) -> int:
+        """Register a deletion batch as in flight; committed before the batch reads holds."""
+        with self.engine.begin() as conn:
+            key = conn.execute(inflight_table.insert().values(
+                run_id=run_id, source=source, batch=batch, host=socket.gethostname(), pid=os.getpid(),
+                started_at=datetime.now(timezone.utc))).inserted_primary_key
+        assert key is not None
+        return int(key[0])
+
+    def leave_batch(self, ticket: int) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(inflight_table.delete().where(inflight_table.c.id == ticket))
+
+    def batches_in_flight(self, ids: set[int] | None = None) -> list[sa.Row]:
+        """The batches registered now (or those of *ids* still registered) whose process may be alive."""
+        query = sa.select(inflight_table)
+        if ids is not None:
+            if not ids:
+                return []
+            query = query.where(inflight_table.c.id.in_(sorted(ids)))
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+            owner = conn.execute(sa.select(lock_table).where(lock_table.c.name == "run")).first()
+        # Batches run only under the run lock: a batch of a run that no longer owns it, or whose
+        # owner is dead or stale, cannot delete any more and is not waited for (its open intent
+        # is settled by the next run).
+        if owner is None or self._takeover_reason(owner, socket.gethostname(), datetime.now(timezone.utc)):
+            return []
+        return [row for row in rows if row.run_id == owner.run_id]
 
     @contextmanager
     def lock(self, run_id: str) -> Iterator[None]:

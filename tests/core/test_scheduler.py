@@ -121,12 +121,13 @@ def test_erasure_request_is_done_once_unheld_records_are_gone_and_held_ones_stay
         _, items = do_run(rt)
         assert set(items.values()) == {("hold", None)}
         (req,) = rt.state.requests()
-        assert req.done_at is not None and req.held_remaining == 2
+        # "held" is its own state, never "done" (issue 15 #8): the held records are still there.
+        assert req.done_at is None and req.held_remaining == 2 and req.status(NOW) == "held"
         rt.state.release_hold("LH-1", "settled")
         _, items = do_run(rt)
         assert set(items.values()) == {("delete", "deleted")}
         (req,) = rt.state.requests()
-        assert req.held_remaining == 0
+        assert req.held_remaining == 0 and req.done_at is not None and req.status(NOW) == "done"
     assert not memory.get_store(store_name).items
 
 

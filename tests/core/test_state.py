@@ -53,8 +53,11 @@ def test_erasure_request_due_in_30_days_and_done(store):
     assert r.status(datetime(2026, 2, 1, tzinfo=UTC)) == "pending"
     assert r.status(datetime(2026, 2, 10, tzinfo=UTC)) == "overdue"
     store.mark_requests("acme", "run-1", datetime(2026, 1, 20, tzinfo=UTC), held_remaining=2)
+    (held,) = store.requests()
+    assert held.status(datetime(2027, 1, 1, tzinfo=UTC)) == "held" and held.done_at is None
+    store.mark_requests("acme", "run-2", datetime(2026, 1, 25, tzinfo=UTC), held_remaining=0)
     (done,) = store.requests()
-    assert done.status(datetime(2027, 1, 1, tzinfo=UTC)) == "done" and done.held_remaining == 2
+    assert done.status(datetime(2027, 1, 1, tzinfo=UTC)) == "done" and done.done_run == "run-2"
 
 
 def test_second_run_is_locked_out(store):

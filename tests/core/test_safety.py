@@ -1,0 +1,240 @@
+"""The core's share of "never delete what changed, what is held, or what was not seen" (issue 15):
+the hold fence, one key encoding, listing problems, recovery that never invents a deletion,
+erasure requests that are done only when proven."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator, Sequence
+from datetime import timedelta
+
+from click.testing import CliRunner
+
+from retention_core import hookimpl
+from retention_core.audit import records
+from retention_core.cli import cli
+from retention_core.fence import in_flight, wait_for_batches
+from retention_core.model import Outcome, Problem, Record, Source, Status
+from retention_core.plugins import load_plugins
+from retention_core.runtime import Runtime
+from retention_core.scheduler import RunOptions, run
+from retention_core.testing import memory
+from retention_core.testing.memory import InMemoryBackend
+
+from .conftest import NOW
+
+
+class Paused(InMemoryBackend):
+    """Deletes only once the test lets it: a batch held in flight deterministically, no sleeps."""
+
+    name = "paused"
+    entered = threading.Event()
+    release = threading.Event()
+
+    def delete(self, records: Sequence[Record]) -> Iterator[Outcome]:
+        Paused.entered.set()
+        assert Paused.release.wait(30), "the test never released the batch"
+        return super().delete(records)
+
+
+class Unlistable(InMemoryBackend):
+    """Lists its store but reports one directory it could not read (a Problem)."""
+
+    name = "unlistable"
+    problem_subject: str | None = None
+
+    def scan(self, source: Source) -> Iterator[Record | Problem]:  # type: ignore[override]
+        yield Problem(source.name, "locked-dir", "unreadable directory: Permission denied",
+                      Unlistable.problem_subject)
+        yield from super().scan(source)
+
+
+class SafetyPlugin:
+    @hookimpl
+    def retention_register_backends(self, register):
+        register(Paused)
+        register(Unlistable)
+
+
+def runtime(path) -> Runtime:
+    return Runtime.open(path, load_plugins(extra=[SafetyPlugin()]))
+
+
+def seed(store: str, **ages: int) -> None:
+    for location, days in ages.items():
+        memory.seed(store, location.replace("__", "/"), NOW - timedelta(days=days), size=1)
+
+
+def source(store: str, backend: str = "memory", **extra) -> dict:
+    return {"name": "calls", "backend": backend, "options": {"store": store},
+            "match": r"(?P<subject>[^/]+)/.+", "category": "call", **extra}
+
+
+def enforce(rt: Runtime, now=NOW):
+    report = run(rt, RunOptions(now=now))
+    try:
+        return report, {i.record.location: (i.decision.action.value, i.outcome) for i in report.items()}
+    finally:
+        report.close()
+
+
+# -- the hold fence ----------------------------------------------------------------------------------
+def test_holds_place_waits_for_the_batch_in_flight_and_says_what_it_deleted(make_policy, store_name):
+    """Issue 15 #2: `holds place` printed "placed" while a batch went on deleting what it held.
+    Now it returns only once that batch is done, and names what it deleted in the hold's scope."""
+    seed(store_name, alice__a=400, alice__b=400, bob__c=400)
+    path = make_policy(sources=[source(store_name, "paused")])
+    Paused.entered.clear()
+    Paused.release.clear()
+    with runtime(path) as rt:
+        runner = threading.Thread(target=enforce, args=(rt,))
+        runner.start()
+        assert Paused.entered.wait(30)  # the batch is in flight: decided, inside delete()
+        placed: dict[str, object] = {}
+
+        def place() -> None:
+            result = CliRunner().invoke(cli, ["holds", "place", "-c", str(path), "--id", "LH-9", "--kind", "legal",
+                                              "--reason", "case", "--subject", "alice", "--wait", "30"])
+            placed["result"] = result
+
+        placer = threading.Thread(target=place)
+        placer.start()
+        placer.join(0.5)
+        assert placer.is_alive(), "holds place returned while a batch that could touch its scope was in flight"
+        Paused.release.set()
+        runner.join(30)
+        placer.join(30)
+    result = placed["result"]
+    assert result.exit_code == 0, result.output
+    assert "in effect after waiting for the deletion batch in flight" in result.output
+    assert "deleted 2 record(s) in the hold's scope" in result.output
+    assert "alice/a" in result.output and "alice/b" in result.output and "bob/c" not in result.output
+    events = [e for e in records(path.parent / "audit.jsonl") if e.get("event") == "hold-effective"]
+    assert events and events[0]["deleted_in_scope"] == 2
+
+
+def test_a_hold_stored_before_the_batch_registers_protects_the_batch(make_policy, store_name):
+    """The other side of the fence: a batch reads holds only after registering, so a hold
+    committed before that is seen and nothing in its scope is deleted."""
+    seed(store_name, alice__a=400, bob__c=400)
+    with runtime(make_policy()) as rt:
+        rt.state.place_hold("LH-1", "legal", __import__("retention_core").HoldScope(subject="alice"), "case")
+        _, items = enforce(rt)
+    assert items["alice/a"] == ("hold", None) and memory.exists(store_name, "alice/a")
+    assert items["bob/c"] == ("delete", "deleted")
+
+
+def test_the_fence_does_not_wait_for_a_batch_of_a_run_that_lost_its_lock(make_policy):
+    with runtime(make_policy()) as rt:
+        with in_flight(rt.state, "dead-run", "calls"):  # registered, but no run owns the lock
+            assert wait_for_batches(rt.state, timeout=1) == []
+
+
+def test_the_fence_waits_for_a_live_batch_until_it_leaves(make_policy):
+    with runtime(make_policy()) as rt:
+        with rt.state.lock("live-run"):
+            fence = in_flight(rt.state, "live-run", "calls")
+            batch = fence.__enter__()
+            timer = threading.Timer(0.3, fence.__exit__, (None, None, None))
+            timer.start()
+            waited = wait_for_batches(rt.state, timeout=10)
+            timer.join()
+    assert [(b.run_id, b.batch) for b in waited] == [("live-run", batch)]
+
+
+# -- one encoding for keys ----------------------------------------------------------------------------
+def test_a_key_that_looks_like_the_spools_old_escape_code_deletes_only_itself(make_policy, store_name):
+    """Issue 15 #3: a due key "\\x00se:" + hex("victim") made the run delete row "victim"."""
+    forged = "x/\x00se:" + "x/victim".encode().hex()
+    memory.seed(store_name, forged, NOW - timedelta(days=400), size=1)
+    memory.seed(store_name, "x/victim", NOW - timedelta(days=1), size=1)
+    with runtime(make_policy()) as rt:
+        _, items = enforce(rt)
+    assert items[forged] == ("delete", "deleted") and not memory.exists(store_name, forged)
+    assert items["x/victim"] == ("keep", None) and memory.exists(store_name, "x/victim")
+
+
+def test_non_utf8_names_round_trip_through_the_spool(make_policy, store_name):
+    name = "x/caf\udce9"  # a Latin-1 file name as os.fsdecode gives it
+    memory.seed(store_name, name, NOW - timedelta(days=400), size=1)
+    memory.seed(store_name, "x/caf\u00e9", NOW - timedelta(days=1), size=1)
+    with runtime(make_policy()) as rt:
+        _, items = enforce(rt)
+    assert items[name] == ("delete", "deleted") and memory.exists(store_name, "x/caf\u00e9")
+
+
+# -- listing problems ---------------------------------------------------------------------------------
+def test_a_listing_problem_is_reported_and_the_rest_is_still_deleted(make_policy, store_name):
+    seed(store_name, alice__old=400, alice__new=1)
+    Unlistable.problem_subject = None
+    with runtime(make_policy(sources=[source(store_name, "unlistable")])) as rt:
+        report = run(rt, RunOptions(now=NOW))
+        stats = report.sources["calls"]
+        report.close()
+    assert stats.problems == 1 and "locked-dir: unreadable directory" in stats.problem_samples[0]
+    assert stats.decisions["skip"] == 1
+    assert not memory.exists(store_name, "alice/old") and memory.exists(store_name, "alice/new")
+
+
+def test_an_erasure_request_stays_open_while_a_source_could_not_be_listed(make_policy, store_name):
+    """Issue 15 #8: a request was marked done while the subject's data sat in an unreadable place."""
+    seed(store_name, alice__a=1)
+    Unlistable.problem_subject = None
+    with runtime(make_policy(sources=[source(store_name, "unlistable")])) as rt:
+        rt.state.add_request("alice", "ctl-a", NOW - timedelta(days=1))
+        report = run(rt, RunOptions(now=NOW))
+        warnings = list(report.warnings)
+        report.close()
+        (request,) = rt.state.requests()
+    assert not memory.exists(store_name, "alice/a")  # what could be listed was erased
+    assert request.done_at is None and request.status(NOW) == "pending"
+    assert any("stays open" in w and "calls" in w for w in warnings)
+
+
+def test_a_problem_naming_another_subject_does_not_hold_the_request_open(make_policy, store_name):
+    seed(store_name, alice__a=1)
+    Unlistable.problem_subject = "bob"
+    with runtime(make_policy(sources=[source(store_name, "unlistable")])) as rt:
+        rt.state.add_request("alice", "ctl-a", NOW - timedelta(days=1))
+        enforce(rt)
+        (request,) = rt.state.requests()
+    assert request.status(NOW) == "done"
+
+
+# -- recovery never invents a deletion ---------------------------------------------------------------
+def test_recovery_journals_unknown_when_the_source_was_not_listed_completely(make_policy, store_name):
+    """Issue 15 #7: after a failure, a run that could not see the record journalled it deleted."""
+    seed(store_name, alice__a=400)
+    memory.fault(store_name, "alice/a", times=1)
+    path = make_policy(sources=[source(store_name, "unlistable")])
+    Unlistable.problem_subject = None
+    with runtime(path) as rt:
+        _, items = enforce(rt)
+        assert items["alice/a"] == ("delete", "failed")
+        memory.get_store(store_name).items.pop("alice/a")  # gone out of band
+        enforce(rt)  # the listing is incomplete: no conclusion
+        trail = [e for e in records(path.parent / "audit.jsonl") if e.get("location") == "alice/a"]
+        assert [e.get("outcome") for e in trail if e["event"] == "outcome"][-1] == "failed"
+        assert len(rt.state.unsettled()) == 1  # carried
+    path = make_policy(sources=[source(store_name)])  # the same source, now listed completely
+    with runtime(path) as rt:
+        enforce(rt)
+        trail = [e for e in records(path.parent / "audit.jsonl") if e.get("location") == "alice/a"]
+        assert trail[-1]["outcome"] == Status.DELETED.value and "absent from storage" in trail[-1]["error"]
+        assert rt.state.unsettled() == []
+
+
+def test_recovery_does_not_read_absence_outside_the_sources_match(make_policy, store_name, tmp_path):
+    """A changed `match` hides a record from the scan: that is not evidence it was deleted."""
+    seed(store_name, alice__a=400)
+    memory.fault(store_name, "alice/a", times=1)
+    with runtime(make_policy()) as rt:
+        enforce(rt)
+    narrowed = make_policy(sources=[source(store_name, match=r"(?P<subject>bob)/.+")])
+    with runtime(narrowed) as rt:
+        enforce(rt)
+        assert len(rt.state.unsettled()) == 1
+    lines = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert not any(line.get("event") == "outcome" and "deleted" in json.dumps(line) for line in lines)
+    assert memory.exists(store_name, "alice/a")
