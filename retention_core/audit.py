@@ -2,7 +2,17 @@
 
 Lines are written per batch (buffered, one fsync per batch, never per record) under an
 exclusive ``flock`` so that hold changes made while a run is going on cannot fork the chain.
-``verify`` finds the first edited, deleted, reordered or truncated line.
+``verify`` finds the first edited, deleted, reordered or truncated line, and any line whose
+JSON is ambiguous (a key given twice reads differently in different tools).
+
+With a key (:func:`load_key`: ``RETENTION_AUDIT_KEY_FILE`` or ``RETENTION_AUDIT_KEY``) each
+line also carries an HMAC-SHA-256 over the same content as its hash, so that a trail rewritten
+and fully rehashed by someone without the key fails verification. A writer given a state
+store (:func:`trail_for`) records the head there after every durable append, so that lines
+removed from the end are found too.
+
+A torn last line (a crash or a full disk mid-write) is repaired by the next writer: the
+partial bytes are cut off and a ``trail-repaired`` line journals their length and SHA-256.
 
 A deletion batch is journalled as one ``intent`` line before the backend is called and one
 ``outcome`` line after, each listing every record of the batch as a row under ``fields``
@@ -15,17 +25,27 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import hmac
 import json
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from itertools import repeat
 from operator import itemgetter, ne
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+
+from .errors import ConfigError, RetentionError
 
 GENESIS = "0" * 64
+
+#: Where the chain's HMAC key comes from: a file holding it (preferred: not in the process
+#: environment of every child), or the key itself.
+KEY_FILE_ENV = "RETENTION_AUDIT_KEY_FILE"
+KEY_ENV = "RETENTION_AUDIT_KEY"
+#: A shorter key could be guessed offline from any one line and its HMAC.
+MIN_KEY_BYTES = 16
 
 #: The columns of a batch entry's ``records`` rows (what identifies a record, and why).
 INTENT_FIELDS = ("location", "location_hex", "version", "subject", "category", "reason")
@@ -37,6 +57,11 @@ OUTCOME_FIELDS = (*INTENT_FIELDS, "outcome", "error")
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
+class AuditError(RetentionError):
+    """The trail cannot be read or extended as an audit trail: a line that is not one, a
+    keyed trail written without its key. Nothing is appended until an operator looks."""
+
+
 def _canonical(body: Mapping[str, Any]) -> str:
     return _CANONICAL.encode(body)
 
@@ -45,6 +70,94 @@ def _digest(prev_hash: str, body: Mapping[str, Any]) -> str:
     return hashlib.sha256((prev_hash + _canonical(body)).encode("ascii")).hexdigest()
 
 
+# -- strict JSON ------------------------------------------------------------------------------
+class DuplicateKeyError(ValueError):
+    """A JSON object with a key given twice."""
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object whose keys are all distinct: Python keeps the last of two equal keys, other
+    tools the first, so a line with a key twice means different things to different readers."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for name, _ in pairs:
+            if name in seen:
+                raise DuplicateKeyError(f"key {name!r} appears twice (tools disagree on which value counts: "
+                                        "tampering)")
+            seen.add(name)
+    return out
+
+
+def parse_line(raw: bytes | str) -> Any:
+    """One trail line as JSON, refusing duplicate keys (raises ValueError, DuplicateKeyError)."""
+    return json.loads(raw, object_pairs_hook=_unique)
+
+
+#: Keys every line has (or may have): never the name of a row field.
+_LINE_KEYS = frozenset({"seq", "time", "event", "prev_hash", "hash", "key_id", "hmac"})
+
+
+def _ambiguous_batch(entry: Mapping[str, Any]) -> str | None:
+    """Why a batch entry's rows could be read two ways, if they could: a field named twice,
+    or a field that is also a key of the line (a row value would override the line's)."""
+    fields = entry.get("fields")
+    if fields is None and "records" not in entry:
+        return None
+    if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields):
+        return "its 'fields' is not a list of names"
+    if len(set(fields)) != len(fields):
+        return "a name appears twice in its 'fields' (tampering)"
+    both = sorted(set(fields) & (entry.keys() | _LINE_KEYS))
+    if both:
+        return f"{both[0]!r} is both a key of the line and a field of its rows (tampering)"
+    if not isinstance(entry.get("records"), list):
+        return "its 'records' is not a list of rows"
+    return None
+
+
+# -- the key ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TrailKey:
+    """The secret of a keyed chain. Its :attr:`id` is journalled (never the key) so that a
+    verifier can tell "another key" from "rewritten"."""
+
+    secret: bytes = field(repr=False)
+
+    @property
+    def id(self) -> str:
+        return hashlib.sha256(b"retention audit key id\0" + self.secret).hexdigest()[:16]
+
+    def sign(self, text: str) -> str:
+        return hmac.new(self.secret, text.encode("ascii"), hashlib.sha256).hexdigest()
+
+
+def load_key(key_file: Path | None = None, environ: Mapping[str, str] | None = None) -> TrailKey | None:
+    """The chain key from *key_file*, else ``$RETENTION_AUDIT_KEY_FILE``, else
+    ``$RETENTION_AUDIT_KEY``; None when none is set. Trailing whitespace (a file's newline)
+    is not part of the key."""
+    env = os.environ if environ is None else environ
+    if key_file is None and env.get(KEY_FILE_ENV) and env.get(KEY_ENV):
+        raise ConfigError(f"set only one of {KEY_FILE_ENV} and {KEY_ENV}", key=KEY_ENV)
+    if key_file is None and env.get(KEY_FILE_ENV):
+        key_file = Path(env[KEY_FILE_ENV])
+    if key_file is not None:
+        try:
+            secret = key_file.read_bytes().rstrip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read the audit key: {exc.strerror or exc}", file=str(key_file)) from None
+        where = str(key_file)
+    elif env.get(KEY_ENV):
+        secret, where = env[KEY_ENV].encode("utf-8").rstrip(), KEY_ENV
+    else:
+        return None
+    if len(secret) < MIN_KEY_BYTES:
+        raise ConfigError(f"the audit key has {len(secret)} bytes, expected at least {MIN_KEY_BYTES} "
+                          "(e.g. `openssl rand -hex 32`)", file=where)
+    return TrailKey(secret)
+
+
+# -- writing ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Head:
     """The last line of a trail: where the next line chains from."""
@@ -53,15 +166,36 @@ class Head:
     hash: str
 
 
-class AuditTrail:
-    """Append entries to one trail file."""
+@dataclass(frozen=True)
+class _Tail:
+    """The last complete line as the writer needs it: the head, and the key id it was signed with."""
 
-    def __init__(self, path: Path) -> None:
+    head: Head
+    key_id: str | None = None
+
+
+class HeadStore(Protocol):
+    """Where a writer records the trail's head (the state store)."""
+
+    def record_audit_head(self, seq: int, hash: str) -> None: ...
+
+
+class AuditTrail:
+    """Append entries to one trail file.
+
+    *key* makes every line carry an HMAC; *on_append* is told the head after every append
+    that is on disk (see :func:`trail_for`).
+    """
+
+    def __init__(self, path: Path, *, key: TrailKey | None = None,
+                 on_append: Callable[[Head], None] | None = None) -> None:
         self.path = path
-        # The head as this object last wrote it, with the file's identity and size then: reused
+        self.key = key
+        self.on_append = on_append
+        # The tail as this object last wrote it, with the file's identity and size then: reused
         # while nobody else has appended (re-reading a 1,000-record batch line backwards to
-        # find the head cost more than writing it, by profile).
-        self._last: tuple[tuple[int, int, int, int], Head] | None = None
+        # find the head cost more than writing it).
+        self._last: tuple[tuple[int, int, int, int], _Tail] | None = None
 
     def append(self, entries: Iterable[Mapping[str, Any]], *, sync: bool = True) -> Head:
         """Append *entries* as one batch; each gets seq, time, prev_hash and hash.
@@ -69,42 +203,116 @@ class AuditTrail:
         The batch is on disk when this returns (fsync), unless ``sync`` is False: then it
         becomes durable with the next synced append. Only lines whose loss a later run can
         make good may skip it (a deletion's outcome: recovery settles an intent left without
-        one from storage itself); an intent never does.
+        one from storage itself); an intent never does. The head is recorded (``on_append``)
+        only after a synced append, so the recorded head is always on disk.
         """
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o640)
+        fd = self._open()
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            head = self._last[1] if self._last is not None and self._last[0] == _identity(fd) else _read_head(fd)
+            if self._last is not None and self._last[0] == _identity(fd):
+                tail, torn = self._last[1], b""
+            else:
+                tail, torn = _read_tail(fd, self.path)
+            self._check_key(tail)
             now = datetime.now(timezone.utc).isoformat(timespec="microseconds")
+            if torn:
+                entries = [self._repair(fd, torn), *entries]
             lines = []
-            seq, prev = head.seq, head.hash
+            seq, prev = tail.head.seq, tail.head.hash
+            keyed = {"key_id": self.key.id} if self.key is not None else {}
             for entry in entries:
                 seq += 1
-                canonical = _canonical({"seq": seq, "time": now, **entry, "prev_hash": prev})
-                prev = hashlib.sha256((prev + canonical).encode("ascii")).hexdigest()
-                # The written line is the hashed text with "hash" appended as its last key:
-                # verify() parses the line and re-canonicalises, so key order is free.
-                lines.append(f'{canonical[:-1]},"hash":"{prev}"}}')
+                canonical = _canonical({"seq": seq, "time": now, **entry, **keyed, "prev_hash": prev})
+                text = prev + canonical
+                prev = hashlib.sha256(text.encode("ascii")).hexdigest()
+                # The written line is the hashed text with "hash" (and "hmac") appended as its
+                # last keys: verify() parses the line and re-canonicalises, so key order is free.
+                mac = f',"hmac":"{self.key.sign(text)}"' if self.key is not None else ""
+                lines.append(f'{canonical[:-1]},"hash":"{prev}"{mac}}}')
+            head = Head(seq, prev)
             if lines:
                 data = ("\n".join(lines) + "\n").encode("ascii")
                 if os.write(fd, data) != len(data):
                     raise OSError(f"short write to the audit trail {self.path}")
-                if sync:
+                if sync or torn:
                     os.fsync(fd)
-            self._last = (_identity(fd), Head(seq, prev))
-            return Head(seq, prev)
+                if (sync or torn) and self.on_append is not None:
+                    self.on_append(head)
+            self._last = (_identity(fd), _Tail(head, self.key.id if self.key is not None else tail.key_id))
+            return head
         finally:
             os.close(fd)
 
     def head(self) -> Head:
+        """The last complete line's seq and hash (a torn last line is not counted)."""
         if not self.path.exists():
             return Head(0, GENESIS)
         fd = os.open(self.path, os.O_RDONLY)
         try:
-            return _read_head(fd)
+            return _read_tail(fd, self.path)[0].head
         finally:
             os.close(fd)
+
+    def _open(self) -> int:
+        """The trail's descriptor for appending; a path that cannot be one is a ConfigError."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o640)
+        except OSError as exc:
+            raise _unwritable(self.path, exc) from None
+
+    def _check_key(self, tail: _Tail) -> None:
+        """Refuse to extend a keyed trail without its key, or with another one: either would
+        leave lines that the key holder's ``verify`` must reject."""
+        if tail.key_id is None:
+            return
+        if self.key is None:
+            raise AuditError(f"the audit trail {self.path} is keyed (key id {tail.key_id}) and no key is set: "
+                             f"set {KEY_FILE_ENV} (or {KEY_ENV}) so that its lines stay keyed")
+        if self.key.id != tail.key_id:
+            raise AuditError(f"the audit trail {self.path} is keyed with key id {tail.key_id}, not with the "
+                             f"given key (id {self.key.id})")
+
+    def _repair(self, fd: int, torn: bytes) -> dict[str, Any]:
+        """Cut the partial bytes after the last newline; the entry that journals the cut."""
+        size = os.fstat(fd).st_size
+        os.ftruncate(fd, size - len(torn))
+        return {"event": "trail-repaired", "cut_bytes": len(torn), "cut_offset": size - len(torn),
+                "cut_sha256": hashlib.sha256(torn).hexdigest(),
+                "reason": "the last line was incomplete (torn by a crash or a full disk, or edited): "
+                          "its bytes were cut off before appending"}
+
+
+def trail_for(path: Path, state: HeadStore | None = None, *, key_file: Path | None = None) -> AuditTrail:
+    """The trail a command appends to: keyed when a key is set (:func:`load_key`), recording
+    its head in *state* after every append. The path is checked now, so that a directory or
+    an unwritable place fails before the command changes anything."""
+    check_writable(path)
+    on_append = None if state is None else (lambda head: state.record_audit_head(head.seq, head.hash))
+    return AuditTrail(path, key=load_key(key_file), on_append=on_append)
+
+
+def check_writable(path: Path) -> None:
+    """Raise a ConfigError naming *path* if the trail could not be appended to."""
+    path = path.absolute()
+    if path.is_dir():
+        raise _unwritable(path, IsADirectoryError(21, "it is a directory, expected a file"))
+    if path.exists():
+        if not os.access(path, os.W_OK):
+            raise _unwritable(path, PermissionError(13, "the file is not writable"))
+        return
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise _unwritable(path, NotADirectoryError(20, f"{parent} is not a directory"))
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise _unwritable(path, PermissionError(13, f"the directory {parent} is not writable"))
+
+
+def _unwritable(path: Path, exc: OSError) -> ConfigError:
+    return ConfigError(f"cannot write the audit trail (`audit:` in the policy): {exc.strerror or exc}",
+                       file=str(path))
 
 
 def _identity(fd: int) -> tuple[int, int, int, int]:
@@ -113,22 +321,43 @@ def _identity(fd: int) -> tuple[int, int, int, int]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def _read_head(fd: int) -> Head:
-    """The last complete line's seq and hash, reading backwards from the end."""
-    size = os.fstat(fd).st_size
-    if size == 0:
-        return Head(0, GENESIS)
-    chunk = b""
-    pos = size
+def _read_tail(fd: int, path: Path) -> tuple[_Tail, bytes]:
+    """The last complete line, and the bytes after the last newline (a torn line), reading
+    backwards from the end."""
+    pos = os.fstat(fd).st_size
+    buf = b""
     while pos > 0:
         step = min(8192, pos)
         pos -= step
-        chunk = os.pread(fd, step, pos) + chunk
-        lines = chunk.rstrip(b"\n").split(b"\n")
-        if len(lines) > 1 or pos == 0:
-            last = json.loads(lines[-1])
-            return Head(int(last["seq"]), str(last["hash"]))
-    return Head(0, GENESIS)
+        buf = os.pread(fd, step, pos) + buf
+        end = buf.rfind(b"\n")
+        if end < 0:
+            continue
+        start = buf.rfind(b"\n", 0, end)
+        if start >= 0 or pos == 0:
+            return _parse_tail(buf[start + 1:end], path), buf[end + 1:]
+    return _Tail(Head(0, GENESIS)), buf
+
+
+def _parse_tail(raw: bytes, path: Path) -> _Tail:
+    try:
+        last = parse_line(raw)
+        tail = _Tail(Head(int(last["seq"]), str(last["hash"])), last.get("key_id"))
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise AuditError(f"{path}: the last line is not an audit entry ({exc}); nothing is appended to a "
+                         f"broken trail: see `retention audit verify {path}`") from None
+    return tail
+
+
+# -- verifying --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Repair:
+    """A ``trail-repaired`` line: where a writer cut a torn last line off, and what it cut."""
+
+    line: int
+    cut_bytes: int
+    cut_sha256: str
+    time: str
 
 
 @dataclass(frozen=True)
@@ -138,62 +367,138 @@ class VerifyResult:
     head: Head
     problem: str | None = None
     line: int | None = None
+    #: The first line carrying an HMAC (every later line does too), and its key id.
+    keyed_from: int | None = None
+    key_id: str | None = None
+    #: Whether the HMACs were checked (a key was given).
+    hmac_checked: bool = False
+    repairs: tuple[Repair, ...] = ()
 
 
-def verify(path: Path, *, expect: Head | None = None) -> VerifyResult:
-    """Check every line's hash and link; *expect* (from the state store) catches truncation."""
-    prev, seq, count = GENESIS, 0, 0
+@dataclass
+class _Walk:
+    """What verify carries from one line to the next."""
+
+    prev: str = GENESIS
+    seq: int = 0
+    keyed_from: int | None = None
+    key_id: str | None = None
+    repairs: list[Repair] = field(default_factory=list)
+    expected_hash: str | None = None
+
+
+def verify(path: Path, *, expect: Head | None = None, key: TrailKey | None = None) -> VerifyResult:
+    """Check every line's hash and link (and, with *key*, its HMAC); *expect* (the head the
+    state store recorded) catches lines removed from the end."""
+    walk = _Walk()
+    count = 0
     try:
         handle = path.open("rb")
     except FileNotFoundError:
         return VerifyResult(False, 0, Head(0, GENESIS), f"audit trail {path} does not exist")
+    except OSError as exc:
+        raise ConfigError(f"cannot read the audit trail: {exc.strerror or exc}", file=str(path)) from None
+
+    def result(ok: bool, problem: str | None = None, line: int | None = None) -> VerifyResult:
+        return VerifyResult(ok, count, Head(walk.seq, walk.prev), problem, line, walk.keyed_from, walk.key_id,
+                            key is not None, tuple(walk.repairs))
+
     with handle:
         for number, raw in enumerate(handle, start=1):
-            count = number
-            problem = _check_line(raw, prev, seq)
+            problem = _check_line(raw, number, walk, key)
             if problem:
-                return VerifyResult(False, number, Head(seq, prev), problem, number)
-            body = json.loads(raw)
-            seq, prev = body["seq"], body["hash"]
-    head = Head(seq, prev)
-    if expect is not None and expect.seq > seq:
-        return VerifyResult(False, count, head, f"trail ends at seq {seq} but the state store recorded "
-                                                f"seq {expect.seq}: lines were truncated", count + 1)
-    if expect is not None and expect.seq and not _contains(path, expect):
-        return VerifyResult(False, count, head, f"line seq {expect.seq} does not carry the hash the state "
-                                                "store recorded", expect.seq)
-    return VerifyResult(True, count, head)
+                return result(False, problem, number)
+            count = number
+            if expect is not None and walk.seq == expect.seq:
+                walk.expected_hash = walk.prev
+    if key is not None and count and walk.keyed_from is None:
+        return result(False, "no line is keyed, but a key was given: the trail was written without a key, or "
+                             "rewritten without one", count)
+    if expect is not None and expect.seq > walk.seq:
+        return result(False, f"trail ends at seq {walk.seq} but the state store recorded seq {expect.seq}: "
+                             "lines were removed from the end (truncated)", count + 1)
+    if expect is not None and expect.seq and walk.expected_hash != expect.hash:
+        return result(False, f"line seq {expect.seq} does not carry the hash the state store recorded "
+                             "(the trail was rewritten)", expect.seq)
+    return result(True)
 
 
-def _check_line(raw: bytes, prev: str, seq: int) -> str | None:
+def _check_line(raw: bytes, number: int, walk: _Walk, key: TrailKey | None) -> str | None:
+    """Why line *number* breaks the chain, or None (then *walk* has moved past it)."""
     if not raw.endswith(b"\n"):
-        return "last line is incomplete (truncated)"
+        return (f"last line is incomplete ({len(raw)} bytes after the last newline: torn or truncated); "
+                "the next append cuts them off and journals a trail-repaired line")
     try:
-        body = json.loads(raw)
+        body = parse_line(raw)
+    except DuplicateKeyError as exc:
+        return f"not strict JSON: {exc}"
     except ValueError:
         return "not valid JSON"
-    if not isinstance(body, dict) or "hash" not in body:
+    if not isinstance(body, dict) or not isinstance(body.get("hash"), str):
         return "not an audit entry"
-    claimed = body.pop("hash")
-    if body.get("seq") != seq + 1:
-        return f"expected seq {seq + 1}, found {body.get('seq')!r} (a line was deleted or reordered)"
-    if body.get("prev_hash") != prev:
+    claimed, mac = body.pop("hash"), body.pop("hmac", None)
+    if body.get("seq") != walk.seq + 1:
+        return f"expected seq {walk.seq + 1}, found {body.get('seq')!r} (a line was deleted or reordered)"
+    if body.get("prev_hash") != walk.prev:
         return "prev_hash does not match the previous line (a line was deleted, inserted or reordered)"
-    if _digest(prev, body) != claimed:
+    text = walk.prev + _canonical(body)
+    if hashlib.sha256(text.encode("ascii")).hexdigest() != claimed:
         return "hash does not match the line's content (the line was edited)"
+    problem = _check_keying(body.get("key_id"), mac, text, number, walk, key)
+    if problem:
+        return problem
+    ambiguous = _ambiguous_batch(body)
+    if ambiguous:
+        return f"batch line is ambiguous: {ambiguous}"
+    if body.get("event") == "trail-repaired":
+        walk.repairs.append(Repair(number, int(body.get("cut_bytes") or 0), str(body.get("cut_sha256")),
+                                   str(body.get("time"))))
+    walk.seq, walk.prev = body["seq"], claimed
     return None
 
 
-def _contains(path: Path, head: Head) -> bool:
-    return any(e.get("seq") == head.seq and e.get("hash") == head.hash for e in read(path))
+def _check_keying(key_id: Any, mac: Any, text: str, number: int, walk: _Walk, key: TrailKey | None) -> str | None:
+    """Keyed lines form one unbroken suffix under one key id; with *key*, their HMACs match."""
+    if (key_id is None) != (mac is None):
+        return "a line carries one of key_id and hmac without the other (the line was altered)"
+    if key_id is None:
+        if walk.keyed_from is not None:
+            return (f"line is not keyed but lines from {walk.keyed_from} on are: it was written without the "
+                    "key or rewritten")
+        return None
+    if walk.key_id is not None and key_id != walk.key_id:
+        return f"keyed with key id {key_id!r}, earlier lines with {walk.key_id!r}"
+    if key is not None:
+        if key_id != key.id:
+            return f"keyed with key id {key_id!r}, not with the given key (id {key.id})"
+        if not isinstance(mac, str) or not hmac.compare_digest(mac, key.sign(text)):
+            return "HMAC does not match: the line was rewritten without the key"
+    if walk.keyed_from is None:
+        walk.keyed_from, walk.key_id = number, key_id
+    return None
 
 
+# -- reading ----------------------------------------------------------------------------------
 def read(path: Path) -> Iterator[dict[str, Any]]:
-    """Every entry of a trail, in order (no verification)."""
+    """Every entry of a trail, in order (hashes not checked: that is :func:`verify`).
+
+    A line that is not strict JSON (a key given twice) raises :class:`AuditError`. An
+    incomplete last line is not an entry yet (a write in progress, or torn: ``verify``
+    reports it and the next writer cuts it off and journals that).
+    """
     with path.open("rb") as handle:
-        for raw in handle:
-            if raw.strip():
-                yield json.loads(raw)
+        for number, raw in enumerate(handle, start=1):
+            if not raw.endswith(b"\n"):
+                return
+            if not raw.strip():
+                continue
+            try:
+                entry = parse_line(raw)
+            except ValueError as exc:
+                raise AuditError(f"{path}: line {number}: not a valid audit entry: {exc}") from None
+            if not isinstance(entry, dict):
+                raise AuditError(f"{path}: line {number}: not an audit entry")
+            yield entry
 
 
 def batch_entry(event: str, run_id: str, source: str, action: str, rows: Sequence[Sequence[Any]]
@@ -211,7 +516,7 @@ def batch_entry(event: str, run_id: str, source: str, action: str, rows: Sequenc
     varying = []
     for i, name in enumerate(names):
         # C-speed loops that stop at the first difference (this runs over every record; a set
-        # per field hashed every location and was a sixth of a push-down run, by profile).
+        # per field hashed every location and cost a sixth of a push-down run).
         if rows and not any(map(ne, repeat(rows[0][i]), map(itemgetter(i), rows))):
             entry[name] = rows[0][i]
         else:
@@ -228,14 +533,21 @@ def batch_entry(event: str, run_id: str, source: str, action: str, rows: Sequenc
 
 def expand(entry: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
     """The per-record view of *entry*: one dict per row of a batch entry (its shared keys
-    plus the row's fields); any other entry (run-start, hold-placed …) unchanged."""
+    plus the row's fields); any other entry (run-start, hold-placed …) unchanged.
+
+    A batch entry whose rows could be read two ways (a field named twice, or also a key of
+    the line) raises :class:`AuditError`: no writer makes one.
+    """
     rows, fields = entry.get("records"), entry.get("fields")
-    if not isinstance(rows, list) or not isinstance(fields, list):
+    if rows is None and fields is None:
         yield dict(entry)
         return
+    ambiguous = _ambiguous_batch(entry)
+    if ambiguous:
+        raise AuditError(f"audit entry seq {entry.get('seq')!r}: {ambiguous}")
     shared = {k: v for k, v in entry.items() if k not in ("records", "fields")}
-    for row in rows:
-        yield {**shared, **dict(zip(fields, row, strict=False))}  # a short row reads as nulls
+    for row in rows:  # type: ignore[union-attr]  # a list: checked by _ambiguous_batch
+        yield {**shared, **dict(zip(fields, row, strict=False))}  # type: ignore[arg-type]  # a short row reads as nulls
 
 
 def records(path: Path) -> Iterator[dict[str, Any]]:
