@@ -26,12 +26,13 @@ from .audit import AuditTrail, Head, VerifyResult, load_key, trail_for, verify
 from .durations import parse_duration
 from .engine import decide
 from .errors import ConfigError, PluginError, RetentionError
+from .files import atomic_write
 from .metrics import write_metrics
 from .fence import DEFAULT_WAIT, deleted_in_scope, wait_for_batches
 from .model import Hold, HoldScope
 from .plugins import Plugins, load_plugins
 from .policy import HOLD_KINDS, check_actions, check_hold_id
-from .report import RunReport, _atomic, check_writable, one_line, text_summary
+from .report import RunReport, check_writable, one_line, text_summary
 from .runtime import Runtime
 from .scheduler import RunOptions, run
 from .state import actor
@@ -619,10 +620,8 @@ def audit_certificate(config: str, run_id: str, fmt: str, output: str | None) ->
         writer(cert, sys.stdout)
         return
     path = Path(output)
-    fh, tmp = _atomic(path)
-    with fh:
+    with atomic_write(path) as fh:
         writer(cert, fh)
-    os.replace(tmp, path)
     click.echo(f"certificate for run {run_id}: {path}")
 
 
