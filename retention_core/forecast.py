@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from .model import Action, Decision, Record
+from .report import csv_cell
 
 WEEK = timedelta(days=7)
 UNKNOWN = "(unknown)"
@@ -146,15 +147,19 @@ def plan_json(forecast: Forecast, within: str) -> dict[str, object]:
 
 
 def plan_csv(forecast: Forecast) -> str:
-    """One row per (bucket, category): ``due_now`` first, then each week with something due."""
+    """One row per (bucket, category): ``due_now`` first, then each week with something due.
+
+    Category names can come from a ``match`` group (storage chooses them): neutralised as in
+    every CSV report.
+    """
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["bucket", "start", "end", "category", "records", "bytes"])
     today = forecast.now.date().isoformat()
     for category, v in sorted(forecast.due_now.items()):
-        writer.writerow(["due_now", today, today, category, v.records, v.bytes])
+        writer.writerow(["due_now", today, today, csv_cell(category), v.records, v.bytes])
     for r in forecast.rows():
-        writer.writerow([f"week {r.week}", r.start.date().isoformat(), r.end.date().isoformat(), r.category,
+        writer.writerow([f"week {r.week}", r.start.date().isoformat(), r.end.date().isoformat(), csv_cell(r.category),
                          r.volume.records, r.volume.bytes])
     return out.getvalue()
 
