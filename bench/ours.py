@@ -65,6 +65,6 @@ def counters(metrics: Path) -> dict[str, float]:
 
 
 def version() -> str:
-    from retention_core.plugins import _own_version
+    from retention_core import __version__
 
-    return _own_version()
+    return __version__

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .audit import Head, expand, read, records, verify
-from .errors import ConfigError, RetentionError
+from .errors import CertificateError, ConfigError
 
 STANDARD = "NIST SP 800-88 Rev. 1, Appendix G (sample Certificate of Sanitization), adapted to logical deletion"
 
@@ -41,13 +41,6 @@ VERIFICATION = ("Per-record outcome reported by the storage API for each deletio
                 "already gone, refused, failed), journalled after the call in the hash-chained audit "
                 "trail; the trail was verified intact when this certificate was produced. Storage was "
                 "not re-read or sampled after deletion.")
-DONE = ("deleted", "anonymized", "already_gone")
-
-
-class CertificateError(RetentionError):
-    """The trail cannot support a certificate (broken chain, run not found or not finished)."""
-
-    exit_code = 1
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""The small error hierarchy; the CLI turns each into one line and an exit code."""
+"""The small error hierarchy, every class in this one module; the CLI turns each into one line and
+an exit code (``exit_code``)."""
 
 from __future__ import annotations
 
@@ -37,13 +38,19 @@ class BackendError(RetentionError):
     exit_code = 1
 
 
-class SafetyLimitError(RetentionError):
-    """Planned deletions exceed a configured limit; nothing was deleted."""
-
-    exit_code = 3
-
-
 class LockedError(RetentionError):
     """Another run holds the state store's lock."""
 
     exit_code = 4
+
+
+class ClockError(RetentionError):
+    """The system clock is behind the last enforcing run's: refuse rather than guess."""
+
+    exit_code = 3
+
+
+class CertificateError(RetentionError):
+    """The trail cannot support a certificate (broken chain, run not found or not finished)."""
+
+    exit_code = 1

@@ -14,9 +14,11 @@ from datetime import datetime, timezone
 from html import escape
 from pathlib import Path
 
+from . import __version__
+from .files import atomic_write
 from .forecast import Forecast, human_bytes
 from .model import Action
-from .report import RunReport, Tally, _atomic
+from .report import RunReport, Tally
 from .spool import Item
 from .text import printable
 
@@ -79,10 +81,8 @@ def write_html(report: RunReport, path: Path) -> None:
     # One streaming pass: tallies, forecast and the capped table (a bounded heap).
     shown = heapq.nsmallest(ITEM_CAP, observed(report.items()), key=_order)
     html = render(report, counts, forecast, shown)
-    fh, tmp = _atomic(path)
-    with fh:
+    with atomic_write(path) as fh:
         fh.write(html)
-    Path(tmp).replace(path)
 
 
 def render(report: RunReport, counts: Tally, forecast: Forecast, shown: Sequence[Item]) -> str:
@@ -104,7 +104,7 @@ def render(report: RunReport, counts: Tally, forecast: Forecast, shown: Sequence
         _requests(report),
         _forecast(forecast),
         _items(report, counts, shown),
-        f"<footer>retention {_e(_version())} · report written "
+        f"<footer>retention {_e(__version__)} · report written "
         f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC · run {_e(report.run_id)}</footer>",
         "</body></html>",
     ]
@@ -358,12 +358,6 @@ def _size(size: int | None) -> str:
 
 def _e(value: object) -> str:
     return escape(printable(str(value)), quote=True)
-
-
-def _version() -> str:
-    from .plugins import _own_version
-
-    return _own_version()
 
 
 __all__ = ["ITEM_CAP", "render", "write_html"]

@@ -37,7 +37,7 @@ class Options:
         if data is None:
             data = {}
         if not isinstance(data, Mapping):
-            raise ConfigError(f"expected a mapping, found {_kind(data)}", key=where)
+            raise ConfigError(f"expected a mapping, found {describe(data)}", key=where)
         self._data = dict(data)
         self._seen: set[str] = set()
         self.base_dir = base_dir or Path.cwd()
@@ -63,7 +63,7 @@ class Options:
         if value is default and default is not _REQUIRED:
             return value
         if not isinstance(value, str) or not value:
-            raise self.error(key, f"expected a non-empty string, found {_kind(value)}")
+            raise self.error(key, f"expected a non-empty string, found {describe(value)}")
         return value
 
     def int(self, key: _Str, default: Any = _REQUIRED, *, minimum: _Int | None = None,
@@ -72,7 +72,7 @@ class Options:
         if value is default and default is not _REQUIRED:
             return value
         if isinstance(value, bool) or not isinstance(value, int):
-            raise self.error(key, f"expected an integer, found {_kind(value)}")
+            raise self.error(key, f"expected an integer, found {describe(value)}")
         if minimum is not None and value < minimum:
             raise self.error(key, f"expected an integer >= {minimum}, found {value}")
         if maximum is not None and value > maximum:
@@ -84,13 +84,13 @@ class Options:
         if value is default and default is not _REQUIRED:
             return value
         if not isinstance(value, bool):
-            raise self.error(key, f"expected true or false, found {_kind(value)}")
+            raise self.error(key, f"expected true or false, found {describe(value)}")
         return value
 
     def choice(self, key: _Str, choices: tuple[_Str, ...], default: Any = _REQUIRED) -> Any:
         value = self.raw(key, default)
         if value not in choices:
-            raise self.error(key, f"expected one of {', '.join(choices)}, found {_kind(value)}")
+            raise self.error(key, f"expected one of {', '.join(choices)}, found {describe(value)}")
         return value
 
     def mapping(self, key: _Str, default: Any = _REQUIRED) -> Any:
@@ -98,7 +98,7 @@ class Options:
         if value is default and default is not _REQUIRED:
             return value
         if not isinstance(value, Mapping):
-            raise self.error(key, f"expected a mapping, found {_kind(value)}")
+            raise self.error(key, f"expected a mapping, found {describe(value)}")
         return value
 
     def path(self, key: _Str, default: Any = _REQUIRED) -> Any:
@@ -117,7 +117,9 @@ class Options:
                              + (f" (accepted: {', '.join(sorted(self._seen))})" if self._seen else ""))
 
 
-def _kind(value: Any) -> str:
+def describe(value: Any) -> str:
+    """How a value found in config reads in a one-line error: ``nothing``, ``true``, ``42``,
+    ``'text'`` (shortened), or its type's name — never a whole mapping or a line break."""
     if value is None:
         return "nothing"
     if isinstance(value, bool):
@@ -128,8 +130,6 @@ def _kind(value: Any) -> str:
         return repr(value) if len(value) < 60 else repr(value[:57] + "...")
     return type(value).__name__ if not isinstance(value, Mapping) else "a mapping"
 
-
-describe = _kind
 
 _PLAIN_KEY = re.compile(r"\A[A-Za-z0-9_.:-]{1,80}\Z")
 

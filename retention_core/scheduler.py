@@ -23,7 +23,7 @@ from .audit import records as trail_records
 from .backend import Backend, Cutoffs, PushdownPlan, Survey
 from .engine import cutoffs, decide, plain_cutoff, protected_by
 from .fence import in_flight
-from .errors import ConfigError, LockedError, RetentionError
+from .errors import ClockError, ConfigError, LockedError, RetentionError
 from .model import Action, Context, Decision, Outcome, Record, RecordKey, Source, Status
 from .report import RunReport, SourceStats
 from .runtime import Runtime
@@ -53,12 +53,6 @@ class RunOptions:
     progress: Progress | None = None
     as_of_given: bool = False
     itemize: bool = True
-
-
-class ClockError(RetentionError):
-    """The system clock is behind the last enforcing run's: refuse rather than guess."""
-
-    exit_code = 3
 
 
 #: Test hook for crash-recovery tests: ``RETENTION_TEST_KILL_AT=after-intent:2`` SIGKILLs the
@@ -619,9 +613,9 @@ def _settle_requests(rt: Runtime, report: RunReport, now: datetime) -> None:
 
 
 def _version() -> str:
-    from .plugins import _own_version
+    from . import __version__
 
-    return _own_version()
+    return __version__
 
 
 __all__ = ["RunOptions", "new_run_id", "run"]
