@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .durations import Duration
+
+if TYPE_CHECKING:
+    from .patterns import LinearPattern
 
 
 class Action(StrEnum):
@@ -202,7 +204,7 @@ class Source:
     name: str
     backend: str
     options: Mapping[str, Any] = field(default_factory=dict)
-    match: re.Pattern[str] | None = None
+    match: LinearPattern | None = None  # linear-time (RE2): a hostile name cannot hang a run
     category: str | None = None
     index: int = 0  # position in the config's sources list, for error messages
 

@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -19,6 +19,10 @@ from .durations import parse_duration
 from .errors import ConfigError
 from .model import Action, Category, Hold, HoldScope, Source
 from .options import describe, key_label
+from .patterns import LinearPattern, PatternError
+
+if TYPE_CHECKING:
+    from .registry import BackendRegistry
 
 HOLD_KINDS = ("legal", "dispute")
 CLOCKS = ("created", "service_end")
@@ -59,14 +63,46 @@ class Policy:
                           file=str(self.path), key="--source")
 
 
+#: Deeper than any policy, declarations file or plugin option needs. PyYAML composes nodes
+#: recursively, so without a bound a file nested a few thousand levels deep ends in a
+#: RecursionError (a traceback) instead of an error line naming the file.
+MAX_YAML_DEPTH = 100
+
+#: Hold ids (policy file and ``holds place``): printable, one token, bounded. An id is echoed
+#: in ``holds list``, the run summary and the audit trail, where a newline would forge lines.
+HOLD_ID = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._:-]{0,63}\Z")
+
+
 class _DuplicateKey(yaml.YAMLError):
     def __init__(self, key: Any, line: int) -> None:
         super().__init__(f"duplicate key {key!r}")
         self.key, self.line = key, line
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """PyYAML's SafeLoader keeps the last of duplicate keys; a policy must mean what it says."""
+class _TooDeep(yaml.YAMLError):
+    def __init__(self, line: int) -> None:
+        super().__init__(f"nested deeper than {MAX_YAML_DEPTH} levels")
+        self.line = line
+
+
+class StrictLoader(yaml.SafeLoader):
+    """A SafeLoader for files that decide what is kept: duplicate keys and absurd nesting are errors.
+
+    PyYAML keeps the last of duplicate keys, so a second ``claim: none`` or ``retain: 1d`` would
+    silently win; a file must mean what it says. Every YAML file the tool reads as configuration
+    (the policy, cookie declarations) loads through :func:`load_yaml` with this class or a subclass.
+    """
+
+    _depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise _TooDeep(self.peek_event().start_mark.line + 1)  # type: ignore[no-untyped-call]
+            return super().compose_node(parent, index)  # type: ignore[no-untyped-call]
+        finally:
+            self._depth -= 1
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
@@ -80,6 +116,53 @@ class _StrictLoader(yaml.SafeLoader):
                 raise _DuplicateKey(key, key_node.start_mark.line + 1)
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str, file: str, loader: type[StrictLoader] = StrictLoader) -> Any:
+    """Parse *text* (read from *file*) with *loader*; every problem is a one-line ConfigError."""
+    try:
+        return yaml.load(text, Loader=loader)  # noqa: S506 - a SafeLoader subclass
+    except _DuplicateKey as exc:
+        raise ConfigError(f"duplicate key {key_label(exc.key)}: a key written twice would silently keep only the "
+                          "last value", file=file, key=f"line {exc.line}") from None
+    except _TooDeep as exc:
+        raise ConfigError(f"invalid YAML: nested deeper than {MAX_YAML_DEPTH} levels", file=file,
+                          key=f"line {exc.line}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"invalid YAML: {problem}", file=file, key=where) from None
+
+
+def check_hold_id(value: Any, key: str, *, file: str | None = None) -> str:
+    """*value* as a hold id, or a ConfigError saying what an id may contain."""
+    if not isinstance(value, str) or not HOLD_ID.match(value):
+        raise ConfigError(f"expected a hold id of 1 to 64 letters, digits, '.', '_', ':' or '-' starting with a "
+                          f"letter or digit, found {describe(value)}", file=file, key=key)
+    return value
+
+
+def check_actions(policy: Policy, backends: BackendRegistry) -> None:
+    """Refuse ``action: anonymize`` on a source whose backend cannot anonymize.
+
+    Otherwise ``validate`` passes and every due record of the source then fails at run time.
+    Only a source's fixed ``category`` is checked: one taken from a ``(?P<category>...)`` group
+    is known per record, and the run reports such a record as failed.
+    """
+    for source in policy.sources:
+        category = policy.categories.get(source.category or "")
+        if category is None or category.action is not Action.ANONYMIZE:
+            continue
+        key = f"sources[{source.index}]"
+        try:
+            backend = backends.get(source.backend, key=f"{key}.backend")
+        except ConfigError as exc:
+            raise exc.located(file=str(policy.path)) from None
+        if not backend.can_anonymize:
+            raise ConfigError(f"category {category.name!r} has action: anonymize, but backend {source.backend!r} "
+                              f"of source {source.name!r} cannot anonymize (use action: delete, or a backend "
+                              "that can)", file=str(policy.path), key=f"{key}.category")
 
 
 class _Reader:
@@ -130,16 +213,7 @@ def load_policy(path: str | Path) -> Policy:
         raise ConfigError("config file not found", file=str(path)) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read config: {exc}", file=str(path)) from None
-    try:
-        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
-    except _DuplicateKey as exc:
-        raise ConfigError(f"duplicate key {key_label(exc.key)}: a key written twice would silently keep only the "
-                          "last value", file=str(path), key=f"line {exc.line}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark is not None else None
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"invalid YAML: {problem}", file=str(path), key=where) from None
+    data = load_yaml(text, str(path))
     return parse_policy(data, path)
 
 
@@ -221,8 +295,8 @@ def _sources(r: _Reader, value: Any, categories: Mapping[str, Category]) -> tupl
         if body.get("match") is not None:
             text = r.string(body["match"], f"{key}.match")
             try:
-                match = re.compile(text)
-            except re.error as exc:
+                match = LinearPattern(text)
+            except PatternError as exc:
                 raise r.fail(f"{key}.match", f"expected a regular expression, found {text!r} ({exc})") from None
             extra = set(match.groupindex) - {"subject", "category"}
             if extra:
@@ -260,7 +334,7 @@ def _holds(r: _Reader, value: Any, categories: Mapping[str, Category],
     for i, body in enumerate(value):
         key = f"holds[{i}]"
         body = r.mapping(body, key, required=("id", "kind", "scope", "reason"))
-        hold_id = r.string(body["id"], f"{key}.id", pattern=_NAME)
+        hold_id = check_hold_id(body["id"], f"{key}.id", file=r.file)
         if any(h.id == hold_id for h in out):
             raise r.fail(f"{key}.id", f"duplicate hold id {hold_id!r}")
         kind = r.choice(body["kind"], f"{key}.kind", HOLD_KINDS)

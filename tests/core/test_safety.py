@@ -238,3 +238,23 @@ def test_recovery_does_not_read_absence_outside_the_sources_match(make_policy, s
     lines = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
     assert not any(line.get("event") == "outcome" and "deleted" in json.dumps(line) for line in lines)
     assert memory.exists(store_name, "alice/a")
+
+
+# -- hostile names and patterns ---------------------------------------------------------------------
+def test_a_pattern_with_nested_repetition_cannot_hang_a_run_on_a_hostile_name(make_policy, store_name):
+    """Issue 15 #9: `match: (a+)+` against a hostile name hung the run (Python's re backtracks)."""
+    hostile = "x/" + "a" * 5000 + "!"
+    memory.seed(store_name, hostile, NOW - timedelta(days=400), size=1)
+    memory.seed(store_name, "x/aaa", NOW - timedelta(days=400), size=1)
+    path = make_policy(sources=[source(store_name, match=r"(?P<subject>[^/]+)/(a+)+")])
+    with runtime(path) as rt:
+        _, items = enforce(rt)
+    assert items == {"x/aaa": ("delete", "deleted")} and memory.exists(store_name, hostile)
+
+
+def test_a_pattern_that_needs_backtracking_is_a_config_error(make_policy, store_name):
+    path = make_policy(sources=[source(store_name, match=r"(?P<subject>[^/]+)/(a)\1")])
+    result = CliRunner().invoke(cli, ["validate", "-c", str(path)])
+    assert result.exit_code == 2
+    assert "sources[0].match" in result.output and "linear time" in result.output
+    assert "Traceback" not in result.output
