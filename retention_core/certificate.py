@@ -19,7 +19,7 @@ from html import escape
 from pathlib import Path
 from typing import IO, Any
 
-from .audit import Head, expand, read, records, verify
+from .audit import Head, TrailKey, expand, read, records, verify
 from .errors import CertificateError, ConfigError
 
 STANDARD = "NIST SP 800-88 Rev. 1, Appendix G (sample Certificate of Sanitization), adapted to logical deletion"
@@ -63,6 +63,8 @@ class Certificate:
     last_line: Head | None = None
     head: Head | None = None
     trail_lines: int = 0
+    #: Which lines carry an HMAC and whether the key checked them (None: no line is keyed).
+    keyed: dict[str, Any] | None = None
     issued: str = ""
 
     def records(self) -> Iterator[dict[str, Any]]:
@@ -100,6 +102,7 @@ class Certificate:
                       "run_end": {"seq": self.run_end.seq, "hash": self.run_end.hash} if self.run_end else None,
                       "last_line": {"seq": self.last_line.seq, "hash": self.last_line.hash} if self.last_line else None,
                       "head": {"seq": self.head.seq, "hash": self.head.hash} if self.head else None,
+                      "keyed": self.keyed,
                       "check": "retention audit verify TRAIL; the line with last_line.seq must carry last_line.hash"},
             "signatures": {"performed_by": {"name": self.performed_by, "signature": None, "date": None},
                            "validated_by": {"name": None, "title": None, "signature": None, "date": None}},
@@ -108,14 +111,16 @@ class Certificate:
 
 
 def build(trail: Path, run_id: str, *, expect: Head | None = None, actor: str | None = None,
-          backends: dict[str, str] | None = None, run_status: str | None = None) -> Certificate:
+          backends: dict[str, str] | None = None, run_status: str | None = None,
+          key: TrailKey | None = None) -> Certificate:
     """Verify *trail* and gather run *run_id*'s evidence; raise if it cannot be certified.
 
     *run_status* is the state store's word on the run: a run without a ``run-end`` line is
     certified only once a later run has settled it as ``crashed`` (its journalled intents
-    then all have outcomes); a run still ``running`` is not.
+    then all have outcomes); a run still ``running`` is not. With *key* the HMACs of a keyed
+    trail are checked too, and the certificate says whether they were.
     """
-    result = verify(trail, expect=expect)
+    result = verify(trail, expect=expect, key=key)
     if not result.ok:
         raise CertificateError(f"{trail}: line {result.line}: {result.problem}; no certificate issued "
                                "for a trail that fails verification")
@@ -153,6 +158,8 @@ def build(trail: Path, run_id: str, *, expect: Head | None = None, actor: str | 
         cert.status = "crashed (its pending deletions were settled by a later run's scan)"
     cert.head = result.head
     cert.trail_lines = result.lines
+    if result.keyed_from is not None:
+        cert.keyed = {"from_line": result.keyed_from, "key_id": result.key_id, "hmac_checked": result.hmac_checked}
     cert.issued = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return cert
 
@@ -178,6 +185,13 @@ tr.failed td, tr.refused td { background: #fadbd8; } .sig { height: 36px; }
 """
 
 
+def _keyed_text(keyed: dict[str, Any] | None) -> str:
+    if keyed is None:
+        return "no line is keyed"
+    return (f"lines {keyed['from_line']} on, key id {keyed['key_id']}: "
+            + ("HMACs checked with the key" if keyed["hmac_checked"] else "HMACs NOT checked (no key given)"))
+
+
 def write_html(cert: Certificate, out: IO[str]) -> None:
     """The certificate as a printable, self-contained HTML page with signature lines."""
     h = cert.header()
@@ -198,6 +212,7 @@ def write_html(cert: Certificate, out: IO[str]) -> None:
         ("Outcomes", ", ".join(f"{k} {v}" for k, v in sorted(cert.totals.items())) or "none"),
         ("Notes", s["notes"]),
         ("Audit trail", f"{cert.trail} — verified intact, {cert.trail_lines} lines"),
+        ("Keyed chain (HMAC-SHA-256)", _keyed_text(cert.keyed)),
         ("Run's last audit line", f"seq {cert.last_line.seq if cert.last_line else '—'}, SHA-256 "
                                   f"{cert.last_line.hash if cert.last_line else '—'}"),
         ("Trail head when issued", f"seq {cert.head.seq if cert.head else '—'}, SHA-256 "

@@ -613,7 +613,7 @@ def audit_certificate(config: str, run_id: str, fmt: str, output: str | None) ->
         who, status = _run_row(rt, run_id)
         backends = {s.name: s.backend for s in rt.policy.sources}
         cert = certificate.build(rt.policy.audit, run_id, expect=Head(*last) if last else None, actor=who,
-                                 backends=backends, run_status=status)
+                                 backends=backends, run_status=status, key=load_key())
     writer: Callable[[certificate.Certificate, IO[str]], None] = (
         certificate.write_html if fmt == "html" else certificate.write_json)
     if output is None:

@@ -169,3 +169,29 @@ def test_an_audit_path_that_is_a_directory_is_one_line_exit_2(demo: Path) -> Non
     assert "LH-9" not in invoke("holds", "list", "-c", demo).output  # not stored without its audit line
     verified = invoke("audit", "verify", "-c", demo)
     assert verified.exit_code == 2 and "cannot read the audit trail" in verified.output
+
+
+def test_a_certificate_of_a_keyed_trail_checks_the_hmacs_and_says_so(demo: Path, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    key_file = tmp_path / "audit.key"
+    key_file.write_text("4f1c9a0d7e3b5a2c8d6e0f1a2b3c4d5e")
+    monkeypatch.setenv(KEY_FILE_ENV, str(key_file))
+    run = invoke("run", "-c", demo)
+    assert run.exit_code == 0, run.output
+    run_id = run.output.split()[2]
+    cert = json.loads(invoke("audit", "certificate", "-c", demo, "--run", run_id).stdout)
+    assert cert["audit"]["keyed"] == {"from_line": 1, "key_id": json.loads(
+        trail_of(demo).read_text().splitlines()[0])["key_id"], "hmac_checked": True}
+
+    trail = trail_of(demo)
+    lines = [json.loads(raw) for raw in trail.read_text().splitlines()]
+    last = lines[-1]
+    last["status"] = "forged"  # rehashed without the key; the last line, so no later link breaks
+    body = {k: v for k, v in last.items() if k not in ("hash", "hmac")}
+    last["hash"] = _digest(last["prev_hash"], body)
+    trail.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    with StateStore(f"sqlite:///{demo.parent / '.retention' / 'state.db'}").engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE retention_audit_head SET hash = ?", (last["hash"],))
+        conn.exec_driver_sql("UPDATE retention_runs SET audit_hash = ?", (last["hash"],))
+    refused = invoke("audit", "certificate", "-c", demo, "--run", run_id)
+    assert refused.exit_code == 1 and "HMAC does not match" in refused.output
