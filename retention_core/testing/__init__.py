@@ -1,9 +1,11 @@
 """A test kit for storage-plugin authors: the conformance suite and a reference backend.
 
 ``InMemoryBackend`` needs nothing beyond the core. The pytest parts are opt-in (install
-``retention[testing]``): ``BackendConformanceTests`` is imported from
-:mod:`retention_core.testing.conformance` on first use, and the fixtures live in the pytest
-plugin :mod:`retention_core.testing.fixtures` (``pytest_plugins = [...]``).
+``retention[testing]``): ``BackendConformanceTests`` (every backend) and
+``PushdownConformanceTests`` (backends with ``can_push_down``) are imported from
+:mod:`retention_core.testing.conformance` and :mod:`retention_core.testing.pushdown` on first
+use, and the fixtures live in the pytest plugin :mod:`retention_core.testing.fixtures`
+(``pytest_plugins = [...]``).
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from .memory import InMemoryBackend
 
 if TYPE_CHECKING:
     from .conformance import BackendConformanceTests
+    from .pushdown import PushdownConformanceTests
     from .services import require_service
 
-__all__ = ["BackendConformanceTests", "InMemoryBackend", "require_service"]
+__all__ = ["BackendConformanceTests", "InMemoryBackend", "PushdownConformanceTests", "require_service"]
 
 
 def __getattr__(name: str) -> Any:
@@ -25,6 +28,10 @@ def __getattr__(name: str) -> Any:
         from .conformance import BackendConformanceTests
 
         return BackendConformanceTests
+    if name == "PushdownConformanceTests":
+        from .pushdown import PushdownConformanceTests
+
+        return PushdownConformanceTests
     if name == "require_service":
         from .services import require_service
 

@@ -10,11 +10,11 @@ import dataclasses
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime
+from datetime import datetime, timezone
 
 import pytest
 
-from retention_core import Cutoffs, Options, Outcome, Record, Source, Status, Survey
+from retention_core import Cutoffs, Options, Outcome, Problem, Record, Source, Status, Survey
 from retention_core.testing import BackendConformanceTests, memory
 from retention_core.testing.memory import InMemoryBackend
 
@@ -149,6 +149,101 @@ class StripsNames(InMemoryBackend):
             yield Record(record.source, record.location.replace("\n", " ").lower(), record.created)
 
 
+class IgnoresTheGuard(InMemoryBackend):
+    """Deletes whatever is at the location now: what it scanned may have been replaced since."""
+
+    def _apply(self, record: Record, operation: str) -> Outcome:
+        stored = self.store.items.get(record.location)
+        if stored is not None:
+            record = dataclasses.replace(record, stamp=str(stored.generation))
+        return super()._apply(record, operation)
+
+
+class GuardsCreatedOnly(InMemoryBackend):
+    """Compares only the created time (fs compared mtime alone: `cp -p` and `touch -r` beat it)."""
+
+    def _apply(self, record: Record, operation: str) -> Outcome:
+        stored = self.store.items.get(record.location)
+        if stored is not None and stored.created == record.created:
+            record = dataclasses.replace(record, stamp=str(stored.generation))
+        return super()._apply(record, operation)
+
+
+class SaysChangedButDeletes(InMemoryBackend):
+    """Detects the change, reports it, and deletes anyway (the check runs after the DELETE)."""
+
+    def _apply(self, record: Record, operation: str) -> Outcome:
+        outcome = super()._apply(record, operation)
+        if outcome.status is Status.CHANGED:
+            del self.store.items[record.location]
+        return outcome
+
+
+class StampsWhatTheCoreFillsIn(InMemoryBackend):
+    """Compares the record it gets back with the one it listed, category included: the core
+    fills the category in, so every record looks changed and nothing is ever deleted."""
+
+    def scan(self, source: Source) -> Iterator[Record | Problem]:  # type: ignore[override]
+        for item in super().scan(source):
+            yield dataclasses.replace(item, stamp=f"{item.stamp}|{item.category}") if isinstance(item, Record) else item
+
+    def _apply(self, record: Record, operation: str) -> Outcome:
+        generation, _, category = (record.stamp or "").partition("|")
+        if category != str(record.category):
+            return Outcome(record, Status.CHANGED, "the record differs from the one listed")
+        return super()._apply(dataclasses.replace(record, stamp=generation), operation)
+
+
+class StampsTheFolder(InMemoryBackend):
+    """One stamp per folder (a file's mtime for every line in it): a write to a neighbour makes
+    every record beside it `changed`."""
+
+    def scan(self, source: Source) -> Iterator[Record | Problem]:  # type: ignore[override]
+        for item in super().scan(source):
+            if isinstance(item, Record):
+                item = dataclasses.replace(item, stamp=self._folder_stamp(item.location))
+            yield item
+
+    def _folder_stamp(self, location: str) -> str:
+        folder = location.rpartition("/")[0]
+        return str(max(i.generation for k, i in self.store.items.items() if k.rpartition("/")[0] == folder))
+
+    def _apply(self, record: Record, operation: str) -> Outcome:
+        stored = self.store.items.get(record.location)
+        if stored is not None and record.stamp == self._folder_stamp(record.location):
+            record = dataclasses.replace(record, stamp=str(stored.generation))
+        return super()._apply(record, operation)
+
+
+class RaisesOnProblem(InMemoryBackend):
+    """Lets one unreadable item stop the whole scan."""
+
+    def scan(self, source: Source) -> Iterator[Record | Problem]:  # type: ignore[override]
+        for item in super().scan(source):
+            if isinstance(item, Problem):
+                raise PermissionError(13, "Permission denied", item.location)
+            yield item
+
+
+class ListsProblemsAsRecords(InMemoryBackend):
+    """Makes up a created time for what it cannot read, so the item can be deleted."""
+
+    def scan(self, source: Source) -> Iterator[Record | Problem]:  # type: ignore[override]
+        for item in super().scan(source):
+            if isinstance(item, Problem):
+                stored = self.store.items[item.location]
+                item = Record(item.source, item.location, datetime(1970, 1, 1, tzinfo=timezone.utc),
+                              stamp=str(stored.generation))
+            yield item
+
+
+class DropsProblems(InMemoryBackend):
+    """Logs what it cannot read and says nothing to the core (an erasure could be marked done)."""
+
+    def scan(self, source: Source) -> Iterator[Record | Problem]:  # type: ignore[override]
+        return (item for item in super().scan(source) if not isinstance(item, Problem))
+
+
 class SurveyingMemory(InMemoryBackend):
     """The reference store as a push-down backend that counts correctly (the subject is the
     location's first segment). Only ``survey`` is exercised; ``push_down`` is not offered."""
@@ -199,6 +294,11 @@ class SurveyIgnoresPerSubject(SurveyingMemory):
 
 
 SURVEY = "test_survey_counts_what_decide_selects"
+RECREATED = "test_guard_keeps_an_item_recreated_since_the_scan"
+SAME_TIME = "test_guard_keeps_an_item_recreated_with_the_same_created_time"
+MODIFIED = "test_guard_keeps_an_item_modified_since_the_scan"
+UNTOUCHED = "test_guard_never_reports_changed_for_untouched_records"
+PROBLEM = "test_problem_is_reported_and_never_deleted"
 
 CASES = [
     (PrefixDelete, "test_prefix_isolation"),
@@ -214,6 +314,19 @@ CASES = [
     (DeletesOnAnonymize, "test_anonymize_keeps_items"),
     (IgnoresUnknownOptions, "test_bad_options_are_config_errors"),
     (StripsNames, "test_scan_reports_odd_names_verbatim"),
+    (IgnoresTheGuard, RECREATED),
+    (IgnoresTheGuard, SAME_TIME),
+    (IgnoresTheGuard, MODIFIED),
+    (GuardsCreatedOnly, SAME_TIME),
+    (GuardsCreatedOnly, MODIFIED),
+    (SaysChangedButDeletes, RECREATED),
+    (SaysChangedButDeletes, MODIFIED),
+    (StampsWhatTheCoreFillsIn, UNTOUCHED),
+    (StampsTheFolder, UNTOUCHED),
+    (StampsTheFolder, MODIFIED),
+    (RaisesOnProblem, PROBLEM),
+    (ListsProblemsAsRecords, PROBLEM),
+    (DropsProblems, PROBLEM),
     (SurveyStrictCutoff, SURVEY),
     (SurveyCountsHeldAsDue, SURVEY),
     (SurveyIgnoresPerSubject, SURVEY),
