@@ -115,6 +115,17 @@ class Backend(ABC):
     def check(self, source: Source) -> None:  # noqa: B027 - optional, a no-op by default
         """Verify preconditions before enforcing (reachability, MFA Delete …); raise ConfigError."""
 
+    def territory(self, source: Source) -> str | None:
+        """Where in storage *source* lists, as text such that two sources of this backend can
+        list the same record exactly when one's territory is a prefix of the other's.
+
+        fs: the resolved root with a trailing ``/``; S3: endpoint, bucket and prefix; SQL: the
+        database and table. The core refuses two overlapping sources (a hold scoped to one
+        would not protect the record when the other lists it) unless the policy declares the
+        overlap (``overlaps:``). ``None``, the default: the backend cannot tell; no check.
+        """
+        return None
+
     def warnings(self, source: Source) -> list[str]:
         """Things a person should know before enforcing (shown by validate and dry-run)."""
         return []
@@ -160,6 +171,8 @@ class Survey:
     due: int
     held: int = 0
     held_by_subject: Mapping[str, int] = field(default_factory=dict)
+    #: Items :meth:`Backend.scan` would yield as a Problem (not in ``total``); never acted on.
+    problems: int = 0
 
 
 @dataclass(frozen=True)

@@ -207,6 +207,9 @@ class Source:
     match: LinearPattern | None = None  # linear-time (RE2): a hostile name cannot hang a run
     category: str | None = None
     index: int = 0  # position in the config's sources list, for error messages
+    #: Sources this one may list the same records as, on purpose (``overlaps:`` in the policy);
+    #: any other overlap is refused. Holds scoped to either source cover both.
+    overlaps: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

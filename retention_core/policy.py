@@ -283,7 +283,8 @@ def _sources(r: _Reader, value: Any, categories: Mapping[str, Category]) -> tupl
     out: list[Source] = []
     for i, body in enumerate(value):
         key = f"sources[{i}]"
-        body = r.mapping(body, key, required=("name", "backend"), optional=("options", "match", "category"))
+        body = r.mapping(body, key, required=("name", "backend"),
+                         optional=("options", "match", "category", "overlaps"))
         name = r.string(body["name"], f"{key}.name", pattern=_NAME)
         if any(s.name == name for s in out):
             raise r.fail(f"{key}.name", f"duplicate source name {name!r}")
@@ -310,8 +311,18 @@ def _sources(r: _Reader, value: Any, categories: Mapping[str, Category]) -> tupl
                                                 f"(categories: {', '.join(categories)})")
         elif match is None or "category" not in match.groupindex:
             raise r.fail(f"{key}.category", "is required (or a (?P<category>...) group in match)")
+        overlaps = body.get("overlaps") or []
+        if not isinstance(overlaps, list):
+            raise r.fail(f"{key}.overlaps", f"expected a list of source names, found {describe(overlaps)}")
         out.append(Source(name=name, backend=backend, options=dict(options), match=match,
-                          category=category, index=i))
+                          category=category, index=i,
+                          overlaps=tuple(r.string(o, f"{key}.overlaps[{n}]") for n, o in enumerate(overlaps))))
+    names = {s.name for s in out}
+    for source in out:
+        for n, other in enumerate(source.overlaps):
+            if other not in names or other == source.name:
+                raise r.fail(f"sources[{source.index}].overlaps[{n}]",
+                             f"expected the name of another source, found {other!r}")
     return tuple(out)
 
 

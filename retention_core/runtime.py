@@ -16,6 +16,7 @@ from .backend import Backend
 from .errors import ConfigError, PluginError, RetentionError
 from .model import Context, ErasureRequest, Hold, Problem, Record, Source, Subject
 from .options import Options
+from .overlap import check_overlaps, spread_holds
 from .plugins import Plugins, load_plugins
 from .policy import Policy, load_policy
 from .state import StateStore
@@ -57,10 +58,16 @@ class Runtime:
     def validate(self) -> list[str]:
         """Instantiate every backend and the subjects source; return backends' warnings."""
         self.subjects  # noqa: B018 - loads and validates
+        self.check_overlaps()
         warnings = []
         for source in self.policy.sources:
             warnings += [f"{source.name}: {w}" for w in self.warnings(source)]
         return warnings
+
+    def check_overlaps(self) -> None:
+        """Refuse two sources that can list the same records unless the policy declares it."""
+        check_overlaps(self.policy.sources, lambda source: self.backend(source).territory(source),
+                       str(self.policy.path))
 
     def warnings(self, source: Source) -> list[str]:
         """The backend's warnings for *source*; its config errors placed in the policy file."""
@@ -120,7 +127,8 @@ class Runtime:
 
     def context(self, now: datetime, holds: tuple[Hold, ...] | None = None) -> Context:
         return Context(now=now, categories=self.policy.categories, subjects=self.subjects,
-                       holds=self.holds() if holds is None else holds, requests=self.requests())
+                       holds=spread_holds(self.holds() if holds is None else holds, self.policy.sources),
+                       requests=self.requests())
 
     # -- records ---------------------------------------------------------------------------------
     def records(self, source: Source, on_problem: Callable[[Problem], None] | None = None) -> Iterator[Record]:

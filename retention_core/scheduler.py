@@ -21,7 +21,7 @@ from typing import Any
 from .audit import INTENT_FIELDS, OUTCOME_FIELDS, AuditTrail, batch_entry, trail_for
 from .audit import records as trail_records
 from .backend import Backend, Cutoffs, PushdownPlan, Survey
-from .engine import cutoffs, decide, plain_cutoff, protected_by
+from .engine import Decider, cutoffs, plain_cutoff, protected_by
 from .fence import in_flight
 from .errors import ClockError, ConfigError, LockedError, RetentionError
 from .model import Action, Context, Decision, Outcome, Record, RecordKey, Source, Status
@@ -86,6 +86,7 @@ def run(rt: Runtime, options: RunOptions) -> RunReport:
     report = RunReport(run_id=new_run_id(started), dry_run=options.dry_run, as_of=options.now,
                        started_at=started, spool=Spool(), itemized=options.itemize)
     try:
+        rt.check_overlaps()  # before anything, dry run included: the dry run predicts the real one
         ctx = rt.context(options.now)
         report.holds = list(rt.holds(include_released=True))
         for source in sources:
@@ -151,6 +152,7 @@ class _Keep:
 def _scan(rt: Runtime, sources: Sequence[Source], ctx: Context, report: RunReport,
           progress: Progress | None, keep: _Keep) -> None:
     add = report.spool.add
+    decide = Decider(ctx).decide  # the run's memo for the scan's context
     everything = keep.everything
     nothing = keep.nothing  # (then not even asked: a call per record showed in a dry run's profile)
     for source in sources:
@@ -177,7 +179,7 @@ def _scan(rt: Runtime, sources: Sequence[Source], ctx: Context, report: RunRepor
                             progress(source.name, scanned)
                         continue
                 try:
-                    decision = decide(record, ctx)
+                    decision = decide(record)
                 except (ArithmeticError, ValueError) as exc:  # one record never stops the run
                     decision = Decision(Action.SKIP, f"cannot be decided: {type(exc).__name__}: {exc}")
                 if not nothing and (everything or keep(record, decision.action)):
@@ -332,8 +334,9 @@ def _batches(rt: Runtime, backend: Backend, source: Source, report: RunReport, t
             # while they have not, the scan's decisions stand.
             unchanged = ctx.holds == scanned_with.holds and ctx.requests == scanned_with.requests
             todo: dict[Action, list[Item]] = {Action.DELETE: [], Action.ANONYMIZE: []}
+            decide = Decider(ctx).decide
             for item in batch:
-                decision = item.decision if unchanged else decide(item.record, ctx)
+                decision = item.decision if unchanged else decide(item.record)
                 if decision.action in DESTRUCTIVE:
                     todo[decision.action].append(item if decision is item.decision else
                                                  Item(item.idx, item.record, decision, None, None))

@@ -99,6 +99,10 @@ class FilesystemBackend(Backend):
         self._root_fd: int | None = None
         self._dev = 0
 
+    def territory(self, source: Source) -> str:
+        """The resolved root: a root inside another source's lists the same files."""
+        return str(self.root.resolve()).rstrip("/") + "/"
+
     # -- descriptors ---------------------------------------------------------------------------
     def _open_root(self) -> int:
         if self._root_fd is None:
@@ -134,28 +138,32 @@ class FilesystemBackend(Backend):
                 entries = _entries(os.scandir(dirs.root))
             except OSError as exc:
                 raise BackendError(f"cannot list root {str(self.root)!r}: {exc.strerror or exc}") from None
-            stack: list[tuple[list[str], Iterator[str]]] = []
+            # Each listed directory with subdirectories: its path as names and as a prefix
+            # of locations ("a/b/"), and the subdirectories not walked yet.
+            stack: list[tuple[list[str], str, Iterator[str]]] = []
             parts: list[str] = []
+            prefix = ""
             while True:
-                subdirs = yield from self._listing(entries, parts, dirs, source.name, category)
+                subdirs = yield from self._listing(entries, prefix, dirs, source.name, category)
                 if subdirs:
-                    stack.append((parts, iter(subdirs)))
+                    stack.append((parts, prefix, iter(subdirs)))
                 while stack:
-                    parent, todo = stack[-1]
+                    parent, parent_prefix, todo = stack[-1]
                     name = next(todo, None)
                     if name is not None:
-                        parts = [*parent, name]
+                        parts, prefix = [*parent, name], f"{parent_prefix}{name}/"
                         break
                     stack.pop()
                 else:
                     return
-                entries = yield from self._open_listing(parts, dirs, source.name)
+                entries = yield from self._open_listing(parts, prefix, dirs, source.name)
         finally:
             dirs.close()
 
-    def _open_listing(self, parts: list[str], dirs: _Dirs, source: str) -> Generator[Problem, None, Iterator]:
+    def _open_listing(self, parts: list[str], prefix: str, dirs: _Dirs,
+                      source: str) -> Generator[Problem, None, Iterator]:
         """Start listing the directory at *parts*; a Problem and no entries if it cannot be."""
-        where = "/".join(parts)
+        where = prefix[:-1]
         try:
             return _entries(os.scandir(dirs.fd(parts)))
         except FileNotFoundError:
@@ -166,14 +174,13 @@ class FilesystemBackend(Backend):
             yield Problem(source, where, f"directory not listed: {exc.strerror or exc}")
         return iter(())
 
-    def _listing(self, entries: Iterator, parts: list[str], dirs: _Dirs, source: str,
+    def _listing(self, entries: Iterator, prefix: str, dirs: _Dirs, source: str,
                  category: str | None) -> Generator[Record | Problem, None, list[str]]:
         """Yield the directory's files (or their Problems); return its subdirectories to walk.
 
         One ``lstat`` per entry: the listing gives no mtime. Names are bound locally because
         this loop runs once per file.
         """
-        prefix = "".join(f"{part}/" for part in parts)
         subdirs: list[str] = []
         make, from_ts, utc, is_reg, is_dir = Record, datetime.fromtimestamp, timezone.utc, stat.S_ISREG, stat.S_ISDIR
         dev, mounts = dirs.dev, dirs.mounts
@@ -282,6 +289,7 @@ class _Dirs:
         self._fds: list[int | None] = []
         self._ids: list[tuple[int, int]] = []
         self._open = 0
+        self._lo = 0  # no descriptor below this index is open
 
     def fd(self, parts: Sequence[str]) -> int:
         """The descriptor of the directory at *parts* (relative to root)."""
@@ -307,6 +315,7 @@ class _Dirs:
             if fd is not None:
                 os.close(fd)
                 self._open -= 1
+        self._lo = min(self._lo, length)
 
     def _reopen(self) -> None:
         """Open again the deepest directory if its descriptor was let go (see the class)."""
@@ -320,9 +329,10 @@ class _Dirs:
             fd, ident = self._open_dir(self._names[i], parent, i)  # type: ignore[arg-type]
             if ident != self._ids[i]:
                 os.close(fd)
-                raise Replaced(f"directory {'/'.join(self._names[:i + 1])!r} was replaced during the walk")
+                raise Replaced(f"directory {'/'.join(self._names[:i + 1])!r} was replaced since it was first opened")
             self._fds[i] = fd
             self._open += 1
+            self._lo = min(self._lo, i)
             self._spare()
 
     def _enter(self, name: str) -> None:
@@ -336,7 +346,7 @@ class _Dirs:
 
     def _spare(self) -> None:
         """Let go of the shallowest open descriptors beyond the budget (never the deepest)."""
-        i = 0
+        i = self._lo
         while self._open > OPEN_DIRS and i < len(self._fds) - 1:
             fd = self._fds[i]
             if fd is not None:
@@ -344,6 +354,7 @@ class _Dirs:
                 self._fds[i] = None
                 self._open -= 1
             i += 1
+        self._lo = i
 
     def _open_dir(self, name: str, parent: int, depth: int) -> tuple[int, tuple[int, int]]:
         """Enter *name* (at *depth* below root) from *parent*; its descriptor and identity."""

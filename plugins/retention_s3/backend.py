@@ -2,27 +2,32 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from typing import Any
 
-from retention_core import Backend, BackendError, ConfigError, Options, Outcome, Record, Source, Status
+from retention_core import Backend, BackendError, ConfigError, Options, Outcome, Problem, Record, Source, Status
 
-from .client import describe, error_code, make_client
+from .client import describe, error_code, make_client, unreachable
 from .deletion import ChunkDeleter
+from .guard import NOT_ENFORCED, ConditionalDeletes, probe_conditional_deletes
 from .listing import scan_current, scan_versions
 from .locks import lock_enabled
 from .settings import DEFAULT_CONCURRENCY, S3_MAX_KEYS, S3Settings
 from .tagging import with_tags
+
+log = logging.getLogger("retention.s3")
 
 
 class S3Backend(Backend):
     """Objects in one bucket under one prefix; with versioning, every version is a record.
 
     Deleting is by version id on versioned buckets (never a bare delete that adds a delete
-    marker), never bypasses governance retention, and reports Object Lock refusals as
-    ``refused``. See docs/s3.md.
+    marker) and under the object's ETag on unversioned ones (see :mod:`.guard`), never
+    bypasses governance retention, and reports Object Lock refusals as ``refused``. See
+    docs/s3.md.
     """
 
     name = "s3"
@@ -43,14 +48,13 @@ class S3Backend(Backend):
         self._guard = threading.Lock()
         self._versioning: dict[str, Any] | None = None
         self._lock_enabled: bool | None = None
+        self._conditional: ConditionalDeletes | None = None
 
     # -- lazily built, shared by threads ----------------------------------------------------------
     @property
     def client(self) -> Any:
         with self._guard:
-            if self._client is None:
-                self._client = make_client(self.settings, self._where)
-            return self._client
+            return self._ensure_client()
 
     @property
     def executor(self) -> ThreadPoolExecutor:
@@ -71,7 +75,8 @@ class S3Backend(Backend):
             try:
                 return self.versioning().get("Status") in ("Enabled", "Suspended")
             except Exception as exc:
-                if error_code(exc) in ("NoSuchBucket", "404"):
+                # A dry run starts here (it skips check()): the same one-line errors, exit 2.
+                if error_code(exc) in ("NoSuchBucket", "404") or unreachable(exc) is not None:
                     raise self._config_error(exc) from None
                 raise BackendError(f"{self.settings.where}: GetBucketVersioning failed: {describe(exc)}") from exc
         return self.settings.versions == "all"
@@ -84,6 +89,30 @@ class S3Backend(Backend):
         if self._lock_enabled is None:
             self._lock_enabled = lock_enabled(self.client, self.settings.bucket)
         return self._lock_enabled
+
+    def territory(self, source: Source) -> str:
+        """Endpoint, bucket and prefix: prefixes are plain string prefixes in S3."""
+        return f"{self.settings.endpoint_url or 'aws'} {self.settings.where}"
+
+    def conditional_deletes(self) -> ConditionalDeletes:
+        """Whether this endpoint enforces per-object ETags in DeleteObjects, probed once per instance.
+
+        Only an enforcing run deletes, so only an enforcing run writes the probe's canary;
+        versioned buckets never need it (their guard is the version id).
+        """
+        with self._guard:
+            if self._conditional is None:
+                self._conditional = probe_conditional_deletes(self._ensure_client(), self.settings)
+                log.info("%s: conditional DeleteObjects %s (%s)", self.settings.where,
+                         "enforced" if self._conditional.enforced else "not enforced: fresh listing before "
+                         "deleting", self._conditional.reason)
+            return self._conditional
+
+    def _ensure_client(self) -> Any:
+        """The client, for callers already holding ``_guard``."""
+        if self._client is None:
+            self._client = make_client(self.settings, self._where)
+        return self._client
 
     # -- Backend ----------------------------------------------------------------------------------
     def check(self, source: Source) -> None:
@@ -112,14 +141,13 @@ class S3Backend(Backend):
         if code in ("AccessDenied", "403", "AllAccessDisabled"):
             return ConfigError(f"access to bucket {bucket!r} denied (s3:GetBucketVersioning): "
                                f"{describe(exc)}", key=self._key("bucket"))
-        from botocore.exceptions import EndpointConnectionError, NoCredentialsError
+        why = unreachable(exc)
+        if why is not None:
+            from botocore.exceptions import ConnectionError
 
-        if isinstance(exc, NoCredentialsError):
-            return ConfigError("no AWS credentials found (environment, profile or role)",
-                               key=self._key("profile"))
-        if isinstance(exc, EndpointConnectionError):
-            return ConfigError(f"cannot reach S3: {exc}", key=self._key(
-                "endpoint_url" if self.settings.endpoint_url else "region"))
+            option = ("endpoint_url" if self.settings.endpoint_url else "region") \
+                if isinstance(exc, ConnectionError) else "profile"
+            return ConfigError(why, key=self._key(option))
         return ConfigError(f"bucket {bucket!r} cannot be checked: {describe(exc)}", key=self._key("bucket"))
 
     def warnings(self, source: Source) -> list[str]:
@@ -128,7 +156,7 @@ class S3Backend(Backend):
                     "(slow, and billed per request)"]
         return []
 
-    def scan(self, source: Source) -> Iterator[Record]:
+    def scan(self, source: Source) -> Iterator[Record | Problem]:
         records = (scan_versions if self.versioned() else scan_current)(self.client, self.settings, source.name)
         if self.settings.tags:
             records = with_tags(records, self.client, self.settings, self.executor)
@@ -139,7 +167,9 @@ class S3Backend(Backend):
         if not records:
             return
         try:
-            deleter = ChunkDeleter(self.client, self.settings, self.versioned(), self._bucket_lock_enabled,
+            versioned = self.versioned()
+            deleter = ChunkDeleter(self.client, self.settings, versioned, self._bucket_lock_enabled,
+                                   NOT_ENFORCED if versioned else self.conditional_deletes(),
                                    backoff_base=self.backoff_base)
         except Exception as exc:
             error = str(exc) if isinstance(exc, BackendError) else describe(exc)

@@ -18,6 +18,7 @@ from retention_core import (
     Cutoffs,
     Options,
     Outcome,
+    Problem,
     PushdownPlan,
     Record,
     Source,
@@ -28,7 +29,7 @@ from retention_core import (
 from .anonymizer import Anonymizer
 from .dialects import Flavor, first_line, flavor_for
 from .pushdown import RangeWalk, survey
-from .rows import IN_CHUNK, Row, TableOps, chunks
+from .rows import GUARD_CHUNK, TableOps, chunks
 from .schema import TableInfo, reflect
 from .settings import read_settings
 
@@ -49,7 +50,9 @@ class SqlBackend(Backend):
 
     ``Record.location`` is the key column's value as text and ``Record.subject`` the
     subject column's; ``created`` is read from the created column (naive columns in the
-    configured ``timezone``). The table is reflected on first use, never in ``__init__``.
+    configured ``timezone``); ``stamp`` holds the created, subject (and version) values as
+    stored, which the per-record ``DELETE`` requires unchanged. The table is reflected on
+    first use, never in ``__init__``.
     """
 
     name = "sql"
@@ -102,6 +105,10 @@ class SqlBackend(Backend):
                                  f"{', '.join(ops.info.reaching)}; set allow_cascade: true if that is intended")
         return ops
 
+    def territory(self, source: Source) -> str:
+        """The database and table (one table listed by two sources is listed twice)."""
+        return f"{self._safe_url()} {self.settings.schema or ''}.{self.settings.table}\n"
+
     def check(self, source: Source) -> None:
         self._destructive()
         if self.ops.anonymizer.hashed:
@@ -132,24 +139,26 @@ class SqlBackend(Backend):
         self.engine.dispose()
 
     # -- listing --------------------------------------------------------------------------------------------
-    def scan(self, source: Source) -> Iterator[Record]:
+    def scan(self, source: Source) -> Iterator[Record | Problem]:  # type: ignore[override]
         return self._scan(source)
 
-    def _scan(self, source: Source) -> Iterator[Record]:
+    def _scan(self, source: Source) -> Iterator[Record | Problem]:
         ops = self.ops
         try:
             if self.flavor.name == "sqlite":
                 yield from self._scan_pages(ops, source)
-                return
+            else:
+                with self.engine.connect() as conn:
+                    streaming = conn.execution_options(stream_results=True, yield_per=self.batch_size)
+                    for rows in streaming.execute(ops.scan_query()).partitions():
+                        yield from ops.listed(source.name, source.category, rows)
             with self.engine.connect() as conn:
-                streaming = conn.execution_options(stream_results=True, yield_per=self.batch_size)
-                for rows in streaming.execute(ops.scan_query()).partitions():
-                    yield from ops.records(source.name, source.category, rows)
+                yield from ops.null_key_problems(source.name, conn.execute(ops.null_key_query()).all())
         except SQLAlchemyError as exc:
             raise BackendError(f"source {source.name!r}: listing {self.settings.table!r} failed: "
                                f"{first_line(exc)}") from None
 
-    def _scan_pages(self, ops: TableOps, source: Source) -> Iterator[Record]:
+    def _scan_pages(self, ops: TableOps, source: Source) -> Iterator[Record | Problem]:
         """SQLite: keyset pages, each read in its own short transaction, so a long listing
         never holds the database's lock while others (or we) write."""
         last: Any = None
@@ -159,7 +168,7 @@ class SqlBackend(Backend):
                 query = query.where(ops.key > last)
             with self.engine.connect() as conn:
                 rows = conn.execute(query).all()
-            yield from ops.records(source.name, source.category, rows)
+            yield from ops.listed(source.name, source.category, rows)
             if len(rows) < self.batch_size:
                 return
             last = rows[-1][0]
@@ -194,30 +203,38 @@ class SqlBackend(Backend):
         if not by_key:
             return
         try:
-            affected = self._affect(ops, list(by_key), anonymize, key)
+            affected, changed = self._affect(ops, by_key, anonymize, key)
         except SQLAlchemyError:
             # One statement for the batch failed: find out key by key, so one bad row cannot
             # hide the others' outcomes (a transient fault is retried this way, once).
             for value, records in by_key.items():
                 try:
-                    one = self._affect(ops, [value], anonymize, key)
+                    affected, changed = self._affect(ops, {value: records}, anonymize, key)
                 except SQLAlchemyError as exc:
                     error = first_line(exc)
                     yield from (Outcome(r, Status.FAILED, error) for r in records)
                     continue
-                yield from (Outcome(r, done if r.location in one else Status.ALREADY_GONE) for r in records)
+                yield from _verdicts(records, affected, changed, done)
             return
         for records in by_key.values():
-            yield from (Outcome(r, done if r.location in affected else Status.ALREADY_GONE) for r in records)
+            yield from _verdicts(records, affected, changed, done)
 
-    def _affect(self, ops: TableOps, keys: list[Any], anonymize: bool, key: bytes | None) -> set[str]:
-        """Delete or anonymize the rows with *keys* in one transaction; return their locations."""
-        rows: list[Row] = []
+    def _affect(self, ops: TableOps, by_key: dict[Any, list[Record]], anonymize: bool, key: bytes | None
+                ) -> tuple[set[str], set[str]]:
+        """Delete or anonymize, in one transaction, the rows of *by_key* that still hold what the
+        scan saw (the guard is in the statement's WHERE, so nothing changes in between); return
+        the affected locations and those whose row is there but changed since the scan."""
+        items = list(by_key.items())
         with self.engine.begin() as conn:
-            for part in chunks(keys, IN_CHUNK):
-                where = ops.keys_equal(part)
-                rows += ops.anonymize_where(conn, where, key) if anonymize else ops.delete_where(conn, where)
-        return {str(row[0]) for row in rows}
+            affected: set[str] = set()
+            for part in chunks(items, GUARD_CHUNK):
+                where = ops.unchanged(part)
+                rows = ops.anonymize_where(conn, where, key) if anonymize else ops.delete_where(conn, where)
+                affected.update(str(row[0]) for row in rows)
+            rest = [value for value, _ in items if str(value) not in affected]
+            # Anonymizing: a row anonymized since is done (already_gone), not changed.
+            changed = ops.present(conn, rest, live=anonymize) if rest else set()
+        return affected, changed
 
     # -- set-based --------------------------------------------------------------------------------------------
     def push_down(self, source: Source, plan: PushdownPlan) -> Generator[list[Outcome], None, None]:
@@ -241,6 +258,18 @@ class SqlBackend(Backend):
         except SQLAlchemyError as exc:
             raise BackendError(f"source {source.name!r}: counting rows in {self.settings.table!r} failed: "
                                f"{first_line(exc)}") from None
+
+
+def _verdicts(records: Sequence[Record], affected: set[str], changed: set[str], done: Status) -> Iterator[Outcome]:
+    """Each record's outcome: acted on; still there but not as the scan saw it; or gone."""
+    for record in records:
+        if record.location in affected:
+            yield Outcome(record, done)
+        elif record.location in changed:
+            yield Outcome(record, Status.CHANGED, "the row changed since it was listed (re-created, "
+                                                  "re-dated, moved to another subject or updated): kept")
+        else:
+            yield Outcome(record, Status.ALREADY_GONE)
 
 
 def _engine(url: str, error: Any) -> sa.Engine:

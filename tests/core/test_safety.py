@@ -258,3 +258,38 @@ def test_a_pattern_that_needs_backtracking_is_a_config_error(make_policy, store_
     assert result.exit_code == 2
     assert "sources[0].match" in result.output and "linear time" in result.output
     assert "Traceback" not in result.output
+
+
+# -- overlapping sources ------------------------------------------------------------------------------
+def _overlapping_fs_policy(make_policy, tmp_path, **outer_extra):
+    mail = tmp_path / "data" / "mail" / "alice"
+    mail.mkdir(parents=True)
+    old = (NOW - timedelta(days=400)).timestamp()
+    for name in ("a.eml", "b.eml"):
+        (mail / name).write_text("x")
+        __import__("os").utime(mail / name, (old, old))
+    return make_policy(
+        sources=[{"name": "mail", "backend": "fs", "options": {"root": str(tmp_path / "data" / "mail")},
+                  "match": r"(?P<subject>[^/]+)/.+", "category": "call"},
+                 {"name": "everything", "backend": "fs", "options": {"root": str(tmp_path / "data")},
+                  "match": r".+", "category": "call", **outer_extra}],
+        holds=[{"id": "LH-1", "kind": "legal", "scope": {"source": "mail"}, "reason": "case"},
+               {"id": "LH-2", "kind": "legal", "scope": {"subject": "alice"}, "reason": "case"}])
+
+
+def test_sources_that_can_list_the_same_records_are_refused(make_policy, tmp_path):
+    """Issue 15 #5: a second fs source whose root contained the first's deleted what holds protected."""
+    path = _overlapping_fs_policy(make_policy, tmp_path)
+    for command in (["validate", "-c", str(path)], ["run", "-c", str(path)], ["run", "-c", str(path), "--dry-run"]):
+        result = CliRunner().invoke(cli, command)
+        assert result.exit_code == 2, (command, result.output)
+        assert "'mail' and 'everything' can list the same records" in result.output
+    assert (tmp_path / "data" / "mail" / "alice" / "a.eml").exists()
+
+
+def test_a_declared_overlap_runs_and_source_holds_cover_both_sources(make_policy, tmp_path):
+    path = _overlapping_fs_policy(make_policy, tmp_path, overlaps=["mail"])
+    result = CliRunner().invoke(cli, ["run", "-c", str(path)])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "data" / "mail" / "alice" / "a.eml").exists()
+    assert (tmp_path / "data" / "mail" / "alice" / "b.eml").exists()
