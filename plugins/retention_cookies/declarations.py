@@ -19,6 +19,7 @@ import yaml
 from retention_core import ConfigError, Options, parse_duration
 from retention_core.durations import Duration
 from retention_core.options import describe, key_label
+from retention_core.policy import StrictLoader, load_yaml
 
 from .model import STORAGES, name_matches
 
@@ -134,8 +135,9 @@ class Declarations:
         return sorted(hits, key=lambda sc: MATCHES.index(sc[1].match))
 
 
-class _LineLoader(yaml.SafeLoader):
-    """A SafeLoader that remembers the line of every mapping, so findings can point at it."""
+class _LineLoader(StrictLoader):
+    """The policy's strict loader (no duplicate keys, bounded nesting) that also remembers the
+    line of every mapping, so findings can point at it."""
 
 
 class _LineDict(dict):  # type: ignore[type-arg]
@@ -159,13 +161,10 @@ def load_declarations(path: str | Path) -> Declarations:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read declarations: {exc.strerror or exc}", file=name) from None
-    try:
-        data = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark else None
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"invalid YAML: {problem}", file=name, key=where) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"expected UTF-8 text, found byte 0x{exc.object[exc.start]:02x} at offset {exc.start}",
+                          file=name) from None
+    data = load_yaml(text, name, _LineLoader)  # a second `claim: none` must not silently win
     try:
         return parse_declarations(data, file=name)
     except ConfigError as exc:

@@ -59,6 +59,8 @@ def _read_har(path: Path, expect_cookies: bool) -> HarResult:
         raise ConfigError(f"cannot read HAR: {exc.strerror or exc}", file=name) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"not a HAR file: invalid JSON ({exc})", file=name) from None
+    except RecursionError:  # json's decoder recurses per level: thousands of [[[[ exhaust the stack
+        raise ConfigError("not a HAR file: JSON nested too deeply to read", file=name) from None
     entries = data.get("log", {}).get("entries") if isinstance(data, dict) else None
     if not isinstance(entries, list):
         raise ConfigError("not a HAR file: expected log.entries to be a list", file=name, key="log.entries")
