@@ -215,14 +215,17 @@ def validate(config: str) -> None:
 @click.option("--metrics-file", metavar="PATH", type=click.Path(dir_okay=False),
               help="Write Prometheus text-format metrics of this run to PATH, atomically "
                    "(for node_exporter's textfile collector: name it *.prom).")
+@click.option("--trust-clock", is_flag=True,
+              help="Enforce although an earlier run recorded a later time (its clock was ahead); "
+                   "journalled as a clock-override event.")
 def run_command(config: str, dry_run: bool, as_of: str | None, sources: tuple[str, ...],
-                reports: tuple[str, ...], metrics_file: str | None) -> None:
+                reports: tuple[str, ...], metrics_file: str | None, trust_clock: bool) -> None:
     """Scan every source, decide, and delete what is due (or only report with --dry-run)."""
     started = time.time()
     report: RunReport | None = None
     code = 2
     try:
-        report, code = _run(config, dry_run, as_of, sources, reports)
+        report, code = _run(config, dry_run, as_of, sources, reports, trust_clock)
     except RetentionError as exc:
         code = exc.exit_code
         raise
@@ -234,7 +237,7 @@ def run_command(config: str, dry_run: bool, as_of: str | None, sources: tuple[st
 
 
 def _run(config: str, dry_run: bool, as_of: str | None, sources: tuple[str, ...],
-         reports: tuple[str, ...]) -> tuple[RunReport, int]:
+         reports: tuple[str, ...], trust_clock: bool = False) -> tuple[RunReport, int]:
     now = _parse_date(as_of, "--as-of") or datetime.now(timezone.utc)
     dry_run = dry_run or as_of is not None
     with open_runtime(config) as rt:
@@ -253,7 +256,8 @@ def _run(config: str, dry_run: bool, as_of: str | None, sources: tuple[str, ...]
         progress = logs.ProgressBar(names) if logs.interactive() else None
         try:
             report = run(rt, RunOptions(now=now, dry_run=dry_run, sources=sources, progress=progress,
-                                        as_of_given=as_of is not None, itemize=bool(chosen)))
+                                        as_of_given=as_of is not None, itemize=bool(chosen),
+                                        trust_clock=trust_clock))
         finally:
             if progress is not None:
                 progress.finish()

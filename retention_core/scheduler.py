@@ -52,6 +52,8 @@ class RunOptions:
     sources: tuple[str, ...] = ()
     progress: Progress | None = None
     as_of_given: bool = False
+    #: Enforce although an earlier run recorded a later time (its clock was ahead); journalled.
+    trust_clock: bool = False
     itemize: bool = True
 
 
@@ -100,8 +102,9 @@ def run(rt: Runtime, options: RunOptions) -> RunReport:
             _scan(rt, sources, ctx, report, options.progress, _Keep(options.itemize))
         else:
             with rt.state.lock(report.run_id):
-                _check_clock(rt, options)  # under the lock, so a rival's run in progress is not compared
-                _enforce(rt, sources, ctx, report, options)
+                # under the lock, so a rival's run in progress is not compared
+                overridden = _check_clock(rt, options)
+                _enforce(rt, sources, ctx, report, options, overridden)
         report.erasure_requests = rt.state.requests()
         report.finished_at = datetime.now(timezone.utc)
         return report
@@ -110,14 +113,21 @@ def run(rt: Runtime, options: RunOptions) -> RunReport:
         raise
 
 
-def _check_clock(rt: Runtime, options: RunOptions) -> None:
-    """Refuse a clock behind the last finished enforcing run's, unless now was given (--as-of)."""
+def _check_clock(rt: Runtime, options: RunOptions) -> datetime | None:
+    """Refuse a clock behind the last finished enforcing run's, unless now was given (--as-of)
+    or the operator vouches for the clock (``trust_clock``: then the last run's time is
+    returned, for the trail to record the override)."""
     if options.as_of_given:
-        return
+        return None
     last = rt.state.last_run_time()
-    if last is not None and options.now < last:
-        raise ClockError(f"the clock says {options.now:%Y-%m-%d %H:%M:%S} UTC but an earlier run ran as of "
-                         f"{last:%Y-%m-%d %H:%M:%S} UTC: the clock went back; fix it, or pass --as-of explicitly")
+    if last is None or options.now >= last:
+        return None
+    if options.trust_clock and not options.dry_run:
+        return last
+    raise ClockError(f"the clock says {options.now:%Y-%m-%d %H:%M:%S} UTC but an earlier run ran as of "
+                     f"{last:%Y-%m-%d %H:%M:%S} UTC: the clock went back; fix it (or pass --as-of for a dry "
+                     "run); if the clock is right and that run's was ahead, enforce with --trust-clock "
+                     "(journalled)")
 
 
 def _check(backend: Backend, source: Source, rt: Runtime) -> None:
@@ -215,11 +225,16 @@ def _limits(rt: Runtime, report: RunReport) -> str | None:
 
 
 def _enforce(rt: Runtime, sources: Sequence[Source], ctx: Context, report: RunReport,
-             options: RunOptions) -> None:
+             options: RunOptions, clock_overridden: datetime | None = None) -> None:
     trail = trail_for(rt.policy.audit, rt.state)
     rt.state.start_run(report.run_id, options.now, dry_run=False)
     trail.append([{"event": "run-start", "run_id": report.run_id, "as_of": options.now.isoformat(),
                    "sources": [s.name for s in sources], "tool": f"retention {_version()}", "by": actor()}])
+    if clock_overridden is not None:
+        trail.append([{"event": "clock-override", "run_id": report.run_id, "as_of": options.now.isoformat(),
+                       "last_run_as_of": clock_overridden.isoformat(), "by": actor()}])
+        report.warnings.append(f"clock override: enforced as of {options.now:%Y-%m-%d %H:%M:%S} UTC although an "
+                               f"earlier run ran as of {clock_overridden:%Y-%m-%d %H:%M:%S} UTC (--trust-clock)")
     status = "failed"
     try:
         left_open = _OpenIntents.read(rt, report.run_id) if not options.sources else _OpenIntents()

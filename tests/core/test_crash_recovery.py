@@ -82,3 +82,11 @@ def test_a_clock_behind_the_last_run_is_refused_unless_as_of_is_explicit(tmp_pat
     behind = retention(policy, "run", "--dry-run")
     assert behind.returncode == 3 and "the clock went back" in behind.stderr
     assert retention(policy, "run", "--as-of", "2026-12-01").returncode == 0
+    # Issue 15 #9: enforcing was blocked until the clock caught up; --trust-clock is the
+    # explicit, journalled override (for the enforcing run only).
+    assert retention(policy, "run").returncode == 3
+    trusted = retention(policy, "run", "--trust-clock")
+    assert trusted.returncode == 0, trusted.stderr
+    assert "clock override" in trusted.stdout
+    trail = (policy.parent / ".retention" / "audit.jsonl").read_text()
+    assert '"event":"clock-override"' in trail.replace(" ", "")
