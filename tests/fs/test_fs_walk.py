@@ -24,6 +24,8 @@ import retention_fs.backend as fs
 from retention_core import BackendError, Options, Problem, Record, Source, Status
 from retention_fs.backend import FilesystemBackend
 
+from .trees import remove_tree, tmpfs_root
+
 SOURCE = Source("files", "fs")
 
 
@@ -57,8 +59,7 @@ def on_disk(root: Path) -> set[str]:
 # -- depth ---------------------------------------------------------------------------------------
 
 def test_a_tree_a_thousand_levels_deep_is_listed_and_deleted(tmp_path):
-    # Built and removed level by level: pathlib, os.makedirs and this Python's os.walk and
-    # shutil.rmtree all recurse, and would fail here before the backend does.
+    # Built level by level: pathlib's and os.makedirs' parents=True recurse.
     root = tmp_path / "root"
     levels = [str(root)]
     for _ in range(1000):
@@ -78,10 +79,7 @@ def test_a_tree_a_thousand_levels_deep_is_listed_and_deleted(tmp_path):
         assert not any(os.path.exists(levels[level] + "/" + name)
                        for level, name in ((1000, "bottom.txt"), (500, "middle.txt")))
     finally:
-        for level in reversed(levels[1:]):
-            for name in os.listdir(level):
-                os.unlink(os.path.join(level, name))
-            os.rmdir(level)
+        remove_tree(root)
 
 
 def _open_fds() -> int:
@@ -156,18 +154,6 @@ def test_a_directory_replaced_mid_batch_is_changed_not_followed(tmp_path, monkey
 
 
 # -- dates ---------------------------------------------------------------------------------------
-
-@contextlib.contextmanager
-def tmpfs_root() -> Iterator[Path]:
-    """A root on tmpfs, which stores any 64-bit mtime (ext4 stops at year 2446)."""
-    if not os.path.isdir("/dev/shm"):
-        pytest.skip("no /dev/shm (tmpfs) on this machine")
-    path = Path(tempfile.mkdtemp(dir="/dev/shm"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path)
-
 
 @pytest.mark.parametrize("seconds", [400_000_000_000, -100_000_000_000])
 def test_an_mtime_no_date_can_hold_is_a_problem_and_the_rest_is_listed(seconds):
