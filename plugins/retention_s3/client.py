@@ -62,6 +62,9 @@ def _botocore_session() -> Any:
 def parse_timestamp(value: Any) -> datetime:
     """S3's ``2024-05-01T12:00:00.000Z`` as an aware UTC datetime, exactly; anything else as botocore would.
 
+    A value neither can parse is returned as it came (a string), never raised: callers that
+    read listed dates check the type (see ``listing.scan_current``).
+
     Only the shape S3 lists use (``T`` separator, ``Z`` suffix) takes the fast path, so
     every other form (RFC 822 headers, epoch numbers, offsets, no zone) is parsed by
     botocore's own parser, unchanged. Fractions beyond microseconds are truncated, as
@@ -74,7 +77,12 @@ def parse_timestamp(value: Any) -> datetime:
             pass
     from botocore.utils import parse_timestamp as botocore_parse
 
-    return botocore_parse(value)
+    try:
+        return botocore_parse(value)
+    except (ValueError, OverflowError, TypeError):
+        # One object's unparseable date (year 10000, garbage from a store) must not fail the
+        # whole listing page: the raw value goes through, and the scan reports that object.
+        return value
 
 
 def error_code(exc: BaseException) -> str:
@@ -98,8 +106,27 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def is_connection_problem(exc: BaseException) -> bool:
-    """Credentials, endpoint or network: not something one record did."""
-    from botocore.exceptions import BotoCoreError
+def unreachable(exc: BaseException) -> str | None:
+    """Why S3 cannot be used at all (no credentials, endpoint down), as one line; else None.
 
-    return isinstance(exc, BotoCoreError)
+    These say nothing about the bucket's contents: a dry run and an enforcing run report
+    them the same way, as a configuration problem (exit 2) rather than a storage failure.
+    """
+    from botocore.exceptions import (
+        ConnectionError,
+        CredentialRetrievalError,
+        NoCredentialsError,
+        NoRegionError,
+        PartialCredentialsError,
+        ProfileNotFound,
+    )
+
+    if isinstance(exc, NoCredentialsError):
+        return "no AWS credentials found (environment, profile or role)"
+    if isinstance(exc, PartialCredentialsError | CredentialRetrievalError | ProfileNotFound):
+        return f"AWS credentials unusable: {exc}"
+    if isinstance(exc, NoRegionError):
+        return "no AWS region configured (set 'region')"
+    if isinstance(exc, ConnectionError):  # EndpointConnectionError, ConnectTimeout, proxy, SSL
+        return f"cannot reach S3: {exc}"
+    return None

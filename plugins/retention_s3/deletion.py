@@ -1,10 +1,14 @@
 """Deleting one chunk (at most 1000 keys) with DeleteObjects, reporting one outcome per record.
 
-Before deleting, the chunk's key range is listed once: that is how a record already gone
-is told apart (S3 answers "Deleted" for keys and version ids that do not exist) and which
-delete markers will be left with no version behind them. A 200 answer can carry per-key
-``Errors``: each becomes that record's outcome; transient ones are retried with backoff,
-a bounded number of times; a key S3 does not mention at all is retried, then failed.
+The guard (see :mod:`.guard`): versions are deleted by id; unversioned objects with their
+ETag as a condition where the endpoint enforces it, else after a fresh listing shows each
+still holds what the scan saw (``changed`` otherwise). That listing also tells a record
+already gone apart (S3 answers "Deleted" for keys and version ids that do not exist) and
+which delete markers will be left with no version behind them; it is skipped where the
+conditional delete itself answers those questions. A 200 answer can carry per-key
+``Errors``: each becomes that record's outcome; transient ones are retried with backoff, a
+bounded number of times; a key S3 does not mention at all is retried, then failed. Keys an
+XML body cannot carry are deleted one by one with DeleteObject, under the same guard.
 """
 
 from __future__ import annotations
@@ -14,13 +18,13 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any
 
 from retention_core import Outcome, Record, Status
 
 from .client import GONE_CODES, TRANSIENT_CODES, describe, error_code
-from .listing import Inventory, inventory_current, inventory_versions
+from .guard import CHANGED_CODES, NOT_ENFORCED, ConditionalDeletes, Seen, xml_safe
+from .listing import Inventory, KeyState, exact_current, exact_versions, inventory_current, inventory_versions
 from .locks import storage_hold
 from .settings import S3_MAX_KEYS, S3Settings
 
@@ -28,10 +32,12 @@ log = logging.getLogger("retention.s3")
 
 Ident = tuple[str, str | None]
 
-#: An unversioned object whose LastModified is this much newer than scanned was replaced.
-REPLACED_SLACK = timedelta(seconds=2)
 NO_VERSION = ("has no version id: in a versioned bucket retention deletes versions by id only, "
               "never with a bare delete that adds a delete marker")
+#: The version id S3 gives objects written while versioning is off or suspended: unlike a
+#: real version id, a later write while suspended replaces it in place, so it is guarded like
+#: an unversioned object.
+NULL_VERSION = "null"
 
 
 @dataclass
@@ -48,71 +54,104 @@ class ChunkDeleter:
     settings: S3Settings
     versioned: bool
     lock_enabled: Callable[[], bool]
+    conditional: ConditionalDeletes = NOT_ENFORCED
     backoff_base: float = 0.2
     sleep: Callable[[float], None] = field(default=time.sleep)
 
     # -- one chunk ------------------------------------------------------------------------------
     def run(self, chunk: Sequence[Record]) -> list[Outcome]:
         keys = sorted({r.location for r in chunk})
-        inventory = self._inventory(keys)
-        results: dict[Ident, Result] = {}
-        targets: dict[Ident, None] = {}
+        unique: dict[Ident, Record] = {}
         for record in chunk:
-            ident = (record.location, record.version)
-            if ident in results or ident in targets:
-                continue
-            early = self._settled_before_deleting(record, inventory)
+            unique.setdefault((record.location, record.version), record)
+        inventory = self._inventory(keys) if self._needs_listing(unique.values()) else None
+        results: dict[Ident, Result] = {}
+        targets: dict[Ident, str | None] = {}  # what to delete, with the ETag it must still have
+        for ident, record in unique.items():
+            early, etag = self._before_deleting(record, inventory)
             if early is not None:
                 results[ident] = early
             else:
-                targets[ident] = None
-        results.update(self._delete(list(targets)))
-        if self.versioned:
+                targets[ident] = etag
+        results.update(self._delete({i: e for i, e in targets.items() if xml_safe(i[0])}))
+        results.update(self._delete_singly({i: e for i, e in targets.items() if not xml_safe(i[0])}))
+        if self.versioned and inventory is not None:
             self._remove_orphaned_markers(keys, inventory, results)
         return [Outcome(r, results[(r.location, r.version)].status, results[(r.location, r.version)].error)
                 for r in chunk]
 
-    def _inventory(self, keys: list[str]) -> Inventory:
+    def _needs_listing(self, records: Any) -> bool:
+        """Only an endpoint that enforces the ETag and names missing keys makes the listing useless."""
+        if self.versioned or not (self.conditional.enforced and self.conditional.reports_missing):
+            return True
+        return any(_seen(r) is None for r in records)
+
+    def _inventory(self, keys: list[str]) -> Inventory | None:
         try:
             if self.versioned:
                 return inventory_versions(self.client, self.settings, keys)
             return inventory_current(self.client, self.settings, keys)
-        except Exception as exc:  # without a listing we still delete, we just know less
-            log.warning("%s: could not list keys before deleting (%s); deleting without that check",
-                        self.settings.where, describe(exc))
-            return Inventory()
+        except Exception as exc:  # each key is then looked up on its own where the guard needs it
+            log.warning("%s: could not list keys before deleting (%s)", self.settings.where, describe(exc))
+            return None
 
-    def _settled_before_deleting(self, record: Record, inv: Inventory) -> Result | None:
-        known = inv.known(record.location)
-        state = inv.state(record.location)
+    def _now(self, key: str, inv: Inventory | None) -> KeyState:
+        """What *key* holds now: from the chunk's listing, else looked up exactly (may raise)."""
+        if inv is not None and inv.known(key):
+            return inv.state(key)
         if self.versioned:
-            if record.version is None:
-                return Result(Status.ALREADY_GONE) if known and not state.versions else Result(
-                    Status.FAILED, NO_VERSION)
-            if known and record.version not in state.versions:
-                return Result(Status.ALREADY_GONE)
-            return None
-        if not known:
-            return None
-        if not state.versions:
+            return exact_versions(self.client, self.settings, key)
+        return exact_current(self.client, self.settings, key)
+
+    def _before_deleting(self, record: Record, inv: Inventory | None) -> tuple[Result | None, str | None]:
+        """The record's outcome if it is settled without deleting, else the ETag to delete it under."""
+        if self.versioned:
+            return self._version_before_deleting(record, inv), None
+        seen = _seen(record)
+        if inv is None and seen is not None and seen.etag and self.conditional.enforced:
+            return None, seen.etag  # S3 itself checks the ETag, and names a missing key
+        return self._compare(record, seen, None, inv)
+
+    def _version_before_deleting(self, record: Record, inv: Inventory | None) -> Result | None:
+        known = inv is not None and inv.known(record.location)
+        state = inv.state(record.location) if inv is not None else KeyState()
+        if record.version is None:
+            return Result(Status.ALREADY_GONE) if known and not state.versions else Result(
+                Status.FAILED, NO_VERSION)
+        if known and record.version not in state.versions:
             return Result(Status.ALREADY_GONE)
-        modified = next(iter(state.versions.values()))
-        if record.version is None and modified > record.created + REPLACED_SLACK:
-            # Someone wrote a new object at this key since the scan: the scanned one is gone,
-            # and the new one is not ours to delete until a scan has judged it.
-            log.info("%s%s: replaced since the scan (LastModified %s); left alone",
-                     self.settings.where, record.location, modified.isoformat())
-            return Result(Status.ALREADY_GONE)
-        return None
+        if record.version == NULL_VERSION:
+            return self._compare(record, _seen(record), NULL_VERSION, inv)[0]
+        return None  # a version id names immutable content: deleting it is the guard
+
+    def _compare(self, record: Record, seen: Seen | None, version: str | None,
+                 inv: Inventory | None) -> tuple[Result | None, str | None]:
+        """Compare what the scan saw with what the key holds now (the guard without server help)."""
+        try:
+            now = self._now(record.location, inv)
+        except Exception as exc:
+            return Result(Status.FAILED, f"not deleted: could not check that it is unchanged since the "
+                                         f"scan ({describe(exc)})"), None
+        current = now.versions.get(version)
+        if current is None:
+            return Result(Status.ALREADY_GONE), None
+        expected = seen or Seen(None, record.size, record.created)
+        if not expected.matches(current):
+            log.info("%s%s: changed since the scan; left alone", self.settings.where, record.location)
+            return Result(Status.CHANGED, _difference(expected, current)), None
+        return None, expected.etag or current.etag
 
     # -- DeleteObjects with per-key outcomes ---------------------------------------------------
-    def _delete(self, idents: list[Ident]) -> dict[Ident, Result]:
+    def _delete(self, targets: dict[Ident, str | None]) -> dict[Ident, Result]:
+        """DeleteObjects over *targets* (ident → ETag), the ETag sent only where the endpoint enforces it."""
+        idents = list(targets)
+        etags = targets if self.conditional.enforced and not self.versioned else {}
         results: dict[Ident, Result] = {}
         for start in range(0, len(idents), S3_MAX_KEYS):
-            results.update(self._delete_some(idents[start:start + S3_MAX_KEYS]))
+            results.update(self._delete_some(idents[start:start + S3_MAX_KEYS], etags))
         return results
 
-    def _delete_some(self, idents: list[Ident]) -> dict[Ident, Result]:
+    def _delete_some(self, idents: list[Ident], etags: dict[Ident, str | None]) -> dict[Ident, Result]:
         results: dict[Ident, Result] = {}
         denied: dict[Ident, str] = {}
         pending = list(idents)
@@ -123,7 +162,7 @@ class ChunkDeleter:
             try:
                 response = self.client.delete_objects(
                     Bucket=self.settings.bucket,
-                    Delete={"Objects": [_object(k, v) for k, v in pending], "Quiet": False})
+                    Delete={"Objects": [_object(k, v, etags.get((k, v))) for k, v in pending], "Quiet": False})
             except Exception as exc:  # botocore already retried the whole call (standard mode)
                 if error_code(exc) in TRANSIENT_CODES and attempt < self.settings.max_attempts:
                     last_error.update((i, describe(exc)) for i in pending)
@@ -145,6 +184,8 @@ class ChunkDeleter:
                 code, message = item.get("Code", ""), item.get("Message", "")
                 if code in GONE_CODES:
                     results[ident] = Result(Status.ALREADY_GONE)
+                elif code in CHANGED_CODES:
+                    results[ident] = Result(Status.CHANGED, f"changed since the scan: {code}: {message}")
                 elif code in TRANSIENT_CODES:
                     retry.append(ident)
                     last_error[ident] = f"{code}: {message} (after {attempt} attempts)"
@@ -162,6 +203,38 @@ class ChunkDeleter:
                 break
             if pending:
                 self._backoff(attempt)
+        results.update(self._classify_denied(denied))
+        return results
+
+    def _delete_singly(self, targets: dict[Ident, str | None]) -> dict[Ident, Result]:
+        """DeleteObject per key (the key travels in the URL), for keys an XML body cannot carry.
+
+        Versions go by id; an unversioned object with ``If-Match`` on its ETag whenever it is
+        known (endpoints that enforce it answer 412 when it changed). botocore's standard
+        retries cover transient errors; whatever still fails fails that key only.
+        """
+        results: dict[Ident, Result] = {}
+        denied: dict[Ident, str] = {}
+        for (key, version), etag in targets.items():
+            kwargs: dict[str, str] = {"Bucket": self.settings.bucket, "Key": key}
+            if version is not None:
+                kwargs["VersionId"] = version
+            elif etag:
+                kwargs["IfMatch"] = etag
+            try:
+                self.client.delete_object(**kwargs)
+            except Exception as exc:
+                code = error_code(exc)
+                if code in GONE_CODES:
+                    results[(key, version)] = Result(Status.ALREADY_GONE)
+                elif code in CHANGED_CODES:
+                    results[(key, version)] = Result(Status.CHANGED, f"changed since the scan: {describe(exc)}")
+                elif code in ("AccessDenied", "403"):
+                    denied[(key, version)] = describe(exc)
+                else:
+                    results[(key, version)] = Result(Status.FAILED, f"DeleteObject failed: {describe(exc)}")
+            else:
+                results[(key, version)] = Result(Status.DELETED)
         results.update(self._classify_denied(denied))
         return results
 
@@ -195,14 +268,32 @@ class ChunkDeleter:
                 markers += [(key, m) for m in state.markers]
         if not markers:
             return
-        for ident, result in self._delete(markers).items():
+        for ident, result in self._delete(dict.fromkeys(markers)).items():
             if result.status not in (Status.DELETED, Status.ALREADY_GONE):
                 log.warning("%s%s: could not remove the delete marker %s left with no version: %s",
                             self.settings.where, ident[0], ident[1], result.error)
 
 
-def _object(key: str, version: str | None) -> dict[str, str]:
-    return {"Key": key, "VersionId": version} if version is not None else {"Key": key}
+def _object(key: str, version: str | None, etag: str | None = None) -> dict[str, str]:
+    if version is not None:
+        return {"Key": key, "VersionId": version}
+    return {"Key": key, "ETag": etag} if etag else {"Key": key}
+
+
+def _seen(record: Record) -> Seen | None:
+    return Seen.parse(record.stamp)
+
+
+def _difference(expected: Seen, current: Seen) -> str:
+    """Which of ETag, size and LastModified differ, for the outcome's explanation."""
+    parts = []
+    if expected.etag and current.etag and expected.etag.strip('"') != current.etag.strip('"'):
+        parts.append(f"ETag {expected.etag} → {current.etag}")
+    if expected.size is not None and current.size is not None and expected.size != current.size:
+        parts.append(f"size {expected.size} → {current.size}")
+    if expected.modified != current.modified:
+        parts.append(f"LastModified {expected.modified.isoformat()} → {current.modified.isoformat()}")
+    return "changed since the scan: " + ", ".join(parts)
 
 
 class _Matcher:

@@ -1,7 +1,9 @@
 """Turning S3 listings into Records, and a cheap look at what a batch's keys hold right now.
 
-Everything comes from listings (key, size, LastModified, version id): never a HEAD per
-object. Pages are fetched lazily, so memory stays flat however large the bucket is.
+Everything comes from listings (key, size, LastModified, ETag, version id): never a HEAD
+per object. Pages are fetched lazily, so memory stays flat however large the bucket is.
+botocore asks for ``EncodingType=url`` on every listing and decodes the keys itself, so
+keys holding characters XML cannot carry (``\x01``) list intact.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from retention_core import BackendError, Record
+from retention_core import BackendError, ConfigError, Problem, Record
 
-from .client import describe
+from .client import describe, unreachable
+from .guard import Seen
 from .settings import S3Settings
 
 #: Listing pages one batch's look-up may read before giving up on the rest of its keys.
@@ -24,7 +27,12 @@ ANCHOR_TRIES = 8
 
 
 def utc(value: datetime) -> datetime:
-    """botocore's tzutc datetimes as plain aware UTC (our own parser's already are)."""
+    """botocore's tzutc datetimes as plain aware UTC (our own parser's already are).
+
+    Raises TypeError for anything but a datetime (an unparseable date comes through as text).
+    """
+    if not isinstance(value, datetime):
+        raise TypeError(f"not a datetime: {value!r}")
     if value.tzinfo is timezone.utc:
         return value
     if value.tzinfo is None:
@@ -32,27 +40,44 @@ def utc(value: datetime) -> datetime:
     return value.astimezone(timezone.utc)
 
 
-def scan_current(client: Any, settings: S3Settings, source: str) -> Iterator[Record]:
+def scan_current(client: Any, settings: S3Settings, source: str) -> Iterator[Record | Problem]:
     """Current objects under the prefix (``list_objects_v2``), one Record each."""
     pages = client.get_paginator("list_objects_v2").paginate(
         Bucket=settings.bucket, Prefix=settings.prefix, PaginationConfig={"PageSize": settings.page_size})
     for page in _pages(pages, settings, "ListObjectsV2"):
         for obj in page.get("Contents", ()):
-            yield Record(source=source, location=obj["Key"], created=utc(obj["LastModified"]),
-                         size=obj.get("Size"))
+            yield _item(source, obj, None)
 
 
-def scan_versions(client: Any, settings: S3Settings, source: str) -> Iterator[Record]:
+def scan_versions(client: Any, settings: S3Settings, source: str) -> Iterator[Record | Problem]:
     """Every object version under the prefix (``list_object_versions``); delete markers are not data."""
     pages = client.get_paginator("list_object_versions").paginate(
         Bucket=settings.bucket, Prefix=settings.prefix, PaginationConfig={"PageSize": settings.page_size})
     for page in _pages(pages, settings, "ListObjectVersions"):
         for version in page.get("Versions", ()):
-            yield Record(source=source, location=version["Key"], created=utc(version["LastModified"]),
-                         size=version.get("Size"), version=version["VersionId"])
+            yield _item(source, version, version["VersionId"])
+
+
+def _item(source: str, obj: dict[str, Any], version: str | None) -> Record | Problem:
+    """One listed object as a Record whose stamp is what the guard compares, or a Problem.
+
+    An object whose LastModified cannot be represented (unparseable, out of datetime's
+    range) is reported, never raised: one odd object must not stop the listing.
+    """
+    key = obj["Key"]
+    try:
+        seen = Seen(obj.get("ETag"), obj.get("Size"), utc(obj["LastModified"]))
+    except (TypeError, ValueError, OverflowError, KeyError) as exc:
+        raw = obj.get("LastModified")
+        reason = f"LastModified {raw!r} cannot be read as a date" if raw is not None else \
+            f"listed without a LastModified ({type(exc).__name__})"
+        return Problem(source, key, reason + (f" (version {version})" if version else ""))
+    return Record(source=source, location=key, created=seen.modified, size=seen.size, version=version,
+                  stamp=seen.stamp())
 
 
 def _pages(pages: Any, settings: S3Settings, operation: str) -> Iterator[dict[str, Any]]:
+    """The listing's pages; a failure is a BackendError, or a ConfigError when S3 is unreachable."""
     iterator = iter(pages)
     while True:
         try:
@@ -60,6 +85,9 @@ def _pages(pages: Any, settings: S3Settings, operation: str) -> Iterator[dict[st
         except StopIteration:
             return
         except Exception as exc:
+            why = unreachable(exc)
+            if why is not None:
+                raise ConfigError(f"{settings.where}: {why}") from None
             raise BackendError(f"{settings.where}: {operation} failed: {describe(exc)}") from exc
         yield page
 
@@ -69,9 +97,9 @@ def _pages(pages: Any, settings: S3Settings, operation: str) -> Iterator[dict[st
 
 @dataclass
 class KeyState:
-    """What one key holds: real versions (id → LastModified; ``None`` id when unversioned) and markers."""
+    """What one key holds: real versions (id → what is listed; ``None`` id when unversioned) and markers."""
 
-    versions: dict[str | None, datetime] = field(default_factory=dict)
+    versions: dict[str | None, Seen] = field(default_factory=dict)
     markers: list[str] = field(default_factory=list)
 
 
@@ -116,7 +144,7 @@ def inventory_current(client: Any, settings: S3Settings, keys: Sequence[str]) ->
             if key > last:
                 inv.upto = last
                 return inv
-            inv.keys.setdefault(key, KeyState()).versions[None] = utc(obj["LastModified"])
+            inv.keys.setdefault(key, KeyState()).versions[None] = _seen(obj)
             seen = key
         if not page.get("IsTruncated"):
             inv.upto = last
@@ -125,6 +153,25 @@ def inventory_current(client: Any, settings: S3Settings, keys: Sequence[str]) ->
             break
     inv.upto = seen  # every key up to the last one listed is known
     return inv
+
+
+def _seen(obj: dict[str, Any]) -> Seen:
+    """What a listing says of an object now; an unreadable date compares unequal to any stamp."""
+    try:
+        modified = utc(obj["LastModified"])
+    except (TypeError, ValueError, OverflowError, KeyError):
+        modified = datetime.min.replace(tzinfo=timezone.utc)
+    return Seen(obj.get("ETag"), obj.get("Size"), modified)
+
+
+def exact_current(client: Any, settings: S3Settings, key: str) -> KeyState:
+    """What exactly *key* holds now on an unversioned bucket (the key sorts first under itself)."""
+    state = KeyState()
+    page = client.list_objects_v2(Bucket=settings.bucket, Prefix=key, MaxKeys=1)
+    for obj in page.get("Contents", ()):
+        if obj["Key"] == key:
+            state.versions[None] = _seen(obj)
+    return state
 
 
 def exact_versions(client: Any, settings: S3Settings, key: str) -> KeyState:
@@ -136,7 +183,7 @@ def exact_versions(client: Any, settings: S3Settings, key: str) -> KeyState:
         beyond = False
         for version in page.get("Versions", ()):
             if version["Key"] == key:
-                state.versions[version["VersionId"]] = utc(version["LastModified"])
+                state.versions[version["VersionId"]] = _seen(version)
             else:
                 beyond = True
         for marker in page.get("DeleteMarkers", ()):
@@ -179,7 +226,7 @@ def inventory_versions(client: Any, settings: S3Settings, keys: Sequence[str]) -
             if key > last:
                 done = True
             elif key > anchor:
-                inv.keys.setdefault(key, KeyState()).versions[version["VersionId"]] = utc(version["LastModified"])
+                inv.keys.setdefault(key, KeyState()).versions[version["VersionId"]] = _seen(version)
         for marker in page.get("DeleteMarkers", ()):
             key = marker["Key"]
             if key > last:

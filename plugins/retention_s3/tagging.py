@@ -12,7 +12,7 @@ from dataclasses import replace
 from itertools import islice
 from typing import Any
 
-from retention_core import BackendError, Record
+from retention_core import BackendError, Problem, Record
 
 from .client import GONE_CODES, describe, error_code
 from .settings import S3Settings
@@ -20,9 +20,9 @@ from .settings import S3Settings
 TAG_KEYS = ("subject", "category")
 
 
-def with_tags(records: Iterator[Record], client: Any, settings: S3Settings,
-              executor: Executor) -> Iterator[Record]:
-    """*records* with ``subject``/``category`` taken from their tags, in the same order."""
+def with_tags(records: Iterator[Record | Problem], client: Any, settings: S3Settings,
+              executor: Executor) -> Iterator[Record | Problem]:
+    """*records* with ``subject``/``category`` taken from their tags, in the same order (problems pass)."""
     while True:
         page = list(islice(records, settings.page_size))
         if not page:
@@ -30,7 +30,9 @@ def with_tags(records: Iterator[Record], client: Any, settings: S3Settings,
         yield from executor.map(lambda r: _tagged(r, client, settings), page)
 
 
-def _tagged(record: Record, client: Any, settings: S3Settings) -> Record:
+def _tagged(record: Record | Problem, client: Any, settings: S3Settings) -> Record | Problem:
+    if isinstance(record, Problem):
+        return record
     extra = {"VersionId": record.version} if record.version else {}
     try:
         tags = client.get_object_tagging(Bucket=settings.bucket, Key=record.location, **extra)["TagSet"]

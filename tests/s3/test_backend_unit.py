@@ -12,6 +12,7 @@ from moto import mock_aws
 from retention_core import ConfigError, Options, Record, Source, Status
 from retention_core.registry import BackendRegistry
 from retention_s3.backend import S3Backend, chunk_by_key
+from retention_s3.guard import CANARY_FOLDER
 
 from .conftest import all_versions, make_bucket, native_client
 from .faults import deny_delete_policy, fail_keys_once
@@ -35,11 +36,21 @@ def put(s3: Any, bucket: str, key: str, body: bytes = b"x") -> str | None:
     return s3.put_object(Bucket=bucket, Key=key, Body=body).get("VersionId")
 
 
+def is_canary(params: dict[str, Any]) -> bool:
+    """A request of the conditional-delete probe (its canary key), not of the records."""
+    keys = [o["Key"] for o in params.get("Delete", {}).get("Objects", ())] or [params.get("Key", "")]
+    return all(CANARY_FOLDER in key for key in keys)
+
+
 def sent_deletes(backend: S3Backend) -> list[dict[str, Any]]:
-    """Every DeleteObjects request the backend makes, as botocore parameters."""
+    """Every DeleteObjects request the backend makes for records, as botocore parameters."""
     calls: list[dict[str, Any]] = []
-    backend.client.meta.events.register(
-        "before-parameter-build.s3.DeleteObjects", lambda params, **_: calls.append(params))
+
+    def record(params: dict[str, Any], **_: Any) -> None:
+        if not is_canary(params):
+            calls.append(params)
+
+    backend.client.meta.events.register("before-parameter-build.s3.DeleteObjects", record)
     return calls
 
 
@@ -74,7 +85,7 @@ def test_without_boto3_the_backend_is_unavailable_with_a_hint(monkeypatch: pytes
 
     monkeypatch.setattr(retention_s3, "boto3_available", lambda: False)
     registry = BackendRegistry()
-    retention_s3.retention_register_backends(registry._for_plugin("s3"))
+    retention_s3.retention_register_backends(registry.for_plugin("s3"))
     with pytest.raises(ConfigError, match=r"pip install 'retention\[s3\]'"):
         registry.get("s3")
 
@@ -332,14 +343,15 @@ def test_a_key_s3_does_not_mention_is_retried_then_failed(s3: Any) -> None:
     assert outcome.status is Status.FAILED and "reported nothing" in (outcome.error or "")
 
 
-def test_replaced_since_scan_is_left_alone(s3: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_record_without_stamp_is_compared_on_its_date(s3: Any) -> None:
+    """A record the backend did not scan (no stamp) is guarded by its created and size."""
     bucket = make_bucket(s3)
     put(s3, bucket, "k", b"old")
     with backend_for(bucket) as backend:
         [record] = backend.scan(SOURCE)
         earlier = Record(source="calls", location="k", created=record.created - timedelta(minutes=5))
         [outcome] = backend.delete([earlier])
-    assert outcome.status is Status.ALREADY_GONE
+    assert outcome.status is Status.CHANGED and "LastModified" in (outcome.error or "")
     assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"old"
 
 
