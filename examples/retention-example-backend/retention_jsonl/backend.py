@@ -7,12 +7,18 @@ same directory, which is fsynced and renamed over the original, then the directo
 fsynced — so a crash leaves the old file or the new one, never half of one. The rewrite
 holds an exclusive ``flock`` on the file; writers should append under the same lock and
 close the file between writes (rotated logs are the intended use).
+
+The guard: a record's ``stamp`` is the SHA-256 of its line's content as scanned (every field
+but ``locked``, which is storage's lock, not the record's data). Under the file lock, a line
+is deleted or anonymized only if its content is still exactly that (and its id appears
+once); a line re-created or modified since the scan is ``changed``.
 """
 
 from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -22,7 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from retention_core import Backend, Options, Outcome, Record, Source, Status
+from retention_core import Backend, Options, Outcome, Problem, Record, Source, Status
 
 log = logging.getLogger("retention.jsonl")
 
@@ -33,9 +39,10 @@ class JsonlBackend(Backend):
     """Options: ``root`` (directory), ``suffix`` (default ``.jsonl``), ``anonymize_keep``
     (fields an anonymized line keeps, default ``[id, created]``).
 
-    A line with ``"locked": true`` is one storage refuses to change: ``refused``. Lines
-    without an ``id`` or without a ``created`` that carries a UTC offset are reported in the
-    log and never listed, so never deleted.
+    A line with ``"locked": true`` is one storage refuses to change: ``refused``. A line
+    without an ``id``, without a ``created`` that carries a UTC offset, or whose id appears
+    again in its file, and a file or folder that cannot be read, is yielded as a
+    :class:`~retention_core.Problem`: never listed as a record, so never deleted, and reported.
     """
 
     name = "jsonl"
@@ -55,13 +62,22 @@ class JsonlBackend(Backend):
             raise options.error("root", f"expected an existing directory, found {str(self.root)!r}")
 
     # -- scan --------------------------------------------------------------------------------
-    def scan(self, source: Source) -> Iterator[Record]:
-        for rel in self._files():
-            yield from self._scan_file(rel, source.name)
+    def scan(self, source: Source) -> Iterator[Record | Problem]:  # type: ignore[override]
+        for rel in self._files(source.name):
+            if isinstance(rel, Problem):
+                yield rel
+            else:
+                yield from self._scan_file(rel, source.name)
 
-    def _files(self) -> Iterator[str]:
-        """Data files as ``/``-separated paths relative to root, sorted, no symlinks."""
-        for folder, dirs, files in os.walk(self.root):
+    def _files(self, source: str) -> Iterator[str | Problem]:
+        """Data files as ``/``-separated paths relative to root, sorted, no symlinks; a folder
+        that cannot be read is a Problem (``os.walk`` would skip it silently)."""
+        unreadable: list[OSError] = []
+        for folder, dirs, files in os.walk(self.root, onerror=unreadable.append):
+            while unreadable:
+                exc = unreadable.pop()
+                where = Path(exc.filename or folder).relative_to(self.root).as_posix()
+                yield Problem(source, where, f"cannot read the folder: {exc.strerror or exc}")
             dirs.sort()
             for name in sorted(files):
                 path = Path(folder, name)
@@ -69,35 +85,45 @@ class JsonlBackend(Backend):
                 if not name.endswith(self.suffix) or name.startswith(".") or path.is_symlink():
                     continue
                 if "#" in rel:
-                    log.warning("skipping %s: '#' separates file and id in locations", rel)
+                    yield Problem(source, rel, "'#' in a file name: it separates file and id in locations")
                     continue
                 yield rel
+        for exc in unreadable:
+            yield Problem(source, Path(exc.filename or self.root).relative_to(self.root).as_posix(),
+                          f"cannot read the folder: {exc.strerror or exc}")
 
-    def _scan_file(self, rel: str, source: str) -> Iterator[Record]:
+    def _scan_file(self, rel: str, source: str) -> Iterator[Record | Problem]:
         try:
             fd = os.open(self.root / rel, _OPEN_FLAGS)
         except FileNotFoundError:
             return  # removed since listing
+        except OSError as exc:
+            yield Problem(source, rel, f"cannot open the file: {exc.strerror or exc}")
+            return
         seen: set[str] = set()
         with os.fdopen(fd, "rb") as fh:
             for number, raw in enumerate(fh, 1):
                 line = _parse(raw)
                 if line is None:
                     if raw.strip():
-                        log.warning("%s:%d: not a JSON object with an id; skipped", rel, number)
+                        yield Problem(source, f"{rel}:{number}", "not a JSON object with an id")
                     continue
                 ident = _ident(line)
+                location = f"{rel}#{ident}"
+                subject = line.get("subject")
+                subject = subject if isinstance(subject, str) and subject else None
                 created = _created(line.get("created"))
                 if created is None:
-                    log.warning("%s:%d: 'created' must be an ISO time with a UTC offset; skipped", rel, number)
+                    yield Problem(source, location, f"line {number}: 'created' must be an ISO time with a UTC offset",
+                                  subject)
                     continue
                 if ident in seen:
-                    log.warning("%s:%d: id %r appears again; deleting it removes every copy", rel, number, ident)
+                    yield Problem(source, location, f"line {number}: the id appears again; neither copy is deleted",
+                                  subject)
                     continue
                 seen.add(ident)
-                subject = line.get("subject")
-                yield Record(source=source, location=f"{rel}#{ident}", created=created, size=len(raw),
-                             subject=subject if isinstance(subject, str) and subject else None)
+                yield Record(source=source, location=location, created=created, size=len(raw),
+                             subject=subject, stamp=_stamp(line))
 
     # -- delete / anonymize ---------------------------------------------------------------------
     def delete(self, records: Sequence[Record]) -> Iterator[Outcome]:
@@ -119,50 +145,58 @@ class JsonlBackend(Backend):
 
     def _change_file(self, rel: str, targets: dict[str, list[Record]], anonymize: bool) -> Iterator[Outcome]:
         path = self.root / rel
-        statuses: dict[str, Status] = {}
-        error: str | None = None
         try:
             fd = os.open(path, _OPEN_FLAGS)
         except FileNotFoundError:
-            fd = -1
+            yield from _all(targets, Status.ALREADY_GONE, None)
+            return
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 yield from _all(targets, Status.REFUSED, "the file is now a symlink; not followed")
             else:
                 yield from _all(targets, Status.FAILED, exc.strerror or str(exc))
             return
-        if fd >= 0:
-            with os.fdopen(fd, "rb") as fh:
-                fcntl.flock(fh, fcntl.LOCK_EX)  # released when the file is closed
-                kept: list[bytes] = []
-                for raw in fh:
-                    line = _parse(raw)
-                    ident = _ident(line) if line is not None else None
-                    if line is None or ident not in targets:
-                        kept.append(raw)
-                    elif line.get("locked") is True:
-                        statuses[ident] = Status.REFUSED
-                        kept.append(raw)
-                    elif anonymize:
-                        statuses[ident] = Status.ANONYMIZED
-                        kept.append(self._anonymized(line))
-                    else:
-                        statuses[ident] = Status.DELETED
-                changed = any(s in (Status.DELETED, Status.ANONYMIZED) for s in statuses.values())
-                if changed:
-                    try:
-                        _replace(path, kept)
-                    except OSError as exc:
-                        error = f"rewriting {rel} failed: {exc.strerror or exc}; the file is unchanged"
+        with os.fdopen(fd, "rb") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)  # released when the file is closed
+            lines = [(raw, _parse(raw)) for raw in fh]
+            outcomes = self._judge(lines, targets, anonymize)
+            acted = {o.record.location.partition("#")[2] for o in outcomes
+                     if o.status in (Status.DELETED, Status.ANONYMIZED)}
+            if acted:
+                kept = [raw if line is None or _ident(line) not in acted
+                        else self._anonymized(line) if anonymize else None
+                        for raw, line in lines]
+                try:
+                    _replace(path, [raw for raw in kept if raw is not None])
+                except OSError as exc:
+                    error = f"rewriting {rel} failed: {exc.strerror or exc}; the file is unchanged"
+                    outcomes = [Outcome(o.record, Status.FAILED, error)
+                                if o.status in (Status.DELETED, Status.ANONYMIZED) else o for o in outcomes]
+        yield from outcomes
+
+    def _judge(self, lines: list[tuple[bytes, dict[str, Any] | None]], targets: dict[str, list[Record]],
+               anonymize: bool) -> list[Outcome]:
+        """One outcome per target record, read under the lock: the guard and the lock flag."""
+        found: dict[str, list[tuple[bytes, dict[str, Any]]]] = {}
+        for raw, line in lines:
+            if line is not None and _ident(line) in targets:
+                found.setdefault(_ident(line), []).append((raw, line))
+        acting = Status.ANONYMIZED if anonymize else Status.DELETED
+        outcomes = []
         for ident, records in targets.items():
-            status = statuses.get(ident, Status.ALREADY_GONE)
+            copies = found.get(ident, [])
             for record in records:
-                if status is Status.REFUSED:
-                    yield Outcome(record, status, "line is marked locked")
-                elif error is not None and status in (Status.DELETED, Status.ANONYMIZED):
-                    yield Outcome(record, Status.FAILED, error)
+                if not copies:
+                    outcomes.append(Outcome(record, Status.ALREADY_GONE))
+                elif len(copies) > 1:
+                    outcomes.append(Outcome(record, Status.CHANGED, f"the id appears {len(copies)} times"))
+                elif record.stamp != _stamp(copies[0][1]):
+                    outcomes.append(Outcome(record, Status.CHANGED, "the line changed since the scan"))
+                elif copies[0][1].get("locked") is True:
+                    outcomes.append(Outcome(record, Status.REFUSED, "line is marked locked"))
                 else:
-                    yield Outcome(record, status)
+                    outcomes.append(Outcome(record, acting))
+        return outcomes
 
     def _anonymized(self, line: dict[str, Any]) -> bytes:
         kept = {k: line[k] for k in self.keep if k in line}
@@ -170,7 +204,7 @@ class JsonlBackend(Backend):
         return json.dumps(kept, ensure_ascii=False).encode("utf-8") + b"\n"
 
 
-def _all(targets: dict[str, list[Record]], status: Status, error: str) -> Iterator[Outcome]:
+def _all(targets: dict[str, list[Record]], status: Status, error: str | None) -> Iterator[Outcome]:
     for records in targets.values():
         for record in records:
             yield Outcome(record, status, error)
@@ -188,6 +222,13 @@ def _parse(raw: bytes) -> dict[str, Any] | None:
 
 def _ident(line: dict[str, Any]) -> str:
     return str(line["id"])
+
+
+def _stamp(line: dict[str, Any]) -> str:
+    """What the guard compares: a digest of the line's fields but ``locked`` (a lock placed
+    since the scan is storage refusing, reported ``refused``, not a change of the record)."""
+    content = {k: v for k, v in line.items() if k != "locked"}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
 def _created(value: Any) -> datetime | None:

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from retention_jsonl.backend import JsonlBackend
 
-from retention_core import Backend, Options
+from retention_core import Backend, Options, Problem, Record
 from retention_core.testing import BackendConformanceTests
 
 
@@ -56,10 +56,30 @@ class TestJsonlBackend(BackendConformanceTests):
         rel, _, ident = location.partition("#")
         return any(line["id"] == ident for line in self._lines(rel))
 
+    def _write(self, rel: str, lines: list[dict[str, Any]]) -> None:
+        (self.root / rel).write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+
+    def recreate(self, location: str, created: datetime) -> None:
+        # An application deleting the event and logging a new one with the same id: new text.
+        rel, _, ident = location.partition("#")
+        lines = [line for line in self._lines(rel) if line["id"] != ident]
+        self._write(rel, [*lines, {"id": ident, "created": created.isoformat(), "subject": "s1",
+                                   "text": "a new event"}])
+
+    def modify(self, location: str) -> None:
+        rel, _, ident = location.partition("#")
+        self._write(rel, [dict(line, text=line["text"] + "!") if line["id"] == ident else line
+                          for line in self._lines(rel)])
+
+    def seed_problem(self, location: str) -> None:
+        rel, _, ident = location.partition("#")
+        (self.root / rel).parent.mkdir(parents=True, exist_ok=True)
+        with (self.root / rel).open("a", encoding="utf-8") as fh:  # a naive time: never guessed
+            fh.write(json.dumps({"id": ident, "created": "2020-01-01T00:00:00", "subject": "s1"}) + "\n")
+
     def lock(self, location: str) -> None:
         rel, _, ident = location.partition("#")
-        lines = [dict(line, locked=True) if line["id"] == ident else line for line in self._lines(rel)]
-        (self.root / rel).write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+        self._write(rel, [dict(line, locked=True) if line["id"] == ident else line for line in self._lines(rel)])
 
     def fault(self, location: str) -> None:
         target = str(self.root / location.partition("#")[0])
@@ -83,20 +103,48 @@ class TestJsonlBackend(BackendConformanceTests):
         assert outcome.status == "anonymized"
         assert self._lines("a.jsonl") == [{"id": "r1", "created": "2020-01-01T00:00:00+00:00", "anonymized": True}]
 
-    def test_lines_without_an_aware_created_are_never_listed(self, backend: Backend, source: Any) -> None:
+    def test_lines_that_cannot_be_records_are_problems(self, backend: Backend, source: Any) -> None:
         (self.root / "a.jsonl").write_text(
-            '{"id": "naive", "created": "2020-01-01T00:00:00"}\n'
+            '{"id": "naive", "created": "2020-01-01T00:00:00", "subject": "acme"}\n'
             '{"id": "no-created"}\n'
             'not json\n'
-            '{"id": "ok", "created": "2020-01-01T00:00:00Z", "subject": "acme"}\n', encoding="utf-8")
-        records = list(backend.scan(source))
-        assert [(r.location, r.subject) for r in records] == [("a.jsonl#ok", "acme")]
+            '{"id": "ok", "created": "2020-01-01T00:00:00Z", "subject": "acme"}\n'
+            '{"id": "ok", "created": "2020-01-02T00:00:00Z", "subject": "acme"}\n', encoding="utf-8")
+        items = list(backend.scan(source))
+        assert [(r.location, r.subject) for r in items if isinstance(r, Record)] == [("a.jsonl#ok", "acme")]
+        problems = [(p.location, p.subject) for p in items if isinstance(p, Problem)]
+        assert problems == [("a.jsonl#naive", "acme"), ("a.jsonl#no-created", None), ("a.jsonl:3", None),
+                            ("a.jsonl#ok", "acme")]
+
+    def test_a_duplicated_id_is_never_deleted(self, backend: Backend, source: Any) -> None:
+        self.seed("a.jsonl#r1", datetime.fromisoformat("2020-01-01T00:00:00+00:00"))
+        [record] = backend.scan(source)
+        self.seed("a.jsonl#r1", datetime.fromisoformat("2020-01-02T00:00:00+00:00"))  # a second copy since
+        [outcome] = backend.delete([record])
+        assert outcome.status == "changed"
+        assert len(self._lines("a.jsonl")) == 2
+
+    def test_an_unreadable_folder_is_a_problem(self, backend: Backend, source: Any) -> None:
+        self.seed("ok.jsonl#r1", datetime.fromisoformat("2020-01-01T00:00:00+00:00"))
+        (self.root / "locked").mkdir()
+        real_scandir = os.scandir
+
+        def scandir(path: Any) -> Any:
+            if os.fspath(path).endswith("locked"):
+                raise PermissionError(errno.EACCES, "Permission denied", os.fspath(path))
+            return real_scandir(path)
+
+        self.monkeypatch.setattr(os, "scandir", scandir)
+        items = list(backend.scan(source))
+        assert [r.location for r in items if isinstance(r, Record)] == ["ok.jsonl#r1"]
+        assert [(p.location, p.reason) for p in items if isinstance(p, Problem)] == [
+            ("locked", "cannot read the folder: Permission denied")]
 
     def test_delete_keeps_unparseable_lines_and_file_mode(self, backend: Backend, source: Any) -> None:
         path = self.root / "a.jsonl"
         path.write_text('garbage line\n{"id": "x", "created": "2020-01-01T00:00:00Z"}\n', encoding="utf-8")
         path.chmod(0o640)
-        [record] = backend.scan(source)
+        [record] = [r for r in backend.scan(source) if isinstance(r, Record)]
         assert [o.status for o in backend.delete([record])] == ["deleted"]
         assert path.read_text(encoding="utf-8") == "garbage line\n"
         assert path.stat().st_mode & 0o777 == 0o640
