@@ -253,6 +253,20 @@ class AuditTrail:
         finally:
             os.close(fd)
 
+    def check(self) -> None:
+        """Raise now what :meth:`append` would (a keyed trail without its key, a last line that
+        is not an entry), so that a command fails before it changes anything."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise _unwritable(self.path, exc) from None
+        try:
+            self._check_key(_read_tail(fd, self.path)[0])
+        finally:
+            os.close(fd)
+
     def _open(self) -> int:
         """The trail's descriptor for appending; a path that cannot be one is a ConfigError."""
         try:
@@ -285,11 +299,13 @@ class AuditTrail:
 
 def trail_for(path: Path, state: HeadStore | None = None, *, key_file: Path | None = None) -> AuditTrail:
     """The trail a command appends to: keyed when a key is set (:func:`load_key`), recording
-    its head in *state* after every append. The path is checked now, so that a directory or
-    an unwritable place fails before the command changes anything."""
+    its head in *state* after every append. The path and the key are checked now, so that a
+    directory, an unwritable place or a missing key fails before the command changes anything."""
     check_writable(path)
     on_append = None if state is None else (lambda head: state.record_audit_head(head.seq, head.hash))
-    return AuditTrail(path, key=load_key(key_file), on_append=on_append)
+    trail = AuditTrail(path, key=load_key(key_file), on_append=on_append)
+    trail.check()
+    return trail
 
 
 def check_writable(path: Path) -> None:

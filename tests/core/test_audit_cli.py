@@ -156,6 +156,7 @@ def test_a_trail_keyed_later_verifies_and_says_which_lines_are_keyed(demo: Path,
     monkeypatch.delenv(KEY_FILE_ENV)
     refused = place(demo, "LH-3")  # a keyed trail is not extended without its key
     assert refused.exit_code == 2 and "is keyed" in refused.output and "RETENTION_AUDIT_KEY_FILE" in refused.output
+    assert "LH-3" not in invoke("holds", "list", "-c", demo).output  # refused before the hold was stored
 
 
 def test_an_audit_path_that_is_a_directory_is_one_line_exit_2(demo: Path) -> None:

@@ -208,6 +208,8 @@ def test_a_keyed_trail_is_not_extended_without_its_key_or_with_another(tmp_path:
         AuditTrail(path).append([{"event": "hold-placed"}])
     with pytest.raises(AuditError, match="not with the given key"):
         AuditTrail(path, key=TrailKey(b"x" * 32)).append([{"event": "hold-placed"}])
+    with pytest.raises(AuditError, match="is keyed .* no key is set"):
+        trail_for(path)  # before the command changes anything
     assert verify(path, key=KEY).ok and verify(path, key=KEY).lines == 1
     result = verify(path, key=TrailKey(b"x" * 32))
     assert not result.ok and "not with the given key" in result.problem
