@@ -115,6 +115,9 @@ def _subject(row: dict[str | None, str | Any], fieldnames: list[str], where: str
     sid = (row.get("subject_id") or "").strip()
     if not sid:
         raise ConfigError("subject_id is empty", file=str(path), key=where)
+    for column in ("subject_id", "controller"):  # echoed in listings and summaries: no forged lines
+        if not (row.get(column) or "").isprintable():
+            raise ConfigError(f"{column}: expected printable text, found {row[column]!r}", file=str(path), key=where)
     ended_raw = (row.get("service_ended_at") or "").strip()
     try:
         ended = parse_instant(ended_raw) if ended_raw else None

@@ -270,7 +270,8 @@ HEADER = "subject_id,controller,service_ended_at,minor\n"
     (HEADER + 'alice,"ctl"-a,,false\n', 2, "expected after '\"'"),
     ("subject_id,controller,controller,minor\nalice,a,b,false\n", 1, "column 'controller' appears twice"),
     (HEADER + "alice,ctl-a,,false\nbob,ctl-b,,false,surplus\n", 3, "expected 4 fields as in the header, found 5"),
-], ids=["unclosed-quote", "stray-quote", "duplicate-header", "extra-field"])
+    (HEADER + 'alice,ctl-a,,false\n"bob\nretention: error: x",ctl-b,,false\n', 3, "subject_id: expected printable"),
+], ids=["unclosed-quote", "stray-quote", "duplicate-header", "extra-field", "newline-in-id"])
 def test_malformed_subjects_csv_names_file_and_line(make_policy, tmp_path, text, line, says):
     policy = make_policy(subjects_csv=text)
     one_error_line(invoke("validate", "-c", str(policy)), f"{tmp_path / 'subjects.csv'}: line {line}:", says)
