@@ -123,7 +123,7 @@ class FilesystemBackend(Backend):
         return _Dirs(root, self._dev, _mounts_below(root))
 
     # -- scan ------------------------------------------------------------------------------------
-    def scan(self, source: Source) -> Iterator[Record]:
+    def scan(self, source: Source) -> Iterator[Record | Problem]:  # type: ignore[override]
         """Yield every regular file below root, and a Problem for whatever cannot be listed.
 
         The walk is depth-first with an explicit stack, so depth costs memory, not recursion.
@@ -135,7 +135,7 @@ class FilesystemBackend(Backend):
         category = source.category if source.match is None else None
         try:
             try:
-                entries = _entries(os.scandir(dirs.root))
+                listing = _read(os.scandir(dirs.root))
             except OSError as exc:
                 raise BackendError(f"cannot list root {str(self.root)!r}: {exc.strerror or exc}") from None
             # Each listed directory with subdirectories: its path as names and as a prefix
@@ -144,7 +144,7 @@ class FilesystemBackend(Backend):
             parts: list[str] = []
             prefix = ""
             while True:
-                subdirs = yield from self._listing(entries, prefix, dirs, source.name, category)
+                subdirs = yield from self._listing(listing, prefix, dirs, source.name, category)
                 if subdirs:
                     stack.append((parts, prefix, iter(subdirs)))
                 while stack:
@@ -156,60 +156,59 @@ class FilesystemBackend(Backend):
                     stack.pop()
                 else:
                     return
-                entries = yield from self._open_listing(parts, prefix, dirs, source.name)
+                listing = yield from self._open_listing(parts, prefix, dirs, source.name)
         finally:
             dirs.close()
 
     def _open_listing(self, parts: list[str], prefix: str, dirs: _Dirs,
-                      source: str) -> Generator[Problem, None, Iterator]:
-        """Start listing the directory at *parts*; a Problem and no entries if it cannot be."""
+                      source: str) -> Generator[Problem, None, _Listing]:
+        """Read the directory at *parts*; a Problem and no entries if it cannot be."""
         where = prefix[:-1]
         try:
-            return _entries(os.scandir(dirs.fd(parts)))
+            return _read(os.scandir(dirs.fd(parts)))
         except FileNotFoundError:
             pass  # removed since its parent was listed: nothing left to see
         except (Refused, Replaced) as exc:
             yield Problem(source, where, f"directory not listed: {exc}")
         except OSError as exc:
             yield Problem(source, where, f"directory not listed: {exc.strerror or exc}")
-        return iter(())
+        return [], None
 
-    def _listing(self, entries: Iterator, prefix: str, dirs: _Dirs, source: str,
+    def _listing(self, listing: _Listing, prefix: str, dirs: _Dirs, source: str,
                  category: str | None) -> Generator[Record | Problem, None, list[str]]:
         """Yield the directory's files (or their Problems); return its subdirectories to walk.
 
         One ``lstat`` per entry: the listing gives no mtime. Names are bound locally because
         this loop runs once per file.
         """
+        entries, error = listing
         subdirs: list[str] = []
         make, from_ts, utc, is_reg, is_dir = Record, datetime.fromtimestamp, timezone.utc, stat.S_ISREG, stat.S_ISDIR
         dev, mounts = dirs.dev, dirs.mounts
-        try:
-            for entry in entries:
-                location = prefix + entry.name
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                    if is_reg(st.st_mode):
-                        created = from_ts(st.st_mtime, utc)
-                        yield make(source, location, created, st.st_size, None, None, category,
-                                   f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}")
-                    elif is_dir(st.st_mode):
-                        if st.st_dev != dev:
-                            yield Problem(source, location, "mount boundary: not listed (another filesystem)")
-                        elif location in mounts:
-                            yield Problem(source, location, "mount boundary: not listed (a mount point)")
-                        else:
-                            subdirs.append(entry.name)
-                except FileNotFoundError:
-                    continue  # vanished since listing
-                except OSError as exc:
-                    yield Problem(source, location, f"cannot stat: {exc.strerror or exc}")
-                except (OverflowError, ValueError):
-                    yield Problem(source, location, f"modification time {st.st_mtime_ns} ns from 1970 is outside "
-                                                    "the dates this tool can hold (years 1 to 9999); not listed")
-        except OSError as exc:
-            yield Problem(source, prefix.rstrip("/") or ".",
-                          f"directory listed only in part: {exc.strerror or exc}")
+        for entry in entries:
+            location = prefix + entry.name
+            try:
+                st = entry.stat(follow_symlinks=False)
+                if is_reg(st.st_mode):
+                    created = from_ts(st.st_mtime, utc)
+                    yield make(source, location, created, st.st_size, None, None, category,
+                               f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}")
+                elif is_dir(st.st_mode):
+                    if st.st_dev != dev:
+                        yield Problem(source, location, "mount boundary: not listed (another filesystem)")
+                    elif location in mounts:
+                        yield Problem(source, location, "mount boundary: not listed (a mount point)")
+                    else:
+                        subdirs.append(entry.name)
+            except FileNotFoundError:
+                continue  # vanished since listing
+            except OSError as exc:
+                yield Problem(source, location, f"cannot stat: {exc.strerror or exc}")
+            except (OverflowError, ValueError):
+                yield Problem(source, location, f"modification time {st.st_mtime_ns} ns from 1970 is outside "
+                                                "the dates this tool can hold (years 1 to 9999); not listed")
+        if error is not None:
+            yield Problem(source, prefix[:-1] or ".", f"directory listed only in part: {error.strerror or error}")
         return subdirs
 
     # -- delete ------------------------------------------------------------------------------------
@@ -376,22 +375,23 @@ class _Dirs:
         return fd, (st.st_dev, st.st_ino)
 
 
-def _entries(listing: os._ScandirIterator) -> Iterator[os.DirEntry[str]]:
-    """A directory's entries, read in full before any is used, then the listing closed.
+#: A directory's entries, and the error that stopped reading it part-way (if any).
+_Listing = tuple[list[os.DirEntry[str]], OSError | None]
 
-    Reading first keeps one directory stream open at a time however deep the walk; an error
-    part-way is raised when the entries read before it are used up.
+
+def _read(listing: os._ScandirIterator[str]) -> _Listing:
+    """Read a directory in full, then close it, before any entry is stat'ed or yielded.
+
+    So one directory stream is open at a time however deep the walk, and none stays open
+    while the core works on a record. Entries read before an error are kept.
     """
     read: list[os.DirEntry[str]] = []
-    error: OSError | None = None
     with listing:
         try:
             read.extend(listing)
         except OSError as exc:
-            error = exc
-    yield from read
-    if error is not None:
-        raise error
+            return read, exc
+    return read, None
 
 
 def _mounts_below(root: int) -> frozenset[str]:
