@@ -26,9 +26,10 @@ from .audit import AuditTrail, Head, VerifyResult, load_key, trail_for, verify
 from .durations import parse_duration
 from .engine import decide
 from .errors import ConfigError, PluginError, RetentionError
-from .files import atomic_write
-from .metrics import write_metrics
 from .fence import DEFAULT_WAIT, deleted_in_scope, wait_for_batches
+from .files import atomic_write
+from .host import CONFIG_ENV, config_option, open_runtime, share_plugins
+from .metrics import write_metrics
 from .model import Hold, HoldScope
 from .plugins import Plugins, load_plugins
 from .policy import HOLD_KINDS, check_actions, check_hold_id
@@ -36,10 +37,9 @@ from .report import RunReport, check_writable, one_line, text_summary
 from .runtime import Runtime
 from .scheduler import RunOptions, run
 from .state import actor
-from .text import printable
 from .subjects import parse_given_date, parse_instant
+from .text import printable
 
-CONFIG_ENV = "RETENTION_CONFIG"
 LOG_FORMAT_ENV = "RETENTION_LOG_FORMAT"
 
 #: Allocations of container objects (net) between young-generation collections. A run holds each
@@ -143,15 +143,6 @@ def plugins() -> Plugins:
     return cli._load()  # type: ignore[attr-defined]
 
 
-def open_runtime(config: str) -> Runtime:
-    return Runtime.open(config, plugins())
-
-
-config_option = click.option(
-    "-c", "--config", "config", envvar=CONFIG_ENV, required=True, metavar="FILE",
-    type=click.Path(dir_okay=False), help=f"Policy YAML file (or ${CONFIG_ENV}).")
-
-
 def _parse_date(value: str | None, name: str) -> datetime | None:
     if value is None:
         return None
@@ -186,6 +177,7 @@ def cli(verbose: int, log_format: str) -> None:
     # Set for every command, since the command line owns its process; the library leaves the
     # collector alone (see GC_YOUNG_THRESHOLD).
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+    share_plugins(plugins())  # what open_runtime, here and in plugins' commands, opens with
 
 
 # -- validate -----------------------------------------------------------------------------------

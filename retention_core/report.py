@@ -182,13 +182,14 @@ def write_json(report: RunReport, path: Path) -> None:
         "sources": {name: {"scanned": s.scanned, "decisions": s.decisions, "outcomes": s.outcomes,
                            "warnings": s.warnings, "problems": s.problems,
                            "problem_samples": s.problem_samples} for name, s in report.sources.items()},
-        "limit_tripped": report.limit_tripped, "status": report.status, "warnings": report.warnings,
+        "limit_tripped": report.limit_tripped, "status": report.status,
     }
     counts = tally(report)
     # Keys added after 0.1 go after the original ones; the original keys never change.
     head["holds"] = holds_json(report, report.protected())
     head["categories"] = counts.by_category
     head["bytes"] = counts.bytes_by_action
+    head["warnings"] = report.warnings
     with atomic_write(path) as fh:
         fh.write(json.dumps(head, indent=1)[:-2] + ',\n "items": [')
         for n, item in enumerate(report.items()):

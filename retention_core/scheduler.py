@@ -22,8 +22,8 @@ from .audit import INTENT_FIELDS, OUTCOME_FIELDS, AuditTrail, batch_entry, trail
 from .audit import records as trail_records
 from .backend import Backend, Cutoffs, PushdownPlan, Survey
 from .engine import Decider, cutoffs, plain_cutoff, protected_by
-from .fence import in_flight
 from .errors import ClockError, ConfigError, LockedError, RetentionError
+from .fence import in_flight
 from .model import Action, Context, Decision, Outcome, Record, RecordKey, Source, Status
 from .report import RunReport, SourceStats
 from .runtime import Runtime

@@ -76,7 +76,8 @@ class Spool:
         self._rows.append((
             record.source, printable(location) if location_hex else location, location_hex, record.version,
             (record.created - _EPOCH) // _US, record.size,
-            printable(subject) if subject_hex else subject, subject_hex, record.category, record.stamp,
+            printable(subject) if subject is not None and subject_hex else subject, subject_hex,
+            record.category, record.stamp,
             decision.action, decision.reason,
             json.dumps(list(holds)) if holds else "[]", (decision.due - _EPOCH) // _US if decision.due else None))
         if len(self._rows) >= _BUFFERED:
@@ -174,7 +175,8 @@ class Spool:
             "SELECT COUNT(*) FROM items WHERE subject = ? AND subject_hex IS ? AND action IN ('delete','anonymize')"
             " AND (outcome IS NULL OR outcome IN ('failed', 'changed'))", _key_text(subject)).fetchone()[0]
         held = self._db.execute(
-            "SELECT COUNT(*) FROM items WHERE subject = ? AND subject_hex IS ? AND (action = 'hold' OR outcome = 'refused')",
+            "SELECT COUNT(*) FROM items WHERE subject = ? AND subject_hex IS ?"
+            " AND (action = 'hold' OR outcome = 'refused')",
             _key_text(subject)).fetchone()[0]
         return int(owed), int(held)
 
