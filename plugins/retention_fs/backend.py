@@ -45,9 +45,10 @@ class Replaced(Exception):
 class Stamp(NamedTuple):
     """What the scan saw of a file: enough to tell it from any file that took its place.
 
-    The inode alone is not enough (a freed inode number is reused at once on ext4), nor is
-    the mtime (``touch -r``, ``cp -p`` and ``rsync -t`` copy it): a replacement gets a new
-    ctime, which no unprivileged call can set, and a write in place changes it too.
+    The inode alone is not enough (ext4 often gives a freed inode number to the next file),
+    nor is the mtime (``touch -r``, ``cp -p`` and ``rsync -t`` copy it): a replacement gets
+    a new ctime, which no unprivileged call can set, and a write in place changes it too.
+    ``scan`` writes the same five numbers, ``:``-separated, into ``Record.stamp``.
     """
 
     device: int
@@ -67,9 +68,6 @@ class Stamp(NamedTuple):
             return cls(*map(int, text.split(":"))) if text else None
         except (TypeError, ValueError):
             return None
-
-    def __str__(self) -> str:
-        return ":".join(map(str, self))
 
     def differences(self, now: Stamp) -> list[str]:
         """Each field that differs, as ``name seen → now``."""
@@ -225,7 +223,7 @@ class FilesystemBackend(Backend):
         parts = record.location.split("/")
         if "" in parts or "." in parts or ".." in parts:
             return Outcome(record, Status.REFUSED, f"unsafe path {record.location!r}")
-        name = parts[-1]
+        name, seen = parts[-1], Stamp.parse(record.stamp)
         try:
             dir_fd = dirs.fd(parts[:-1])
             fd = os.open(name, _ENTRY_FLAGS, dir_fd=dir_fd)
@@ -240,30 +238,29 @@ class FilesystemBackend(Backend):
                 return Outcome(record, Status.REFUSED, "a symlink took its place; not followed")
             return Outcome(record, Status.FAILED, f"{exc.strerror or exc}")
         try:
-            return self._unlink_if_seen(record, name, dir_fd, fd)
+            return self._unlink_if_seen(record, seen, name, dir_fd, fd)
         finally:
             os.close(fd)
 
-    def _unlink_if_seen(self, record: Record, name: str, dir_fd: int, fd: int) -> Outcome:
+    def _unlink_if_seen(self, record: Record, seen: Stamp | None, name: str, dir_fd: int, fd: int) -> Outcome:
         """Compare the open file with the stamp, then unlink it with nothing in between.
 
         Linux has no call that unlinks a name only if it still refers to a given inode, so
-        the two system calls ``fstat`` and ``unlinkat`` are the shortest window there is; see
-        docs/fs.md for what can still happen inside it.
+        the two system calls ``fstat`` and ``unlinkat`` are the shortest window there is: all
+        else (the walk, parsing the stamp) is done before. docs/fs.md says what can still
+        happen inside it.
         """
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
-                return Outcome(record, Status.REFUSED, "no longer a regular file (a symlink or directory "
-                                                       "took its place); not followed")
-            seen = Stamp.parse(record.stamp)
+                return Outcome(record, Status.REFUSED, "no longer a regular file (a symlink, directory or "
+                                                       "special file took its place); not followed")
             if seen is None:
                 return Outcome(record, Status.CHANGED, "the scan's stamp is missing or unreadable, so nothing "
                                                        "proves this is the file it saw; not deleted")
-            now = Stamp.of(st)
-            if now != seen:
+            if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns) != seen:
                 return Outcome(record, Status.CHANGED, "changed since the scan ("
-                                                       + ", ".join(seen.differences(now)) + "); not deleted")
+                                                       + ", ".join(seen.differences(Stamp.of(st))) + "); not deleted")
             os.unlink(name, dir_fd=dir_fd)
             return Outcome(record, Status.DELETED)
         except FileNotFoundError:
