@@ -24,8 +24,6 @@ from .declarations import UNREVIEWED, parse_declarations
 from .jsliteral import SKIPPED, JsRegex, JsSyntaxError, find_object
 from .knowledge import read_ocd_rows
 
-IMPORTERS = ("klaro", "cookieconsent", "ocd")
-
 
 def import_file(kind: str, path: str | Path, *, domains: Sequence[str] = ()) -> str:
     """The declarations YAML drafted from *path*; validated before it is returned."""
@@ -200,6 +198,8 @@ def _read_config(path: Path, kind: str) -> dict[str, Any]:
         raise ConfigError(f"cannot read: {exc.strerror or exc}", file=str(path)) from None
     try:
         data = json.loads(text)
+    except RecursionError:  # json's decoder recurses per level: thousands of [[[[ exhaust the stack
+        raise ConfigError(f"not a {kind} config: nested too deeply to read", file=str(path)) from None
     except json.JSONDecodeError:
         anchors = ((r"klaroConfig\s*=", r"export\s+default\s*")
                    if kind == "klaro" else (r"\.run\(\s*", r"Config\s*=", r"export\s+default\s*"))
@@ -208,6 +208,8 @@ def _read_config(path: Path, kind: str) -> dict[str, Any]:
         except JsSyntaxError as exc:
             raise ConfigError(f"not a {kind} config (JSON, or JS with an object literal): {exc}",
                               file=str(path)) from None
+        except RecursionError:
+            raise ConfigError(f"not a {kind} config: nested too deeply to read", file=str(path)) from None
     if not isinstance(data, dict):
         raise ConfigError(f"expected the {kind} config object, found {type(data).__name__}", file=str(path))
     if kind == "klaro" and "klaroConfig" in data and isinstance(data["klaroConfig"], dict):

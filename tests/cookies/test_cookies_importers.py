@@ -118,3 +118,14 @@ def test_open_cookie_database(tmp_path: Path) -> None:
     assert service.category == "analytics" and ga.lifetime is not None
     assert any(s.category == "marketing" for s in decls.services)
     assert len(found) > 1000
+
+
+@pytest.mark.parametrize("text", ['{"services": ' + "[" * 5000 + "]" * 5000 + "}",
+                                  "var klaroConfig = {services: " + "[" * 5000 + "]" * 5000 + "};"])
+def test_importing_a_config_nested_5000_deep_is_a_one_line_error(tmp_path: Path, text: str) -> None:
+    """Issue 15 #13: `retention cookies import` ran into RecursionError: an internal error, exit 1."""
+    deep = tmp_path / "deep.js"
+    deep.write_text(text)
+    with pytest.raises(ConfigError, match="nested too deeply") as info:
+        import_file("klaro", deep)
+    assert "\n" not in str(info.value)
