@@ -567,11 +567,12 @@ def audit_verify(path: str | None, config: str | None, key_file: str | None) -> 
         click.echo(f"{target}: line {result.line}: {result.problem}", err=True)
         sys.exit(1)
     click.echo(f"{target}: ok — {result.lines} lines, head seq {result.head.seq} {result.head.hash[:16]}…")
-    for line in _verify_notes(result, checked_head=config is not None and expect is not None):
+    head = "not-given" if not config else "checked" if expect is not None else "none-recorded"
+    for line in _verify_notes(result, head=head):
         click.echo(f"  {line}")
 
 
-def _verify_notes(result: VerifyResult, *, checked_head: bool) -> Iterator[str]:
+def _verify_notes(result: VerifyResult, *, head: str) -> Iterator[str]:
     """What an intact verdict covered and what it could not (docs/user-guide.md, "Audit trail")."""
     if result.keyed_from is None:
         yield "HMAC: no line is keyed (a trail rewritten and rehashed whole would also verify)"
@@ -582,8 +583,10 @@ def _verify_notes(result: VerifyResult, *, checked_head: bool) -> Iterator[str]:
         if result.keyed_from > 1:
             yield f"lines 1–{result.keyed_from - 1} were written before the key; line {result.keyed_from}'s HMAC " \
                   "covers their hash chain"
-    yield ("head: matches the one the state store recorded after the last append" if checked_head else
-           "head: not checked against the state store (give -c policy.yaml): lines cut from the end go unnoticed")
+    yield {"checked": "head: matches the one the state store recorded after the last append",
+           "none-recorded": "head: the state store has none recorded yet: lines cut from the end go unnoticed",
+           "not-given": "head: not checked against the state store (give -c policy.yaml): lines cut from the end "
+                        "go unnoticed"}[head]
     for r in result.repairs:
         yield (f"repaired: line {r.line} ({r.time}) journals {r.cut_bytes} bytes of a torn last line cut off, "
                f"SHA-256 {r.cut_sha256}")
