@@ -1,4 +1,4 @@
-"""``decide()`` alone, timed inside one process: ``python -m bench.engine_probe N``.
+"""``Decider.decide()`` alone, as a run calls it per record, timed in one process: ``python -m bench.engine_probe N``.
 
 Records are built before the clock starts (100,000 distinct ones, decided in turn until N
 decisions are made), so the time is the engine's and nothing else's. A realistic mix: two
@@ -13,7 +13,7 @@ import time
 from datetime import datetime, timedelta, timezone
 
 from retention_core.durations import parse_duration
-from retention_core.engine import decide
+from retention_core.engine import Decider
 from retention_core.model import Action, Category, Context, ErasureRequest, Hold, HoldScope, Record, Subject
 
 NOW = datetime(2026, 6, 1, tzinfo=timezone.utc)
@@ -45,12 +45,13 @@ def records() -> list[Record]:
 def main(argv: list[str]) -> int:
     n = int(argv[0])
     ctx, recs = context(), records()
+    decide = Decider(ctx).decide  # one per run's context, as the scheduler does
     tally: dict[str, int] = {}
     done = 0
     start, cpu = time.perf_counter(), time.process_time()
     while done < n:
         for record in recs[: n - done]:
-            action = decide(record, ctx).action
+            action = decide(record).action
             tally[action] = tally.get(action, 0) + 1
         done += min(len(recs), n - done)
     took, cpu = time.perf_counter() - start, time.process_time() - cpu

@@ -9,12 +9,24 @@ the subject's erasure request and minor flag, and when the record becomes due.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from .engine import covering_holds, decide, rule_due
+from .engine import (
+    EXPIRED,
+    NEVER_DUE,
+    NOT_STARTED,
+    UNKNOWN_CATEGORY,
+    UNKNOWN_SUBJECT,
+    Rule,
+    Trace,
+    covering_holds,
+    trace,
+)
+from .engine import Step as EngineStep
 from .model import Context, Decision, Hold, Record, Source
+from .runtime import classify
 from .text import printable
 
 PRECEDENCE = "hold > erasure request / minor > rule expiry > keep"
@@ -71,132 +83,107 @@ def explain(raw: Record, source: Source, ctx: Context, holds: Iterable[Hold] | N
     context's holds are checked.
     """
     steps: list[Step] = []
-    record, matched = _classify(raw, source, steps)
-    if not matched:
-        return Explanation(record, source, False, None, "not part of the source", "never (not enforced)",
+    classified = list(classify(iter((raw,)), source))
+    if not classified:
+        steps.append(Step("match", "does not match", f"'{_pattern(source)}': the record is outside "
+                                                      f"source {source.name!r} and is never touched"))
+        return Explanation(raw, source, False, None, "not part of the source", "never (not enforced)",
                            tuple(steps), ())
-    decision = decide(record, ctx)
-    category = ctx.categories.get(record.category) if record.category is not None else None
-    if category is None:
-        steps.append(Step("category", f"unknown category {record.category!r}",
-                          f"known categories: {', '.join(ctx.categories) or 'none'}; unknown is never deleted"))
-        return _done(record, source, decision, "unknown category: skip", "never (skipped until classified)",
-                     steps, ())
-    steps.append(Step("rule", f"keep {category.retain} after {_clock(category.after)}, then {category.action.value}"))
-
-    subject = ctx.subjects.get(record.subject) if record.subject is not None else None
-    steps.append(_subject_step(record, subject))
-    due_by_rule = rule_due(record, category, ctx)
-    steps.append(_clock_step(record, category.after, subject, due_by_rule, ctx.now))
-    if category.after == "service_end" and subject is None:
-        return _done(record, source, decision, "unknown subject: skip", "never (skipped until the subject is known)",
-                     steps, ())
-
+    record = classified[0]
+    steps.extend(_classification(raw, record, source))
+    traced = trace(record, ctx)
     checks = tuple(_check_hold(h, record) for h in (ctx.holds if holds is None else holds))
-    applying = [c.hold.id for c in checks if c.applies]
-    steps.append(Step("holds", f"{len(applying)} of {len(checks)} apply" if checks else "no holds defined",
-                      ", ".join(applying)))
-    request = ctx.requests.get(subject.id) if subject is not None else None
-    steps.append(_request_step(request, subject, ctx.now))
-    steps.append(Step("minor", "flagged as a child under 16" if subject is not None and subject.minor
-                      else "not flagged" if subject is not None else "no subject"))
-
-    held = covering_holds(record, ctx.holds)
-    if held:
-        rule = f"; by its rule it is due {_date(due_by_rule)}" if due_by_rule else ""
-        return _done(record, source, decision, "hold", f"when {', '.join(held)} "
-                     f"{'is' if len(held) == 1 else 'are all'} released{rule}", steps, checks)
-    if request is not None:
-        return _done(record, source, decision, "erasure request", f"now (request received {_date(request.received_at)},"
-                     f" answer due {_date(request.due_at)})", steps, checks)
-    if subject is not None and subject.minor:
-        return _done(record, source, decision, "minor", "now", steps, checks)
-    if due_by_rule is None:
-        return _done(record, source, decision, "keep: clock not started",
-                     f"{category.retain} after the service ends (it has not ended)", steps, checks)
-    if due_by_rule <= ctx.now:
-        return _done(record, source, decision, "rule expiry", f"now (since {_date(due_by_rule)})", steps, checks)
-    return _done(record, source, decision, "keep: not yet due", _date(due_by_rule), steps, checks)
-
-
-def _done(record: Record, source: Source, decision: Decision, by: str, due: str, steps: list[Step],
-          checks: tuple[HoldCheck, ...]) -> Explanation:
-    steps.append(Step("decided by", by, f"precedence: {PRECEDENCE}"))
+    for step in traced.steps:
+        steps.append(_render(step, checks))
+    deciding = traced.deciding
+    decision = traced.decision
+    steps.append(Step("decided by", deciding.verdict, f"precedence: {PRECEDENCE}"))
     steps.append(Step("decision", decision.action.value.upper(), decision.reason))
+    due = _becomes_due(traced, record, ctx)
     steps.append(Step("becomes due", due))
-    return Explanation(record, source, True, decision, by, due, tuple(steps), checks)
+    shown = checks if deciding.rule not in (Rule.CATEGORY, Rule.SUBJECT) else ()
+    return Explanation(record, source, True, decision, deciding.verdict, due, tuple(steps), shown)
 
 
-def _classify(raw: Record, source: Source, steps: list[Step]) -> tuple[Record, bool]:
-    """Mirror of the runtime's classification, narrating where subject and category came from."""
-    subject, category = raw.subject, raw.category
-    subject_from = "set by the backend" if subject is not None else None
-    category_from = "set by the backend" if category is not None else None
-    if source.match is not None:
+def _classification(raw: Record, record: Record, source: Source) -> Iterator[Step]:
+    """Where the classified *record*'s subject and category came from (``runtime.classify`` set them)."""
+    groups: dict[str, str] = {}
+    if source.match is None:
+        yield Step("match", "no match pattern", "every record of the source belongs to it")
+    else:
         found = source.match.fullmatch(raw.location)
-        if found is None:
-            steps.append(Step("match", "does not match", f"'{source.match.pattern}': the record is outside "
-                                                          f"source {source.name!r} and is never touched"))
-            return raw, False
-        groups = {k: v for k, v in found.groupdict().items() if v is not None}
-        steps.append(Step("match", "matched", f"'{source.match.pattern}'"
-                          + (": " + ", ".join(f"{k} = {v}" for k, v in groups.items()) if groups else "")))
-        if subject is None and "subject" in groups:
-            subject, subject_from = groups["subject"], "from the (?P<subject>…) group of match"
-        if category is None and "category" in groups:
-            category, category_from = groups["category"], "from the (?P<category>…) group of match"
+        groups = {k: v for k, v in found.groupdict().items() if v is not None} if found else {}
+        yield Step("match", "matched", f"'{source.match.pattern}'"
+                   + (": " + ", ".join(f"{k} = {v}" for k, v in groups.items()) if groups else ""))
+    if raw.category is not None:
+        category_from = "set by the backend"
+    elif record.category is not None and groups.get("category") == record.category:
+        category_from = "from the (?P<category>…) group of match"
+    elif record.category is not None:
+        category_from = "the source's category setting"
     else:
-        steps.append(Step("match", "no match pattern", "every record of the source belongs to it"))
-    if category is None and source.category is not None:
-        category, category_from = source.category, "the source's category setting"
-    steps.append(Step("category", str(category) if category else "none", category_from or "nothing classified it"))
-    if subject_from is None:
-        steps.append(Step("subject source", "none", "no subject: match has no (?P<subject>…) group"))
+        category_from = "nothing classified it"
+    yield Step("category", str(record.category) if record.category else "none", category_from)
+    if raw.subject is not None:
+        yield Step("subject source", str(record.subject), "set by the backend")
+    elif record.subject is not None:
+        yield Step("subject source", str(record.subject), "from the (?P<subject>…) group of match")
     else:
-        steps.append(Step("subject source", str(subject), subject_from))
-    return replace(raw, subject=subject, category=category), True
+        yield Step("subject source", "none", "no subject: match has no (?P<subject>…) group")
 
 
-def _subject_step(record: Record, subject: Any) -> Step:
-    if record.subject is None:
-        return Step("subject", "none")
-    if subject is None:
-        return Step("subject", f"{record.subject} is not in the subjects source")
-    ended = f"service ended {_date(subject.service_ended_at)}" if subject.service_ended_at else "service active"
-    return Step("subject", subject.id, f"controller {subject.controller or '—'}, {ended}"
-                                       f"{', minor' if subject.minor else ''}")
+def _render(step: EngineStep, checks: tuple[HoldCheck, ...]) -> Step:
+    """One of the engine's steps as a line; the holds line counts every hold checked, released ones included."""
+    if step.rule is Rule.CATEGORY:
+        return Step("rule", step.finding, step.detail)
+    if step.rule is Rule.HOLDS:
+        applying = [c.hold.id for c in checks if c.applies]
+        return Step("holds", f"{len(applying)} of {len(checks)} apply" if checks else "no holds defined",
+                    ", ".join(applying))
+    return Step(step.rule.value, step.finding, step.detail)
 
 
-def _clock_step(record: Record, after: str, subject: Any, due: datetime | None, now: datetime) -> Step:
-    if after == "created":
-        start = f"created {_date(record.created)}"
-    elif subject is None or subject.service_ended_at is None:
-        start = "service end (not ended: the clock has not started)"
-    else:
-        start = f"service end {_date(subject.service_ended_at)}"
-    if due is None:
-        return Step("clock", start, "no retention end date yet")
-    return Step("clock", start, f"retention ends {_date(due)} ({'past' if due <= now else 'future'})")
+def _becomes_due(traced: Trace, record: Record, ctx: Context) -> str:
+    """When the record becomes due, in words, from the step that decided and the clock's."""
+    deciding = traced.deciding
+    clock = traced.step(Rule.CLOCK)
+    if deciding.verdict == UNKNOWN_CATEGORY:
+        return "never (skipped until classified)"
+    if deciding.verdict == UNKNOWN_SUBJECT:
+        return "never (skipped until the subject is known)"
+    if deciding.rule is Rule.HOLDS:
+        held = deciding.decision.holds if deciding.decision is not None else ()
+        rule = f"; by its rule it is due {_date(clock.due)}" if clock is not None and clock.due else ""
+        return f"when {', '.join(held)} {'is' if len(held) == 1 else 'are all'} released{rule}"
+    if deciding.rule is Rule.ERASURE:
+        request = ctx.requests[str(record.subject)]
+        return f"now (request received {_date(request.received_at)}, answer due {_date(request.due_at)})"
+    if deciding.rule is Rule.MINOR:
+        return "now"
+    if deciding.verdict == NOT_STARTED:
+        category = ctx.categories[str(record.category)]
+        return f"{category.retain} after the service ends (it has not ended)"
+    if deciding.verdict == NEVER_DUE:
+        return "never (its retention ends after 9999-12-31, beyond the calendar)"
+    if deciding.verdict == EXPIRED:
+        return f"now (since {_date(deciding.due)})"
+    return _date(deciding.due)
 
 
-def _request_step(request: Any, subject: Any, now: datetime) -> Step:
-    if subject is None:
-        return Step("erasure request", "no subject")
-    if request is None:
-        return Step("erasure request", f"none for {subject.id}")
-    return Step("erasure request", f"{request.id} from {request.controller}: {request.status(now)}",
-                f"received {_date(request.received_at)}, due {_date(request.due_at)}")
+def _pattern(source: Source) -> str:
+    return source.match.pattern if source.match is not None else ""
 
 
 def _check_hold(hold: Hold, record: Record) -> HoldCheck:
+    """Whether *hold* covers *record* (the engine's :func:`covering_holds`), and why in words."""
     if not hold.active:
         return HoldCheck(hold, False, f"released {_date(hold.released_at)}" if hold.released_at else "released")
+    if covering_holds(record, (hold,)):
+        scope = ", ".join(f"{k} = {v}" for k, v in hold.scope.as_dict().items())
+        return HoldCheck(hold, True, f"scope {scope} covers it")
     misses = [f"{key} is {getattr(record, key)!r}, not {value!r}" for key, value in hold.scope.as_dict().items()
               if getattr(record, key) != value]
-    if misses:
-        return HoldCheck(hold, False, "; ".join(misses))
-    scope = ", ".join(f"{k} = {v}" for k, v in hold.scope.as_dict().items())
-    return HoldCheck(hold, True, f"scope {scope} covers it")
+    return HoldCheck(hold, False, "; ".join(misses))
 
 
 def render_text(ex: Explanation) -> Iterator[str]:
@@ -216,14 +203,8 @@ def render_text(ex: Explanation) -> Iterator[str]:
                 yield f"  {'':16}   {c.hold.id} ({c.hold.kind}, {scope}): {mark} — {c.why}; reason: {c.hold.reason}"
 
 
-def _clock(after: str) -> str:
-    return "service end" if after == "service_end" else "creation"
-
-
 def _date(value: datetime | None) -> str:
     return value.date().isoformat() if value is not None else "—"
-
-
 
 
 __all__ = ["Explanation", "HoldCheck", "PRECEDENCE", "Step", "explain", "render_text"]

@@ -83,8 +83,9 @@ def test_text_output_walks_the_precedence(retention_cli: Any, demo: Any) -> None
     lines = result.stdout.splitlines()
     assert lines[0] == "globex/chat-1.txt — source transcripts (memory)"
     order = [re.split(r"\s{2,}", line.strip())[0] for line in lines[1:]]
-    assert order.index("rule") < order.index("clock") < order.index("holds") < order.index("erasure request") \
-        < order.index("decided by") < order.index("decision") < order.index("becomes due")
+    # The engine's steps in its precedence order: holds, then erasure request and minor, then the clock.
+    assert order.index("rule") < order.index("holds") < order.index("erasure request") < order.index("minor") \
+        < order.index("clock") < order.index("decided by") < order.index("decision") < order.index("becomes due")
     assert any("LH-2026-014 (legal, subject = globex): APPLIES" in line for line in lines)
     assert "HOLD — held by LH-2026-014" in result.stdout
 
