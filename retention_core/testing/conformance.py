@@ -213,7 +213,8 @@ class BackendConformanceTests(StorageTests):
 
     ``lock(self, location) -> None`` *(required when the backend's* ``can_refuse`` *is true)*
         Make storage itself refuse to delete *location* (S3 Object Lock in compliance mode,
-        a database trigger, a read-only flag). The backend must report ``refused``.
+        a database trigger, a read-only flag). The backend must report ``refused``. It is
+        called after the scan: a lock is storage refusing, not a change the guard reports.
 
     ``fault(self, location) -> None`` *(optional)*
         Make the **next** storage operation on *location* fail once, transiently (a 503, a
