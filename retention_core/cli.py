@@ -24,7 +24,7 @@ import click
 from . import logs
 from .audit import AuditTrail, Head, VerifyResult, load_key, trail_for, verify
 from .durations import parse_duration
-from .engine import decide
+from .engine import Decider
 from .errors import ConfigError, PluginError, RetentionError
 from .fence import DEFAULT_WAIT, deleted_in_scope, wait_for_batches
 from .files import atomic_write
@@ -312,8 +312,9 @@ def plan_command(config: str, within: str, as_of: str | None, sources: tuple[str
     with open_runtime(config) as rt:
         chosen = [rt.policy.source(n) for n in sources] if sources else list(rt.policy.sources)
         ctx = rt.context(now)
+        decide = Decider(ctx).decide  # one memo for the forecast's context
         for source in chosen:
-            forecast.add_all((record, decide(record, ctx)) for record in rt.records(source))
+            forecast.add_all((record, decide(record)) for record in rt.records(source))
     if fmt == "json":
         click.echo(json.dumps(plan_json(forecast, within), indent=1))
     elif fmt == "csv":
