@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from retention_core.audit import (
     KEY_ENV,
@@ -28,8 +33,11 @@ from retention_core.audit import (
 )
 from retention_core.errors import ConfigError
 from retention_core.state import StateStore
+from retention_core.testing import require_service
 
 KEY = TrailKey(b"k" * 32)
+POSTGRES = os.environ.get("RETENTION_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+MARIADB = os.environ.get("RETENTION_TEST_MARIADB", "mysql+pymysql://root@127.0.0.1:3306")
 
 
 @pytest.fixture(autouse=True)
@@ -231,18 +239,52 @@ def test_the_key_comes_from_a_file_or_the_environment(tmp_path: Path) -> None:
 
 
 # -- the recorded head ------------------------------------------------------------------------
-def test_every_synced_append_records_the_head_and_it_only_moves_forward(tmp_path: Path) -> None:
-    state = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
-    trail = trail_for(tmp_path / "audit.jsonl", state)
-    trail.append([{"event": "run-start"}])
-    assert state.audit_head() == (1, trail.head().hash)
-    trail.append([{"event": "outcome"}], sync=False)  # not on disk yet: not recorded
-    assert state.audit_head()[0] == 1
-    head = trail.append([{"event": "hold-placed"}])
-    assert state.audit_head() == (head.seq, head.hash) == (3, head.hash)
-    state.record_audit_head(2, "f" * 64)  # a slower writer finishing late
-    assert state.audit_head() == (3, head.hash)
-    state.close()
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres),
+                        pytest.param("mariadb", marks=pytest.mark.mariadb)])
+def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh state store on each database the tool supports (a schema or database of its own)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'state.db'}"
+        return
+    name = f"audit_head_{uuid.uuid4().hex[:12]}"
+    server = POSTGRES if request.param == "postgresql" else MARIADB
+    create, drop = ((f"CREATE SCHEMA {name}", f"DROP SCHEMA {name} CASCADE") if request.param == "postgresql"
+                    else (f"CREATE DATABASE {name}", f"DROP DATABASE {name}"))
+    problem = None
+    try:
+        engine = sa.create_engine(server, connect_args={"connect_timeout": 3})
+        with engine.begin() as conn:
+            conn.exec_driver_sql(create)
+    except Exception as exc:  # a missing driver counts as a missing service
+        problem = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    require_service(problem is None, f"{request.param} at {server} ({problem})")
+    try:
+        yield (f"{POSTGRES}?options=-csearch_path%3D{name}" if request.param == "postgresql"
+               else f"{MARIADB}/{name}")
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(drop)
+        engine.dispose()
+
+
+def test_every_synced_append_records_the_head_and_it_only_moves_forward(tmp_path: Path, state_url: str) -> None:
+    state = StateStore(state_url)
+    try:
+        assert state.audit_head() is None
+        trail = trail_for(tmp_path / "audit.jsonl", state)
+        trail.append([{"event": "run-start"}])
+        assert state.audit_head() == (1, trail.head().hash)
+        trail.append([{"event": "outcome"}], sync=False)  # not on disk yet: not recorded
+        assert state.audit_head()[0] == 1
+        head = trail.append([{"event": "hold-placed"}])
+        assert state.audit_head() == (head.seq, head.hash) == (3, head.hash)
+        state.record_audit_head(2, "f" * 64)  # a slower writer finishing late
+        assert state.audit_head() == (3, head.hash)
+        state.start_run("r1", datetime.now(timezone.utc), dry_run=False)
+        state.finish_run("r1", "ok", 7, "e" * 64)  # a head recorded only at run end still counts
+        assert state.audit_head() == (7, "e" * 64)
+    finally:
+        state.close()
 
 
 def test_the_recorded_head_finds_lines_removed_after_the_last_run(tmp_path: Path) -> None:
