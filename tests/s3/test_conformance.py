@@ -1,11 +1,14 @@
 """The s3 backend passes the plugin kit's conformance suite, against a moto server over HTTP.
 
 Storage is seeded and inspected with a plain boto3 client, never through the backend.
-Two buckets shapes run the suite: a plain one and a versioned one with Object Lock.
+Two buckets shapes run the suite: a plain one and a versioned one with Object Lock. On the
+plain bucket the guard tests exercise the fallback (moto ignores the per-object ETag in
+DeleteObjects, which the backend's canary probe detects); on the versioned one, the version id.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
@@ -47,11 +50,40 @@ class _S3Conformance(BackendConformanceTests):
         self.client.put_object(Bucket=self.bucket, Key=location, Body=b"seeded by the conformance suite\n")
         return self.client.head_object(Bucket=self.bucket, Key=location)["LastModified"]
 
+    def recreate(self, location: str, created: datetime) -> datetime:
+        """Delete the object and put a new one at the key (on a versioned bucket: a marker, then
+        a new version). S3 chooses LastModified itself, so *created* cannot be kept: it is read back."""
+        self.client.delete_object(Bucket=self.bucket, Key=location)
+        self.client.put_object(Bucket=self.bucket, Key=location, Body=f"re-created {uuid.uuid4()}\n".encode())
+        return self.client.head_object(Bucket=self.bucket, Key=location)["LastModified"]
+
+    def modify(self, location: str) -> None:
+        """Overwrite the object with its content and one more byte (a new version when versioned)."""
+        old = self.client.get_object(Bucket=self.bucket, Key=location)["Body"].read()
+        self.client.put_object(Bucket=self.bucket, Key=location, Body=old + b"+")
+
     def exists(self, location: str) -> bool:
         """Any version or delete marker left at exactly this key counts."""
         page = self.client.list_object_versions(Bucket=self.bucket, Prefix=location)
         entries = page.get("Versions", []) + page.get("DeleteMarkers", [])
         return any(e["Key"] == location for e in entries)
+
+    def seed_problem(self, location: str) -> None:
+        """A real object whose listed LastModified the backend cannot read (year 10000).
+
+        S3 never lists such a date and moto cannot store one, so the object is put natively
+        and the backend's own listing answers are altered, as a store with a broken clock would.
+        """
+        self.client.put_object(Bucket=self.bucket, Key=location, Body=b"listed with an impossible date\n")
+
+        def impossible_date(parsed: dict[str, Any], **_: Any) -> None:
+            for entry in parsed.get("Contents", []) + parsed.get("Versions", []):
+                if entry.get("Key") == location:
+                    entry["LastModified"] = "10000-01-01T00:00:00.000Z"
+
+        backend: Any = self._backend_under_test
+        for operation in ("ListObjectsV2", "ListObjectVersions"):
+            backend.client.meta.events.register(f"after-call.s3.{operation}", impossible_date)
 
     def lock(self, location: str) -> None:
         self.client.put_object_legal_hold(Bucket=self.bucket, Key=location, LegalHold={"Status": "ON"})
