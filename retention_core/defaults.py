@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from . import hookimpl
-from .registry import BackendRegistry, ReportWriterRegistry, SubjectSourceRegistry
+from .registry import ReportWriterRegistry, SubjectSourceRegistry
 from .subjects import csv_subjects
 
 
 @hookimpl(trylast=True)
-def retention_subject_sources(register: SubjectSourceRegistry) -> None:
+def retention_register_subject_sources(register: SubjectSourceRegistry) -> None:
     register("csv", csv_subjects)
 
 
 @hookimpl(trylast=True)
-def retention_report_writers(register: ReportWriterRegistry) -> None:
+def retention_register_report_writers(register: ReportWriterRegistry) -> None:
     from .html_report import write_html
     from .report import write_csv, write_json
 
@@ -21,11 +21,3 @@ def retention_report_writers(register: ReportWriterRegistry) -> None:
     register("csv", write_csv)
     register("html", write_html)
     register("htm", write_html)
-
-
-@hookimpl(trylast=True)
-def retention_register_backends(register: BackendRegistry) -> None:
-    """The reference ``memory`` backend, for tests and for trying policies out."""
-    from .testing.memory import InMemoryBackend
-
-    register(InMemoryBackend)

@@ -4,6 +4,11 @@ Plugins implement these with ``@retention_core.hookimpl``. Argument names must m
 spec (pluggy passes them by name); a plugin may accept any subset of them. Hooks are
 called in LIFO registration order unless noted; built-in plugins are registered exactly
 like third-party ones, through the ``retention`` entry-point group.
+
+The ``retention_register_*`` hooks are called through pluggy once per plugin, each call with
+a ``register`` that remembers that plugin, so a name two plugins register is an error naming
+both. They may not be wrappers (``wrapper=True`` / ``hookwrapper=True``): loading refuses them.
+Old names of renamed hooks are in :class:`Deprecated` and :data:`RENAMED`.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ hookspec = pluggy.HookspecMarker("retention")
 
 
 # -------------------------------------------------------------------------
-# Registration hooks: called once, right after plugins are loaded.
+# Registration hooks: called once per plugin, the first time the core needs what they register.
 # -------------------------------------------------------------------------
 
 
@@ -56,7 +61,7 @@ def retention_register_commands(cli: click.Group) -> None:
 
 
 @hookspec
-def retention_subject_sources(register: SubjectSourceRegistry) -> None:
+def retention_register_subject_sources(register: SubjectSourceRegistry) -> None:
     """Register providers of subjects (who the data belongs to, service end, minor flag).
 
     :param register: call ``register(name, factory)``; ``factory(options)`` receives an
@@ -69,7 +74,7 @@ def retention_subject_sources(register: SubjectSourceRegistry) -> None:
 
 
 @hookspec
-def retention_hold_sources(register: HoldSourceRegistry) -> None:
+def retention_register_hold_sources(register: HoldSourceRegistry) -> None:
     """Register extra providers of holds (an external legal-hold system).
 
     :param register: call ``register(name, provider)``; ``provider()`` returns an iterable
@@ -82,7 +87,7 @@ def retention_hold_sources(register: HoldSourceRegistry) -> None:
 
 
 @hookspec
-def retention_report_writers(register: ReportWriterRegistry) -> None:
+def retention_register_report_writers(register: ReportWriterRegistry) -> None:
     """Register report formats for ``retention run --report PATH``.
 
     :param register: call ``register(suffix, writer)``; ``writer(report, path)`` writes
@@ -119,3 +124,36 @@ def retention_after_delete(outcomes: list[Outcome], context: Context) -> None:
 
     Called after the outcomes are journalled, for ordinary and push-down batches alike.
     """
+
+
+# -------------------------------------------------------------------------
+# Deprecated names: still called for one release, each call warning with a
+# DeprecationWarning that names the plugin; removed in the release after 0.1.
+# -------------------------------------------------------------------------
+
+#: Old hook name → its new name. The loader calls an old-named implementation right after the
+#: new-named ones, with the same registry.
+RENAMED: dict[str, str] = {
+    "retention_subject_sources": "retention_register_subject_sources",
+    "retention_hold_sources": "retention_register_hold_sources",
+    "retention_report_writers": "retention_register_report_writers",
+}
+
+
+class Deprecated:
+    """The specs of the old names in :data:`RENAMED`, so implementations of them still load."""
+
+    @staticmethod
+    @hookspec
+    def retention_subject_sources(register: SubjectSourceRegistry) -> None:
+        """Deprecated name of :func:`retention_register_subject_sources`."""
+
+    @staticmethod
+    @hookspec
+    def retention_hold_sources(register: HoldSourceRegistry) -> None:
+        """Deprecated name of :func:`retention_register_hold_sources`."""
+
+    @staticmethod
+    @hookspec
+    def retention_report_writers(register: ReportWriterRegistry) -> None:
+        """Deprecated name of :func:`retention_register_report_writers`."""

@@ -9,26 +9,35 @@ from __future__ import annotations
 
 import importlib.metadata as md
 import os
-from collections.abc import Iterable
+import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import pluggy
 
-from . import defaults, hookspecs
+from . import __version__, defaults, hookspecs
 from .errors import PluginError
 from .model import Context, Outcome, Record
 from .registry import (
     BackendRegistry,
     HoldSourceRegistry,
+    Registry,
     ReportWriterRegistry,
     SubjectSourceRegistry,
-    _Registry,
 )
 
 GROUP = "retention"
 DISABLE_ENV = "RETENTION_DISABLE_PLUGINS"
+
+#: The hooks that fill a registry; each is called once per plugin with that plugin's register.
+REGISTRATION_HOOKS = ("retention_register_backends", "retention_register_subject_sources",
+                      "retention_register_hold_sources", "retention_register_report_writers")
+#: New hook name → its deprecated old name, called after it with the same registry.
+_OLD_NAMES = {new: old for old, new in hookspecs.RENAMED.items()}
+
+R = TypeVar("R", bound=Registry[Any])
 
 
 @dataclass(frozen=True)
@@ -48,35 +57,73 @@ class Plugins:
     def __init__(self, pm: pluggy.PluginManager, origins: dict[str, tuple[str, str]]) -> None:
         self.pm = pm
         self._origins = origins
-        self._registries: dict[str, _Registry[Any]] = {}
+        self._registries: dict[str, Registry[Any]] = {}
+        self._refuse_wrappers()
 
     # -- registries, filled on first use -------------------------------------------------
-    def _collect(self, hook_name: str, registry: _Registry[Any], arg: str) -> Any:
+    def _collect(self, hook_name: str, make: Callable[[], R]) -> R:
+        """The registry *hook_name* fills, calling it (then its deprecated alias) once per plugin."""
         if hook_name not in self._registries:
-            hook = getattr(self.pm.hook, hook_name)
-            for impl in reversed(hook.get_hookimpls()):
-                plugin = impl.plugin_name
-                try:
-                    impl.function(**{arg: registry._for_plugin(plugin)})
-                except PluginError:
-                    raise
-                except Exception as exc:
-                    raise PluginError(f"plugin {plugin!r}{self._from(plugin)} failed in {hook_name}: "
-                                      f"{type(exc).__name__}: {exc}") from exc
+            registry = make()
+            self._call_each(hook_name, registry)
+            if hook_name in _OLD_NAMES:
+                self._call_each(_OLD_NAMES[hook_name], registry)
             self._registries[hook_name] = registry
-        return self._registries[hook_name]
+        return cast(R, self._registries[hook_name])  # make() built it: R
+
+    def _call_each(self, hook_name: str, registry: Registry[Any]) -> None:
+        """Call *hook_name* through pluggy once per implementing plugin, in pluggy's order.
+
+        Each call goes through a subset of the hook holding that plugin alone, so pluggy's
+        tracing and monitoring see it, and each plugin gets its own ``register``: what it
+        registers is attributed to it, and a duplicate name can name both plugins.
+        """
+        impls = getattr(self.pm.hook, hook_name).get_hookimpls()
+        for impl in reversed(impls):
+            plugin = impl.plugin_name
+            if hook_name in hookspecs.RENAMED:
+                self._warn_renamed(impl, hook_name)
+            others = [other.plugin for other in impls if other.plugin is not impl.plugin]
+            try:
+                self.pm.subset_hook_caller(hook_name, others)(register=registry.for_plugin(plugin))
+            except PluginError:
+                raise
+            except Exception as exc:
+                raise PluginError(f"plugin {plugin!r}{self._from(plugin)} failed in {hook_name}: "
+                                  f"{type(exc).__name__}: {exc}") from exc
+
+    def _warn_renamed(self, impl: pluggy.HookImpl, old: str) -> None:
+        """A DeprecationWarning naming the plugin, located at its implementation."""
+        code = getattr(impl.function, "__code__", None)
+        warnings.warn_explicit(
+            f"plugin {impl.plugin_name!r}{self._from(impl.plugin_name)} implements {old}, a deprecated "
+            f"name: rename it {hookspecs.RENAMED[old]} (the old name goes in the next release)",
+            DeprecationWarning, filename=code.co_filename if code else "<plugin>",
+            lineno=code.co_firstlineno if code else 0, module=getattr(impl.function, "__module__", None))
+
+    def _refuse_wrappers(self) -> None:
+        """A wrapper around a registration hook would wrap one plugin's call with its own
+        ``register``, not the others': refuse it when loading, naming the plugin."""
+        for hook_name in (*REGISTRATION_HOOKS, *hookspecs.RENAMED):
+            for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+                if impl.wrapper or impl.hookwrapper:
+                    kind = "wrapper=True" if impl.wrapper else "hookwrapper=True"
+                    raise PluginError(
+                        f"plugin {impl.plugin_name!r}{self._from(impl.plugin_name)}: {hook_name} is marked "
+                        f"{kind}, but registration hooks cannot be wrappers (each plugin's is called on its "
+                        "own, with its own register); use a plain @hookimpl")
 
     def backends(self) -> BackendRegistry:
-        return self._collect("retention_register_backends", BackendRegistry(), "register")
+        return self._collect("retention_register_backends", BackendRegistry)
 
     def subject_sources(self) -> SubjectSourceRegistry:
-        return self._collect("retention_subject_sources", SubjectSourceRegistry(), "register")
+        return self._collect("retention_register_subject_sources", SubjectSourceRegistry)
 
     def hold_sources(self) -> HoldSourceRegistry:
-        return self._collect("retention_hold_sources", HoldSourceRegistry(), "register")
+        return self._collect("retention_register_hold_sources", HoldSourceRegistry)
 
     def report_writers(self) -> ReportWriterRegistry:
-        return self._collect("retention_report_writers", ReportWriterRegistry(), "register")
+        return self._collect("retention_register_report_writers", ReportWriterRegistry)
 
     # -- plain hooks ------------------------------------------------------------------------
     def register_commands(self, cli: Any) -> None:
@@ -103,17 +150,10 @@ class Plugins:
         out = []
         for plugin_name, plugin in sorted(self.pm.list_name_plugin(), key=lambda np: str(np[0])):
             name = str(plugin_name)
-            dist, version = self._origins.get(name, ("retention (core)", _own_version()))
+            dist, version = self._origins.get(name, ("retention (core)", __version__))
             hooks = tuple(sorted(h.name for h in self.pm.get_hookcallers(plugin) or []))
             out.append(PluginInfo(name, dist, version, hooks, provides.get(name, {})))
         return out
-
-
-def _own_version() -> str:
-    try:
-        return md.version("retention")
-    except md.PackageNotFoundError:
-        return "unknown"
 
 
 def disabled_names(env: str | None = None) -> set[str]:
@@ -124,6 +164,7 @@ def disabled_names(env: str | None = None) -> set[str]:
 def new_plugin_manager() -> pluggy.PluginManager:
     pm = pluggy.PluginManager(GROUP)
     pm.add_hookspecs(hookspecs)
+    pm.add_hookspecs(hookspecs.Deprecated)
     return pm
 
 

@@ -1,15 +1,17 @@
 """Typed registries handed to ``retention_register_*`` hooks.
 
 The core applies its own rules here (unique names, valid classes) so every plugin gets the
-same clear errors, and each registration remembers which plugin made it.
+same clear errors, and each registration remembers which plugin made it: the loader hands
+each plugin its own ``register`` (:meth:`for_plugin`), a view sharing the registry's entries.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
 from .backend import Backend
 from .errors import ConfigError, PluginError
@@ -23,12 +25,16 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Entry(Generic[T]):
+    """One registration: its name, what was registered, and the plugin that registered it."""
+
     name: str
     value: T
     plugin: str
 
 
-class _Registry(Generic[T]):
+class Registry(Generic[T]):
+    """What every typed registry shares: named entries, each remembering its plugin."""
+
     kind = "entry"
 
     def __init__(self) -> None:
@@ -36,9 +42,12 @@ class _Registry(Generic[T]):
         self.unavailable_hints: dict[str, str] = {}
         self._plugin = "?"
 
-    def _for_plugin(self, plugin: str) -> _Registry[T]:
-        self._plugin = plugin
-        return self
+    def for_plugin(self, plugin: str) -> Self:
+        """The ``register`` handed to *plugin*'s hook: what it registers lands in this registry,
+        attributed to *plugin* — also if the plugin keeps it and registers later."""
+        view = copy.copy(self)  # shallow: the view shares entries and hints with this registry
+        view._plugin = plugin
+        return view
 
     def _add(self, name: str, value: T) -> None:
         if not isinstance(name, str) or not name:
@@ -76,7 +85,7 @@ class _Registry(Generic[T]):
         return out
 
 
-class BackendRegistry(_Registry[type[Backend]]):
+class BackendRegistry(Registry[type[Backend]]):
     """``register(BackendClass)`` — the class's ``name`` is its config name."""
 
     kind = "backend"
@@ -92,8 +101,8 @@ HoldProvider = Callable[[], Iterable[Hold]]
 ReportWriter = Callable[[Any, Path], None]
 
 
-class SubjectSourceRegistry(_Registry[SubjectFactory]):
-    """``register(name, factory)`` — see ``retention_subject_sources``."""
+class SubjectSourceRegistry(Registry[SubjectFactory]):
+    """``register(name, factory)`` — see ``retention_register_subject_sources``."""
 
     kind = "subject source"
 
@@ -101,8 +110,8 @@ class SubjectSourceRegistry(_Registry[SubjectFactory]):
         self._add(name, factory)
 
 
-class HoldSourceRegistry(_Registry[HoldProvider]):
-    """``register(name, provider)`` — see ``retention_hold_sources``."""
+class HoldSourceRegistry(Registry[HoldProvider]):
+    """``register(name, provider)`` — see ``retention_register_hold_sources``."""
 
     kind = "hold source"
 
@@ -110,8 +119,8 @@ class HoldSourceRegistry(_Registry[HoldProvider]):
         self._add(name, provider)
 
 
-class ReportWriterRegistry(_Registry[ReportWriter]):
-    """``register(suffix, writer)`` — see ``retention_report_writers``."""
+class ReportWriterRegistry(Registry[ReportWriter]):
+    """``register(suffix, writer)`` — see ``retention_register_report_writers``."""
 
     kind = "report format"
 

@@ -5,8 +5,7 @@ Loaded through the ``retention`` entry point exactly like a third-party plugin.
 
 from __future__ import annotations
 
-from retention_core import hookimpl
-from retention_core.registry import BackendRegistry
+from retention_core import BackendRegistry, hookimpl
 
 
 @hookimpl

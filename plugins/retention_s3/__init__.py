@@ -14,7 +14,7 @@ import click
 from retention_core import hookimpl
 
 if TYPE_CHECKING:
-    from retention_core.registry import BackendRegistry
+    from retention_core import BackendRegistry
 
 INSTALL_HINT = "pip install 'retention[s3]'"
 

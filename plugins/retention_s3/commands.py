@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import click
 
-from retention_core import ConfigError, RetentionError
-
-CONFIG_ENV = "RETENTION_CONFIG"
+from retention_core import ConfigError, RetentionError, covering_holds
+from retention_core.host import config_option, open_runtime
 
 
 @click.command("sync")
-@click.option("-c", "--config", "config", envvar=CONFIG_ENV, required=True, metavar="FILE",
-              type=click.Path(dir_okay=False), help=f"Policy YAML file (or ${CONFIG_ENV}).")
+@config_option
 @click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
 @click.option("--source", "sources", multiple=True, metavar="NAME", help="Only this S3 source (repeatable).")
 def sync(config: str, dry_run: bool, sources: tuple[str, ...]) -> None:
@@ -20,9 +18,6 @@ def sync(config: str, dry_run: bool, sources: tuple[str, ...]) -> None:
     Only versions this command switched ON are ever switched OFF (they are remembered in
     the state store); legal holds placed by anyone else are left alone.
     """
-    from retention_core.cli import open_runtime
-    from retention_core.engine import covering_holds
-
     from .backend import S3Backend
     from .holds_sync import sync_source
 

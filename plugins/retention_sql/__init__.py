@@ -6,8 +6,7 @@ module (and SQLAlchemy) is imported only when backends are first needed.
 
 from __future__ import annotations
 
-from retention_core import hookimpl
-from retention_core.registry import BackendRegistry
+from retention_core import BackendRegistry, hookimpl
 
 
 @hookimpl

@@ -57,10 +57,11 @@ def retention_entry_points() -> bool:
 def plugins_for(plugin: Any, *, entry_points: bool = False) -> Plugins:
     """A fresh :class:`Plugins` with *plugin* (module, object, list or None) registered.
 
-    The core's reference ``memory`` backend is always there, so a test policy can use it.
+    The reference ``memory`` backend is always there (the :mod:`.memory` module is a plugin),
+    so a test policy can use it.
     """
     extra: list[Any] = [] if plugin is None else list(plugin) if isinstance(plugin, (list, tuple)) else [plugin]
-    return load_plugins(extra=extra, entry_points=entry_points, disabled=set())
+    return load_plugins(extra=[memory, *extra], entry_points=entry_points, disabled=set())
 
 
 @pytest.fixture

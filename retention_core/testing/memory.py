@@ -9,6 +9,9 @@ by name::
 
     sources:
       - {name: calls, backend: memory, options: {store: calls}, match: '(?P<subject>[^/]+)/.*'}
+
+The module is also the plugin that registers the backend: ``load_plugins(extra=[memory])``
+(the kit's fixtures do). Production never registers it.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, ClassVar
 
+from .. import BackendRegistry, hookimpl
 from ..backend import Backend
 from ..model import Outcome, Problem, Record, Source, Status
 from ..options import Options

@@ -99,7 +99,7 @@ def test_a_hold_placed_while_a_batch_is_settled_protects_the_next_uncommitted_ba
 
     class Counsel:
         @hookimpl
-        def retention_hold_sources(self, register):
+        def retention_register_hold_sources(self, register):
             register("counsel", lambda: list(placed))
 
         @hookimpl

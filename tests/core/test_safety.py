@@ -58,7 +58,7 @@ class SafetyPlugin:
 
 
 def runtime(path) -> Runtime:
-    return Runtime.open(path, load_plugins(extra=[SafetyPlugin()]))
+    return Runtime.open(path, load_plugins(extra=[memory, SafetyPlugin()]))
 
 
 def seed(store: str, **ages: int) -> None:

@@ -32,7 +32,7 @@ class SmallBatchPlugin:
 
 
 def runtime(policy_path, *extra) -> Runtime:
-    return Runtime.open(policy_path, load_plugins(extra=[SmallBatchPlugin(), *extra]))
+    return Runtime.open(policy_path, load_plugins(extra=[memory, SmallBatchPlugin(), *extra]))
 
 
 def seed_calls(store, **ages):
@@ -93,7 +93,7 @@ def test_a_hold_placed_mid_run_protects_every_record_not_yet_deleted(make_policy
         memory.seed(store_name, f"alice/{i:02d}", NOW - timedelta(days=400))
     class LateHold:
         @hookimpl
-        def retention_hold_sources(self, register):
+        def retention_register_hold_sources(self, register):
             def provider():
                 # counsel places a hold once two batches (of two) have been deleted
                 if sum(c[0] == "delete" for c in memory.get_store(store_name).calls) < 4:

@@ -119,7 +119,7 @@ def test_plugin_commands_do_not_leak_between_tests(retention_cli: Any) -> None:
     assert result.exit_code == 2 and "No such command" in result.output
 
 
-# -- retention_subject_sources ------------------------------------------------------------------
+# -- retention_register_subject_sources ---------------------------------------------------------
 
 
 def inline_subjects(options: Options) -> Iterable[Subject]:
@@ -131,13 +131,13 @@ def inline_subjects(options: Options) -> Iterable[Subject]:
 
 class SubjectPlugin:
     @hookimpl
-    def retention_subject_sources(self, register: Any) -> None:
+    def retention_register_subject_sources(self, register: Any) -> None:
         register("inline", inline_subjects)
 
 
 @pytest.mark.parametrize("retention_plugin", [SubjectPlugin()])
-def test_hook_retention_subject_sources(retention_cli: Any, policy_builder: PolicyBuilder,
-                                        memory_store: str) -> None:
+def test_hook_retention_register_subject_sources(retention_cli: Any, policy_builder: PolicyBuilder,
+                                                 memory_store: str) -> None:
     seed_calls(memory_store)
     policy = calls_policy(policy_builder, memory_store, after="service_end",
                           subjects={"source": "inline", "ended": {"acme": "2020-06-01"}})
@@ -151,25 +151,25 @@ def test_hook_retention_subject_sources(retention_cli: Any, policy_builder: Poli
     assert result.exit_code == 2 and "subjects.typo: unknown key" in result.output
 
 
-# -- retention_hold_sources ---------------------------------------------------------------------
+# -- retention_register_hold_sources ------------------------------------------------------------
 
 
 class HoldPlugin:
     @hookimpl
-    def retention_hold_sources(self, register: Any) -> None:
+    def retention_register_hold_sources(self, register: Any) -> None:
         register("legal-system", lambda: [Hold(id="EXT-7", kind="legal", scope=HoldScope(subject="acme"),
                                                  reason="litigation in the external system")])
 
 
 @pytest.mark.parametrize("retention_plugin", [HoldPlugin()])
-def test_hook_retention_hold_sources(retention_cli: Any, policy_builder: PolicyBuilder,
-                                     memory_store: str) -> None:
+def test_hook_retention_register_hold_sources(retention_cli: Any, policy_builder: PolicyBuilder,
+                                              memory_store: str) -> None:
     seed_calls(memory_store)
     ok(retention_cli("run", "-c", calls_policy(policy_builder, memory_store)))
     assert remaining(memory_store) == ["acme/old.wav", "acme/recent.wav"]
 
 
-# -- retention_report_writers -------------------------------------------------------------------
+# -- retention_register_report_writers ----------------------------------------------------------
 
 
 def write_lines(report: Any, path: Path) -> None:
@@ -179,13 +179,13 @@ def write_lines(report: Any, path: Path) -> None:
 
 class ReportPlugin:
     @hookimpl
-    def retention_report_writers(self, register: Any) -> None:
+    def retention_register_report_writers(self, register: Any) -> None:
         register(".lines", write_lines)
 
 
 @pytest.mark.parametrize("retention_plugin", [ReportPlugin()])
-def test_hook_retention_report_writers(retention_cli: Any, policy_builder: PolicyBuilder,
-                                       memory_store: str, tmp_path: Path) -> None:
+def test_hook_retention_register_report_writers(retention_cli: Any, policy_builder: PolicyBuilder,
+                                                memory_store: str, tmp_path: Path) -> None:
     seed_calls(memory_store)
     out = tmp_path / "run.lines"
     ok(retention_cli("run", "-c", calls_policy(policy_builder, memory_store), "--dry-run", "--report", out))

@@ -6,8 +6,7 @@ backend lazily so loading plugins stays cheap.
 
 from __future__ import annotations
 
-from retention_core import hookimpl
-from retention_core.registry import BackendRegistry
+from retention_core import BackendRegistry, hookimpl
 
 
 @hookimpl
