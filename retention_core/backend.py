@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import ClassVar
 
-from .model import Action, Outcome, Record, Source
+from .model import Action, Outcome, Problem, Record, Source
 from .options import Options
 
 
@@ -74,8 +74,9 @@ class Backend(ABC):
         options.done()
 
     @abstractmethod
-    def scan(self, source: Source) -> Iterator[Record]:
-        """Yield every record in *source*, lazily, with ``record.source == source.name``."""
+    def scan(self, source: Source) -> Iterator[Record | Problem]:
+        """Yield every record in *source*, lazily, with ``record.source == source.name``, and a
+        :class:`~retention_core.model.Problem` for anything it cannot list as a record."""
 
     @abstractmethod
     def delete(self, records: Sequence[Record]) -> Iterator[Outcome]:

@@ -21,6 +21,7 @@ from typing import IO, Any
 
 from .audit import Head, TrailKey, expand, read, records, verify
 from .errors import CertificateError, ConfigError
+from .model import RunStatus
 
 STANDARD = "NIST SP 800-88 Rev. 1, Appendix G (sample Certificate of Sanitization), adapted to logical deletion"
 
@@ -152,7 +153,7 @@ def build(trail: Path, run_id: str, *, expect: Head | None = None, actor: str | 
         raise ConfigError(f"no run {run_id!r} in the audit trail {trail} (dry runs are not journalled)",
                           key="--run")
     if cert.run_end is None:
-        if run_status != "crashed":
+        if run_status != RunStatus.CRASHED:
             raise CertificateError(f"run {run_id!r} has no run-end line in {trail}: it is still running, or "
                                    "crashed and no later run has settled it yet; no certificate issued")
         cert.status = "crashed (its pending deletions were settled by a later run's scan)"

@@ -37,6 +37,31 @@ class Status(StrEnum):
     CHANGED = "changed"
 
 
+class TrailOutcome(StrEnum):
+    """What the audit trail says became of a record: every :class:`Status`, and two outcomes
+    only the core writes — a batch rolled back before it ran (a hold placed meanwhile), and an
+    open intent whose record no run could observe yet (carried to the next run)."""
+
+    DELETED = Status.DELETED.value
+    ANONYMIZED = Status.ANONYMIZED.value
+    ALREADY_GONE = Status.ALREADY_GONE.value
+    REFUSED = Status.REFUSED.value
+    FAILED = Status.FAILED.value
+    CHANGED = Status.CHANGED.value
+    NOT_EXECUTED = "not-executed"
+    UNKNOWN = "unknown"
+
+
+class RunStatus(StrEnum):
+    """How an enforcing run ended, as the state store and the trail's run-end line record it."""
+
+    OK = "ok"
+    FAILED = "failed"  # stopped by an error
+    FAILED_DELETIONS = "failed-deletions"  # finished, some deletions failed
+    LIMIT_TRIPPED = "limit-tripped"
+    CRASHED = "crashed"  # died; settled by a later run
+
+
 @dataclass(frozen=True, slots=True)
 class Record:
     """One item in storage, as a backend lists it.

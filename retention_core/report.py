@@ -18,7 +18,7 @@ from typing import Any
 
 from .errors import ConfigError
 from .files import atomic_write
-from .model import Action, ErasureRequest, Hold, Problem, Status
+from .model import Action, ErasureRequest, Hold, Problem, RunStatus, Status
 from .spool import Item, Spool
 from .text import printable
 
@@ -74,7 +74,7 @@ class RunReport:
     holds: list[Hold] = field(default_factory=list)
     finished_at: datetime | None = None
     limit_tripped: str | None = None
-    status: str = "ok"
+    status: str = RunStatus.OK
     itemized: bool = True
     #: Push-down sources counted in storage instead of scanned record by record.
     surveyed: set[str] = field(default_factory=set)

@@ -24,7 +24,7 @@ from .backend import Backend, Cutoffs, PushdownPlan, Survey
 from .engine import Decider, cutoffs, plain_cutoff, protected_by
 from .errors import ClockError, ConfigError, LockedError, RetentionError
 from .fence import in_flight
-from .model import Action, Context, Decision, Outcome, Record, RecordKey, Source, Status
+from .model import Action, Context, Decision, Outcome, Record, RecordKey, RunStatus, Source, Status, TrailOutcome
 from .report import RunReport, SourceStats
 from .runtime import Runtime
 from .spool import Item, Spool
@@ -235,7 +235,7 @@ def _enforce(rt: Runtime, sources: Sequence[Source], ctx: Context, report: RunRe
                        "last_run_as_of": clock_overridden.isoformat(), "by": actor()}])
         report.warnings.append(f"clock override: enforced as of {options.now:%Y-%m-%d %H:%M:%S} UTC although an "
                                f"earlier run ran as of {clock_overridden:%Y-%m-%d %H:%M:%S} UTC (--trust-clock)")
-    status = "failed"
+    status = RunStatus.FAILED
     try:
         left_open = _OpenIntents.read(rt, report.run_id) if not options.sources else _OpenIntents()
         surveyed = {s.name: found for s in sources
@@ -251,20 +251,20 @@ def _enforce(rt: Runtime, sources: Sequence[Source], ctx: Context, report: RunRe
         tripped = _limits(rt, report)
         if tripped:
             report.limit_tripped = f"{tripped}; nothing was deleted"
-            status = report.status = "limit-tripped"
+            status = report.status = RunStatus.LIMIT_TRIPPED
             return
         for source in sources:
             backend = rt.backend(source)
             if _pushes_down(backend, source):
                 _push_down(rt, backend, source, report, trail, options.now, itemize=source.name not in surveyed)
                 if report.limit_tripped:
-                    status = report.status = "limit-tripped"
+                    status = report.status = RunStatus.LIMIT_TRIPPED
                     return
             else:
                 _batches(rt, backend, source, report, trail, options.now, ctx)
         if not options.sources:
             _settle_requests(rt, report, options.now)
-        status = "ok" if report.failed == 0 else "failed-deletions"
+        status = RunStatus.OK if report.failed == 0 else RunStatus.FAILED_DELETIONS
         report.status = status
     finally:
         head = trail.append([{"event": "run-end", "run_id": report.run_id, "status": status,
@@ -474,7 +474,7 @@ def _push_down(rt: Runtime, backend: Backend, source: Source, report: RunReport,
                         stream.close()  # rolled back; walk again with the new holds
                         rolled_back = "a hold placed since the batch was selected; rolled back"
                         trail.append([_outcome(report.run_id, source.name, decision.action, rows,
-                                               [("not-executed", rolled_back)] * len(rows), batch_id)])
+                                               [(TrailOutcome.NOT_EXECUTED, rolled_back)] * len(rows), batch_id)])
                         restart = True
                         break
                     done += len(batch)
@@ -554,7 +554,7 @@ def _recover(rt: Runtime, report: RunReport, trail: AuditTrail, left_open: _Open
     for intent in left_open.dangling.values():
         entry = _settle(rt, report, intent, "after a crash")
         settled.append(entry)
-        if entry["outcome"] == _UNKNOWN:
+        if entry["outcome"] == TrailOutcome.UNKNOWN:
             carried.append(intent)
     # A failure whose record is still there is already journalled; only a vanished one needs a line.
     # (An intent both dangling and failed — its outcome line was lost with the machine — is settled once.)
@@ -575,11 +575,7 @@ def _recover(rt: Runtime, report: RunReport, trail: AuditTrail, left_open: _Open
     rt.state.drop_unsettled([row_id for row_id, _ in left_open.failed if row_id not in keep_ids])
     rt.state.add_unsettled(report.run_id, carried)
     for run_id in left_open.crashed:
-        rt.state.finish_run(run_id, "crashed")
-
-
-#: The outcome of an open intent whose record this run could not observe.
-_UNKNOWN = "unknown"
+        rt.state.finish_run(run_id, RunStatus.CRASHED)
 
 
 def _trail_key(entry: dict[str, Any]) -> Key:
@@ -600,15 +596,15 @@ def _settle(rt: Runtime, report: RunReport, intent: dict[str, Any], why: str) ->
     """The outcome that closes *intent*, judged by whether this run's scan saw the record."""
     key = _trail_key(intent)
     if not _observed(rt, report, key):
-        outcome, seen = _UNKNOWN, ("not observed: its source was not listed completely in this run; "
+        outcome, seen = TrailOutcome.UNKNOWN, ("not observed: its source was not listed completely in this run; "
                                    "carried to the next run")
     else:
         present = report.spool.contains(*key)
         seen = "record " + ("still present" if present else "absent from storage")
         if intent["action"] == Action.ANONYMIZE.value:
-            outcome = _UNKNOWN if present else Status.ALREADY_GONE.value
+            outcome = TrailOutcome.UNKNOWN if present else TrailOutcome.ALREADY_GONE
         else:
-            outcome = "not-executed" if present else Status.DELETED.value
+            outcome = TrailOutcome.NOT_EXECUTED if present else TrailOutcome.DELETED
     return {**{k: intent.get(k) for k in ("run_id", "action", "source", *INTENT_FIELDS)},
             "outcome": outcome, "error": f"settled by run {report.run_id} {why}: {seen}"}
 
