@@ -30,7 +30,7 @@ from .fence import DEFAULT_WAIT, deleted_in_scope, wait_for_batches
 from .files import atomic_write
 from .host import CONFIG_ENV, config_option, open_runtime, share_plugins
 from .metrics import write_metrics
-from .model import Hold, HoldScope
+from .model import Hold, HoldScope, Problem
 from .plugins import Plugins, load_plugins
 from .policy import HOLD_KINDS, check_actions, check_hold_id
 from .report import RunReport, check_writable, one_line, text_summary
@@ -341,8 +341,19 @@ def explain_command(config: str, location: str, source_name: str | None, as_of: 
         chosen = [rt.policy.source(source_name)] if source_name else list(rt.policy.sources)
         ctx = rt.context(now)
         every_hold = rt.holds(include_released=True)
-        found = [explain(raw, source, ctx, every_hold) for source in chosen
-                 for raw in rt.backend(source).scan(source) if raw.location == location]
+        found, problems = [], []
+        for source in chosen:
+            for raw in rt.backend(source).scan(source):
+                if raw.location != location:
+                    continue
+                if isinstance(raw, Problem):
+                    problems.append(f"{source.name}: {raw.reason}")
+                else:
+                    found.append(explain(raw, source, ctx, every_hold))
+    if not found and problems:
+        for line in problems:
+            click.echo(f"{printable(location)} — could not be listed as a record, so it is kept (skip): {line}")
+        return
     if not found:
         where = f"source {source_name!r}" if source_name else "any source (" + ", ".join(s.name for s in chosen) + ")"
         raise ConfigError(f"no record at {location!r} in {where}; give the location exactly as the source "
