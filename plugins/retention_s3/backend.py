@@ -160,7 +160,12 @@ class S3Backend(Backend):
         records = (scan_versions if self.versioned() else scan_current)(self.client, self.settings, source.name)
         if self.settings.tags:
             records = with_tags(records, self.client, self.settings, self.executor)
-        yield from records
+        try:
+            yield from records
+        except Exception as exc:
+            if unreachable(exc) is None:
+                raise
+            raise self._config_error(exc) from None  # as check() says it before an enforcing run
 
     def delete(self, records: Sequence[Record]) -> Iterator[Outcome]:
         records = list(records)

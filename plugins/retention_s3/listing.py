@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from retention_core import BackendError, ConfigError, Problem, Record
+from retention_core import BackendError, Problem, Record
 
 from .client import describe, unreachable
 from .guard import Seen
@@ -77,7 +77,9 @@ def _item(source: str, obj: dict[str, Any], version: str | None) -> Record | Pro
 
 
 def _pages(pages: Any, settings: S3Settings, operation: str) -> Iterator[dict[str, Any]]:
-    """The listing's pages; a failure is a BackendError, or a ConfigError when S3 is unreachable."""
+    """The listing's pages; a failure is a BackendError, except that S3 being unreachable at
+    all (no credentials, endpoint down) is raised as it came, for the backend to report as
+    the configuration problem it is."""
     iterator = iter(pages)
     while True:
         try:
@@ -85,9 +87,8 @@ def _pages(pages: Any, settings: S3Settings, operation: str) -> Iterator[dict[st
         except StopIteration:
             return
         except Exception as exc:
-            why = unreachable(exc)
-            if why is not None:
-                raise ConfigError(f"{settings.where}: {why}") from None
+            if unreachable(exc) is not None:
+                raise
             raise BackendError(f"{settings.where}: {operation} failed: {describe(exc)}") from exc
         yield page
 

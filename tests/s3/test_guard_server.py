@@ -99,6 +99,7 @@ def test_no_credentials_is_one_line_and_exit_2_in_a_dry_run_too(retention_cli: A
         result = retention_cli("run", "-c", policy, *args)
         assert result.exit_code == 2, (args, result.output)
         assert "no AWS credentials found" in result.output and "Traceback" not in result.output
+        assert "sources[0].options.profile: no AWS credentials found" in result.output
         assert "botocore" not in result.output and len(result.output.strip().splitlines()) == 1, result.output
 
 
@@ -111,5 +112,5 @@ def test_a_down_endpoint_is_one_line_and_exit_2_in_a_dry_run_too(retention_cli: 
     for args in (["--dry-run"], []):
         result = retention_cli("run", "-c", policy, *args)
         assert result.exit_code == 2, (args, result.output)
-        assert "cannot reach S3" in result.output and endpoint in result.output
+        assert "sources[0].options.endpoint_url: cannot reach S3" in result.output and endpoint in result.output
         assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1, result.output
