@@ -270,3 +270,9 @@ class InMemoryBackend(Backend):
             stored.anonymized = True
             store.put(record.location, stored)
             return Outcome(record, Status.ANONYMIZED)
+
+
+@hookimpl
+def retention_register_backends(register: BackendRegistry) -> None:
+    """The ``memory`` backend, for whoever loads this module as a plugin (tests, never production)."""
+    register(InMemoryBackend)
