@@ -94,8 +94,10 @@ def parse_line(raw: bytes | str) -> Any:
     return json.loads(raw, object_pairs_hook=_unique)
 
 
+#: Keys the writer puts in every line (or every keyed line): never an entry's own.
+_WRITTEN_KEYS = frozenset({"seq", "time", "prev_hash", "hash", "key_id", "hmac"})
 #: Keys every line has (or may have): never the name of a row field.
-_LINE_KEYS = frozenset({"seq", "time", "event", "prev_hash", "hash", "key_id", "hmac"})
+_LINE_KEYS = _WRITTEN_KEYS | {"event"}
 
 
 def _ambiguous_batch(entry: Mapping[str, Any]) -> str | None:
@@ -221,6 +223,9 @@ class AuditTrail:
             seq, prev = tail.head.seq, tail.head.hash
             keyed = {"key_id": self.key.id} if self.key is not None else {}
             for entry in entries:
+                if not _WRITTEN_KEYS.isdisjoint(entry):
+                    raise ValueError(f"an audit entry may not set {sorted(_WRITTEN_KEYS.intersection(entry))}: "
+                                     "the trail writes them (a second 'hash' would make the line ambiguous)")
                 seq += 1
                 canonical = _canonical({"seq": seq, "time": now, **entry, **keyed, "prev_hash": prev})
                 text = prev + canonical

@@ -149,6 +149,14 @@ def test_a_batch_row_field_that_overrides_a_line_key_is_refused(tmp_path: Path) 
         list(records(trail.path))
 
 
+def test_the_writer_refuses_an_entry_that_sets_the_keys_it_writes(tmp_path: Path) -> None:
+    trail = AuditTrail(tmp_path / "audit.jsonl", key=KEY)
+    for key in ("seq", "time", "prev_hash", "hash", "key_id", "hmac"):
+        with pytest.raises(ValueError, match=f"may not set \\['{key}'\\]"):
+            trail.append([{"event": "hold-placed", key: "x"}])
+    assert not trail.path.read_bytes()
+
+
 # -- the keyed chain --------------------------------------------------------------------------
 def test_a_keyed_chain_verifies_with_its_key_and_says_so_without_it(tmp_path: Path) -> None:
     trail = AuditTrail(tmp_path / "audit.jsonl", key=KEY)
