@@ -253,7 +253,7 @@ def _run(config: str, dry_run: bool, as_of: str | None, sources: tuple[str, ...]
         finally:
             if progress is not None:
                 progress.finish()
-        try:
+        with report:
             for name, stats in report.sources.items():
                 logs.event("source-done", f"{name}: scanned {stats.scanned}", source=name, scanned=stats.scanned,
                            decisions=stats.decisions, outcomes=stats.outcomes)
@@ -265,8 +265,6 @@ def _run(config: str, dry_run: bool, as_of: str | None, sources: tuple[str, ...]
             click.echo(text_summary(report))
             for path, _ in chosen:
                 click.echo(f"  report: {path}")
-        finally:
-            report.close()
     code = 3 if report.limit_tripped else 1 if report.failed else 0
     level = logging.INFO if code == 0 else logging.ERROR
     took = (report.finished_at or datetime.now(timezone.utc)) - report.started_at

@@ -58,7 +58,8 @@ class SourceStats:
 
 @dataclass
 class RunReport:
-    """The finished run. ``spool`` holds the items until :meth:`close`.
+    """The finished run, used as ``with run(rt, options) as report:`` — the spool that holds
+    its items (on disk, so memory stays flat) lives until the block ends (:meth:`close`).
 
     ``itemized``: every decided record is in the spool. When False (no report was asked
     for) it holds only what the run read back, and only the per-source counters are whole.
@@ -82,7 +83,14 @@ class RunReport:
     warnings: list[str] = field(default_factory=list)
 
     def close(self) -> None:
+        """Remove the run's spool (the items go with it; the counters stay)."""
         self.spool.close()
+
+    def __enter__(self) -> RunReport:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def summary(self) -> dict[str, int]:
         return {a.value: sum(s.decisions[a.value] for s in self.sources.values()) for a in Action}

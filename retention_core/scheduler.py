@@ -82,7 +82,11 @@ def new_run_id(now: datetime) -> str:
 
 
 def run(rt: Runtime, options: RunOptions) -> RunReport:
-    """Execute (or, with ``dry_run``, only plan) one run over the policy's sources."""
+    """Execute (or, with ``dry_run``, only plan) one run over the policy's sources.
+
+    Use the result as ``with run(rt, options) as report:``: the run's spool (its decided
+    records, on disk) lives until the block ends; an error inside the run removes it at once.
+    """
     started = datetime.now(timezone.utc)
     sources = [rt.policy.source(n) for n in options.sources] if options.sources else list(rt.policy.sources)
     report = RunReport(run_id=new_run_id(started), dry_run=options.dry_run, as_of=options.now,
