@@ -218,7 +218,7 @@ class InMemoryBackend(Backend):
     def store(self) -> MemoryStore:
         return get_store(self.store_name)
 
-    def scan(self, source: Source) -> Iterator[Record | Problem]:  # type: ignore[override]
+    def scan(self, source: Source) -> Iterator[Record | Problem]:
         # Page through a sorted key space like a real listing, so items added or removed
         # while scanning behave as they would in object storage (no snapshot of everything).
         after: str | None = None

@@ -183,7 +183,7 @@ class StampsWhatTheCoreFillsIn(InMemoryBackend):
     """Compares the record it gets back with the one it listed, category included: the core
     fills the category in, so every record looks changed and nothing is ever deleted."""
 
-    def scan(self, source: Source) -> Iterator[Record | Problem]:  # type: ignore[override]
+    def scan(self, source: Source) -> Iterator[Record | Problem]:
         for item in super().scan(source):
             yield dataclasses.replace(item, stamp=f"{item.stamp}|{item.category}") if isinstance(item, Record) else item
 
@@ -198,7 +198,7 @@ class StampsTheFolder(InMemoryBackend):
     """One stamp per folder (a file's mtime for every line in it): a write to a neighbour makes
     every record beside it `changed`."""
 
-    def scan(self, source: Source) -> Iterator[Record | Problem]:  # type: ignore[override]
+    def scan(self, source: Source) -> Iterator[Record | Problem]:
         for item in super().scan(source):
             if isinstance(item, Record):
                 item = dataclasses.replace(item, stamp=self._folder_stamp(item.location))
@@ -218,7 +218,7 @@ class StampsTheFolder(InMemoryBackend):
 class RaisesOnProblem(InMemoryBackend):
     """Lets one unreadable item stop the whole scan."""
 
-    def scan(self, source: Source) -> Iterator[Record | Problem]:  # type: ignore[override]
+    def scan(self, source: Source) -> Iterator[Record | Problem]:
         for item in super().scan(source):
             if isinstance(item, Problem):
                 raise PermissionError(13, "Permission denied", item.location)
@@ -228,7 +228,7 @@ class RaisesOnProblem(InMemoryBackend):
 class ListsProblemsAsRecords(InMemoryBackend):
     """Makes up a created time for what it cannot read, so the item can be deleted."""
 
-    def scan(self, source: Source) -> Iterator[Record | Problem]:  # type: ignore[override]
+    def scan(self, source: Source) -> Iterator[Record | Problem]:
         for item in super().scan(source):
             if isinstance(item, Problem):
                 stored = self.store.items[item.location]
@@ -240,7 +240,7 @@ class ListsProblemsAsRecords(InMemoryBackend):
 class DropsProblems(InMemoryBackend):
     """Logs what it cannot read and says nothing to the core (an erasure could be marked done)."""
 
-    def scan(self, source: Source) -> Iterator[Record | Problem]:  # type: ignore[override]
+    def scan(self, source: Source) -> Iterator[Record | Problem]:
         return (item for item in super().scan(source) if not isinstance(item, Problem))
 
 

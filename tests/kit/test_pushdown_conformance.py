@@ -26,7 +26,7 @@ class SetBasedMemory(InMemoryBackend):
 
     can_push_down = True
 
-    def scan(self, source: Source) -> Iterator[Record | Problem]:  # type: ignore[override]
+    def scan(self, source: Source) -> Iterator[Record | Problem]:
         for item in super().scan(source):
             if isinstance(item, Record):
                 item = dataclasses.replace(item, subject=item.location.split("/")[0])

@@ -62,7 +62,7 @@ class JsonlBackend(Backend):
             raise options.error("root", f"expected an existing directory, found {str(self.root)!r}")
 
     # -- scan --------------------------------------------------------------------------------
-    def scan(self, source: Source) -> Iterator[Record | Problem]:  # type: ignore[override]
+    def scan(self, source: Source) -> Iterator[Record | Problem]:
         for rel in self._files(source.name):
             if isinstance(rel, Problem):
                 yield rel
