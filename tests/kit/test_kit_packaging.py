@@ -25,8 +25,11 @@ def test_kit_without_pytest_does_not_import_pytest() -> None:
 def test_conformance_suite_is_reachable_from_the_package() -> None:
     import retention_core.testing as kit
     from retention_core.testing.conformance import BackendConformanceTests
+    from retention_core.testing.pushdown import PushdownConformanceTests
 
     assert kit.BackendConformanceTests is BackendConformanceTests
+    assert kit.PushdownConformanceTests is PushdownConformanceTests
+    assert set(kit.__all__) >= {"BackendConformanceTests", "PushdownConformanceTests", "InMemoryBackend"}
     with pytest.raises(AttributeError):
         kit.NoSuchThing  # noqa: B018
 
