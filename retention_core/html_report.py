@@ -148,8 +148,13 @@ def _summary(report: RunReport, counts: Tally, forecast: Forecast) -> str:
         if outcomes["failed"]:
             out.append(f'<div class="alert"><b>{outcomes["failed"]:,} deletions failed.</b> '
                        "They are listed first in the items table; the next run retries them.</div>")
+        if outcomes["changed"]:
+            out.append(f'<div class="note">{outcomes["changed"]:,} records had changed in storage since the scan '
+                       "(re-created, replaced or modified) and were kept; the next run decides them again.</div>")
     if report.limit_tripped:
         out.append(f'<div class="alert"><b>Safety limit tripped:</b> {_e(report.limit_tripped)}.</div>')
+    for warning in report.warnings:
+        out.append(f'<div class="alert">{_e(warning)}</div>')
     if counts.refused:
         out.append(f'<div class="note">{counts.refused:,} records were refused by storage itself '
                    "(an object lock or retention setting) and are kept.</div>")
@@ -161,7 +166,9 @@ def _sources(report: RunReport) -> str:
     for name, s in report.sources.items():
         decided = ", ".join(f"{k} {v:,}" for k, v in s.decisions.items() if v) or "—"
         done = ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in s.outcomes.items() if v) or "—"
-        warn = "<br>".join(_e(w) for w in s.warnings) or "—"
+        problems = ([f"listing incomplete: {s.problems:,} item(s) could not be listed and were kept"]
+                    + [f"· {p}" for p in s.problem_samples]) if s.problems else []
+        warn = "<br>".join(_e(w) for w in [*s.warnings, *problems]) or "—"
         rows.append(f"<tr><td>{_e(name)}</td><td class=num>{s.scanned:,}</td><td>{_e(decided)}</td>"
                     f"<td>{_e(done)}</td><td>{warn}</td></tr>")
     return ('<h2 id="sources">Sources</h2><table><thead><tr><th>source</th><th class=num>scanned</th>'

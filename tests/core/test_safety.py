@@ -293,3 +293,21 @@ def test_a_declared_overlap_runs_and_source_holds_cover_both_sources(make_policy
     assert result.exit_code == 0, result.output
     assert (tmp_path / "data" / "mail" / "alice" / "a.eml").exists()
     assert (tmp_path / "data" / "mail" / "alice" / "b.eml").exists()
+
+
+def test_listing_problems_and_kept_erasures_reach_the_html_and_json_reports(make_policy, store_name, tmp_path):
+    from retention_core import html_report
+    from retention_core.report import write_json
+
+    seed(store_name, alice__a=1)
+    Unlistable.problem_subject = None
+    with runtime(make_policy(sources=[source(store_name, "unlistable")])) as rt:
+        rt.state.add_request("alice", "ctl-a", NOW - timedelta(days=1))
+        with run(rt, RunOptions(now=NOW)) as report:
+            html_report.write_html(report, tmp_path / "r.html")
+            write_json(report, tmp_path / "r.json")
+    page = (tmp_path / "r.html").read_text()
+    assert "listing incomplete: 1 item(s) could not be listed" in page and "locked-dir" in page
+    assert "stays open" in page
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["sources"]["calls"]["problems"] == 1 and any("stays open" in w for w in data["warnings"])
