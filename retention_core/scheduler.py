@@ -14,22 +14,22 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from .audit import INTENT_FIELDS, OUTCOME_FIELDS, AuditTrail, batch_entry, trail_for
-from .audit import records as trail_records
+from .audit import trail_for
 from .backend import Backend, Cutoffs, PushdownPlan, Survey
 from .engine import Decider, cutoffs, plain_cutoff, protected_by
 from .errors import ClockError, ConfigError, LockedError, RetentionError
 from .fence import in_flight
-from .model import Action, Context, Decision, Outcome, Record, RecordKey, RunStatus, Source, Status, TrailOutcome
+from .journal import Journal, JournalBatch, OpenIntents, settlement, trail_key, unsettled_entry
+from .model import Action, Context, Decision, Outcome, Record, RecordKey, RunStatus, Source, Status
 from .report import RunReport, SourceStats
 from .runtime import Runtime
 from .spool import Item, Spool
 from .state import actor
-from .text import exact_hex, from_entry, printable
+from .text import printable
 
 Progress = Callable[[str, int], None]
 DESTRUCTIVE = (Action.DELETE, Action.ANONYMIZE)
@@ -150,7 +150,7 @@ class _Keep:
     everything: bool
     destructive: bool = False
     subjects: frozenset[str] = frozenset()
-    keys: frozenset[tuple[str, str, str | None]] = frozenset()
+    keys: frozenset[RecordKey] = frozenset()
 
     @property
     def nothing(self) -> bool:
@@ -230,18 +230,19 @@ def _limits(rt: Runtime, report: RunReport) -> str | None:
 
 def _enforce(rt: Runtime, sources: Sequence[Source], ctx: Context, report: RunReport,
              options: RunOptions, clock_overridden: datetime | None = None) -> None:
-    trail = trail_for(rt.policy.audit, rt.state)
+    journal = Journal(trail_for(rt.policy.audit, rt.state), report.run_id)
     rt.state.start_run(report.run_id, options.now, dry_run=False)
-    trail.append([{"event": "run-start", "run_id": report.run_id, "as_of": options.now.isoformat(),
-                   "sources": [s.name for s in sources], "tool": f"retention {_version()}", "by": actor()}])
+    journal.event("run-start", as_of=options.now.isoformat(), sources=[s.name for s in sources],
+                  tool=f"retention {_version()}", by=actor())
     if clock_overridden is not None:
-        trail.append([{"event": "clock-override", "run_id": report.run_id, "as_of": options.now.isoformat(),
-                       "last_run_as_of": clock_overridden.isoformat(), "by": actor()}])
+        journal.event("clock-override", as_of=options.now.isoformat(),
+                      last_run_as_of=clock_overridden.isoformat(), by=actor())
         report.warnings.append(f"clock override: enforced as of {options.now:%Y-%m-%d %H:%M:%S} UTC although an "
                                f"earlier run ran as of {clock_overridden:%Y-%m-%d %H:%M:%S} UTC (--trust-clock)")
     status = RunStatus.FAILED
     try:
-        left_open = _OpenIntents.read(rt, report.run_id) if not options.sources else _OpenIntents()
+        left_open = (OpenIntents.read(rt.policy.audit, rt.state.crashed_runs(report.run_id), rt.state.unsettled())
+                     if not options.sources else OpenIntents())
         surveyed = {s.name: found for s in sources
                     if (found := _survey(rt, s, ctx, options, left_open)) is not None}  # name -> (survey, cutoffs)
         keep = _Keep(options.itemize, destructive=True, subjects=frozenset(ctx.requests),
@@ -251,7 +252,7 @@ def _enforce(rt: Runtime, sources: Sequence[Source], ctx: Context, report: RunRe
         for name, (survey, plan) in surveyed.items():
             _count_surveyed(report.sources[name], survey, plan, rt.policy.source(name), ctx)
         if not options.sources:
-            _recover(rt, report, trail, left_open)
+            _recover(rt, report, journal, left_open)
         tripped = _limits(rt, report)
         if tripped:
             report.limit_tripped = f"{tripped}; nothing was deleted"
@@ -260,19 +261,18 @@ def _enforce(rt: Runtime, sources: Sequence[Source], ctx: Context, report: RunRe
         for source in sources:
             backend = rt.backend(source)
             if _pushes_down(backend, source):
-                _push_down(rt, backend, source, report, trail, options.now, itemize=source.name not in surveyed)
+                _push_down(rt, backend, source, report, journal, options.now, itemize=source.name not in surveyed)
                 if report.limit_tripped:
                     status = report.status = RunStatus.LIMIT_TRIPPED
                     return
             else:
-                _batches(rt, backend, source, report, trail, options.now, ctx)
+                _batches(rt, backend, source, report, journal, options.now, ctx)
         if not options.sources:
             _settle_requests(rt, report, options.now)
         status = RunStatus.OK if report.failed == 0 else RunStatus.FAILED_DELETIONS
         report.status = status
     finally:
-        head = trail.append([{"event": "run-end", "run_id": report.run_id, "status": status,
-                              "summary": report.summary(), "outcomes": report.outcomes()}])
+        head = journal.event("run-end", status=status, summary=report.summary(), outcomes=report.outcomes())
         rt.state.finish_run(report.run_id, status, head.seq, head.hash)
 
 
@@ -281,7 +281,7 @@ def _pushes_down(backend: Backend, source: Source) -> bool:
 
 
 def _survey(rt: Runtime, source: Source, ctx: Context, options: RunOptions,
-            left_open: _OpenIntents) -> tuple[Survey, Cutoffs] | None:
+            left_open: OpenIntents) -> tuple[Survey, Cutoffs] | None:
     """Count a push-down source in storage instead of scanning it, when nothing needs its
     records one by one: no report items, nothing left open in it by an earlier run, and no
     erasure request whose held records must be counted."""
@@ -306,41 +306,7 @@ def _count_surveyed(stats: SourceStats, survey: Survey, plan: Cutoffs, source: S
     stats.decisions[Action.KEEP.value] += survey.total - survey.due - survey.held
 
 
-def _entry(run_id: str, record: Record, decision: Decision) -> dict[str, Any]:
-    """One record's intent as the state store keeps a failed deletion until it is settled."""
-    return {"event": "intent", "run_id": run_id, "action": decision.action.value, "source": record.source,
-            **dict(zip(INTENT_FIELDS, _row(record, decision), strict=True))}
-
-
-def _row(record: Record, decision: Decision) -> list[Any]:
-    """A record's row in a batch entry (:data:`~retention_core.audit.INTENT_FIELDS`)."""
-    location = record.location
-    if location.isascii():
-        return [location, None, record.version, record.subject, record.category, decision.reason]
-    return [printable(location), exact_hex(location), record.version, record.subject, record.category,
-            decision.reason]
-
-
-def _intent(run_id: str, source: str, action: Action, rows: list[list[Any]], batch_id: str) -> dict[str, Any]:
-    """One intent line for a batch; *rows* are its records' :func:`_row`; *batch_id* names the
-    fenced batch, so ``holds place`` can find what it deleted."""
-    entry = batch_entry("intent", run_id, source, action.value, rows)
-    entry["batch"] = batch_id
-    return entry
-
-
-def _outcome(run_id: str, source: str, action: Action, rows: list[list[Any]],
-             results: Iterable[tuple[str, str | None]], batch_id: str | None) -> dict[str, Any]:
-    """One outcome line for a batch: the intent's *rows* (built once per batch) with each
-    record's (status, error)."""
-    entry = batch_entry("outcome", run_id, source, action.value,
-                        [[*row, status, error] for row, (status, error) in zip(rows, results, strict=True)])
-    if batch_id is not None:
-        entry["batch"] = batch_id
-    return entry
-
-
-def _batches(rt: Runtime, backend: Backend, source: Source, report: RunReport, trail: AuditTrail,
+def _batches(rt: Runtime, backend: Backend, source: Source, report: RunReport, journal: Journal,
              now: datetime, scanned_with: Context) -> None:
     stats = report.sources[source.name]
     for batch in report.spool.due(source.name, max(1, backend.batch_size)):
@@ -366,20 +332,18 @@ def _batches(rt: Runtime, backend: Backend, source: Source, report: RunReport, t
                     stats.protected.update(decision.holds)
             for action, items in todo.items():
                 if items:
-                    _execute(rt, backend, action, items, report, trail, ctx, stats, batch_id)
+                    _execute(rt, backend, action, items, report, journal, ctx, stats, batch_id)
 
 
 def _execute(rt: Runtime, backend: Backend, action: Action, items: list[Item], report: RunReport,
-             trail: AuditTrail, ctx: Context, stats: SourceStats, batch_id: str) -> None:
-    source = items[0].record.source
-    rows = [_row(i.record, i.decision) for i in items]
-    trail.append([_intent(report.run_id, source, action, rows, batch_id)])
+             journal: Journal, ctx: Context, stats: SourceStats, batch_id: str) -> None:
+    batch = journal.intent(items[0].record.source, action, ((i.record, i.decision) for i in items), batch_id)
     _checkpoint("after-intent")
     records = [i.record for i in items]
     keys = [r.key for r in records]
     rt.plugins.before_delete(records, ctx)
     wanted = set(keys)
-    got: dict[Key, Outcome] = {}
+    got: dict[RecordKey, Outcome] = {}
     error = "backend reported no outcome for this record"
     try:
         if action is Action.ANONYMIZE:
@@ -399,12 +363,9 @@ def _execute(rt: Runtime, backend: Backend, action: Action, items: list[Item], r
     done = [(got.get(key) or Outcome(item.record, Status.FAILED, error), item) for key, item in zip(keys, items,
                                                                                                    strict=True)]
     _checkpoint("after-backend")
-    # Not fsynced here: the next batch's intent (or the run's end) makes it durable, and a
-    # lost outcome line is an intent a later run settles from storage.
-    trail.append([_outcome(report.run_id, source, action, rows, ((o.status, o.error) for o, _ in done), batch_id)],
-                 sync=False)
+    journal.outcome(batch, ((o.status, o.error) for o, _ in done))
     _checkpoint("after-outcome")
-    rt.state.add_unsettled(report.run_id, [_entry(report.run_id, o.record, i.decision)
+    rt.state.add_unsettled(report.run_id, [unsettled_entry(report.run_id, o.record, i.decision)
                                            for o, i in done if o.status is Status.FAILED])
     # Without items, outcomes are read back only for subjects with erasure requests.
     requested = ctx.requests
@@ -416,7 +377,7 @@ def _execute(rt: Runtime, backend: Backend, action: Action, items: list[Item], r
     rt.plugins.after_delete([o for o, _ in done], ctx)
 
 
-def _push_down(rt: Runtime, backend: Backend, source: Source, report: RunReport, trail: AuditTrail,
+def _push_down(rt: Runtime, backend: Backend, source: Source, report: RunReport, journal: Journal,
                now: datetime, *, itemize: bool) -> None:
     """Set-based batches. Each batch is yielded before its transaction commits, journalled as
     intent, committed when the generator resumes, then journalled as outcome — so a crash
@@ -429,13 +390,11 @@ def _push_down(rt: Runtime, backend: Backend, source: Source, report: RunReport,
                         refresh=lambda: cutoffs(source, rt.context(now)))
     decision = Decision(plan.cutoffs.action, "set-based: due under the policy (holds re-read per batch)")
 
-    def settle(batch: list[Outcome], rows: list[list[Any]], batch_id: str) -> None:
-        trail.append([_outcome(report.run_id, source.name, decision.action, rows,
-                               ((o.status, o.error) for o in batch), batch_id)],
-                     sync=False)  # durable with the next intent, as in _execute
+    def settle(batch: list[Outcome], journalled: JournalBatch) -> None:
+        journal.outcome(journalled, ((o.status, o.error) for o in batch))
         _checkpoint("after-outcome")
         failed = [o for o in batch if o.status is Status.FAILED]
-        rt.state.add_unsettled(report.run_id, [_entry(report.run_id, o.record, decision) for o in failed])
+        rt.state.add_unsettled(report.run_id, [unsettled_entry(report.run_id, o.record, decision) for o in failed])
         report.spool.record_pushed_batch(batch if itemize else failed, decision)
         for status, count in Counter(o.status for o in batch).items():
             stats.outcomes[status] += count
@@ -446,7 +405,7 @@ def _push_down(rt: Runtime, backend: Backend, source: Source, report: RunReport,
     done = 0
     while True:
         restart = False
-        pending: tuple[list[Outcome], list[list[Any]], str] | None = None
+        pending: tuple[list[Outcome], JournalBatch] | None = None
         stream = backend.push_down(source, plan)
         # The hold fence: each batch is registered before the generator selects and deletes it
         # (plan.refresh() reads holds inside), and left only after its commit is journalled —
@@ -468,21 +427,19 @@ def _push_down(rt: Runtime, backend: Backend, source: Source, report: RunReport,
                                                 f"stopped after {done} deletions")
                         break
                     _still_ours(rt, report.run_id)
-                    rows = [_row(o.record, decision) for o in batch]
-                    trail.append([_intent(report.run_id, source.name, decision.action, rows, batch_id)])
+                    journalled = journal.intent(source.name, decision.action, ((o.record, decision) for o in batch),
+                                                batch_id)
                     _checkpoint("after-intent")
                     # Holds are read once more just before the commit (the fence makes a hold
                     # placed from now on wait for it; this catches one placed during selection).
                     fresh = plan.refresh()
                     if fresh.held or any(o.record.subject in fresh.held_subjects for o in batch):
                         stream.close()  # rolled back; walk again with the new holds
-                        rolled_back = "a hold placed since the batch was selected; rolled back"
-                        trail.append([_outcome(report.run_id, source.name, decision.action, rows,
-                                               [(TrailOutcome.NOT_EXECUTED, rolled_back)] * len(rows), batch_id)])
+                        journal.rolled_back(journalled, "a hold placed since the batch was selected; rolled back")
                         restart = True
                         break
                     done += len(batch)
-                    pending = batch, rows, batch_id
+                    pending = batch, journalled
             finally:
                 stream.close()
         if not restart:
@@ -506,44 +463,8 @@ def _allowance(rt: Runtime, scanned: int) -> int | None:
     return min(bounds) if bounds else None
 
 
-Key = RecordKey
-
-
-@dataclass
-class _OpenIntents:
-    """What earlier runs left open, read before this run's scan so the scan keeps those records:
-    intents of runs that died before journalling their outcome, and deletions reported
-    ``failed`` that storage may have carried out anyway."""
-
-    crashed: frozenset[str] = frozenset()
-    dangling: dict[Key, dict[str, Any]] = field(default_factory=dict)
-    failed: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
-
-    @classmethod
-    def read(cls, rt: Runtime, run_id: str) -> _OpenIntents:
-        crashed = frozenset(rt.state.crashed_runs(run_id))
-        dangling: dict[Key, dict[str, Any]] = {}
-        if crashed and rt.policy.audit.exists():
-            for entry in trail_records(rt.policy.audit):
-                if entry.get("run_id") not in crashed or entry.get("location") is None:
-                    continue
-                if entry.get("event") == "intent":
-                    dangling[_trail_key(entry)] = entry
-                elif entry.get("event") == "outcome":
-                    dangling.pop(_trail_key(entry), None)
-        return cls(crashed, dangling, rt.state.unsettled())
-
-    @property
-    def keys(self) -> set[Key]:
-        return set(self.dangling) | {_trail_key(intent) for _, intent in self.failed}
-
-    @property
-    def sources(self) -> set[str]:
-        return {key[0] for key in self.keys}
-
-
-def _recover(rt: Runtime, report: RunReport, trail: AuditTrail, left_open: _OpenIntents) -> None:
-    """Settle what earlier runs left open (:class:`_OpenIntents`).
+def _recover(rt: Runtime, report: RunReport, journal: Journal, left_open: OpenIntents) -> None:
+    """Settle what earlier runs left open (:class:`~retention_core.journal.OpenIntents`).
 
     This run's scan is the evidence, but only where it is evidence: a record meant to be
     deleted and absent from a source that this run listed *completely* (scanned record by
@@ -555,38 +476,31 @@ def _recover(rt: Runtime, report: RunReport, trail: AuditTrail, left_open: _Open
     """
     settled: list[dict[str, Any]] = []
     carried: list[dict[str, Any]] = []
-    for intent in left_open.dangling.values():
-        entry = _settle(rt, report, intent, "after a crash")
-        settled.append(entry)
-        if entry["outcome"] == TrailOutcome.UNKNOWN:
+    for key, intent in left_open.dangling.items():
+        observed = _observed(rt, report, key)
+        settled.append(settlement(intent, report.run_id, "after a crash", observed=observed,
+                                  present=observed and report.spool.contains(*key)))
+        if not observed:
             carried.append(intent)
     # A failure whose record is still there is already journalled; only a vanished one needs a line.
     # (An intent both dangling and failed — its outcome line was lost with the machine — is settled once.)
-    keep_ids: set[int] = set()
+    kept: set[int] = set()
     for row_id, intent in left_open.failed:
-        key = _trail_key(intent)
+        key = trail_key(intent)
         if key in left_open.dangling:
             continue
         if not _observed(rt, report, key):
-            keep_ids.add(row_id)  # still unknown: the next run tries again (journalled once, when it failed)
+            kept.add(row_id)  # still unknown: the next run tries again (journalled once, when it failed)
         elif not report.spool.contains(*key):
-            settled.append(_settle(rt, report, intent, "after a failed delete"))
-    groups: dict[tuple[str, str, str], list[list[Any]]] = {}
-    for entry in settled:
-        groups.setdefault((entry["run_id"], entry["source"], entry["action"]), []).append(
-            [entry.get(k) for k in OUTCOME_FIELDS])
-    trail.append([batch_entry("outcome", *group, rows) for group, rows in groups.items()])
-    rt.state.drop_unsettled([row_id for row_id, _ in left_open.failed if row_id not in keep_ids])
+            settled.append(settlement(intent, report.run_id, "after a failed delete", observed=True, present=False))
+    journal.settle(settled)
+    rt.state.drop_unsettled([row_id for row_id, _ in left_open.failed if row_id not in kept])
     rt.state.add_unsettled(report.run_id, carried)
     for run_id in left_open.crashed:
         rt.state.finish_run(run_id, RunStatus.CRASHED)
 
 
-def _trail_key(entry: dict[str, Any]) -> Key:
-    return RecordKey(entry["source"], from_entry(entry["location"], entry.get("location_hex")), entry.get("version"))
-
-
-def _observed(rt: Runtime, report: RunReport, key: Key) -> bool:
+def _observed(rt: Runtime, report: RunReport, key: RecordKey) -> bool:
     """Whether this run's scan is evidence about *key*: its source was listed completely,
     record by record (not surveyed), and the location is still inside the source's ``match``."""
     stats = report.sources.get(key.source)
@@ -594,23 +508,6 @@ def _observed(rt: Runtime, report: RunReport, key: Key) -> bool:
         return False
     source = next((s for s in rt.policy.sources if s.name == key.source), None)
     return source is not None and (source.match is None or source.match.fullmatch(key.location) is not None)
-
-
-def _settle(rt: Runtime, report: RunReport, intent: dict[str, Any], why: str) -> dict[str, Any]:
-    """The outcome that closes *intent*, judged by whether this run's scan saw the record."""
-    key = _trail_key(intent)
-    if not _observed(rt, report, key):
-        outcome, seen = TrailOutcome.UNKNOWN, ("not observed: its source was not listed completely in this run; "
-                                   "carried to the next run")
-    else:
-        present = report.spool.contains(*key)
-        seen = "record " + ("still present" if present else "absent from storage")
-        if intent["action"] == Action.ANONYMIZE.value:
-            outcome = TrailOutcome.UNKNOWN if present else TrailOutcome.ALREADY_GONE
-        else:
-            outcome = TrailOutcome.NOT_EXECUTED if present else TrailOutcome.DELETED
-    return {**{k: intent.get(k) for k in ("run_id", "action", "source", *INTENT_FIELDS)},
-            "outcome": outcome, "error": f"settled by run {report.run_id} {why}: {seen}"}
 
 
 def _settle_requests(rt: Runtime, report: RunReport, now: datetime) -> None:

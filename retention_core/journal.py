@@ -1,0 +1,149 @@
+"""The deletion evidence: how a run's batches become audit-trail lines, and how they read back.
+
+The scheduler decides *when* a line is written (an intent before storage is touched, the
+outcome after); the journal owns *what* is written. One intent line and one outcome line per
+batch, each record a row of :data:`~retention_core.audit.INTENT_FIELDS` (names that are not
+UTF-8 as ``location_hex``, the encoding the spool shares), the fenced batch's id on both. It
+also reads back what earlier runs left open and writes the lines that settle them, so no
+deletion is ever missing from the trail and none is ever invented.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .audit import INTENT_FIELDS, OUTCOME_FIELDS, AuditTrail, Head, batch_entry, records
+from .model import Action, Decision, Record, RecordKey, TrailOutcome
+from .text import exact_hex, from_entry, printable
+
+
+@dataclass(frozen=True)
+class JournalBatch:
+    """What one intent line wrote, kept for its outcome line (rows are built once per batch)."""
+
+    source: str
+    action: Action
+    rows: list[list[Any]]
+    batch_id: str
+
+
+class Journal:
+    """One run's lines in the audit trail."""
+
+    def __init__(self, trail: AuditTrail, run_id: str) -> None:
+        self.trail = trail
+        self.run_id = run_id
+
+    def event(self, event: str, **fields: Any) -> Head:
+        """A run-level line (run-start, clock-override, run-end), fsynced."""
+        return self.trail.append([{"event": event, "run_id": self.run_id, **fields}])
+
+    def intent(self, source: str, action: Action, decided: Iterable[tuple[Record, Decision]],
+               batch_id: str) -> JournalBatch:
+        """Journal a batch's intent, durably, before storage is touched."""
+        batch = JournalBatch(source, action, [row(r, d) for r, d in decided], batch_id)
+        self.trail.append([self._line("intent", batch, batch.rows)])
+        return batch
+
+    def outcome(self, batch: JournalBatch, results: Iterable[tuple[str, str | None]]) -> None:
+        """Journal each record's (status, error). Not fsynced: the next intent (or the run's
+        end) makes it durable, and a lost outcome line is an intent a later run settles."""
+        rows = [[*r, status, error] for r, (status, error) in zip(batch.rows, results, strict=True)]
+        self.trail.append([self._line("outcome", batch, rows)], sync=False)
+
+    def rolled_back(self, batch: JournalBatch, why: str) -> None:
+        """Journal a batch storage rolled back before it took effect (a hold placed meanwhile)."""
+        rows = [[*r, TrailOutcome.NOT_EXECUTED, why] for r in batch.rows]
+        self.trail.append([self._line("outcome", batch, rows)])
+
+    def settle(self, settled: list[dict[str, Any]]) -> None:
+        """Journal the outcomes that close earlier runs' open intents (see :func:`settlement`)."""
+        groups: dict[tuple[str, str, str], list[list[Any]]] = {}
+        for entry in settled:
+            groups.setdefault((entry["run_id"], entry["source"], entry["action"]), []).append(
+                [entry.get(k) for k in OUTCOME_FIELDS])
+        self.trail.append([batch_entry("outcome", *group, rows) for group, rows in groups.items()])
+
+    def _line(self, event: str, batch: JournalBatch, rows: list[list[Any]]) -> dict[str, Any]:
+        entry = batch_entry(event, self.run_id, batch.source, batch.action.value, rows)
+        entry["batch"] = batch.batch_id
+        return entry
+
+
+def row(record: Record, decision: Decision) -> list[Any]:
+    """A record's row in a batch line (:data:`~retention_core.audit.INTENT_FIELDS`)."""
+    location = record.location
+    if location.isascii():
+        return [location, None, record.version, record.subject, record.category, decision.reason]
+    return [printable(location), exact_hex(location), record.version, record.subject, record.category,
+            decision.reason]
+
+
+def unsettled_entry(run_id: str, record: Record, decision: Decision) -> dict[str, Any]:
+    """One record's intent as the state store keeps a failed deletion until it is settled."""
+    return {"event": "intent", "run_id": run_id, "action": decision.action.value, "source": record.source,
+            **dict(zip(INTENT_FIELDS, row(record, decision), strict=True))}
+
+
+def trail_key(entry: dict[str, Any]) -> RecordKey:
+    """The identity of the record a per-record trail entry names."""
+    return RecordKey(entry["source"], from_entry(entry["location"], entry.get("location_hex")), entry.get("version"))
+
+
+def settlement(intent: dict[str, Any], settled_by: str, why: str, *, observed: bool, present: bool) -> dict[str, Any]:
+    """The outcome that closes *intent*: judged only where the settling run's scan is evidence.
+
+    Not *observed* (its source not listed completely): ``unknown``, carried. Observed and
+    absent: deleted (anonymize: already gone). Observed and present: not executed (anonymize:
+    unknown — an anonymized row is still there either way).
+    """
+    if not observed:
+        outcome, seen = TrailOutcome.UNKNOWN, ("not observed: its source was not listed completely in this run; "
+                                               "carried to the next run")
+    else:
+        seen = "record " + ("still present" if present else "absent from storage")
+        if intent["action"] == Action.ANONYMIZE.value:
+            outcome = TrailOutcome.UNKNOWN if present else TrailOutcome.ALREADY_GONE
+        else:
+            outcome = TrailOutcome.NOT_EXECUTED if present else TrailOutcome.DELETED
+    return {**{k: intent.get(k) for k in ("run_id", "action", "source", *INTENT_FIELDS)},
+            "outcome": outcome, "error": f"settled by run {settled_by} {why}: {seen}"}
+
+
+@dataclass
+class OpenIntents:
+    """What earlier runs left open, read before a run's scan so the scan keeps those records:
+    intents of runs that died before journalling their outcome (``dangling``), and deletions
+    reported ``failed`` — or settled ``unknown`` — that storage may have carried out (``failed``,
+    from the state store's unsettled table, with their row ids)."""
+
+    crashed: frozenset[str] = frozenset()
+    dangling: dict[RecordKey, dict[str, Any]] = field(default_factory=dict)
+    failed: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+
+    @classmethod
+    def read(cls, trail: Path, crashed: Iterable[str], unsettled: list[tuple[int, dict[str, Any]]]) -> OpenIntents:
+        crashed = frozenset(crashed)
+        dangling: dict[RecordKey, dict[str, Any]] = {}
+        if crashed and trail.exists():
+            for entry in _of_runs(records(trail), crashed):
+                if entry.get("event") == "intent":
+                    dangling[trail_key(entry)] = entry
+                elif entry.get("event") == "outcome":
+                    dangling.pop(trail_key(entry), None)
+        return cls(crashed, dangling, unsettled)
+
+    @property
+    def keys(self) -> set[RecordKey]:
+        return set(self.dangling) | {trail_key(intent) for _, intent in self.failed}
+
+    @property
+    def sources(self) -> set[str]:
+        return {key.source for key in self.keys}
+
+
+def _of_runs(entries: Iterator[dict[str, Any]], runs: frozenset[str]) -> Iterator[dict[str, Any]]:
+    return (e for e in entries if e.get("run_id") in runs and e.get("location") is not None)
