@@ -108,20 +108,15 @@ class Clock:
     The clock starts at the record's creation or at its subject's service end (``start``).
     """
 
-    __slots__ = ("after", "category", "now", "_action", "_expired", "_never", "_rule", "_retain")
+    __slots__ = ("now", "_action", "_expired", "_never", "_rule", "_retain")
 
     def __init__(self, category: Category, now: datetime) -> None:
-        self.category, self.now, self.after = category, now, category.after
+        self.now = now
         self._action, self._retain = category.action, category.retain
         rule = f"{category.retain} after {'service end' if category.after == SERVICE_END else 'creation'}"
         self._rule = rule
         self._expired = f"retention {rule} expired"
         self._never = Decision(KEEP, f"kept: retention {rule} ends beyond the calendar (after 9999-12-31)")
-
-    @property
-    def rule(self) -> str:
-        """The rule in words: "90d after creation"."""
-        return self._rule
 
     def due(self, start: datetime) -> datetime | None:
         """When a record whose clock started at *start* is due; None past the calendar (never).
@@ -135,7 +130,7 @@ class Clock:
         """The rule's verdict at ``now`` for a record whose clock started at *start* (None: not yet)."""
         if start is None:
             return _NOT_STARTED
-        due = self._retain.end(start)
+        due = self.due(start)
         if due is None:
             return self._never
         if due <= self.now:
@@ -166,14 +161,6 @@ def clock_start(category: Category, subject: Subject | None, record: Record) -> 
     if category.after == SERVICE_END:
         return subject.service_ended_at if subject is not None else None
     return record.created
-
-
-def rule_due(record: Record, category: Category, ctx: Context) -> datetime | None:
-    """When the category's clock makes *record* due; None while the clock has not started
-    and when the due date is past the calendar."""
-    subject = ctx.subjects.get(record.subject) if record.subject is not None else None
-    start = clock_start(category, subject, record)
-    return None if start is None else category.retain.end(start)
 
 
 # -- the verdicts, shared by trace() and Decider ---------------------------------------------------

@@ -1,9 +1,11 @@
 """Why one record gets the decision it gets: every step, in the engine's precedence order.
 
-The verdict shown is always :func:`retention_core.engine.decide`'s own (never recomputed
-here); the steps around it show the inputs that led to it — how the category was matched,
-whose record it is, the clock and its date, every hold and whether it covers the record,
-the subject's erasure request and minor flag, and when the record becomes due.
+Nothing here decides: the classification is :func:`retention_core.runtime.classify`'s, the
+steps and the verdict are :func:`retention_core.engine.trace`'s (the same Decision as
+``decide``, a property test holds them together). This module narrates them — how the
+category was matched, whose record it is, every hold and whether it covers the record, the
+subject's erasure request and minor flag, the clock and its date — and says when the record
+becomes due.
 """
 
 from __future__ import annotations
