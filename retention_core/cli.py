@@ -22,7 +22,7 @@ from typing import IO, Any
 import click
 
 from . import logs
-from .audit import AuditTrail, Head, VerifyResult, load_key, trail_for, verify
+from .audit import AuditTrail, check_writable as check_trail_writable, Head, load_key, trail_for, verify, VerifyResult
 from .durations import parse_duration
 from .engine import Decider
 from .errors import ConfigError, PluginError, RetentionError
@@ -188,6 +188,7 @@ def validate(config: str) -> None:
     with open_runtime(config) as rt:
         warnings = rt.validate()
         check_actions(rt.policy, rt.plugins.backends())
+        check_trail_writable(rt.policy.audit)  # a run would fail there, after scanning everything
         warnings += [f"hold {h.id}: {w}" for h in rt.policy.holds if (w := _unknown_subject(rt, h.scope))]
         policy = rt.policy
         click.echo(f"{policy.path}: ok — {len(policy.sources)} sources, {len(policy.categories)} categories, "

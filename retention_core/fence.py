@@ -16,7 +16,6 @@ effect. A batch whose run lost the lock (dead, stale) cannot delete any more and
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import uuid
@@ -27,7 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .audit import expand
+from .audit import expand, parse_line
 from .errors import RetentionError
 from .model import HoldScope, Record
 from .state import StateStore
@@ -127,6 +126,6 @@ def _reversed_entries(path: Path, block: int = 1 << 20) -> Iterator[dict[str, An
             for line in reversed(lines):
                 if line.strip():
                     try:
-                        yield json.loads(line)
+                        yield parse_line(line)
                     except ValueError:
                         continue  # a torn or foreign line is `audit verify`'s business, not the fence's

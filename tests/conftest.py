@@ -10,4 +10,6 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests must not pick up a developer's config or disabled plugins."""
     monkeypatch.delenv("RETENTION_CONFIG", raising=False)
     monkeypatch.delenv("RETENTION_DISABLE_PLUGINS", raising=False)
+    monkeypatch.delenv("RETENTION_AUDIT_KEY", raising=False)
+    monkeypatch.delenv("RETENTION_AUDIT_KEY_FILE", raising=False)
     monkeypatch.setenv("RETENTION_ACTOR", "tester")
