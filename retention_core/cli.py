@@ -22,7 +22,8 @@ from typing import IO, Any
 import click
 
 from . import logs
-from .audit import AuditTrail, check_writable as check_trail_writable, Head, load_key, trail_for, verify, VerifyResult
+from .audit import AuditTrail, Head, VerifyResult, load_key, trail_for, verify
+from .audit import check_writable as check_trail_writable
 from .durations import parse_duration
 from .engine import Decider
 from .errors import ConfigError, PluginError, RetentionError
