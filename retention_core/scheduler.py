@@ -61,8 +61,7 @@ class RunOptions:
 #: process the 2nd time the run passes that journal point. Points: after-intent, mid-batch,
 #: after-backend, after-outcome. Unset (always, outside those tests) it does nothing.
 KILL_ENV = "RETENTION_TEST_KILL_AT"
-#: Read once: the mid-batch point is passed once per record (an environ lookup per record
-#: showed in the enforce profile).
+#: Read once: the mid-batch point is passed once per record.
 _KILL_AT = os.environ.get(KILL_ENV)
 _passes: dict[str, int] = {}
 
@@ -168,17 +167,15 @@ def _scan(rt: Runtime, sources: Sequence[Source], ctx: Context, report: RunRepor
     add = report.spool.add
     decide = Decider(ctx).decide  # the run's memo for the scan's context
     everything = keep.everything
-    nothing = keep.nothing  # (then not even asked: a call per record showed in a dry run's profile)
+    nothing = keep.nothing  # then the keep-predicate is not even asked, per record
     for source in sources:
         stats = report.sources[source.name]
-        # The per-record loop: counters are local and folded into stats once per source
-        # (attribute and enum-value lookups per record showed up in the profile).
+        # The per-record loop: counters are local and folded into stats once per source.
         tally = dict.fromkeys(Action, 0)
         protected = stats.protected
         scanned = stats.scanned
         # Plain records (no subject, the source's category) are decided by one comparison and
-        # only counted, unless the spool keeps them: decide() per record was the largest
-        # Python cost of a scan that keeps nothing, by profile.
+        # only counted, unless the spool keeps them (see docs/performance.md).
         plain = plain_cutoff(source, ctx)
         cutoff, due_action = plain if plain else (None, Action.KEEP)
         category = source.category

@@ -65,8 +65,7 @@ class Spool:
         self._dir.cleanup()
 
     def add(self, record: Record, decision: Decision) -> None:
-        # Called once per scanned record: rows are buffered and inserted with executemany
-        # (one statement per record was a third of a dry run's time, by profile).
+        # Called once per scanned record: rows are buffered and inserted with executemany.
         holds = decision.holds
         location, subject = record.location, record.subject
         # Names that are not UTF-8 use the audit trail's encoding (text.exact_hex): the hex
@@ -131,9 +130,8 @@ class Spool:
                              [(o.status, o.error, idx) for idx, o in outcomes])
 
     def record_pushed_batch(self, outcomes: Sequence[Outcome], decision: Decision) -> None:
-        """A push-down batch's outcomes: one UPDATE statement for the batch (one SELECT and one
-        UPDATE per record was a tenth of a push-down run, by profile); records the scan did not
-        see — rare — are found and added afterwards."""
+        """A push-down batch's outcomes in one UPDATE statement for the batch; records the scan
+        did not see — rare — are found and added afterwards."""
         self._index()
         before = self._db.total_changes
         self._db.executemany(
@@ -191,8 +189,7 @@ _ACTIONS = {a.value: a for a in Action}
 
 
 def _item(row: tuple) -> Item:  # type: ignore[type-arg]
-    # Runs once per item read back (every record deleted): positional timedelta arguments and
-    # the escape checks inlined, by profile.
+    # Runs once per item read back (every record deleted): positional arguments, checks inlined.
     (idx, source, location, location_hex, version, created, size, subject, subject_hex, category, stamp,
      action, reason, holds, due, outcome, error) = row
     if location_hex is not None:
