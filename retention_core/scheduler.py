@@ -281,13 +281,12 @@ def _survey(rt: Runtime, source: Source, ctx: Context, options: RunOptions,
             left_open: OpenIntents) -> tuple[Survey, Cutoffs] | None:
     """Count a push-down source in storage instead of scanning it, when nothing needs its
     records one by one: no report items, nothing left open in it by an earlier run, and no
-    erasure request whose held records must be counted."""
+    erasure request (proving one done needs the scan: its held records counted, and rows the
+    backend cannot list — a NULL ``created`` — reported as listing problems)."""
     backend = rt.backend(source)
-    if options.itemize or not _pushes_down(backend, source) or source.name in left_open.sources:
+    if options.itemize or ctx.requests or not _pushes_down(backend, source) or source.name in left_open.sources:
         return None
     plan = cutoffs(source, ctx)
-    if ctx.requests and (plan.held or not plan.held_subjects.isdisjoint(ctx.requests)):
-        return None
     try:
         return backend.survey(source, plan), plan
     except NotImplementedError:

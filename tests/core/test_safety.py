@@ -311,3 +311,31 @@ def test_listing_problems_and_kept_erasures_reach_the_html_and_json_reports(make
     assert "stays open" in page
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["sources"]["calls"]["problems"] == 1 and any("stays open" in w for w in data["warnings"])
+
+
+def test_an_erasure_request_over_a_push_down_source_stays_open_while_rows_cannot_be_read(make_policy, tmp_path):
+    """Issue 15 #8: rows whose `created` is NULL survive the set-based DELETE; a run without a
+    report used to count the source in storage and mark the request done while they remained."""
+    import sqlite3
+
+    db = tmp_path / "crm.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE contacts (id INTEGER PRIMARY KEY, tenant TEXT, created TEXT)")
+        conn.executemany("INSERT INTO contacts VALUES (?, ?, ?)",
+                         [(1, "alice", "2020-01-01 00:00:00"), (2, "alice", None),
+                          (3, "bob", "2020-01-01 00:00:00")])
+    path = make_policy(sources=[{"name": "contacts", "backend": "sql", "category": "call",
+                                 "options": {"url": f"sqlite:///{db}", "table": "contacts", "key": "id",
+                                             "subject": "tenant", "created": "created", "timezone": "UTC"}}],
+                       limits={"max_fraction": 1.0})
+    with runtime(path) as rt:
+        rt.state.add_request("alice", "ctl-a", NOW - timedelta(days=1))
+        with run(rt, RunOptions(now=NOW, itemize=False)) as report:
+            warnings = list(report.warnings)
+            problems = report.sources["contacts"].problems
+        (request,) = rt.state.requests()
+    with sqlite3.connect(db) as conn:
+        left = sorted(r[0] for r in conn.execute("SELECT id FROM contacts"))
+    assert left == [2]  # what could be read was erased (and bob's old row by its rule); the NULL row remains
+    assert problems == 1
+    assert request.done_at is None and any("stays open" in w for w in warnings)
