@@ -16,9 +16,7 @@ from typing import Any
 
 import yaml
 
-from retention_core import ConfigError, Options, parse_duration
-from retention_core.durations import Duration
-from retention_core.options import describe, key_label
+from retention_core import ConfigError, Duration, Options, describe, key_label, parse_duration
 from retention_core.policy import StrictLoader, load_yaml
 
 from .model import STORAGES, name_matches
