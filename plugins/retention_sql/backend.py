@@ -139,7 +139,7 @@ class SqlBackend(Backend):
         self.engine.dispose()
 
     # -- listing --------------------------------------------------------------------------------------------
-    def scan(self, source: Source) -> Iterator[Record | Problem]:  # type: ignore[override]
+    def scan(self, source: Source) -> Iterator[Record | Problem]:
         return self._scan(source)
 
     def _scan(self, source: Source) -> Iterator[Record | Problem]:
@@ -152,8 +152,9 @@ class SqlBackend(Backend):
                     streaming = conn.execution_options(stream_results=True, yield_per=self.batch_size)
                     for rows in streaming.execute(ops.scan_query()).partitions():
                         yield from ops.listed(source.name, source.category, rows)
-            with self.engine.connect() as conn:
-                yield from ops.null_key_problems(source.name, conn.execute(ops.null_key_query()).all())
+            if ops.null_keys_possible:
+                with self.engine.connect() as conn:
+                    yield from ops.null_key_problems(source.name, conn.execute(ops.null_key_query()).all())
         except SQLAlchemyError as exc:
             raise BackendError(f"source {source.name!r}: listing {self.settings.table!r} failed: "
                                f"{first_line(exc)}") from None

@@ -48,7 +48,16 @@ class Flavor:
         return sa.Text()
 
     def probe_value(self, text: str) -> Any:
+        """*text* as the cutoff table stores it for comparison with :meth:`probe`."""
+        return self.exact_value(text)
+
+    def exact_value(self, text: str) -> Any:
+        """*text* as compared with :meth:`probe` in a statement (no length limit)."""
         return text
+
+    def only(self, statement: Any, table: sa.Table) -> Any:
+        """*statement* reading or changing *table*'s own rows only (not those of inheriting tables)."""
+        return statement
 
     def from_probe(self, value: Any) -> str:
         """The subject text a :meth:`probe` value read back from the database stands for."""
@@ -110,6 +119,13 @@ class PostgresFlavor(Flavor):
     def probe_type(self) -> sa.types.TypeEngine[Any]:
         # The cutoff table's index must use the comparison's collation, or it is never used.
         return sa.Text(collation="C")
+
+    def only(self, statement: Any, table: sa.Table) -> Any:
+        # A table that others INHERIT from shows their rows too, and a DELETE reaches them, even
+        # when they reuse the parent's keys: ONLY keeps every statement to the configured table.
+        if isinstance(statement, sa.Select):
+            return statement.with_hint(table, "ONLY", self.name)
+        return statement.with_hint("ONLY", dialect_name=self.name)
 
 
 class SqliteFlavor(Flavor):
@@ -214,10 +230,13 @@ class MysqlFlavor(Flavor):
         return sa.VARBINARY(MYSQL_PROBE_BYTES)
 
     def probe_value(self, text: str) -> Any:
-        data = text.encode("utf-8")
+        data = self.exact_value(text)
         if len(data) > MYSQL_PROBE_BYTES:
             raise ValueError(f"subject {text[:40]!r}… is longer than {MYSQL_PROBE_BYTES} bytes")
         return data
+
+    def exact_value(self, text: str) -> Any:
+        return text.encode("utf-8")
 
     def from_probe(self, value: Any) -> str:
         return bytes(value).decode("utf-8") if isinstance(value, (bytes, bytearray, memoryview)) else str(value)

@@ -22,13 +22,14 @@ from retention_core import Action, BackendError, Cutoffs, Outcome, PushdownPlan,
 
 from .clock import Clock
 from .dialects import Flavor, first_line
-from .rows import Row, TableOps
+from .rows import Row, TableOps, UnreadableRow
 
 #: A subject's mode in the cutoff table. HELD rows are never due, like NEVER ones, but are
 #: told apart so that :func:`survey` can count held rows with the same table.
 NEVER, EVERYTHING, UP_TO, HELD = 0, 1, 2, 3
-#: What :meth:`CutoffTable.verdict` says of a row.
-KEPT, DUE, UNDER_HOLD = 0, 1, 2
+#: What :meth:`CutoffTable.verdict` says of a row; survey counts rows scan reports as problems
+#: (a NULL key, a created value that is not a usable timestamp) as UNLISTED.
+KEPT, DUE, UNDER_HOLD, UNLISTED = 0, 1, 2, 3
 
 
 def mode_of(cutoff: datetime | None, clock: Clock, flavor: Flavor) -> tuple[int, Any]:
@@ -152,7 +153,8 @@ class CutoffTable:
 
 
 def survey(ops: TableOps, engine: sa.Engine, cutoffs: Cutoffs) -> Survey:
-    """Count the rows scan would list, those push-down would act on, and the held ones.
+    """Count the rows scan would list, those push-down would act on, the held ones, and the
+    rows scan would report as problems (never acted on).
 
     One grouped ``SELECT`` over the push-down's own :meth:`CutoffTable.verdict`, in one short
     transaction (the cutoff table is filled inside it, as a push-down batch fills it). Held
@@ -161,9 +163,12 @@ def survey(ops: TableOps, engine: sa.Engine, cutoffs: Cutoffs) -> Survey:
     """
     with engine.connect() as conn:
         if cutoffs.held:
+            usable = sa.case((ops.usable(), KEPT), else_=UNLISTED).label("v")
             with conn.begin():
-                total = conn.execute(sa.select(sa.func.count()).select_from(ops.table).where(ops.valid())).scalar()
-            return Survey(total=int(total or 0), due=0, held=int(total or 0))
+                counts = {int(v): int(n) for v, n in
+                          conn.execute(ops.select(usable, sa.func.count()).where(ops.live()).group_by(usable))}
+            total = counts.get(KEPT, 0)
+            return Survey(total=total, due=0, held=total, problems=counts.get(UNLISTED, 0))
         table = CutoffTable(ops)
         try:
             with conn.begin():
@@ -180,22 +185,24 @@ def survey(ops: TableOps, engine: sa.Engine, cutoffs: Cutoffs) -> Survey:
         if int(verdict) == UNDER_HOLD:
             text = ops.flavor.from_probe(subject)
             held_by_subject[text] = held_by_subject.get(text, 0) + int(count)
+    problems = by_verdict.pop(UNLISTED, 0)
     return Survey(total=sum(by_verdict.values()), due=by_verdict.get(DUE, 0), held=by_verdict.get(UNDER_HOLD, 0),
-                  held_by_subject=held_by_subject)
+                  held_by_subject=held_by_subject, problems=problems)
 
 
 def _survey_query(ops: TableOps, verdict: ColumnElement[int], *, held: bool) -> sa.Select[Any]:
-    """(verdict, held subject's probe or NULL, rows) over the rows scan lists.
+    """(verdict, held subject's probe or NULL, rows) over the live rows, unusable ones as UNLISTED.
 
     The verdict is computed once per row in a derived table, so the cutoff table appears
     once in the statement. Without *held* subjects (an empty cutoff table) it is a plain
     count per verdict.
     """
+    verdict = sa.case((ops.usable(), verdict), else_=UNLISTED)
     if not held:
         v = verdict.label("v")
-        return sa.select(v, sa.null(), sa.func.count()).where(ops.valid()).group_by(v)
-    rows = (sa.select(verdict.label("v"), ops.flavor.probe(ops.info.subject).label("p"))
-            .where(ops.valid()).subquery())
+        return ops.select(v, sa.null(), sa.func.count()).where(ops.live()).group_by(v)
+    rows = (ops.select(verdict.label("v"), ops.flavor.probe(ops.info.subject).label("p"))
+            .where(ops.live()).subquery())
     held_subject = sa.case((rows.c.v == UNDER_HOLD, rows.c.p), else_=sa.null()).label("hs")
     return sa.select(rows.c.v, held_subject, sa.func.count()).group_by(rows.c.v, held_subject)
 
@@ -232,9 +239,9 @@ class RangeWalk:
                     hi = self._upper_bound(conn, last)
                     rows = self._apply(conn, action, self._where(cutoffs, default, last, hi))
                     outcomes = self._outcomes(source, rows, status)
-                except SQLAlchemyError as exc:
+                except (SQLAlchemyError, UnreadableRow) as exc:
                     trans.rollback()
-                    if conn.invalidated or conn.closed:
+                    if isinstance(exc, SQLAlchemyError) and (conn.invalidated or conn.closed):
                         raise BackendError(f"source {source.name!r}: lost the database connection: "
                                            f"{first_line(exc)}") from None
                     cutoffs.forget(conn)
@@ -269,7 +276,7 @@ class RangeWalk:
     def _upper_bound(self, conn: sa.Connection, last: Any) -> Any:
         """The key ``batch_size`` keys after *last*; None when fewer remain (the last range)."""
         key = self.ops.key
-        query = sa.select(key).where(*self._range(last, None), key.is_not(None)).order_by(key)
+        query = self.ops.select(key).where(*self._range(last, None), key.is_not(None)).order_by(key)
         return conn.execute(query.offset(self.batch_size - 1).limit(1)).scalar()
 
     def _apply(self, conn: sa.Connection, action: Action, where: ColumnElement[bool]) -> list[Row]:
@@ -282,12 +289,14 @@ class RangeWalk:
         return [Outcome(record, status, error) for record in self.ops.records(source.name, source.category, rows)]
 
     def _one_by_one(self, conn: sa.Connection, source: Source, plan: PushdownPlan, cutoffs: CutoffTable,
-                    action: Action, status: Status, last: Any, error: SQLAlchemyError
+                    action: Action, status: Status, last: Any, error: Exception
                     ) -> Generator[list[Outcome], None, Any]:
         """The range failed as a whole: list its due rows again and act on each in its own transaction.
 
         Yields each row's outcome (before committing it) and returns the range's upper bound
-        (None: it was the last range, or a hold now covers the whole source).
+        (None: it was the last range, or a hold now covers the whole source). A row whose
+        created value cannot be read is left alone: without a record it could not be journalled,
+        and scan reports it as a problem.
         """
         try:
             with conn.begin():
@@ -297,11 +306,15 @@ class RangeWalk:
                 default = cutoffs.sync(conn, current)
                 hi = self._upper_bound(conn, last)
                 where = self._where(cutoffs, default, last, hi)
-                due = conn.execute(sa.select(*self.ops.columns()).where(where)).all()
+                due = conn.execute(self.ops.select(*self.ops.columns()).where(where)).all()
         except SQLAlchemyError as exc:
             raise BackendError(f"source {source.name!r}: a batch failed ({first_line(error)}) and its rows "
                                f"could not be listed again: {first_line(exc)}") from None
         for row in due:
+            try:
+                self.ops.records(source.name, source.category, [row])
+            except UnreadableRow:
+                continue
             trans = conn.begin()
             try:
                 single = sa.and_(self.ops.keys_equal([row[0]]), where)

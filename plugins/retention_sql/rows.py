@@ -2,7 +2,9 @@
 
 The per-record path (``delete(records)``) and the set-based path (``push_down``) differ only
 in the ``WHERE`` they pass here; what "a usable row" is, how a row becomes a
-:class:`~retention_core.Record`, and how deleted keys are reported is defined once.
+:class:`~retention_core.Record` (or a :class:`~retention_core.Problem`), how deleted keys are
+reported, and the guard that a row still holds what the scan saw are defined once. Every
+statement reads or changes the configured table's own rows only (PostgreSQL ``ONLY``).
 """
 
 from __future__ import annotations
@@ -13,14 +15,18 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
-from retention_core import BackendError, Record
+from retention_core import BackendError, Problem, Record
 
 from .anonymizer import Anonymizer
+from .clock import EARLIEST, LATEST
 from .dialects import Flavor
 from .schema import TableInfo
+from .stamp import Seen, decode, encode
 
 #: Most keys bound into one ``IN (...)``: well under every driver's parameter limit.
 IN_CHUNK = 1000
+#: Most rows one guarded statement names, each with its own scanned values (an ``OR`` of them).
+GUARD_CHUNK = 200
 
 
 #: What is reported for an affected row: (key, subject text, raw created value), as the
@@ -34,6 +40,10 @@ def chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
         yield items[start:start + size]
 
 
+class UnreadableRow(BackendError):
+    """A row the set-based path selected whose created value Python cannot represent."""
+
+
 class TableOps:
     """Statements on one reflected table, for one dialect."""
 
@@ -44,13 +54,32 @@ class TableOps:
         self.returning = returning
         self.table = info.table
         self.key = info.key
+        self.versioned = info.version is not None
+
+    # -- statements on this table alone ---------------------------------------------------------
+    def select(self, *columns: Any) -> sa.Select[Any]:
+        return self.flavor.only(sa.select(*columns).select_from(self.table), self.table)
+
+    def delete(self) -> sa.Delete:
+        return self.flavor.only(sa.delete(self.table), self.table)
+
+    def update(self) -> sa.Update:
+        return self.flavor.only(sa.update(self.table), self.table)
 
     # -- which rows exist for us ---------------------------------------------------------------
+    def usable(self) -> ColumnElement[bool]:
+        """Rows with a key and a created value that is a usable timestamp (NULL: not usable)."""
+        return sa.and_(self.key.is_not(None), self.flavor.created_valid(self.info.created, self.info.clock.naive))
+
+    def live(self) -> ColumnElement[bool]:
+        """Rows not anonymized yet (all of them without anonymize rules): anonymized rows are done with."""
+        return sa.not_(self.anonymizer.done()) if self.anonymizer.configured else sa.true()
+
     def valid(self) -> ColumnElement[bool]:
-        """Rows with a key and a usable created value; anonymized rows are done with."""
-        parts = [self.key.is_not(None), self.flavor.created_valid(self.info.created, self.info.clock.naive)]
+        """The rows scan lists as records and push-down may act on: usable and live."""
+        parts = [self.usable()]
         if self.anonymizer.configured:
-            parts.append(sa.not_(self.anonymizer.done()))
+            parts.append(self.live())
         return sa.and_(*parts)
 
     def columns(self) -> list[ColumnElement[Any]]:
@@ -58,17 +87,78 @@ class TableOps:
         return [self.key, self.flavor.text(self.info.subject).label("subject"),
                 self.flavor.created(self.info.created).label("created")]
 
+    # -- listing ---------------------------------------------------------------------------------
     def scan_query(self) -> sa.Select[Any]:
-        return sa.select(*self.columns()).where(self.valid())
+        """Every live row with a key: key, subject, created (NULL unless usable), created as
+        text (NULL when usable), and the version column's raw value where one is declared.
+
+        Unusable rows are listed too, so that scan reports them as problems; the usable test
+        picks which column carries the value, so a driver is never asked to read a timestamp
+        it cannot represent (PostgreSQL ``infinity``, MariaDB zero dates).
+        """
+        usable = self.flavor.created_valid(self.info.created, self.info.clock.naive)
+        created = self.flavor.created(self.info.created)
+        columns = [self.key, self.flavor.text(self.info.subject).label("subject"),
+                   sa.case((usable, created), else_=sa.null()).label("created"),
+                   sa.case((usable, sa.null()), else_=self.flavor.text(self.info.created)).label("created_text")]
+        if self.info.version is not None:
+            columns.append(sa.type_coerce(self.info.version, sa.types.NullType()).label("version"))
+        return self.select(*columns).where(self.key.is_not(None), self.live())
+
+    @property
+    def null_keys_possible(self) -> bool:
+        """Whether the key column can hold NULL (a unique column; SQLite even lets a non-integer
+        primary key hold it, while an INTEGER PRIMARY KEY is the rowid and never NULL)."""
+        key = self.key
+        if self.flavor.name == "sqlite" and key.primary_key and self.info.key_type is int:
+            return False
+        return bool(key.nullable)
+
+    def null_key_query(self) -> sa.Select[Any]:
+        """Live rows whose key is NULL: they cannot be named, so they are problems, never records."""
+        return self.select(self.flavor.text(self.info.subject)).where(self.key.is_(None), self.live())
+
+    def listed(self, source: str, category: str | None, rows: Iterable[Row]) -> Iterator[Record | Problem]:
+        """A :class:`Record` with its stamp for each usable row of :meth:`scan_query`, a
+        :class:`Problem` for every other one (one bad row never stops a scan)."""
+        to_utc, read = self.info.clock.to_utc, self.flavor.read_created
+        column, versioned = self.info.created.name, self.versioned
+        for row in rows:
+            key, subject, created = row[0], row[1], row[2]
+            if subject is not None and subject.__class__ is not str:
+                subject = str(subject)
+            if created is None:
+                text = row[3]
+                reason = (f"created column {column!r} is NULL" if text is None else
+                          f"created column {column!r} holds {text!r}, not a timestamp between "
+                          f"{EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d}")
+                yield Problem(source, str(key), reason, subject)
+                continue
+            try:
+                when = to_utc(read(created))
+                stamp = encode(created, subject, row[4] if versioned else None, versioned=versioned)
+            except (ValueError, OverflowError, TypeError) as exc:
+                yield Problem(source, str(key), f"created column {column!r} holds {created!r}, which cannot be "
+                                                f"read as a UTC instant: {exc}", subject)
+                continue
+            yield Record(source, str(key), when, None, None, subject, category, stamp)
+
+    def null_key_problems(self, source: str, rows: Iterable[Row]) -> Iterator[Problem]:
+        reason = f"key column {self.key.name!r} is NULL: the row cannot be named, listed or deleted"
+        for row in rows:
+            subject = row[0]
+            yield Problem(source, "", reason, None if subject is None else str(subject))
 
     def record(self, source: str, category: str | None, row: Row) -> Record:
         return self.records(source, category, (row,))[0]
 
     def records(self, source: str, category: str | None, rows: Iterable[Row]) -> list[Record]:
-        """One :class:`Record` per row, in order.
+        """One :class:`Record` per row, in order: the rows a push-down batch acted on.
 
-        Every row a scan or a push-down batch reads passes here, so the loop keeps its
-        lookups in locals and UTC values skip the time-zone conversion (see ``Clock.to_utc``).
+        Every row a push-down batch reads passes here, so the loop keeps its lookups in
+        locals and UTC values skip the time-zone conversion (see ``Clock.to_utc``). Raises
+        :class:`UnreadableRow` for a created value Python cannot represent (the batch then
+        goes row by row, and that row is kept).
         """
         to_utc, read = self.info.clock.to_utc, self.flavor.read_created
         out: list[Record] = []
@@ -77,9 +167,9 @@ class TableOps:
             key, subject, created = row[0], row[1], row[2]
             try:
                 when = to_utc(read(created))
-            except (ValueError, OverflowError) as exc:
-                raise BackendError(f"table {self.table.name!r}, key {key!r}: cannot read created value "
-                                   f"{created!r}: {exc}") from None
+            except (ValueError, OverflowError, TypeError) as exc:
+                raise UnreadableRow(f"table {self.table.name!r}, key {key!r}: cannot read created value "
+                                    f"{created!r}: {exc}") from None
             # (positional: keyword arguments cost a tenth more per row)
             append(Record(source, str(key), when, None, None,
                           subject if subject is None or subject.__class__ is str else str(subject), category))
@@ -93,21 +183,65 @@ class TableOps:
             clause = sa.and_(clause, self.flavor.probe(self.key).in_([self.flavor.probe_value(k) for k in keys]))
         return clause
 
+    # -- the guard: the row still holds what the scan saw -------------------------------------------
+    def unchanged(self, records: Sequence[tuple[Any, Sequence[Record]]]) -> ColumnElement[bool]:
+        """Rows among *records* (key value, records of that key) that still hold what their scan saw.
+
+        For each record: the same key, the same created value and the same subject as its stamp
+        (NULL-safe, compared exactly), the same version where the source declares one, and not
+        anonymized since. A record without a stamp of ours matches nothing.
+        """
+        arms = []
+        for value, group in records:
+            for record in group:
+                seen = decode(record.stamp, versioned=self.versioned)
+                if seen is not None:
+                    arms.append(self._holds(value, seen))
+        if not arms:
+            return sa.false()
+        return sa.and_(self.keys_equal([value for value, _ in records]), self.live(), sa.or_(*arms))
+
+    def _holds(self, key: Any, seen: Seen) -> ColumnElement[bool]:
+        info = self.info
+        parts = [self._same(self.key, key, info.key.type),
+                 self._same(self.flavor.created(info.created), seen.created, info.created.type),
+                 self._same(info.subject, seen.subject, None, as_text=True)]
+        if info.version is not None:
+            parts.append(self._same(info.version, seen.version, info.version.type))
+        return sa.and_(*parts)
+
+    def _same(self, expr: ColumnElement[Any], value: Any, type_: sa.types.TypeEngine[Any] | None, *,
+              as_text: bool = False) -> ColumnElement[bool]:
+        """*expr* equals *value* exactly: NULL only with NULL, text byte for byte, whatever the collation."""
+        if value is None:
+            return expr.is_(None)
+        if as_text or isinstance(value, str):
+            return self.flavor.probe(expr) == self.flavor.exact_value(value)
+        return expr == sa.literal(value, type_=type_)
+
+    def present(self, conn: sa.Connection, keys: Sequence[Any], *, live: bool) -> set[str]:
+        """The locations among *keys* that have a row (a live one when *live*), in *conn*'s transaction."""
+        found: set[str] = set()
+        for part in chunks(keys, IN_CHUNK):
+            where = sa.and_(self.keys_equal(part), self.live()) if live else self.keys_equal(part)
+            found.update(str(k) for k in conn.execute(self.select(self.key).where(where)).scalars())
+        return found
+
     # -- deleting ---------------------------------------------------------------------------------
     def delete_where(self, conn: sa.Connection, where: ColumnElement[bool]) -> list[Row]:
         """Delete the rows matching *where*; return each deleted row."""
         if self.returning:
             # all(): one fetch for the batch; iterating the result fetched row by row.
-            return conn.execute(sa.delete(self.table).where(where).returning(*self.columns())).all()
+            return conn.execute(self.delete().where(where).returning(*self.columns())).all()
         rows = self._select_for_update(conn, where)
         for part in chunks([r[0] for r in rows], IN_CHUNK):
-            conn.execute(sa.delete(self.table).where(self.keys_equal(part)))
+            conn.execute(self.delete().where(self.keys_equal(part)))
         return rows
 
     def _select_for_update(self, conn: sa.Connection, where: ColumnElement[bool],
                            extra: Iterable[ColumnElement[Any]] = ()) -> list[Any]:
         """The Row columns (and *extra*) of matching rows, locked until the transaction ends."""
-        query = sa.select(*self.columns(), *extra).where(where)
+        query = self.select(*self.columns(), *extra).where(where)
         if self.flavor.for_update:
             query = query.with_for_update()
         return conn.execute(query).all()
@@ -121,12 +255,12 @@ class TableOps:
         fixed = self.anonymizer.fixed_values()
         if not hashed:
             for part in chunks([r[0] for r in rows], IN_CHUNK):
-                conn.execute(sa.update(self.table).where(self.keys_equal(part)).values(fixed))
+                conn.execute(self.update().where(self.keys_equal(part)).values(fixed))
             return rows
         assert key is not None
         key_param = _free_name("retention_key", self.table)
         names = [_free_name(f"retention_hash_{i}", self.table) for i in range(len(hashed))]
-        statement = (sa.update(self.table).where(self.key == sa.bindparam(key_param))
+        statement = (self.update().where(self.key == sa.bindparam(key_param))
                      .values({**fixed, **{c.key: sa.bindparam(n) for c, n in zip(hashed, names, strict=True)}}))
         params = [{key_param: r[0], **{n: self.anonymizer.hash_value(key, value)
                                        for n, value in zip(names, r[3:], strict=True)}}

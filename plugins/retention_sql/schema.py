@@ -17,6 +17,7 @@ from sqlalchemy.exc import DatabaseError, OperationalError, ProgrammingError
 from .clock import UTC, Clock
 from .dialects import Flavor, first_line
 from .settings import HASH, LITERAL, NULL, SqlSettings
+from .stamp import VERSION_TYPES
 
 #: Key and subject columns must read back as one of these, so text round-trips exactly.
 KEY_TYPES = (int, str, uuid.UUID)
@@ -37,6 +38,7 @@ class TableInfo:
     key_type: type
     clock: Clock
     reaching: tuple[str, ...]  # foreign keys through which a delete cascades
+    version: sa.Column[Any] | None = None  # the declared row-version column
 
     def key_value(self, location: str) -> Any:
         """The key a ``Record.location`` names, or None when no row can have it."""
@@ -73,7 +75,8 @@ def reflect(engine: Engine, flavor: Flavor, settings: SqlSettings) -> TableInfo:
     _check_unique(table, key, settings)
     clock = _clock(created, flavor, settings)
     _check_anonymize(table, settings)
-    return TableInfo(table, key, subject, created, key_type, clock, reaching)
+    version = _version(table, settings)
+    return TableInfo(table, key, subject, created, key_type, clock, reaching, version)
 
 
 def _column(table: sa.Table, settings: SqlSettings, option: str) -> sa.Column[Any]:
@@ -82,6 +85,20 @@ def _column(table: sa.Table, settings: SqlSettings, option: str) -> sa.Column[An
         return table.c[name]
     known = ", ".join(repr(c.name) for c in table.c)
     raise settings.error(option, f"no column {name!r} in table {settings.table!r} (columns: {known})")
+
+
+def _version(table: sa.Table, settings: SqlSettings) -> sa.Column[Any] | None:
+    """The row-version column, if declared: one whose values compare exactly (no floats)."""
+    if settings.version_column is None:
+        return None
+    column = _column(table, settings, "version_column")
+    if _python_type(column) not in VERSION_TYPES:
+        raise settings.error("version_column", f"expected an integer, text, timestamp, date, decimal, UUID or "
+                                               f"binary column, found {column.name!r} of type {column.type}")
+    if column.name in {rule.column for rule in settings.anonymize}:
+        raise settings.error("version_column", f"column {column.name!r} is anonymized, so it cannot tell whether "
+                                               "a row changed")
+    return column
 
 
 def _python_type(column: sa.Column[Any]) -> type | None:

@@ -49,6 +49,9 @@ class SqlSettings:
     anonymize: tuple[AnonymizeRule, ...] = field(default_factory=tuple)
     hash_key_env: str | None = None
     allow_cascade: bool = False
+    #: A column the application changes on every write to a row (a version counter, an
+    #: ``updated_at``): the per-record guard then also requires it to be unchanged.
+    version_column: str | None = None
 
     def error(self, key: str, message: str) -> ConfigError:
         """A ConfigError naming ``<where>.<key>`` (``sources[1].options.table``)."""
@@ -70,6 +73,7 @@ def read_settings(options: Options) -> SqlSettings:
         anonymize=_rules(options),
         hash_key_env=_env_name(options),
         allow_cascade=options.bool("allow_cascade", False),
+        version_column=options.str("version_column", None),
     )
     options.done()
     _cross_check(settings)
@@ -135,6 +139,8 @@ def _cross_check(s: SqlSettings) -> None:
     if s.created in (s.key, s.subject):
         raise s.error("created", f"must name its own column, not the {'key' if s.created == s.key else 'subject'} "
                                  f"column {s.created!r}")
+    if s.version_column is not None and s.version_column == s.key:
+        raise s.error("version_column", f"must name its own column, not the key column {s.key!r}")
     for rule in s.anonymize:
         if rule.column in (s.key, s.created):
             role = "key" if rule.column == s.key else "created"

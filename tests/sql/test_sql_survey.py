@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import sqlalchemy as sa
 
-from retention_core import Action, BackendError, Cutoffs, Options, PushdownPlan, Survey
+from retention_core import Action, BackendError, Cutoffs, Options, Problem, PushdownPlan, Survey
 from retention_core.engine import cutoffs, decide
 from retention_sql.backend import SqlBackend
 
@@ -74,14 +74,22 @@ def test_a_held_source_is_all_held_and_nothing_due(records: Records) -> None:
     assert got == Survey(total=len(case.rows), due=0, held=len(case.rows))
 
 
-def test_rows_scan_skips_are_not_counted(db: Database) -> None:
-    """Rows without a usable created value are never listed, so never counted or deleted."""
+def test_rows_scan_reports_as_problems_are_counted_apart(db: Database) -> None:
+    """Rows without a usable created value are problems, as scan reports them: counted as such,
+    never in ``total`` or ``due``, whether the source is held or not."""
     records = records_table(db)
     old = NOW - timedelta(days=3000)
-    records.add([(1, "a", old), (2, "a", None), (3, "b", old), (4, None, NOW)])
+    records.add([(1, "a", old), (2, "a", None), (3, "b", old), (4, None, NOW), (5, "b", None)])
+    source = scenario(0).source()
     plan = Cutoffs(Action.DELETE, False, frozenset({"b"}), default=NOW - timedelta(days=1))
     with records.backend() as backend:
-        assert backend.survey(scenario(0).source(), plan) == Survey(total=3, due=1, held=1, held_by_subject={"b": 1})
+        assert backend.survey(source, plan) == Survey(total=3, due=1, held=1, held_by_subject={"b": 1}, problems=2)
+        assert backend.survey(source, Cutoffs(Action.DELETE, False, frozenset(), default=NOW)) == Survey(
+            total=3, due=3, held=0, problems=2)
+        assert backend.survey(source, Cutoffs(Action.DELETE, True, frozenset())) == Survey(
+            total=3, due=0, held=3, problems=2)
+        problems = [p for p in backend.scan(source) if isinstance(p, Problem)]
+    assert sorted((p.location, p.subject) for p in problems) == [("2", "a"), ("5", "b")]
 
 
 def test_per_subject_cutoffs_and_holds_in_one_count(records: Records) -> None:

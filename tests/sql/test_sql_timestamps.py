@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from retention_core import Action, Cutoffs, PushdownPlan, Status
+from retention_core import Action, Cutoffs, Problem, PushdownPlan, Record, Status
 from retention_sql.clock import latest_local_at_or_before, local_to_utc
 
 from .conftest import Database, records_table
@@ -110,15 +110,17 @@ def test_naive_and_aware_columns_agree_on_instants(db: Database) -> None:
         assert {r.created for r in b.scan(source)} == set(instants)
 
 
-def test_rows_without_a_usable_created_value_are_never_listed_or_deleted(db: Database) -> None:
-    """NULL everywhere; SQLite junk text and impossible dates; PostgreSQL infinity; MariaDB zero dates."""
+def test_rows_without_a_usable_created_value_are_problems_never_deleted(db: Database) -> None:
+    """NULL everywhere; SQLite junk text, impossible dates and years past the range; PostgreSQL
+    infinity and a year past 9999; MariaDB zero dates. Each is a Problem naming its key and
+    subject, the scan goes on past it, and an erasure (every row due) deletes none of them."""
     records = records_table(db, naive=True)
     good = datetime(2020, 1, 1, 12, 0)
     records.add([(1, "minor", good), (2, "minor", None)])
     bad_keys = {"2"}
     if db.kind == "sqlite":
         junk = ["yesterday", "2026-02-30 00:00:00", "2026-01-01 24:00:00", "2020-01-01", "2020-01-01 12:00:00+02:00",
-                "2020-01-01 12:00:00.1234567", "1577880000"]
+                "2020-01-01 12:00:00.1234567", "1577880000", "9999-12-31 23:59:59", "0001-01-01 00:00:00"]
         for n, text in enumerate(junk, start=10):
             db.execute(f"INSERT INTO {records.table.name} (id, subject, created, email) VALUES (:k, 'minor', :c, 'e')",
                        {"k": n, "c": text})
@@ -127,8 +129,9 @@ def test_rows_without_a_usable_created_value_are_never_listed_or_deleted(db: Dat
                    "(30, 'minor', '2020-01-01T12:00:00.5', 'e'), (31, 'minor', '2020-01-01 12:00:00.25', 'e')")
     elif db.kind == "postgresql":
         db.execute(f"INSERT INTO {records.table.name} (id, subject, created, email) VALUES "
-                   "(10, 'minor', 'infinity', 'e'), (11, 'minor', '-infinity', 'e')")
-        bad_keys |= {"10", "11"}
+                   "(10, 'minor', 'infinity', 'e'), (11, 'minor', '-infinity', 'e'), "
+                   "(12, 'minor', '10000-01-01 00:00:00', 'e')")
+        bad_keys |= {"10", "11", "12"}
     else:
         with db.engine.begin() as conn:
             conn.exec_driver_sql("SET SESSION sql_mode = ''")
@@ -138,10 +141,15 @@ def test_rows_without_a_usable_created_value_are_never_listed_or_deleted(db: Dat
     source = scenario(0).source()
     everything = Cutoffs(Action.DELETE, held=False, held_subjects=frozenset(), per_subject={"minor": ALL})
     with records.backend() as backend:
-        scanned = {r.location: r.created for r in backend.scan(source)}
+        listed = list(backend.scan(source))
+        scanned = {r.location: r.created for r in listed if isinstance(r, Record)}
+        problems = {p.location: p for p in listed if isinstance(p, Problem)}
         pushed = {o.record.location for batch in backend.push_down(source, PushdownPlan(everything, lambda: everything))
                   for o in batch}
     assert not bad_keys & set(scanned), "a value that is not a timestamp was listed"
+    assert set(problems) == bad_keys, "every unusable row is reported, once"
+    assert all(p.subject == "minor" and "created" in p.reason for p in problems.values())
+    assert "NULL" in problems["2"].reason
     assert pushed == set(scanned) and "1" in pushed
     if db.kind == "sqlite":
         assert scanned["30"] == datetime(2020, 1, 1, 12, 0, 0, 500000, tzinfo=UTC)
