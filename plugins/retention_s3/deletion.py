@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,10 +65,11 @@ class ChunkDeleter:
         for record in chunk:
             unique.setdefault((record.location, record.version), record)
         inventory = self._inventory(keys) if self._needs_listing(unique.values()) else None
+        look = _Lookups(self, inventory)
         results: dict[Ident, Result] = {}
         targets: dict[Ident, str | None] = {}  # what to delete, with the ETag it must still have
         for ident, record in unique.items():
-            early, etag = self._before_deleting(record, inventory)
+            early, etag = self._before_deleting(record, inventory, look)
             if early is not None:
                 results[ident] = early
             else:
@@ -80,7 +81,7 @@ class ChunkDeleter:
         return [Outcome(r, results[(r.location, r.version)].status, results[(r.location, r.version)].error)
                 for r in chunk]
 
-    def _needs_listing(self, records: Any) -> bool:
+    def _needs_listing(self, records: Iterable[Record]) -> bool:
         """Only an endpoint that enforces the ETag and names missing keys makes the listing useless."""
         if self.versioned or not (self.conditional.enforced and self.conditional.reports_missing):
             return True
@@ -95,24 +96,17 @@ class ChunkDeleter:
             log.warning("%s: could not list keys before deleting (%s)", self.settings.where, describe(exc))
             return None
 
-    def _now(self, key: str, inv: Inventory | None) -> KeyState:
-        """What *key* holds now: from the chunk's listing, else looked up exactly (may raise)."""
-        if inv is not None and inv.known(key):
-            return inv.state(key)
-        if self.versioned:
-            return exact_versions(self.client, self.settings, key)
-        return exact_current(self.client, self.settings, key)
-
-    def _before_deleting(self, record: Record, inv: Inventory | None) -> tuple[Result | None, str | None]:
+    def _before_deleting(self, record: Record, inv: Inventory | None,
+                         look: _Lookups) -> tuple[Result | None, str | None]:
         """The record's outcome if it is settled without deleting, else the ETag to delete it under."""
         if self.versioned:
-            return self._version_before_deleting(record, inv), None
+            return self._version_before_deleting(record, inv, look), None
         seen = _seen(record)
         if inv is None and seen is not None and seen.etag and self.conditional.enforced:
             return None, seen.etag  # S3 itself checks the ETag, and names a missing key
-        return self._compare(record, seen, None, inv)
+        return self._compare(record, seen, None, look)
 
-    def _version_before_deleting(self, record: Record, inv: Inventory | None) -> Result | None:
+    def _version_before_deleting(self, record: Record, inv: Inventory | None, look: _Lookups) -> Result | None:
         known = inv is not None and inv.known(record.location)
         state = inv.state(record.location) if inv is not None else KeyState()
         if record.version is None:
@@ -121,14 +115,14 @@ class ChunkDeleter:
         if known and record.version not in state.versions:
             return Result(Status.ALREADY_GONE)
         if record.version == NULL_VERSION:
-            return self._compare(record, _seen(record), NULL_VERSION, inv)[0]
+            return self._compare(record, _seen(record), NULL_VERSION, look)[0]
         return None  # a version id names immutable content: deleting it is the guard
 
     def _compare(self, record: Record, seen: Seen | None, version: str | None,
-                 inv: Inventory | None) -> tuple[Result | None, str | None]:
+                 look: _Lookups) -> tuple[Result | None, str | None]:
         """Compare what the scan saw with what the key holds now (the guard without server help)."""
         try:
-            now = self._now(record.location, inv)
+            now = look(record.location)
         except Exception as exc:
             return Result(Status.FAILED, f"not deleted: could not check that it is unchanged since the "
                                          f"scan ({describe(exc)})"), None
@@ -272,6 +266,33 @@ class ChunkDeleter:
             if result.status not in (Status.DELETED, Status.ALREADY_GONE):
                 log.warning("%s%s: could not remove the delete marker %s left with no version: %s",
                             self.settings.where, ident[0], ident[1], result.error)
+
+
+class _Lookups:
+    """What a chunk's keys hold now: from its listing, else each key looked up exactly.
+
+    After one look-up fails, the rest of the chunk fails the same way without asking again
+    (an endpoint that refused the range listing and one key will not answer 999 more).
+    """
+
+    def __init__(self, deleter: ChunkDeleter, inv: Inventory | None) -> None:
+        self.deleter = deleter
+        self.inv = inv
+        self.error: Exception | None = None
+
+    def __call__(self, key: str) -> KeyState:
+        if self.inv is not None and self.inv.known(key):
+            return self.inv.state(key)
+        if self.error is not None:
+            raise self.error
+        d = self.deleter
+        try:
+            if d.versioned:
+                return exact_versions(d.client, d.settings, key)
+            return exact_current(d.client, d.settings, key)
+        except Exception as exc:
+            self.error = exc
+            raise
 
 
 def _object(key: str, version: str | None, etag: str | None = None) -> dict[str, str]:

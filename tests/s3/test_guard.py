@@ -150,18 +150,23 @@ def test_fallback_an_object_rewritten_since_the_scan_is_changed_and_survives(s3:
 
 def test_fallback_a_failed_listing_deletes_nothing_unverified(s3: Any) -> None:
     bucket = make_bucket(s3)
-    put(s3, bucket, "k")
+    for key in ("k1", "k2", "k3"):
+        put(s3, bucket, key)
     with backend_for(bucket, max_attempts=1) as backend:
         records = list(backend.scan(SOURCE))
+        listings: list[str] = []
 
         def fail(params: dict[str, Any], **_: Any) -> None:
             if CANARY_FOLDER not in params["query_string"].get("prefix", ""):
+                listings.append(params["query_string"].get("prefix", ""))
                 raise RuntimeError("connection reset")
 
         backend.client.meta.events.register("before-call.s3.ListObjectsV2", fail)
-        [outcome] = backend.delete(records)
-    assert outcome.status is Status.FAILED and "could not check" in (outcome.error or "")
-    assert [k for k, _, _ in all_versions(s3, bucket)] == ["k"]
+        outcomes = list(backend.delete(records))
+    assert [o.status for o in outcomes] == [Status.FAILED] * 3
+    assert all("could not check" in (o.error or "") and "connection reset" in (o.error or "") for o in outcomes)
+    assert len(listings) == 2, "the range listing, one exact look-up, then no more asking"
+    assert [k for k, _, _ in all_versions(s3, bucket)] == ["k1", "k2", "k3"]
 
 
 def test_fallback_keys_beyond_the_listings_page_budget_are_looked_up_exactly(s3: Any) -> None:
