@@ -125,8 +125,8 @@ class SqlBackend(Backend):
                        else "refused unless allow_cascade: true")
             out.append(f"a delete from {self.settings.table!r} reaches another table through {fk} ({verdict})")
         if info.created.nullable:
-            out.append(f"column {info.created.name!r} allows NULL: rows without a created time are never "
-                       "listed or deleted")
+            out.append(f"column {info.created.name!r} allows NULL: rows without a created time are reported "
+                       "as listing problems and never deleted")
         if self.settings.timezone is not None and not info.clock.naive:
             out.append(f"timezone is ignored: column {info.created.name!r} stores instants, not wall times")
         if self.settings.timezone is not None and info.clock.zone is not self.settings.timezone \

@@ -31,6 +31,7 @@ def make(options: dict[str, Any]) -> SqlBackend:
     ({"anonymize": {"name": ["a"]}}, "sources[1].options.anonymize.name", "expected null, hash or a literal"),
     ({"hash_key_env": "not a name"}, "sources[1].options.hash_key_env", "environment variable name"),
     ({"created": "id"}, "sources[1].options.created", "its own column"),
+    ({"version_column": "id"}, "sources[1].options.version_column", "not the key column"),
     ({"url": "not a url"}, "sources[1].options.url", "SQLAlchemy URL"),
     ({"url": "nosuchdb://x/y"}, "sources[1].options.url", "unknown database dialect"),
     ({"typo": 1}, "sources[1].options.typo", "unknown key"),
@@ -89,6 +90,8 @@ def _options(records: Records, **change: Any) -> dict[str, Any]:
     ({"anonymize": {"email": None}}, "anonymize.email", "NOT NULL"),
     ({"anonymize": {"subject": "hash"}, "hash_key_env": "K"}, "anonymize.subject", "room for 69"),
     ({"anonymize": {"name": "x" * 101}}, "anonymize.name", "longer than the column"),
+    ({"version_column": "nope"}, "version_column", "no column 'nope'"),
+    ({"version_column": "name", "anonymize": {"name": None}}, "version_column", "is anonymized"),
 ])
 def test_names_are_checked_against_the_reflected_schema(records: Records, change: dict[str, Any], key: str,
                                                         text: str) -> None:
