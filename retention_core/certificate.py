@@ -1,4 +1,4 @@
-"""A certificate of deletion for one run, built from the audit trail alone.
+"""A certificate of deletion for one run, or for one erasure request, built from the audit trail alone.
 
 The fields follow the sample "Certificate of Sanitization" of NIST SP 800-88 Rev. 1,
 Appendix G (who performed it, what — each location and version —, method type and method,
@@ -7,6 +7,10 @@ does is a *logical* deletion through each storage system's API, not the Clear, P
 Destroy of storage media that SP 800-88 defines. The certificate carries the hash of the
 run's last audit line and of the trail's head, so anyone can later check it against the
 trail with ``retention audit verify``. The trail is verified before anything is certified.
+
+A run's certificate lists every record that run deleted, whoever's it was. A request's
+certificate (:func:`build_for_request`) is the one to hand a controller: only the records
+of the request's subject, from every run that touched them, and the request's own lines.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from typing import IO, Any
 
 from .audit import Head, TrailKey, expand, read, records, verify
 from .errors import CertificateError, ConfigError
-from .model import RunStatus
+from .model import ErasureRequest, RunStatus
 
 STANDARD = "NIST SP 800-88 Rev. 1, Appendix G (sample Certificate of Sanitization), adapted to logical deletion"
 
@@ -46,9 +50,13 @@ VERIFICATION = ("Per-record outcome reported by the storage API for each deletio
 
 @dataclass
 class Certificate:
-    """The header of a certificate; :meth:`records` streams the run's outcomes from the trail."""
+    """The header of a certificate; :meth:`records` streams its outcomes from the trail.
 
-    run_id: str
+    For a run, ``run_id`` is set and every outcome of that run is certified; for an erasure
+    request, ``request`` is set and every outcome naming its subject, from any run, is.
+    """
+
+    run_id: str | None
     trail: Path
     performed_by: str
     tool: str
@@ -67,12 +75,31 @@ class Certificate:
     #: Which lines carry an HMAC and whether the key checked them (None: no line is keyed).
     keyed: dict[str, Any] | None = None
     issued: str = ""
+    request: ErasureRequest | None = None
+    #: The runs whose outcomes are certified (a request's: every run that touched its subject).
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    #: The request's own lines (erasure-requested, erasure-withdrawn): seq, hash, event, time.
+    request_lines: list[dict[str, Any]] = field(default_factory=list)
+
+    def certifies(self, entry: dict[str, Any]) -> bool:
+        """Whether a per-record outcome entry belongs on this certificate."""
+        if entry.get("event") != "outcome":
+            return False
+        if self.request is not None:
+            return entry.get("subject") == self.request.subject
+        return entry.get("run_id") == self.run_id
+
+    @property
+    def title(self) -> str:
+        if self.request is not None:
+            return f"erasure request {self.request.id}"
+        return f"run {self.run_id}"
 
     def records(self) -> Iterator[dict[str, Any]]:
-        """Every outcome entry of the run, in trail order."""
+        """Every outcome entry certified, in trail order."""
         for entry in records(self.trail):
-            if entry.get("run_id") == self.run_id and entry.get("event") == "outcome":
-                yield {"source": entry.get("source"), "location": entry.get("location"),
+            if self.certifies(entry):
+                yield {"run_id": entry.get("run_id"), "source": entry.get("source"), "location": entry.get("location"),
                        **({"location_hex": entry["location_hex"]} if entry.get("location_hex") else {}),
                        "version": entry.get("version"), "subject": entry.get("subject"),
                        "category": entry.get("category"), "action": entry.get("action"),
@@ -81,7 +108,7 @@ class Certificate:
 
     def header(self) -> dict[str, Any]:
         methods = {s: METHODS.get(b, f"the {b!r} backend's delete operation") for s, b in self.backends.items()}
-        return {
+        header = {
             "title": "Certificate of deletion",
             "standard": STANDARD,
             "run_id": self.run_id,
@@ -94,7 +121,8 @@ class Certificate:
                              "method_used": LOGICAL, "method_details": methods,
                              "tool": self.tool, "verification_method": VERIFICATION,
                              "post_sanitization_classification": None,
-                             "notes": (f"Run status: {self.status}. {self.intents} deletion intents and "
+                             "notes": (f"{'Request' if self.request else 'Run'} status: {self.status}. "
+                                       f"{self.intents} deletion intents and "
                                        f"{sum(self.totals.values())} outcomes journalled"
                                        ". Records refused or failed were NOT deleted.")},
             "date": {"started": self.started, "finished": self.finished, "evaluated_as_of": self.as_of},
@@ -109,6 +137,13 @@ class Certificate:
                            "validated_by": {"name": None, "title": None, "signature": None, "date": None}},
             "issued": self.issued,
         }
+        if self.request is not None:
+            header["request"] = _request_json(self.request)
+            header["runs"] = self.runs
+            header["audit"]["request_lines"] = self.request_lines
+            header["audit"]["check"] = ("retention audit verify TRAIL; each line listed under request_lines and each "
+                                        "record's audit_seq must carry the hash given")
+        return header
 
 
 def build(trail: Path, run_id: str, *, expect: Head | None = None, actor: str | None = None,
@@ -165,6 +200,91 @@ def build(trail: Path, run_id: str, *, expect: Head | None = None, actor: str | 
     return cert
 
 
+def build_for_request(trail: Path, request: ErasureRequest, *, expect: Head | None = None,
+                      backends: dict[str, str] | None = None, key: TrailKey | None = None,
+                      now: datetime | None = None) -> Certificate:
+    """Verify *trail* and gather the evidence for *request*: every outcome naming its subject,
+    from every run that journalled one, and the request's own lines.
+
+    Only the subject's records are listed (a run's certificate lists every tenant's). A request
+    not yet done is certified as it stands: the status says so, and what is listed is what was
+    deleted so far.
+    """
+    result = verify(trail, expect=expect, key=key)
+    if not result.ok:
+        raise CertificateError(f"{trail}: line {result.line}: {result.problem}; no certificate issued "
+                               "for a trail that fails verification")
+    when = now or datetime.now(timezone.utc)
+    cert = Certificate(run_id=None, trail=trail, performed_by="", tool="", started="", finished=None,
+                       status=request.status(when), as_of=None, sources=[], backends=dict(backends or {}),
+                       request=request)
+    starts: dict[str, dict[str, Any]] = {}
+    runs: dict[str, dict[str, Any]] = {}
+    for entry in read(trail):
+        event = entry.get("event")
+        if event == "run-start":
+            starts[str(entry.get("run_id"))] = entry
+        elif event in ("erasure-requested", "erasure-withdrawn") and entry.get("request") == request.id:
+            cert.request_lines.append({"event": event, "seq": entry.get("seq"), "hash": entry.get("hash"),
+                                       "time": entry.get("time")})
+        elif event in ("intent", "outcome"):
+            _count(cert, entry, starts, runs)
+    if not cert.request_lines:
+        raise ConfigError(f"erasure request {request.id!r} has no erasure-requested line in the audit trail "
+                          f"{trail}; no certificate issued", key="--request")
+    cert.runs = [{**{k: v for k, v in r.items() if k not in ("sources", "last_seq", "last_hash")},
+                  "sources": sorted(r["sources"]), "last_line": {"seq": r["last_seq"], "hash": r["last_hash"]}}
+                 for r in runs.values()]
+    cert.performed_by = ", ".join(sorted({str(r["by"]) for r in cert.runs})) or "nobody (no run touched it yet)"
+    tools = sorted({str(r["tool"]) for r in cert.runs})
+    cert.tool = ", ".join(tools) or "retention"
+    cert.sources = sorted({s for r in cert.runs for s in r["sources"]})
+    cert.started = str(cert.runs[0]["started"]) if cert.runs else str(cert.request_lines[0]["time"])
+    cert.finished = request.done_at.isoformat() if request.done_at else None
+    cert.head, cert.trail_lines = result.head, result.lines
+    if cert.runs:
+        last = max((r["last_line"] for r in cert.runs), key=lambda line: int(line["seq"]))
+        cert.last_line = Head(int(last["seq"]), str(last["hash"]))
+    if result.keyed_from is not None:
+        cert.keyed = {"from_line": result.keyed_from, "key_id": result.key_id, "hmac_checked": result.hmac_checked}
+    cert.issued = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return cert
+
+
+def _count(cert: Certificate, entry: dict[str, Any], starts: dict[str, dict[str, Any]],
+           runs: dict[str, dict[str, Any]]) -> None:
+    """Count a batch line's rows of the request's subject, and note the run that wrote them."""
+    subject = cert.request.subject if cert.request is not None else None
+    mine = [each for each in expand(entry) if each.get("subject") == subject]
+    if not mine:
+        return
+    run_id = str(entry.get("run_id"))
+    start = starts.get(run_id, {})
+    run = runs.setdefault(run_id, {"run_id": run_id, "started": start.get("time"),
+                                   "by": start.get("by") or "unknown (not recorded)",
+                                   "tool": start.get("tool") or "retention (version not recorded)",
+                                   "sources": set(), "records": 0})
+    run["sources"].add(entry.get("source"))
+    run["last_seq"], run["last_hash"] = entry.get("seq"), entry.get("hash")
+    if entry.get("event") == "intent":
+        cert.intents += len(mine)
+        return
+    run["records"] += len(mine)
+    for each in mine:
+        status = str(each.get("outcome"))
+        cert.totals[status] = cert.totals.get(status, 0) + 1
+
+
+def _request_json(r: ErasureRequest) -> dict[str, Any]:
+    def iso(value: datetime | None) -> str | None:
+        return value.isoformat() if value else None
+
+    return {"id": r.id, "subject": r.subject, "controller": r.controller, "ticket": r.ticket,
+            "received_at": iso(r.received_at), "due_at": iso(r.due_at), "done_at": iso(r.done_at),
+            "done_run": r.done_run, "held_remaining": r.held_remaining, "withdrawn_at": iso(r.withdrawn_at),
+            "withdrawn_by": r.withdrawn_by, "withdraw_reason": r.withdraw_reason}
+
+
 def write_json(cert: Certificate, out: IO[str]) -> None:
     """The certificate as JSON; records are streamed from the trail."""
     head = json.dumps(cert.header(), indent=1, ensure_ascii=False)
@@ -200,13 +320,14 @@ def write_html(cert: Certificate, out: IO[str]) -> None:
     e = _e
     out.write("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
               "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">"
-              f"<title>Certificate of deletion — run {e(cert.run_id)}</title><style>{_CSS}</style></head><body>")
-    out.write(f"<h1>Certificate of deletion</h1><p>Run <code>{e(cert.run_id)}</code> · fields after "
+              f"<title>Certificate of deletion — {e(cert.title)}</title><style>{_CSS}</style></head><body>")
+    out.write(f"<h1>Certificate of deletion</h1><p>{e(cert.title[0].upper() + cert.title[1:])} · fields after "
               f"{e(STANDARD)}</p><p class=\"honest\"><b>Method type: logical deletion.</b> {e(LOGICAL)}</p>")
     rows = [
         ("Person performing", cert.performed_by), ("Tool used (version)", cert.tool),
         ("Date started", cert.started), ("Date finished", cert.finished or "—"),
-        ("Evaluated as of", cert.as_of or "—"), ("Run status", cert.status),
+        *_request_rows(cert),
+        ("Evaluated as of", cert.as_of or "—"), ("Request status" if cert.request else "Run status", cert.status),
         ("Media / sources", ", ".join(f"{x['source']} ({x['backend']})" for x in h["media"]["sources"])),
         ("Method used", "; ".join(f"{k}: {v}" for k, v in s["method_details"].items()) or "—"),
         ("Verification method", VERIFICATION),
@@ -225,20 +346,35 @@ def write_html(cert: Certificate, out: IO[str]) -> None:
     out.write("<h2>Signatures</h2><table><tr><th>Performed by (name, signature, date)</th>"
               f"<td class=\"sig\">{e(cert.performed_by)}</td></tr><tr><th>Validated by (name, title, signature, "
               "date)</th><td class=\"sig\"></td></tr></table>")
-    out.write("<h2>Records</h2><table><thead><tr><th style=\"width:auto\">seq</th><th style=\"width:auto\">source</th>"
+    run_head = "<th style=\"width:auto\">run</th>" if cert.request is not None else ""
+    out.write(f"<h2>Records</h2><table><thead><tr><th style=\"width:auto\">seq</th>{run_head}"
+              "<th style=\"width:auto\">source</th>"
               "<th style=\"width:auto\">location (version)</th><th style=\"width:auto\">action</th>"
               "<th style=\"width:auto\">outcome</th><th style=\"width:auto\">time</th></tr></thead><tbody>")
     for r in cert.records():
         version = f" ({r['version']})" if r["version"] else ""
         outcome = str(r["outcome"]) + (f": {r['error']}" if r["error"] else "")
-        out.write(f"<tr class=\"{e(r['outcome'])}\"><td>{e(r['audit_seq'])}</td><td>{e(r['source'])}</td>"
+        run_cell = f"<td>{e(r['run_id'])}</td>" if cert.request is not None else ""
+        out.write(f"<tr class=\"{e(r['outcome'])}\"><td>{e(r['audit_seq'])}</td>{run_cell}<td>{e(r['source'])}</td>"
                   f"<td class=\"loc\">{e(str(r['location']) + version)}</td><td>{e(r['action'])}</td>"
                   f"<td>{e(outcome)}</td><td>{e(r['time'])}</td></tr>")
     out.write("</tbody></table></body></html>\n")
+
+
+def _request_rows(cert: Certificate) -> list[tuple[str, object]]:
+    """The request a request's certificate is for, and the runs that carried it out."""
+    r = cert.request
+    if r is None:
+        return []
+    return [("Erasure request", f"{r.id} (ticket {r.ticket or '—'}) for subject {r.subject}, from controller "
+                                f"{r.controller}"),
+            ("Received / due", f"{r.received_at:%Y-%m-%d} / {r.due_at:%Y-%m-%d}"),
+            ("Runs", "; ".join(f"{x['run_id']} by {x['by']}: {x['records']} records" for x in cert.runs) or "none")]
 
 
 def _e(value: object) -> str:
     return escape("—" if value is None else str(value), quote=True)
 
 
-__all__ = ["Certificate", "CertificateError", "LOGICAL", "METHODS", "build", "write_html", "write_json"]
+__all__ = ["Certificate", "CertificateError", "LOGICAL", "METHODS", "build", "build_for_request", "write_html",
+           "write_json"]

@@ -31,7 +31,7 @@ from .fence import DEFAULT_WAIT, deleted_in_scope, wait_for_batches
 from .files import atomic_write
 from .host import CONFIG_ENV, config_option, open_runtime, share_plugins
 from .metrics import write_metrics
-from .model import Hold, HoldScope, Problem
+from .model import ErasureRequest, Hold, HoldScope, Problem
 from .plugins import Plugins, load_plugins
 from .policy import HOLD_KINDS, check_actions, check_hold_id
 from .report import RunReport, check_writable, one_line, text_summary
@@ -332,32 +332,52 @@ def plan_command(config: str, within: str, as_of: str | None, sources: tuple[str
 @click.option("--as-of", "as_of", metavar="DATE", help="Explain as if today were DATE.")
 @click.option("--format", "fmt", type=click.Choice(("text", "json")), default="text", show_default=True)
 def explain_command(config: str, location: str, source_name: str | None, as_of: str | None, fmt: str) -> None:
-    """Every step of the decision for the record at LOCATION (as the source lists it)."""
-    from .explain import explain
+    """Every step of the decision for the record at LOCATION.
+
+    LOCATION as the source lists it (fs: relative to root), an absolute path, or an
+    s3://bucket/key URI; only the sources that can hold it are listed. For a record no
+    longer there, what the audit trail says became of it: deleted when, by which run.
+    """
+    from .evidence import Query, find, locate
+    from .explain import explain, gone_json, render_gone
     from .explain import render_text as render_explanation
 
     now = _parse_date(as_of, "--as-of") or datetime.now(timezone.utc)
     with open_runtime(config) as rt:
         chosen = [rt.policy.source(source_name)] if source_name else list(rt.policy.sources)
+        places = locate(location, chosen, lambda s: rt.backend(s).territory(s))
         ctx = rt.context(now)
         every_hold = rt.holds(include_released=True)
         found, problems = [], []
-        for source in chosen:
-            for raw in rt.backend(source).scan(source):
-                if raw.location != location:
+        for place in places:
+            if place.present is False:  # the source can tell without listing: nothing there
+                continue
+            for raw in rt.backend(place.source).scan(place.source):
+                if raw.location != place.location:
                     continue
                 if isinstance(raw, Problem):
-                    problems.append(f"{source.name}: {raw.reason}")
+                    problems.append(f"{place.source.name}: {raw.reason}")
                 else:
-                    found.append(explain(raw, source, ctx, every_hold))
+                    found.append(explain(raw, place.source, ctx, every_hold))
+        trail = rt.policy.audit
+        history = [] if found or problems or not trail.exists() else list(
+            find([trail], Query(places=tuple((p.source.name, p.location) for p in places))))
     if not found and problems:
         for line in problems:
             click.echo(f"{printable(location)} — could not be listed as a record, so it is kept (skip): {line}")
         return
+    if not found and history:
+        if fmt == "json":
+            click.echo(json.dumps([gone_json(location, places, history)], indent=1, ensure_ascii=False))
+        else:
+            for line in render_gone(location, places, history):
+                click.echo(line)
+        return
     if not found:
-        where = f"source {source_name!r}" if source_name else "any source (" + ", ".join(s.name for s in chosen) + ")"
-        raise ConfigError(f"no record at {location!r} in {where}; give the location exactly as the source "
-                          "lists it (fs: the path relative to root)", key="LOCATION")
+        where = ", ".join(p.source.name for p in places)
+        raise ConfigError(f"no record at {location!r} in {where}, and the audit trail shows no deletion of it; "
+                          "give the location as the source lists it (fs: relative to root), an absolute path "
+                          "or an s3://bucket/key URI", key="LOCATION")
     if fmt == "json":
         click.echo(json.dumps([e.as_json() for e in found], indent=1, ensure_ascii=False))
         return
@@ -507,8 +527,15 @@ def requests() -> None:
 @click.option("--subject", required=True)
 @click.option("--controller", required=True, help="Must be the subject's controller in the subjects source.")
 @click.option("--received", metavar="DATE", help="When the request was received (default: now).")
-def requests_erase(config: str, subject: str, controller: str, received: str | None) -> None:
-    """Record an erasure request; the next run deletes the subject's data that no hold protects."""
+@click.option("--ticket", metavar="REF", help="Your reference (helpdesk ticket, letter number); shown in list, "
+                                                "reports and certificates.")
+def requests_erase(config: str, subject: str, controller: str, received: str | None, ticket: str | None) -> None:
+    """Record an erasure request; the next run deletes the subject's data that no hold protects.
+
+    Refused while the subject has a request still open (pending, overdue or held).
+    """
+    if ticket is not None and (not ticket.strip() or not ticket.isprintable()):
+        raise ConfigError("expected a non-empty reference without control characters", key="--ticket")
     with open_runtime(config) as rt:
         known = rt.subjects.get(subject)
         if known is None:
@@ -518,32 +545,73 @@ def requests_erase(config: str, subject: str, controller: str, received: str | N
                               "accepted only from the subject's controller", key="--controller")
         at = _parse_date(received, "--received") or datetime.now(timezone.utc)
         trail = trail_for(rt.policy.audit, rt.state)
-        request = rt.state.add_request(subject, controller, at)
+        request = rt.state.add_request(subject, controller, at, ticket=ticket)
         trail.append([{"event": "erasure-requested", "request": request.id, "subject": subject,
-                       "controller": controller, "received_at": at.isoformat(), "by": actor()}])
-        click.echo(f"erasure request {request.id} for {subject}: due {request.due_at:%Y-%m-%d}")
+                       "controller": controller, "received_at": at.isoformat(), "by": actor(),
+                       **({"ticket": ticket} if ticket else {})}])
+        ref = f" (ticket {ticket})" if ticket else ""
+        click.echo(f"erasure request {request.id}{ref} for {subject}: due {request.due_at:%Y-%m-%d}")
+
+
+@requests.command("withdraw")
+@config_option
+@click.argument("request_id", metavar="ID")
+@click.option("--reason", required=True, help="Why the request is withdrawn (kept with it, and journalled).")
+def requests_withdraw(config: str, request_id: str, reason: str) -> None:
+    """Withdraw an open erasure request: its subject's data is under its rules again.
+
+    Kept with who, when and why; a done request cannot be withdrawn.
+    """
+    if not reason.strip():
+        raise ConfigError("expected a reason", key="--reason")
+    with open_runtime(config) as rt:
+        trail = trail_for(rt.policy.audit, rt.state)  # a trail that cannot be written fails before the change
+        request = rt.state.withdraw_request(request_id, reason)
+        trail.append([{"event": "erasure-withdrawn", "request": request.id, "subject": request.subject,
+                       "reason": reason, "by": request.withdrawn_by}])
+        click.echo(f"withdrew erasure request {request.id} for {one_line(request.subject)}")
 
 
 @requests.command("list")
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def requests_list(config: str, as_json: bool) -> None:
-    """List erasure requests with their status: pending, overdue or done."""
+    """List erasure requests with their ticket and state.
+
+    Open: pending (within 30 days) or overdue; held (all that is left is under a hold);
+    done; late (done after its due date); withdrawn.
+    """
     now = datetime.now(timezone.utc)
     with open_runtime(config) as rt:
         found = rt.state.requests()
         if as_json:
-            click.echo(json.dumps([{"id": r.id, "subject": r.subject, "controller": r.controller,
-                                    "received_at": _iso(r.received_at), "due_at": _iso(r.due_at),
-                                    "status": r.status(now), "done_at": _iso(r.done_at), "done_run": r.done_run,
-                                    "held_remaining": r.held_remaining} for r in found], indent=2))
+            click.echo(json.dumps([_request_json(r, now) for r in found], indent=2))
             return
         if not found:
             click.echo("no erasure requests")
         for r in found:
-            held = f", {r.held_remaining} records still held" if r.held_remaining else ""
-            click.echo(f"{r.id}  {r.subject}  from {r.controller}  received {r.received_at:%Y-%m-%d}  "
-                       f"due {r.due_at:%Y-%m-%d}  {r.status(now)}{held}")
+            click.echo(_request_line(r, now))
+
+
+def _request_json(r: ErasureRequest, now: datetime) -> dict[str, Any]:
+    return {"id": r.id, "subject": r.subject, "controller": r.controller, "ticket": r.ticket,
+            "received_at": _iso(r.received_at), "due_at": _iso(r.due_at), "status": r.status(now),
+            "open": not r.closed, "done_at": _iso(r.done_at), "done_run": r.done_run,
+            "held_remaining": r.held_remaining, "withdrawn_at": _iso(r.withdrawn_at),
+            "withdrawn_by": r.withdrawn_by, "withdraw_reason": r.withdraw_reason}
+
+
+def _request_line(r: ErasureRequest, now: datetime) -> str:
+    status = r.status(now)
+    if r.withdrawn_at is not None:
+        why = one_line(r.withdraw_reason or "")
+        status += f" {r.withdrawn_at:%Y-%m-%d} by {one_line(r.withdrawn_by or '?')}: {why}"
+    elif r.done_at is not None:
+        status += f" {r.done_at:%Y-%m-%d} (run {r.done_run})"
+    elif r.held_remaining:
+        status += f", {r.held_remaining} records still held"
+    return (f"{r.id}  {one_line(r.ticket or '-'):14}  {one_line(r.subject)}  from {one_line(r.controller)}  "
+            f"received {r.received_at:%Y-%m-%d}  due {r.due_at:%Y-%m-%d}  {status}")
 
 
 # -- audit ------------------------------------------------------------------------------------------
@@ -606,25 +674,40 @@ def _verify_notes(result: VerifyResult, *, head: str) -> Iterator[str]:
 
 @audit.command("certificate")
 @config_option
-@click.option("--run", "run_id", required=True, metavar="RUN_ID", help="The run to certify (see the run's summary).")
+@click.option("--run", "run_id", metavar="RUN_ID", help="The run to certify (see the run's summary).")
+@click.option("--request", "request_id", metavar="ID",
+              help="Certify one erasure request instead: only its subject's records, from every run that "
+                   "touched them (the copy for that controller).")
 @click.option("--format", "fmt", type=click.Choice(("json", "html")), default="json", show_default=True)
 @click.option("-o", "--output", metavar="PATH", type=click.Path(dir_okay=False),
               help="Write to PATH (atomically) instead of stdout.")
-def audit_certificate(config: str, run_id: str, fmt: str, output: str | None) -> None:
-    """A certificate of deletion for one enforcing run, from the verified audit trail.
+def audit_certificate(config: str, run_id: str | None, request_id: str | None, fmt: str, output: str | None) -> None:
+    """A certificate of deletion for one enforcing run, or one erasure request, from the verified audit trail.
 
     Fields after NIST SP 800-88 Rev. 1 Appendix G: who, each location and version, method
     (logical deletion through the storage API), tool and version, verification method,
-    dates, and the SHA-256 of the run's last audit line and of the trail head.
+    dates, and the SHA-256 of the last audit line certified and of the trail head.
     """
     from . import certificate
 
+    if (run_id is None) == (request_id is None):
+        raise ConfigError("give exactly one of --run RUN_ID and --request ID", key="--run")
     with open_runtime(config) as rt:
         last = rt.state.audit_head()
-        who, status = _run_row(rt, run_id)
         backends = {s.name: s.backend for s in rt.policy.sources}
-        cert = certificate.build(rt.policy.audit, run_id, expect=Head(*last) if last else None, actor=who,
-                                 backends=backends, run_status=status, key=load_key())
+        expect = Head(*last) if last else None
+        if request_id is not None:
+            request = rt.state.request(request_id)
+            if request is None:
+                raise ConfigError(f"no erasure request {request_id!r} in the state store (see 'retention requests "
+                                  "list')", key="--request")
+            cert = certificate.build_for_request(rt.policy.audit, request, expect=expect, backends=backends,
+                                                 key=load_key())
+        else:
+            assert run_id is not None
+            who, status = _run_row(rt, run_id)
+            cert = certificate.build(rt.policy.audit, run_id, expect=expect, actor=who, backends=backends,
+                                     run_status=status, key=load_key())
     writer: Callable[[certificate.Certificate, IO[str]], None] = (
         certificate.write_html if fmt == "html" else certificate.write_json)
     if output is None:
@@ -633,7 +716,54 @@ def audit_certificate(config: str, run_id: str, fmt: str, output: str | None) ->
     path = Path(output)
     with atomic_write(path) as fh:
         writer(cert, fh)
-    click.echo(f"certificate for run {run_id}: {path}")
+    click.echo(f"certificate for {cert.title}: {path}")
+
+
+@audit.command("find")
+@config_option
+@click.option("--location", metavar="L", help="A location as its source lists it (a trailing * matches a prefix), "
+                                              "an absolute path or an s3://bucket/key URI.")
+@click.option("--subject", metavar="S", help="Only this subject's records.")
+@click.option("--run", "run_id", metavar="ID", help="Only this run's lines.")
+@click.option("--source", metavar="NAME", help="Only this source.")
+@click.option("--since", metavar="DATE", help="Only lines written at or after DATE (UTC).")
+@click.option("--trail", "trails", multiple=True, metavar="PATH", type=click.Path(dir_okay=False),
+              help="Search this trail file too (an earlier trail kept as evidence; repeatable).")
+@click.option("--format", "fmt", type=click.Choice(("text", "json", "csv")), default="text", show_default=True)
+def audit_find(config: str, location: str | None, subject: str | None, run_id: str | None, source: str | None,
+               since: str | None, trails: tuple[str, ...], fmt: str) -> None:
+    """Was it deleted, when, by which run: every record line of the trail that matches.
+
+    Batch lines are read per record. An intent whose outcome was never journalled (a run
+    that died mid-batch) is shown as intent-only. Hashes are not checked here: that is
+    `retention audit verify`.
+    """
+    from . import evidence
+
+    after = _parse_date(since, "--since")
+    with open_runtime(config) as rt:
+        if source is not None:
+            rt.policy.source(source)
+        places: tuple[tuple[str, str], ...] = ()
+        if location is not None and (location.startswith("s3://") or os.path.isabs(location)):
+            chosen = [rt.policy.source(source)] if source else list(rt.policy.sources)
+            found = evidence.locate(location, chosen, lambda s: rt.backend(s).territory(s), key="--location")
+            places, location = tuple((p.source.name, p.location) for p in found), None
+        query = evidence.Query(location=location, places=places, subject=subject, run=run_id, source=source,
+                               since=after)
+        paths = [*(Path(t) for t in trails), rt.policy.audit]
+    findings = evidence.find(paths, query)
+    if fmt == "csv":
+        evidence.write_csv(findings, sys.stdout)
+    elif fmt == "json":
+        click.echo(json.dumps([f.as_json() for f in findings], indent=1, ensure_ascii=False))
+    else:
+        any_found = False
+        for finding in findings:
+            click.echo(evidence.text_line(finding))
+            any_found = True
+        if not any_found:
+            click.echo("nothing in the audit trail matches")
 
 
 def _run_row(rt: Runtime, run_id: str) -> tuple[str | None, str | None]:

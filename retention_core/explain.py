@@ -5,12 +5,13 @@ steps and the verdict are :func:`retention_core.engine.trace`'s (the same Decisi
 ``decide``, a property test holds them together). This module narrates them — how the
 category was matched, whose record it is, every hold and whether it covers the record, the
 subject's erasure request and minor flag, the clock and its date — and says when the record
-becomes due.
+becomes due. For a record storage no longer holds it tells what the audit trail says became
+of it (:func:`render_gone`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -27,6 +28,7 @@ from .engine import (
     trace,
 )
 from .engine import Step as EngineStep
+from .evidence import Finding, Place, text_line
 from .model import Context, Decision, Hold, Record, Source
 from .runtime import classify
 from .text import printable
@@ -205,8 +207,32 @@ def render_text(ex: Explanation) -> Iterator[str]:
                 yield f"  {'':16}   {c.hold.id} ({c.hold.kind}, {scope}): {mark} — {c.why}; reason: {c.hold.reason}"
 
 
+def render_gone(location: str, places: Sequence[Place], history: Sequence[Finding]) -> Iterator[str]:
+    """For a location no source lists: what the audit trail says became of it, line by line."""
+    where = ", ".join(f"{p.source.name} ({p.source.backend})" for p in places)
+    deleted = [f for f in history if f.gone]
+    if deleted:
+        last = deleted[-1]
+        yield (f"{printable(location)} — no record in {where}: the audit trail shows it deleted on "
+               f"{last.time[:19].replace('T', ' ')} UTC by run {last.run_id}")
+    else:
+        yield (f"{printable(location)} — no record in {where}; the audit trail has it but shows no deletion "
+               f"(last: {history[-1].outcome})")
+    for finding in history:
+        yield f"  {text_line(finding)}"
+
+
+def gone_json(location: str, places: Sequence[Place], history: Sequence[Finding]) -> dict[str, Any]:
+    """:func:`render_gone` as JSON: ``record`` is null, ``deleted`` says whether the trail shows it deleted."""
+    deleted = [f for f in history if f.gone]
+    return {"location": printable(location), "sources": [p.source.name for p in places], "record": None,
+            "deleted": bool(deleted), "deleted_at": deleted[-1].time if deleted else None,
+            "deleted_by_run": deleted[-1].run_id if deleted else None,
+            "trail": [f.as_json() for f in history]}
+
+
 def _date(value: datetime | None) -> str:
     return value.date().isoformat() if value is not None else "—"
 
 
-__all__ = ["Explanation", "HoldCheck", "PRECEDENCE", "Step", "explain", "render_text"]
+__all__ = ["Explanation", "HoldCheck", "PRECEDENCE", "Step", "explain", "gone_json", "render_gone", "render_text"]

@@ -243,14 +243,16 @@ def _requests(report: RunReport) -> str:
 
         held = f"{r.held_remaining:,}" if r.held_remaining else "0"
         done = f"{r.done_at:%Y-%m-%d}" if r.done_at else "—"
-        rows.append(f'<tr class="{status}"><td>{_e(r.id)}</td><td>{_e(r.subject)}</td><td>{_e(r.controller)}</td>'
+        rows.append(f'<tr class="{status}"><td>{_e(r.id)}</td><td>{_e(r.subject)}</td>'
+                    f"<td>{_e(r.controller)}</td>"
                     f"<td>{r.received_at:%Y-%m-%d}</td><td>{r.due_at:%Y-%m-%d}</td>"
                     f"<td>{_STATUS.get(status, status)}</td>"
-                    f"<td>{done}</td><td class=num>{held}</td></tr>")
+                    f"<td>{done}</td><td class=num>{held}</td><td>{_e(r.ticket or '—')}</td></tr>")
     alert = (f'<div class="alert"><b>{overdue} erasure request{"s" if overdue != 1 else ""} overdue</b> '
              "(past the 30-day deadline and not done).</div>") if overdue else ""
-    return (head + alert + "<table><thead><tr><th>request</th><th>subject</th><th>controller</th><th>received</th>"
-            "<th>due</th><th>status</th><th>done</th><th class=num>records still held</th></tr></thead><tbody>"
+    return (head + alert + "<table><thead><tr><th>request</th><th>subject</th><th>controller</th>"
+            "<th>received</th><th>due</th><th>status</th><th>done</th><th class=num>records still held</th>"
+            "<th>ticket</th></tr></thead><tbody>"
             + "".join(rows) + "</tbody></table>")
 
 
@@ -309,7 +311,7 @@ def _items(report: RunReport, counts: Tally, shown: Sequence[Item]) -> str:
 
 
 # -- helpers -----------------------------------------------------------------------------------------
-_STATUS = {"overdue": "⚠ OVERDUE"}
+_STATUS = {"overdue": "⚠ OVERDUE", "late": "done late (after the due date)"}
 _ACTION_LABEL = {"delete": "delete", "anonymize": "anonymize", "hold": "held", "skip": "skipped (unknown)",
                  "keep": "kept"}
 

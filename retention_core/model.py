@@ -211,12 +211,24 @@ class ErasureRequest:
     done_at: datetime | None = None
     done_run: str | None = None
     held_remaining: int = 0
+    ticket: str | None = None
+    withdrawn_at: datetime | None = None
+    withdrawn_by: str | None = None
+    withdraw_reason: str | None = None
+
+    @property
+    def closed(self) -> bool:
+        """Done or withdrawn: no run owes it anything more (a held request is still owed)."""
+        return self.done_at is not None or self.withdrawn_at is not None
 
     def status(self, now: datetime) -> str:
-        """``done`` (proven: nothing of the subject left), ``held`` (everything left is under a
-        hold: its own state, never "done"), else ``overdue`` or ``pending``."""
+        """``withdrawn``; ``done`` (proven: nothing of the subject left) or ``late`` (done after
+        its due date, kept visible); ``held`` (everything left is under a hold: its own state,
+        never "done"); else open: ``overdue`` or ``pending``."""
+        if self.withdrawn_at is not None:
+            return "withdrawn"
         if self.done_at is not None:
-            return "done"
+            return "late" if self.done_at > self.due_at else "done"
         if self.held_remaining:
             return "held"
         return "overdue" if now > self.due_at else "pending"

@@ -113,7 +113,10 @@ class RunReport:
         return [{"id": r.id, "subject": r.subject, "controller": r.controller,
                  "received_at": r.received_at.isoformat(), "due_at": r.due_at.isoformat(),
                  "status": r.status(self.as_of), "done_at": r.done_at.isoformat() if r.done_at else None,
-                 "held_remaining": r.held_remaining} for r in self.erasure_requests]
+                 "held_remaining": r.held_remaining, "ticket": r.ticket,
+                 "withdrawn_at": r.withdrawn_at.isoformat() if r.withdrawn_at else None,
+                 "withdrawn_by": r.withdrawn_by, "withdraw_reason": r.withdraw_reason}
+                for r in self.erasure_requests]
 
 
 @dataclass
@@ -273,9 +276,11 @@ def text_summary(report: RunReport) -> str:
             lines.append(f"  hold {one_line(h.id)} ({h.kind}, {scope}): protected {protected.get(h.id, 0)} records")
     for r in report.erasure_requests:
         status = r.status(report.as_of)
-        if status != "done" or r.held_remaining:
+        # Still owed, or finished late by this run; done and withdrawn ones are in requests list.
+        if status in ("pending", "overdue", "held") or (status == "late" and r.done_run == report.run_id):
             extra = f", {r.held_remaining} records still held" if r.held_remaining else ""
-            lines.append(f"  erasure request {r.id} for {one_line(r.subject)}: {status}, "
+            ticket = f" (ticket {one_line(r.ticket)})" if r.ticket else ""
+            lines.append(f"  erasure request {r.id}{ticket} for {one_line(r.subject)}: {status}, "
                          f"due {r.due_at:%Y-%m-%d}{extra}")
     lines += [f"  warning: {w}" for w in report.warnings]
     if report.limit_tripped:

@@ -119,10 +119,12 @@ class Runtime:
         return tuple(h for h in found if include_released or h.active)
 
     def requests(self) -> dict[str, ErasureRequest]:
-        """Erasure requests by subject. Once requested, a subject's data stays due (owed)."""
+        """Erasure requests by subject. Once requested, a subject's data stays due (owed) —
+        unless the request was withdrawn: then the subject's data is under its rules again."""
         out: dict[str, ErasureRequest] = {}
         for request in self.state.requests():
-            out.setdefault(request.subject, request)
+            if request.withdrawn_at is None:
+                out.setdefault(request.subject, request)
         return out
 
     def context(self, now: datetime, holds: tuple[Hold, ...] | None = None) -> Context:

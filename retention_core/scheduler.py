@@ -510,7 +510,7 @@ def _settle_requests(rt: Runtime, report: RunReport, now: datetime) -> None:
     """Done means proven: a request is done (or held) only when every source was listed
     completely for its subject and nothing of it is owed; otherwise it stays open, with a warning."""
     for request in rt.state.requests():
-        if request.done_at is not None:
+        if request.closed:  # done, or withdrawn: nothing owed
             continue
         hiding = [name for name, stats in report.sources.items() if stats.may_hide(request.subject)]
         if hiding:
@@ -520,7 +520,8 @@ def _settle_requests(rt: Runtime, report: RunReport, now: datetime) -> None:
             continue
         owed, held = report.spool.subject_status(request.subject)
         if owed == 0:
-            rt.state.mark_requests(request.subject, report.run_id, datetime.now(timezone.utc), held)
+            # On the run's clock, which also judged it overdue: done after its due date is "late".
+            rt.state.mark_requests(request.subject, report.run_id, now, held)
 
 
 def _version() -> str:

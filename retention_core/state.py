@@ -69,6 +69,10 @@ requests_table = sa.Table(
     sa.Column("done_at", sa.DateTime(timezone=True)),
     sa.Column("done_run", sa.String(64)),
     sa.Column("held_remaining", sa.Integer, nullable=False, default=0),
+    sa.Column("ticket", sa.String(200)),  # the controller's or helpdesk's reference
+    sa.Column("withdrawn_at", sa.DateTime(timezone=True)),
+    sa.Column("withdrawn_by", sa.String(200)),
+    sa.Column("withdraw_reason", sa.Text),
 )
 
 runs_table = sa.Table(
@@ -243,24 +247,60 @@ class StateStore:
             return [_hold(row) for row in conn.execute(query)]
 
     # -- erasure requests ------------------------------------------------------------------
-    def add_request(self, subject: str, controller: str, received_at: datetime) -> ErasureRequest:
+    def add_request(self, subject: str, controller: str, received_at: datetime, *,
+                    ticket: str | None = None) -> ErasureRequest:
+        """Store a new request; refused (naming it) while the subject has one still open —
+        a second would only split one erasure's evidence over two ids."""
         check_fits(requests_table, "subject", subject, "--subject")
         check_fits(requests_table, "controller", controller, "--controller")
+        check_fits(requests_table, "ticket", ticket, "--ticket")
         request = ErasureRequest(id=uuid.uuid4().hex[:12], subject=subject, controller=controller,
-                                 received_at=received_at, due_at=received_at + ERASURE_DEADLINE)
+                                 received_at=received_at, due_at=received_at + ERASURE_DEADLINE, ticket=ticket)
         with self.engine.begin() as conn:
+            open_ = conn.execute(sa.select(requests_table).where(
+                requests_table.c.subject == subject, requests_table.c.done_at.is_(None),
+                requests_table.c.withdrawn_at.is_(None)).order_by(requests_table.c.received_at)).first()
+            if open_ is not None:
+                found = _request(open_)
+                ref = f", ticket {found.ticket}" if found.ticket else ""
+                raise ConfigError(f"subject {subject!r} already has an open erasure request {found.id} (received "
+                                  f"{found.received_at:%Y-%m-%d}, {found.status(datetime.now(timezone.utc))}{ref}); "
+                                  "withdraw it first if this one replaces it", key="--subject")
             conn.execute(requests_table.insert().values(
                 id=request.id, subject=subject, controller=controller, received_at=received_at,
-                due_at=request.due_at, held_remaining=0))
+                due_at=request.due_at, held_remaining=0, ticket=ticket))
         return request
 
+    def withdraw_request(self, request_id: str, reason: str, *, by: str | None = None,
+                         now: datetime | None = None) -> ErasureRequest:
+        """Withdraw an open (or held) request, keeping who, when and why; a done one stays done."""
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(requests_table).where(requests_table.c.id == request_id)).first()
+            if row is None:
+                raise ConfigError(f"no erasure request {request_id!r} in the state store", key="ID")
+            found = _request(row)
+            if found.withdrawn_at is not None:
+                raise ConfigError(f"erasure request {request_id!r} was already withdrawn on "
+                                  f"{found.withdrawn_at:%Y-%m-%d} by {found.withdrawn_by}", key="ID")
+            if found.done_at is not None:
+                raise ConfigError(f"erasure request {request_id!r} is {found.status(found.done_at)} since "
+                                  f"{found.done_at:%Y-%m-%d} (run {found.done_run}): its data is gone, there is "
+                                  "nothing to withdraw", key="ID")
+            who = by or actor()
+            conn.execute(requests_table.update().where(requests_table.c.id == request_id).values(
+                withdrawn_at=now or datetime.now(timezone.utc), withdrawn_by=who, withdraw_reason=reason))
+        return self.request(request_id)
+
+    def request(self, request_id: str) -> ErasureRequest | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(requests_table).where(requests_table.c.id == request_id)).first()
+        return _request(row) if row is not None else None
+
     def requests(self) -> list[ErasureRequest]:
+        """Every request ever stored, withdrawn and done ones included, oldest first."""
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(requests_table).order_by(requests_table.c.received_at))
-            return [ErasureRequest(id=r.id, subject=r.subject, controller=r.controller,
-                                   received_at=utc(r.received_at), due_at=utc(r.due_at),  # type: ignore[arg-type]
-                                   done_at=utc(r.done_at), done_run=r.done_run,
-                                   held_remaining=r.held_remaining or 0) for r in rows]
+            return [_request(r) for r in rows]
 
     def mark_requests(self, subject: str, run_id: str, now: datetime, held_remaining: int) -> None:
         """A run listed every source completely and deleted every unheld record of *subject*.
@@ -269,7 +309,8 @@ class StateStore:
         ``held`` (not done: the hold's release makes the rest due, and a later run finishes them).
         """
         with self.engine.begin() as conn:
-            open_ = (requests_table.c.subject == subject, requests_table.c.done_at.is_(None))
+            open_ = (requests_table.c.subject == subject, requests_table.c.done_at.is_(None),
+                     requests_table.c.withdrawn_at.is_(None))
             if held_remaining:
                 conn.execute(requests_table.update().where(*open_).values(held_remaining=held_remaining))
             else:
@@ -492,6 +533,7 @@ def _create_tables(engine: sa.Engine) -> None:
         try:
             metadata.create_all(engine)
             _add_heartbeat_column(engine)
+            _add_request_columns(engine)
             return
         except SQLAlchemyError:
             if attempt == 5:
@@ -507,6 +549,26 @@ def _add_heartbeat_column(engine: sa.Engine) -> None:
     kind = sa.DateTime(timezone=True).compile(dialect=engine.dialect)
     with engine.begin() as conn:
         conn.exec_driver_sql(f"ALTER TABLE {lock_table.name} ADD COLUMN refreshed_at {kind}")
+
+
+def _add_request_columns(engine: sa.Engine) -> None:
+    """State stores created before tickets and withdrawals lack those request columns: add them."""
+    columns = {c["name"] for c in sa.inspect(engine).get_columns(requests_table.name)}
+    missing = [c for c in requests_table.columns if c.name not in columns]
+    if not missing:
+        return
+    with engine.begin() as conn:
+        for column in missing:
+            kind = column.type.compile(dialect=engine.dialect)
+            conn.exec_driver_sql(f"ALTER TABLE {requests_table.name} ADD COLUMN {column.name} {kind}")
+
+
+def _request(row: sa.Row) -> ErasureRequest:
+    return ErasureRequest(id=row.id, subject=row.subject, controller=row.controller,
+                          received_at=utc(row.received_at), due_at=utc(row.due_at),  # type: ignore[arg-type]
+                          done_at=utc(row.done_at), done_run=row.done_run, held_remaining=row.held_remaining or 0,
+                          ticket=row.ticket, withdrawn_at=utc(row.withdrawn_at), withdrawn_by=row.withdrawn_by,
+                          withdraw_reason=row.withdraw_reason)
 
 
 def _alive(pid: int) -> bool:

@@ -1,0 +1,167 @@
+"""Erasure requests as a controller sees them (issue 17 #4), through the command line over the fs demo:
+a ticket reference, withdrawal, duplicate open requests refused, and the states open (pending /
+overdue), held, done, late and withdrawn."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from retention_core import cli as cli_module
+from retention_core.audit import read
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO = REPO / "config" / "demo"
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> Path:
+    """A private copy of the fs demo, its limits raised so that an erasure may delete a tenant."""
+    target = tmp_path / "demo"
+    shutil.copytree(DEMO, target, ignore=shutil.ignore_patterns(".retention"))
+    policy = target / "policy.yaml"
+    policy.write_text(policy.read_text().replace("max_fraction: 0.5", "max_fraction: 0.9"))
+    return policy
+
+
+def invoke(*args: str | Path) -> Any:
+    return CliRunner().invoke(cli_module.cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def ok(*args: str | Path) -> Any:
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def listed(policy: Path) -> dict[str, dict[str, Any]]:
+    return {r["subject"]: r for r in json.loads(ok("requests", "list", "-c", policy, "--json").stdout)}
+
+
+def erase(policy: Path, subject: str, controller: str, *extra: str) -> str:
+    out = ok("requests", "erase", "-c", policy, "--subject", subject, "--controller", controller, *extra).stdout
+    return out.split()[2]  # "erasure request <ID> ..."
+
+
+def deletes(policy: Path) -> int:
+    """How many records a dry run would delete."""
+    out = ok("run", "-c", policy, "--dry-run").stdout
+    total = next(line for line in out.splitlines() if line.strip().startswith("total:"))
+    return int(total.split("delete ")[1].split(",")[0])
+
+
+def test_a_ticket_is_stored_journalled_and_shown(demo: Path, tmp_path: Path) -> None:
+    request_id = erase(demo, "acme", "acme-corp", "--ticket", "HD-4711")
+    assert listed(demo)["acme"]["ticket"] == "HD-4711"
+    line = ok("requests", "list", "-c", demo).stdout
+    assert request_id in line and "HD-4711" in line and "pending" in line
+    (entry,) = [e for e in read(demo.parent / ".retention" / "audit.jsonl") if e["event"] == "erasure-requested"]
+    assert entry["ticket"] == "HD-4711" and entry["request"] == request_id
+    report = tmp_path / "run.json"
+    summary = ok("run", "-c", demo, "--dry-run", "--report", report).stdout
+    assert f"erasure request {request_id} (ticket HD-4711) for acme: pending" in summary
+    (in_report,) = json.loads(report.read_text())["erasure_requests"]
+    assert in_report["ticket"] == "HD-4711"
+
+
+def test_a_ticket_with_a_control_character_is_refused(demo: Path) -> None:
+    result = invoke("requests", "erase", "-c", demo, "--subject", "acme", "--controller", "acme-corp",
+                    "--ticket", "HD-1\nforged line")
+    assert result.exit_code == 2 and "--ticket" in result.stderr
+    assert listed(demo) == {}
+
+
+def test_a_duplicate_open_request_is_refused_naming_the_open_one(demo: Path) -> None:
+    first = erase(demo, "acme", "acme-corp", "--ticket", "HD-1")
+    again = invoke("requests", "erase", "-c", demo, "--subject", "acme", "--controller", "acme-corp")
+    assert again.exit_code == 2
+    assert f"already has an open erasure request {first}" in again.stderr and "HD-1" in again.stderr
+    assert len(json.loads(ok("requests", "list", "-c", demo, "--json").stdout)) == 1
+    # Another subject is not a duplicate; after a withdrawal the subject may ask again.
+    erase(demo, "initech", "initech-llc")
+    ok("requests", "withdraw", "-c", demo, first, "--reason", "sent to the wrong tenant")
+    second = erase(demo, "acme", "acme-corp", "--ticket", "HD-2")
+    assert second != first
+
+
+def test_withdrawal_is_kept_journalled_and_makes_nothing_due(demo: Path) -> None:
+    before = deletes(demo)
+    request_id = erase(demo, "acme", "acme-corp")
+    assert deletes(demo) == before + 7  # acme's recordings, transcripts and mail
+    out = ok("requests", "withdraw", "-c", demo, request_id, "--reason", "customer renewed the contract").stdout
+    assert out.strip() == f"withdrew erasure request {request_id} for acme"
+    assert deletes(demo) == before  # a withdrawn request no longer makes acme's data due
+
+    request = listed(demo)["acme"]
+    assert request["status"] == "withdrawn" and request["open"] is False
+    assert request["withdrawn_by"] == "tester" and request["withdraw_reason"] == "customer renewed the contract"
+    assert request["withdrawn_at"] is not None
+    line = ok("requests", "list", "-c", demo).stdout
+    assert "withdrawn" in line and "by tester: customer renewed the contract" in line
+    (entry,) = [e for e in read(demo.parent / ".retention" / "audit.jsonl") if e["event"] == "erasure-withdrawn"]
+    assert entry == {**entry, "request": request_id, "subject": "acme", "by": "tester",
+                     "reason": "customer renewed the contract"}
+
+    ok("run", "-c", demo)
+    assert listed(demo)["acme"]["status"] == "withdrawn"  # a run never marks it done
+    assert (demo.parent / "data" / "transcripts" / "acme" / "chat-1.txt").exists()
+    again = invoke("requests", "withdraw", "-c", demo, request_id, "--reason", "twice")
+    assert again.exit_code == 2 and "already withdrawn" in again.stderr
+
+
+def test_withdrawing_what_cannot_be_withdrawn(demo: Path) -> None:
+    unknown = invoke("requests", "withdraw", "-c", demo, "nope", "--reason", "x")
+    assert unknown.exit_code == 2 and "no erasure request 'nope'" in unknown.stderr
+    request_id = erase(demo, "acme", "acme-corp")
+    ok("run", "-c", demo)
+    done = invoke("requests", "withdraw", "-c", demo, request_id, "--reason", "too late")
+    assert done.exit_code == 2 and "nothing to withdraw" in done.stderr
+    assert listed(demo)["acme"]["status"] == "done"
+
+
+def test_done_late_and_held_are_states_of_their_own(demo: Path) -> None:
+    """Done on time is ``done``; done after its due date ``late`` (kept visible); a subject whose
+    remaining data is under a hold ``held``, not done. Open ones are ``pending`` / ``overdue``."""
+    received = (datetime.now(timezone.utc) - timedelta(days=40)).date().isoformat()
+    erase(demo, "acme", "acme-corp", "--ticket", "HD-ON-TIME")
+    erase(demo, "initech", "initech-llc", "--received", received, "--ticket", "HD-LATE")
+    erase(demo, "globex", "globex-inc")  # under the policy's Smith hold
+    states = {s: r["status"] for s, r in listed(demo).items()}
+    assert states == {"acme": "pending", "initech": "overdue", "globex": "pending"}
+    assert all(r["open"] for r in listed(demo).values())
+
+    summary = ok("run", "-c", demo).stdout
+    after = listed(demo)
+    assert {s: r["status"] for s, r in after.items()} == {"acme": "done", "initech": "late", "globex": "held"}
+    assert after["initech"]["done_at"] and after["initech"]["open"] is False
+    assert after["globex"]["held_remaining"] == 7 and after["globex"]["open"] is True
+    assert "for initech: late" in summary  # finished late by this run: said once, in its summary
+    assert "for acme" not in summary
+    text = ok("requests", "list", "-c", demo).stdout
+    assert "HD-LATE" in text and " late " in text and "globex" in text and "7 records still held" in text
+    later = ok("run", "-c", demo).stdout
+    assert "for initech" not in later  # a late request stays visible in list and reports, not in every summary
+    assert "for globex: held" in later
+
+
+def test_a_store_from_before_tickets_and_withdrawals_is_migrated(demo: Path) -> None:
+    """A state store created by an older version lacks the new request columns: they are added."""
+    state = demo.parent / ".retention" / "state.db"
+    state.parent.mkdir()
+    with sqlite3.connect(state) as conn:
+        conn.execute("CREATE TABLE retention_erasure_requests (id VARCHAR(64) PRIMARY KEY, subject VARCHAR(500) "
+                     "NOT NULL, controller VARCHAR(500) NOT NULL, received_at DATETIME NOT NULL, due_at DATETIME "
+                     "NOT NULL, done_at DATETIME, done_run VARCHAR(64), held_remaining INTEGER NOT NULL)")
+        conn.execute("INSERT INTO retention_erasure_requests VALUES ('old1', 'acme', 'acme-corp', "
+                     "'2026-11-01 00:00:00', '2026-12-01 00:00:00', NULL, NULL, 0)")
+    (old,) = json.loads(ok("requests", "list", "-c", demo, "--json").stdout)
+    assert old["id"] == "old1" and old["ticket"] is None and old["status"] in ("pending", "overdue")
+    ok("requests", "withdraw", "-c", demo, "old1", "--reason", "migrated")
+    assert listed(demo)["acme"]["status"] == "withdrawn"
