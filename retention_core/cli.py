@@ -212,14 +212,22 @@ def validate(config: str) -> None:
 @click.option("--trust-clock", is_flag=True,
               help="Enforce although an earlier run recorded a later time (its clock was ahead); "
                    "journalled as a clock-override event.")
+@click.option("--max-delete", type=click.IntRange(min=0), metavar="N",
+              help="For this run only, every source may delete up to N records, in place of its safety "
+                   "limits (journalled).")
+@click.option("--allow-over-limit", "allow_over_limit", multiple=True, metavar="SOURCE",
+              help="For this run only, SOURCE has no safety limit (repeatable; journalled).")
 def run_command(config: str, dry_run: bool, as_of: str | None, sources: tuple[str, ...],
-                reports: tuple[str, ...], metrics_file: str | None, trust_clock: bool) -> None:
+                reports: tuple[str, ...], metrics_file: str | None, trust_clock: bool,
+                max_delete: int | None, allow_over_limit: tuple[str, ...]) -> None:
     """Scan every source, decide, and delete what is due (or only report with --dry-run)."""
     started = time.time()
     report: RunReport | None = None
     code = 2
     try:
-        report, code = _run(config, dry_run, as_of, sources, reports, trust_clock)
+        report, code = _run(config, dry_run, as_of, sources, reports, RunOptions(
+            now=datetime.now(timezone.utc), trust_clock=trust_clock, max_delete=max_delete,
+            allow_over_limit=allow_over_limit))
     except RetentionError as exc:
         code = exc.exit_code
         raise
@@ -231,7 +239,8 @@ def run_command(config: str, dry_run: bool, as_of: str | None, sources: tuple[st
 
 
 def _run(config: str, dry_run: bool, as_of: str | None, sources: tuple[str, ...],
-         reports: tuple[str, ...], trust_clock: bool = False) -> tuple[RunReport, int]:
+         reports: tuple[str, ...], overrides: RunOptions | None = None) -> tuple[RunReport, int]:
+    """One run from the command line; *overrides* carries the one-off options (clock, limits)."""
     now = _parse_date(as_of, "--as-of") or datetime.now(timezone.utc)
     dry_run = dry_run or as_of is not None
     with open_runtime(config) as rt:
@@ -251,7 +260,9 @@ def _run(config: str, dry_run: bool, as_of: str | None, sources: tuple[str, ...]
         try:
             report = run(rt, RunOptions(now=now, dry_run=dry_run, sources=sources, progress=progress,
                                         as_of_given=as_of is not None, itemize=bool(chosen),
-                                        trust_clock=trust_clock))
+                                        trust_clock=overrides.trust_clock if overrides else False,
+                                        max_delete=overrides.max_delete if overrides else None,
+                                        allow_over_limit=overrides.allow_over_limit if overrides else ()))
         finally:
             if progress is not None:
                 progress.finish()

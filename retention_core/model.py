@@ -235,6 +235,30 @@ class ErasureRequest:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """Safety limits of one source: a run that would delete more deletes nothing there (exit 3)."""
+
+    max_deletions: int | None = None
+    max_fraction: float | None = None
+
+    def over(self, planned: int, scanned: int) -> str | None:
+        """Why *planned* deletions out of *scanned* records trip these limits, or None."""
+        if self.max_deletions is not None and planned > self.max_deletions:
+            return f"plans {planned} deletions, over max_deletions = {self.max_deletions}"
+        if self.max_fraction is not None and scanned and planned / scanned > self.max_fraction:
+            return (f"plans {planned} of {scanned} records ({planned / scanned:.1%}), "
+                    f"over max_fraction = {self.max_fraction:g}")
+        return None
+
+    def allowance(self, scanned: int) -> int | None:
+        """The most deletions these limits allow a source of *scanned* records."""
+        bounds = [self.max_deletions] if self.max_deletions is not None else []
+        if self.max_fraction is not None:
+            bounds.append(int(self.max_fraction * scanned))
+        return min(bounds) if bounds else None
+
+
+@dataclass(frozen=True)
 class Source:
     """A configured place to scan: which backend, its options, and how to classify records."""
 
@@ -247,6 +271,8 @@ class Source:
     #: Sources this one may list the same records as, on purpose (``overlaps:`` in the policy);
     #: any other overlap is refused. Holds scoped to either source cover both.
     overlaps: tuple[str, ...] = ()
+    #: This source's own ``limits:``, key by key over the policy's (None: the policy's).
+    limits: Limits | None = None
 
 
 @dataclass(frozen=True)

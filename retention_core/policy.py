@@ -17,7 +17,7 @@ import yaml
 
 from .durations import parse_duration
 from .errors import ConfigError
-from .model import Action, Category, Hold, HoldScope, Source
+from .model import Action, Category, Hold, HoldScope, Limits, Source
 from .options import describe, key_label
 from .patterns import LinearPattern, PatternError
 
@@ -28,14 +28,6 @@ HOLD_KINDS = ("legal", "dispute")
 CLOCKS = ("created", "service_end")
 ACTIONS = (Action.DELETE.value, Action.ANONYMIZE.value)
 _NAME = re.compile(r"\A[A-Za-z0-9_.:-]+\Z")
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Safety limits: over either one, nothing is deleted and the run exits 3."""
-
-    max_deletions: int | None = None
-    max_fraction: float | None = None
 
 
 @dataclass(frozen=True)
@@ -54,6 +46,14 @@ class Policy:
     @property
     def base_dir(self) -> Path:
         return self.path.parent
+
+    def limits_for(self, source: Source) -> Limits:
+        """*source*'s safety limits: its own ``limits:`` key by key over the policy's."""
+        own = source.limits
+        if own is None:
+            return self.limits
+        return Limits(own.max_deletions if own.max_deletions is not None else self.limits.max_deletions,
+                      own.max_fraction if own.max_fraction is not None else self.limits.max_fraction)
 
     def source(self, name: str) -> Source:
         for source in self.sources:
@@ -284,7 +284,7 @@ def _sources(r: _Reader, value: Any, categories: Mapping[str, Category]) -> tupl
     for i, body in enumerate(value):
         key = f"sources[{i}]"
         body = r.mapping(body, key, required=("name", "backend"),
-                         optional=("options", "match", "category", "overlaps"))
+                         optional=("options", "match", "category", "overlaps", "limits"))
         name = r.string(body["name"], f"{key}.name", pattern=_NAME)
         if any(s.name == name for s in out):
             raise r.fail(f"{key}.name", f"duplicate source name {name!r}")
@@ -316,7 +316,8 @@ def _sources(r: _Reader, value: Any, categories: Mapping[str, Category]) -> tupl
             raise r.fail(f"{key}.overlaps", f"expected a list of source names, found {describe(overlaps)}")
         out.append(Source(name=name, backend=backend, options=dict(options), match=match,
                           category=category, index=i,
-                          overlaps=tuple(r.string(o, f"{key}.overlaps[{n}]") for n, o in enumerate(overlaps))))
+                          overlaps=tuple(r.string(o, f"{key}.overlaps[{n}]") for n, o in enumerate(overlaps)),
+                          limits=_limits(r, body["limits"], f"{key}.limits") if "limits" in body else None))
     names = {s.name for s in out}
     for source in out:
         for n, other in enumerate(source.overlaps):
@@ -359,17 +360,17 @@ def _holds(r: _Reader, value: Any, categories: Mapping[str, Category],
     return tuple(out)
 
 
-def _limits(r: _Reader, value: Any) -> Limits:
+def _limits(r: _Reader, value: Any, key: str = "limits") -> Limits:
     if value is None:
         return Limits()
-    body = r.mapping(value, "limits", optional=("max_deletions", "max_fraction"))
+    body = r.mapping(value, key, optional=("max_deletions", "max_fraction"))
     max_deletions = body.get("max_deletions")
     if max_deletions is not None and (isinstance(max_deletions, bool) or not isinstance(max_deletions, int)
                                       or max_deletions < 0):
-        raise r.fail("limits.max_deletions", f"expected a whole number >= 0, found {describe(max_deletions)}")
+        raise r.fail(f"{key}.max_deletions", f"expected a whole number >= 0, found {describe(max_deletions)}")
     max_fraction = body.get("max_fraction")
     if max_fraction is not None and (isinstance(max_fraction, bool) or not isinstance(max_fraction, (int, float))
                                      or not 0 <= max_fraction <= 1):
-        raise r.fail("limits.max_fraction", f"expected a number from 0 to 1, found {describe(max_fraction)}")
+        raise r.fail(f"{key}.max_fraction", f"expected a number from 0 to 1, found {describe(max_fraction)}")
     return Limits(max_deletions=max_deletions,
                   max_fraction=float(max_fraction) if max_fraction is not None else None)

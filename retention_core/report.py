@@ -75,6 +75,8 @@ class RunReport:
     holds: list[Hold] = field(default_factory=list)
     finished_at: datetime | None = None
     limit_tripped: str | None = None
+    #: Sources over their safety limits (they deleted nothing), with why.
+    tripped: dict[str, str] = field(default_factory=dict)
     status: str = RunStatus.OK
     itemized: bool = True
     #: Push-down sources counted in storage instead of scanned record by record.

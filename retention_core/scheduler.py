@@ -24,7 +24,7 @@ from .engine import Decider, cutoffs, plain_cutoff, protected_by
 from .errors import ClockError, ConfigError, LockedError, RetentionError
 from .fence import in_flight
 from .journal import Journal, JournalBatch, OpenIntents, settlement, trail_key, unsettled_entry
-from .model import Action, Context, Decision, Outcome, Record, RecordKey, RunStatus, Source, Status
+from .model import Action, Context, Decision, Limits, Outcome, Record, RecordKey, RunStatus, Source, Status
 from .report import RunReport, SourceStats
 from .runtime import Runtime
 from .spool import Item, Spool
@@ -55,6 +55,10 @@ class RunOptions:
     #: Enforce although an earlier run recorded a later time (its clock was ahead); journalled.
     trust_clock: bool = False
     itemize: bool = True
+    #: One-off, journalled overrides of the safety limits: every source may delete up to this
+    #: many records (in place of its limits), and these sources have no limit, for this run only.
+    max_delete: int | None = None
+    allow_over_limit: tuple[str, ...] = ()
 
 
 #: Test hook for crash-recovery tests: ``RETENTION_TEST_KILL_AT=after-intent:2`` SIGKILLs the
@@ -92,6 +96,8 @@ def run(rt: Runtime, options: RunOptions) -> RunReport:
                        started_at=started, spool=Spool(), itemized=options.itemize)
     try:
         rt.check_overlaps()  # before anything, dry run included: the dry run predicts the real one
+        for name in options.allow_over_limit:
+            rt.policy.source(name)  # an unknown name is a config error, not a silent no-op
         ctx = rt.context(options.now)
         report.holds = list(rt.holds(include_released=True))
         for source in sources:
@@ -103,6 +109,7 @@ def run(rt: Runtime, options: RunOptions) -> RunReport:
         if options.dry_run:
             _check_clock(rt, options)
             _scan(rt, sources, ctx, report, options.progress, _Keep(options.itemize))
+            _trip(report, _over_limits(rt, report, options))  # exactly as the enforcing run would
         else:
             with rt.state.lock(report.run_id):
                 # under the lock, so a rival's run in progress is not compared
@@ -212,17 +219,33 @@ def _scan(rt: Runtime, sources: Sequence[Source], ctx: Context, report: RunRepor
     report.spool.commit()
 
 
-def _limits(rt: Runtime, report: RunReport) -> str | None:
-    limits = rt.policy.limits
+def _limits_for(rt: Runtime, name: str, options: RunOptions) -> Limits:
+    """A source's safety limits for this run, the one-off overrides applied."""
+    if name in options.allow_over_limit:
+        return Limits()
+    if options.max_delete is not None:
+        return Limits(max_deletions=options.max_delete)
+    return rt.policy.limits_for(rt.policy.source(name))
+
+
+def _over_limits(rt: Runtime, report: RunReport, options: RunOptions) -> dict[str, str]:
+    """Every source whose planned deletions trip its limits, with why."""
+    tripped = {}
     for name, stats in report.sources.items():
         planned = stats.decisions["delete"] + stats.decisions["anonymize"]
-        if limits.max_deletions is not None and planned > limits.max_deletions:
-            return (f"source {name!r} plans {planned} deletions, over limits.max_deletions "
-                    f"= {limits.max_deletions}")
-        if limits.max_fraction is not None and stats.scanned and planned / stats.scanned > limits.max_fraction:
-            return (f"source {name!r} plans {planned} of {stats.scanned} records "
-                    f"({planned / stats.scanned:.1%}), over limits.max_fraction = {limits.max_fraction:g}")
-    return None
+        if why := _limits_for(rt, name, options).over(planned, stats.scanned):
+            tripped[name] = (f"{why}: nothing was deleted there (raise its `limits:` in the policy, or for this "
+                             f"run only: --allow-over-limit {name} or --max-delete N)")
+    return tripped
+
+
+def _trip(report: RunReport, tripped: dict[str, str]) -> None:
+    """Record tripped sources: each deletes nothing, is named, and the run exits 3."""
+    for name, why in tripped.items():
+        report.tripped[name] = why
+    if report.tripped:
+        report.limit_tripped = "; ".join(f"source {name!r} {why}" for name, why in report.tripped.items())
+        report.status = RunStatus.LIMIT_TRIPPED
 
 
 def _enforce(rt: Runtime, sources: Sequence[Source], ctx: Context, report: RunReport,
@@ -236,6 +259,9 @@ def _enforce(rt: Runtime, sources: Sequence[Source], ctx: Context, report: RunRe
                       last_run_as_of=clock_overridden.isoformat(), by=actor())
         report.warnings.append(f"clock override: enforced as of {options.now:%Y-%m-%d %H:%M:%S} UTC although an "
                                f"earlier run ran as of {clock_overridden:%Y-%m-%d %H:%M:%S} UTC (--trust-clock)")
+    if options.max_delete is not None or options.allow_over_limit:
+        journal.event("limit-override", max_delete=options.max_delete, allow_over_limit=list(options.allow_over_limit),
+                      by=actor())
     status = RunStatus.FAILED
     try:
         left_open = (OpenIntents.read(rt.policy.audit, rt.state.crashed_runs(report.run_id), rt.state.unsettled())
@@ -250,23 +276,23 @@ def _enforce(rt: Runtime, sources: Sequence[Source], ctx: Context, report: RunRe
             _count_surveyed(report.sources[name], survey, plan, rt.policy.source(name), ctx)
         if not options.sources:
             _recover(rt, report, journal, left_open)
-        tripped = _limits(rt, report)
-        if tripped:
-            report.limit_tripped = f"{tripped}; nothing was deleted"
-            status = report.status = RunStatus.LIMIT_TRIPPED
-            return
+        # A source over its limits deletes nothing; the others go on (an owed erasure elsewhere
+        # must not wait for someone to edit the YAML).
+        _trip(report, _over_limits(rt, report, options))
         for source in sources:
+            if source.name in report.tripped:
+                continue
             backend = rt.backend(source)
             if _pushes_down(backend, source):
-                _push_down(rt, backend, source, report, journal, options.now, itemize=source.name not in surveyed)
-                if report.limit_tripped:
-                    status = report.status = RunStatus.LIMIT_TRIPPED
-                    return
+                allowed = _limits_for(rt, source.name, options).allowance(report.sources[source.name].scanned)
+                _push_down(rt, backend, source, report, journal, options.now, allowed,
+                           itemize=source.name not in surveyed)
             else:
                 _batches(rt, backend, source, report, journal, options.now, ctx)
         if not options.sources:
             _settle_requests(rt, report, options.now)
-        status = RunStatus.OK if report.failed == 0 else RunStatus.FAILED_DELETIONS
+        status = (RunStatus.LIMIT_TRIPPED if report.tripped else
+                  RunStatus.OK if report.failed == 0 else RunStatus.FAILED_DELETIONS)
         report.status = status
     finally:
         head = journal.event("run-end", status=status, summary=report.summary(), outcomes=report.outcomes())
@@ -374,7 +400,7 @@ def _execute(rt: Runtime, backend: Backend, action: Action, items: list[Item], r
 
 
 def _push_down(rt: Runtime, backend: Backend, source: Source, report: RunReport, journal: Journal,
-               now: datetime, *, itemize: bool) -> None:
+               now: datetime, allowed: int | None, *, itemize: bool) -> None:
     """Set-based batches. Each batch is yielded before its transaction commits, journalled as
     intent, committed when the generator resumes, then journalled as outcome — so a crash
     leaves intents a later run can settle, never a deletion missing from the trail.
@@ -396,8 +422,8 @@ def _push_down(rt: Runtime, backend: Backend, source: Source, report: RunReport,
             stats.outcomes[status] += count
         rt.plugins.after_delete(batch, rt.context(now))
 
-    # Rows that became due after the scan are deleted too; the safety limits still bound the total.
-    allowed = _allowance(rt, stats.scanned)
+    # Rows that became due after the scan are deleted too; the safety limits (*allowed*) still
+    # bound the total.
     done = 0
     while True:
         restart = False
@@ -418,9 +444,9 @@ def _push_down(rt: Runtime, backend: Backend, source: Source, report: RunReport,
                         break
                     if allowed is not None and done + len(batch) > allowed:
                         stream.close()  # the batch in hand is rolled back, never journalled
-                        report.limit_tripped = (f"source {source.name!r} reached its limit of {allowed} deletions "
-                                                "during set-based batches (more became due since the scan); "
-                                                f"stopped after {done} deletions")
+                        _trip(report, {source.name: f"reached its limit of {allowed} deletions during set-based "
+                                                    "batches (more became due since the scan); stopped after "
+                                                    f"{done} deletions"})
                         break
                     _still_ours(rt, report.run_id)
                     journalled = journal.intent(source.name, decision.action, ((o.record, decision) for o in batch),
@@ -448,15 +474,6 @@ def _still_ours(rt: Runtime, run_id: str) -> None:
     if not rt.state.holds_lock(run_id):
         raise LockedError(f"run {run_id} lost the state store's lock (another run took it over as stale); "
                           "stopped before the next batch")
-
-
-def _allowance(rt: Runtime, scanned: int) -> int | None:
-    """The most deletions the safety limits allow one source of *scanned* records."""
-    limits = rt.policy.limits
-    bounds = [limits.max_deletions] if limits.max_deletions is not None else []
-    if limits.max_fraction is not None:
-        bounds.append(int(limits.max_fraction * scanned))
-    return min(bounds) if bounds else None
 
 
 def _recover(rt: Runtime, report: RunReport, journal: Journal, left_open: OpenIntents) -> None:

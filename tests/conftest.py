@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+#: The plugin kit's fixtures (retention_cli, policy_builder, memory_store …), for every test.
+pytest_plugins = ["retention_core.testing.fixtures"]
+
 
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:

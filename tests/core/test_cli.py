@@ -158,7 +158,9 @@ def test_a_second_run_exits_4_while_the_lock_is_held(demo):
 
 def test_as_of_implies_dry_run(demo):
     result = invoke("run", "-c", str(demo), "--as-of", "2030-01-01")
-    assert result.exit_code == 0 and "dry-run" in result.output
+    # By 2030 most of the demo is due: the dry run predicts that an enforcing run would trip
+    # the safety limits, exit 3 included (issue 17), and still deletes nothing.
+    assert result.exit_code == 3 and "dry-run" in result.output and "SAFETY LIMIT" in result.output
     assert (demo.parent / "data/transcripts/acme/chat-1.txt").exists()
     bad = invoke("run", "-c", str(demo), "--as-of", "next tuesday")
     assert bad.exit_code == 2 and "--as-of: expected an ISO date" in bad.output

@@ -7,13 +7,12 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
-from click.testing import CliRunner
+import pytest
 
 from retention_core import hookimpl
 from retention_core.audit import records
-from retention_core.cli import cli
 from retention_core.fence import in_flight, wait_for_batches
 from retention_core.model import Outcome, Problem, Record, Source, Status
 from retention_core.plugins import load_plugins
@@ -61,6 +60,18 @@ def runtime(path) -> Runtime:
     return Runtime.open(path, load_plugins(extra=[memory, SafetyPlugin()]))
 
 
+@pytest.fixture
+def retention_plugin() -> SafetyPlugin:
+    """The CLI tests here run with this module's backends (and the kit's memory backend) …"""
+    return SafetyPlugin()
+
+
+@pytest.fixture
+def retention_entry_points() -> bool:
+    """… and the installed ones (fs, sql)."""
+    return True
+
+
 def seed(store: str, **ages: int) -> None:
     for location, days in ages.items():
         memory.seed(store, location.replace("__", "/"), NOW - timedelta(days=days), size=1)
@@ -80,7 +91,7 @@ def enforce(rt: Runtime, now=NOW):
 
 
 # -- the hold fence ----------------------------------------------------------------------------------
-def test_holds_place_waits_for_the_batch_in_flight_and_says_what_it_deleted(make_policy, store_name):
+def test_holds_place_waits_for_the_batch_in_flight_and_says_what_it_deleted(retention_cli, make_policy, store_name):
     """Issue 15 #2: `holds place` printed "placed" while a batch went on deleting what it held.
     Now it returns only once that batch is done, and names what it deleted in the hold's scope."""
     seed(store_name, alice__a=400, alice__b=400, bob__c=400)
@@ -94,8 +105,8 @@ def test_holds_place_waits_for_the_batch_in_flight_and_says_what_it_deleted(make
         placed: dict[str, object] = {}
 
         def place() -> None:
-            result = CliRunner().invoke(cli, ["holds", "place", "-c", str(path), "--id", "LH-9", "--kind", "legal",
-                                              "--reason", "case", "--subject", "alice", "--wait", "30"])
+            result = retention_cli("holds", "place", "-c", str(path), "--id", "LH-9", "--kind", "legal",
+                                   "--reason", "case", "--subject", "alice", "--wait", "30")
             placed["result"] = result
 
         placer = threading.Thread(target=place)
@@ -146,7 +157,7 @@ def test_the_fence_waits_for_a_live_batch_until_it_leaves(make_policy):
 # -- one encoding for keys ----------------------------------------------------------------------------
 def test_a_key_that_looks_like_the_spools_old_escape_code_deletes_only_itself(make_policy, store_name):
     """Issue 15 #3: a due key "\\x00se:" + hex("victim") made the run delete row "victim"."""
-    forged = "x/\x00se:" + "x/victim".encode().hex()
+    forged = "x/\x00se:" + b"x/victim".hex()
     memory.seed(store_name, forged, NOW - timedelta(days=400), size=1)
     memory.seed(store_name, "x/victim", NOW - timedelta(days=1), size=1)
     with runtime(make_policy()) as rt:
@@ -252,9 +263,9 @@ def test_a_pattern_with_nested_repetition_cannot_hang_a_run_on_a_hostile_name(ma
     assert items == {"x/aaa": ("delete", "deleted")} and memory.exists(store_name, hostile)
 
 
-def test_a_pattern_that_needs_backtracking_is_a_config_error(make_policy, store_name):
+def test_a_pattern_that_needs_backtracking_is_a_config_error(retention_cli, make_policy, store_name):
     path = make_policy(sources=[source(store_name, match=r"(?P<subject>[^/]+)/(a)\1")])
-    result = CliRunner().invoke(cli, ["validate", "-c", str(path)])
+    result = retention_cli(*["validate", "-c", str(path)])
     assert result.exit_code == 2
     assert "sources[0].match" in result.output and "linear time" in result.output
     assert "Traceback" not in result.output
@@ -277,19 +288,19 @@ def _overlapping_fs_policy(make_policy, tmp_path, **outer_extra):
                {"id": "LH-2", "kind": "legal", "scope": {"subject": "alice"}, "reason": "case"}])
 
 
-def test_sources_that_can_list_the_same_records_are_refused(make_policy, tmp_path):
+def test_sources_that_can_list_the_same_records_are_refused(retention_cli, make_policy, tmp_path):
     """Issue 15 #5: a second fs source whose root contained the first's deleted what holds protected."""
     path = _overlapping_fs_policy(make_policy, tmp_path)
     for command in (["validate", "-c", str(path)], ["run", "-c", str(path)], ["run", "-c", str(path), "--dry-run"]):
-        result = CliRunner().invoke(cli, command)
+        result = retention_cli(*command)
         assert result.exit_code == 2, (command, result.output)
         assert "'mail' and 'everything' can list the same records" in result.output
     assert (tmp_path / "data" / "mail" / "alice" / "a.eml").exists()
 
 
-def test_a_declared_overlap_runs_and_source_holds_cover_both_sources(make_policy, tmp_path):
+def test_a_declared_overlap_runs_and_source_holds_cover_both_sources(retention_cli, make_policy, tmp_path):
     path = _overlapping_fs_policy(make_policy, tmp_path, overlaps=["mail"])
-    result = CliRunner().invoke(cli, ["run", "-c", str(path)])
+    result = retention_cli(*["run", "-c", str(path)])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "data" / "mail" / "alice" / "a.eml").exists()
     assert (tmp_path / "data" / "mail" / "alice" / "b.eml").exists()
@@ -339,3 +350,52 @@ def test_an_erasure_request_over_a_push_down_source_stays_open_while_rows_cannot
     assert left == [2]  # what could be read was erased (and bob's old row by its rule); the NULL row remains
     assert problems == 1
     assert request.done_at is None and any("stays open" in w for w in warnings)
+
+
+# -- safety limits: per source, predicted by the dry run (issue 17 #1) ---------------------------
+def _two_sources(make_policy, store_name, now=NOW, **extra):
+    """Two memory sources; *now* is what the records' ages count from (the CLI runs at the real now)."""
+    other = f"{store_name}-b"
+    memory.reset(other)
+    for store, ages in ((store_name, {"alice/a": 400, "alice/b": 400, "alice/c": 1}),
+                        (other, {"bob/a": 400, "bob/b": 1, "bob/c": 1})):
+        for location, days in ages.items():
+            memory.seed(store, location, now - timedelta(days=days), size=1)
+    return other, make_policy(sources=[source(store_name), {**source(other), "name": "mail"}], **extra)
+
+
+def test_a_tripped_source_deletes_nothing_and_the_others_go_on(make_policy, store_name):
+    other, path = _two_sources(make_policy, store_name, limits={"max_fraction": 0.5})
+    with runtime(path) as rt:
+        with run(rt, RunOptions(now=NOW)) as report:
+            assert report.status == "limit-tripped" and set(report.tripped) == {"calls"}
+            assert "source 'calls' plans 2 of 3 records" in report.limit_tripped
+            assert "--allow-over-limit calls" in report.limit_tripped
+    assert memory.exists(store_name, "alice/a") and memory.exists(store_name, "alice/b")
+    assert not memory.exists(other, "bob/a")  # the other source was within its limit
+
+
+def test_the_dry_run_predicts_the_enforcing_run_limits_and_exit_code(retention_cli, make_policy, store_name):
+    other, path = _two_sources(make_policy, store_name, datetime.now(timezone.utc), limits={"max_fraction": 0.5})
+    dry = retention_cli(*["run", "-c", str(path), "--dry-run"])
+    real = retention_cli(*["run", "-c", str(path)])
+    assert dry.exit_code == real.exit_code == 3
+    assert "SAFETY LIMIT: source 'calls'" in dry.output and "SAFETY LIMIT: source 'calls'" in real.output
+
+
+def test_per_source_limits_and_one_off_overrides_are_journalled(retention_cli, make_policy, store_name):
+    other, path = _two_sources(make_policy, store_name, datetime.now(timezone.utc), limits={"max_fraction": 0.5})
+    raw = __import__("yaml").safe_load(path.read_text())
+    raw["sources"][0]["limits"] = {"max_fraction": 0.9}  # the source's own, over the policy's
+    path.write_text(__import__("yaml").safe_dump(raw))
+    assert retention_cli(*["run", "-c", str(path), "--dry-run"]).exit_code == 0
+    raw["sources"][0]["limits"] = {"max_deletions": 1}
+    path.write_text(__import__("yaml").safe_dump(raw))
+    assert retention_cli(*["run", "-c", str(path), "--dry-run"]).exit_code == 3
+    unknown = retention_cli(*["run", "-c", str(path), "--allow-over-limit", "nope"])
+    assert unknown.exit_code == 2 and "nope" in unknown.output
+    result = retention_cli(*["run", "-c", str(path), "--allow-over-limit", "calls"])
+    assert result.exit_code == 0, result.output
+    assert not memory.exists(store_name, "alice/a")
+    overrides = [e for e in records(path.parent / "audit.jsonl") if e.get("event") == "limit-override"]
+    assert overrides and overrides[0]["allow_over_limit"] == ["calls"]
