@@ -112,7 +112,8 @@ class Certificate:
             "title": "Certificate of deletion",
             "standard": STANDARD,
             "run_id": self.run_id,
-            "person_performing": {"name": self.performed_by, "role": "operator of the retention run",
+            "person_performing": {"name": self.performed_by,
+                                  "role": "operator of the retention run" + ("s" if self.request else ""),
                                   "title": None, "organization": None, "location": None, "phone": None},
             "media": {"sources": [{"source": s, "backend": self.backends.get(s, "unknown")} for s in self.sources],
                       "media_type": "records in storage systems reached through their APIs (not physical media)",
@@ -208,7 +209,8 @@ def build_for_request(trail: Path, request: ErasureRequest, *, expect: Head | No
 
     Only the subject's records are listed (a run's certificate lists every tenant's). A request
     not yet done is certified as it stands: the status says so, and what is listed is what was
-    deleted so far.
+    deleted so far. The request's own lines are listed when this trail has them (a request
+    stored before the trail was started anew has none here).
     """
     result = verify(trail, expect=expect, key=key)
     if not result.ok:
@@ -229,9 +231,6 @@ def build_for_request(trail: Path, request: ErasureRequest, *, expect: Head | No
                                        "time": entry.get("time")})
         elif event in ("intent", "outcome"):
             _count(cert, entry, starts, runs)
-    if not cert.request_lines:
-        raise ConfigError(f"erasure request {request.id!r} has no erasure-requested line in the audit trail "
-                          f"{trail}; no certificate issued", key="--request")
     cert.runs = [{**{k: v for k, v in r.items() if k not in ("sources", "last_seq", "last_hash")},
                   "sources": sorted(r["sources"]), "last_line": {"seq": r["last_seq"], "hash": r["last_hash"]}}
                  for r in runs.values()]
@@ -239,7 +238,7 @@ def build_for_request(trail: Path, request: ErasureRequest, *, expect: Head | No
     tools = sorted({str(r["tool"]) for r in cert.runs})
     cert.tool = ", ".join(tools) or "retention"
     cert.sources = sorted({s for r in cert.runs for s in r["sources"]})
-    cert.started = str(cert.runs[0]["started"]) if cert.runs else str(cert.request_lines[0]["time"])
+    cert.started = str(cert.runs[0]["started"]) if cert.runs else request.received_at.isoformat()
     cert.finished = request.done_at.isoformat() if request.done_at else None
     cert.head, cert.trail_lines = result.head, result.lines
     if cert.runs:
