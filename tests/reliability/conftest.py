@@ -20,7 +20,7 @@ import pytest
 
 from retention_core.testing import require_service
 
-from .helpers import POSTGRES_URL, moto_server_process, postgres_problem
+from .helpers import MARIADB_URL, POSTGRES_URL, moto_server_process, postgres_problem
 
 FIGURES_ENV = "RELIABILITY_FIGURES"
 FULL_ENV = "RELIABILITY_FULL"
@@ -109,3 +109,10 @@ def postgres_url() -> str:
     problem = postgres_problem()
     require_service(problem is None, f"PostgreSQL at {POSTGRES_URL} ({problem})")
     return POSTGRES_URL
+
+
+@pytest.fixture(scope="session")
+def mariadb_url() -> str:
+    problem = postgres_problem(MARIADB_URL)
+    require_service(problem is None, f"MariaDB at {MARIADB_URL} ({problem})")
+    return MARIADB_URL

@@ -39,6 +39,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 DRIVER = HERE / "driver.py"
 POSTGRES_URL = os.environ.get("RETENTION_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+MARIADB_URL = os.environ.get("RETENTION_TEST_MARIADB", "mysql+pymysql://root@127.0.0.1:3306/test")
 
 SUBJECTS_CSV = """subject_id,controller,service_ended_at,minor
 ended,ctl-e,2020-01-01,false
@@ -88,7 +89,7 @@ def moto_server_process() -> Iterator[str | None]:
 
 
 def postgres_problem(url: str = POSTGRES_URL) -> str | None:
-    """None when PostgreSQL answers at *url*, else why not."""
+    """None when the database (PostgreSQL unless *url* says otherwise) answers at *url*, else why not."""
     import sqlalchemy as sa
 
     try:
@@ -294,7 +295,8 @@ class S3Store(Store):
 
 @dataclass
 class SqlStore(Store):
-    """A PostgreSQL table of records; per-record path (with ``match``) or set-based push-down."""
+    """A table of records (PostgreSQL unless *url* names SQLite or MariaDB); per-record path
+    (with ``match``) or set-based push-down."""
 
     url: str
     push_down: bool = False
@@ -318,6 +320,8 @@ class SqlStore(Store):
         body: dict[str, Any] = {"name": "rows", "backend": "sql", "category": "data",
                                 "options": {"url": self.url, "table": self.table_name, "key": "id",
                                             "subject": "subject", "created": "created", "batch_size": 4}}
+        if not self.url.startswith("postgresql"):
+            body["options"]["timezone"] = "UTC"  # SQLite and MariaDB store these timestamps naive
         if not self.push_down:
             body["match"] = r"\d+"  # a match keeps the source on the per-record path
         return body
