@@ -31,12 +31,12 @@ from .fence import DEFAULT_WAIT, deleted_in_scope, wait_for_batches
 from .files import atomic_write
 from .host import CONFIG_ENV, config_option, open_runtime, share_plugins
 from .metrics import write_metrics
-from .model import ErasureRequest, Hold, HoldScope, Problem
+from .model import Action, Decision, ErasureRequest, Hold, HoldScope, Problem, Record
 from .plugins import Plugins, load_plugins
 from .policy import HOLD_KINDS, check_actions, check_hold_id
 from .report import RunReport, check_writable, one_line, text_summary
 from .runtime import Runtime
-from .scheduler import RunOptions, run
+from .scheduler import RunOptions, over_limits, run
 from .state import actor
 from .subjects import parse_given_date, parse_instant
 from .text import printable
@@ -324,15 +324,38 @@ def plan_command(config: str, within: str, as_of: str | None, sources: tuple[str
         chosen = [rt.policy.source(n) for n in sources] if sources else list(rt.policy.sources)
         ctx = rt.context(now)
         decide = Decider(ctx).decide  # one memo for the forecast's context
+        counts: dict[str, tuple[int, int]] = {}
         for source in chosen:
-            forecast.add_all((record, decide(record)) for record in rt.records(source))
+            tally = _LimitTally()
+            forecast.add_all(tally.count(record, decide(record)) for record in rt.records(source, tally.problem))
+            counts[source.name] = (tally.due, tally.items)
+        tripped = over_limits(rt, counts, RunOptions(now=now))  # the enforcing run's verdict, now
     if fmt == "json":
-        click.echo(json.dumps(plan_json(forecast, within), indent=1))
+        click.echo(json.dumps({**plan_json(forecast, within), "limit_tripped": tripped or None}, indent=1))
     elif fmt == "csv":
         click.echo(plan_csv(forecast), nl=False)
     else:
         for line in plan_text(forecast, within):
             click.echo(line)
+        for name, why in tripped.items():
+            click.echo(f"SAFETY LIMIT: a run now would trip source {name!r}: {why}")
+    if tripped:
+        sys.exit(3)
+
+
+class _LimitTally:
+    """What the safety limits count of one source while plan lists it: items, due now."""
+
+    def __init__(self) -> None:
+        self.items = self.due = 0
+
+    def count(self, record: Record, decision: Decision) -> tuple[Record, Decision]:
+        self.items += 1
+        self.due += decision.action in (Action.DELETE, Action.ANONYMIZE)
+        return record, decision
+
+    def problem(self, _: Problem) -> None:
+        self.items += 1
 
 
 # -- explain -----------------------------------------------------------------------------------------

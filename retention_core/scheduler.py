@@ -12,7 +12,7 @@ import os
 import signal
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -229,11 +229,16 @@ def _limits_for(rt: Runtime, name: str, options: RunOptions) -> Limits:
 
 
 def _over_limits(rt: Runtime, report: RunReport, options: RunOptions) -> dict[str, str]:
-    """Every source whose planned deletions trip its limits, with why."""
+    return over_limits(rt, {name: (stats.decisions["delete"] + stats.decisions["anonymize"], stats.scanned)
+                            for name, stats in report.sources.items()}, options)
+
+
+def over_limits(rt: Runtime, counts: Mapping[str, tuple[int, int]], options: RunOptions) -> dict[str, str]:
+    """Every source whose (planned deletions, scanned items) in *counts* trip its safety limits,
+    with why and how to raise them — the one verdict of run, run --dry-run and plan."""
     tripped = {}
-    for name, stats in report.sources.items():
-        planned = stats.decisions["delete"] + stats.decisions["anonymize"]
-        if why := _limits_for(rt, name, options).over(planned, stats.scanned):
+    for name, (planned, scanned) in counts.items():
+        if why := _limits_for(rt, name, options).over(planned, scanned):
             tripped[name] = (f"{why}: nothing was deleted there (raise its `limits:` in the policy, or for this "
                              f"run only: --allow-over-limit {name} or --max-delete N)")
     return tripped
@@ -547,4 +552,4 @@ def _version() -> str:
     return __version__
 
 
-__all__ = ["RunOptions", "new_run_id", "run"]
+__all__ = ["RunOptions", "new_run_id", "over_limits", "run"]

@@ -61,3 +61,20 @@ def test_bad_window_is_one_line_and_exit_2(retention_cli: Any, demo: Any) -> Non
         assert result.exit_code == 2
         assert result.stderr.count("\n") == 1 and "--within" in result.stderr
         assert "Traceback" not in result.output
+
+
+def test_plan_and_the_dry_run_give_the_enforcing_runs_limit_verdict(retention_cli: Any, demo: Any) -> None:
+    """Issue 17 #1: plan and run --dry-run said nothing (exit 0) where the enforcing run exited 3."""
+    import yaml
+
+    raw = yaml.safe_load(open(demo.policy).read())
+    raw["limits"] = {"max_fraction": 0.5}
+    open(demo.policy, "w").write(yaml.safe_dump(raw))
+    late = "2031-01-01"  # by then most of the demo is due: over max_fraction
+    plan = retention_cli("plan", "-c", demo.policy, "--as-of", late)
+    dry = retention_cli("run", "-c", demo.policy, "--as-of", late)
+    assert plan.exit_code == dry.exit_code == 3
+    assert "SAFETY LIMIT: a run now would trip source" in plan.stdout and "SAFETY LIMIT" in dry.stdout
+    data = json.loads(retention_cli("plan", "-c", demo.policy, "--as-of", late, "--format", "json").stdout)
+    assert data["limit_tripped"] and set(data["limit_tripped"]) <= {"recordings", "transcripts", "mail"}
+    assert retention_cli("plan", "-c", demo.policy, "--as-of", AS_OF, "--format", "json").exit_code == 0
