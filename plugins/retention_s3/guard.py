@@ -134,13 +134,13 @@ def probe_conditional_deletes(client: Any, settings: S3Settings) -> ConditionalD
 
 def _probe(client: Any, bucket: str, key: str, etag: str) -> ConditionalDeletes:
     wrong = _delete_one(client, bucket, key, WRONG_ETAG)
-    if error_code_of(wrong) not in CHANGED_CODES or not _exists(client, bucket, key):
+    if _error_code_of(wrong) not in CHANGED_CODES or not _exists(client, bucket, key):
         return ConditionalDeletes(False, reason="a DeleteObjects entry with a wrong ETag deleted the canary")
     right = _delete_one(client, bucket, key, etag)
     if "Deleted" not in right or _exists(client, bucket, key):
         return ConditionalDeletes(False, reason="a DeleteObjects entry with the right ETag did not delete")
     again = _delete_one(client, bucket, key, etag)
-    return ConditionalDeletes(True, reports_missing=error_code_of(again) in ("NoSuchKey", "404"),
+    return ConditionalDeletes(True, reports_missing=_error_code_of(again) in ("NoSuchKey", "404"),
                               reason="a wrong ETag was refused")
 
 
@@ -157,7 +157,7 @@ def _delete_one(client: Any, bucket: str, key: str, etag: str) -> dict[str, Any]
     return {}
 
 
-def error_code_of(answer: dict[str, Any]) -> str:
+def _error_code_of(answer: dict[str, Any]) -> str:
     return str(answer.get("Error", {}).get("Code", ""))
 
 
