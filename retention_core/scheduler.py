@@ -32,8 +32,11 @@ from .state import actor
 from .text import printable
 
 Progress = Callable[[str, int], None]
+#: Called once per deletion batch: (source, records in the batch, records due in the source).
+Deleting = Callable[[str, int, int], None]
 DESTRUCTIVE = (Action.DELETE, Action.ANONYMIZE)
 KEEP = Action.KEEP
+SKIP = Action.SKIP
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,7 @@ class RunOptions:
     #: many records (in place of its limits), and these sources have no limit, for this run only.
     max_delete: int | None = None
     allow_over_limit: tuple[str, ...] = ()
+    deleting: Deleting | None = None
 
 
 #: Test hook for crash-recovery tests: ``RETENTION_TEST_KILL_AT=after-intent:2`` SIGKILLs the
@@ -202,12 +206,16 @@ def _scan(rt: Runtime, sources: Sequence[Source], ctx: Context, report: RunRepor
                     decision = Decision(Action.SKIP, f"cannot be decided: {type(exc).__name__}: {exc}")
                 if not nothing and (everything or keep(record, decision.action)):
                     add(record, decision)
+                if decision.action is SKIP:
+                    stats.note_skip(record, decision)
                 tally[decision.action] += 1
                 for hold_id in decision.holds:
                     protected[hold_id] += 1
                 scanned += 1
                 if progress is not None and scanned % 1000 == 0:
                     progress(source.name, scanned)
+        except ConfigError as exc:  # raised by a backend when listing starts: place it in the policy file
+            raise exc.located(file=exc.file or str(rt.policy.path)) from None
         finally:
             # Problems count as skipped items: never deleted, reported with their reasons.
             stats.scanned = scanned + stats.problems
@@ -291,9 +299,9 @@ def _enforce(rt: Runtime, sources: Sequence[Source], ctx: Context, report: RunRe
             if _pushes_down(backend, source):
                 allowed = _limits_for(rt, source.name, options).allowance(report.sources[source.name].scanned)
                 _push_down(rt, backend, source, report, journal, options.now, allowed,
-                           itemize=source.name not in surveyed)
+                           itemize=source.name not in surveyed, deleting=options.deleting)
             else:
-                _batches(rt, backend, source, report, journal, options.now, ctx)
+                _batches(rt, backend, source, report, journal, options.now, ctx, options.deleting)
         if not options.sources:
             _settle_requests(rt, report, options.now)
         status = (RunStatus.LIMIT_TRIPPED if report.tripped else
@@ -334,8 +342,9 @@ def _count_surveyed(stats: SourceStats, survey: Survey, plan: Cutoffs, source: S
 
 
 def _batches(rt: Runtime, backend: Backend, source: Source, report: RunReport, journal: Journal,
-             now: datetime, scanned_with: Context) -> None:
+             now: datetime, scanned_with: Context, deleting: Deleting | None = None) -> None:
     stats = report.sources[source.name]
+    planned = stats.decisions["delete"] + stats.decisions["anonymize"]
     for batch in report.spool.due(source.name, max(1, backend.batch_size)):
         _still_ours(rt, report.run_id)
         # The hold fence: registered before holds are read, left once the outcome is journalled,
@@ -360,6 +369,8 @@ def _batches(rt: Runtime, backend: Backend, source: Source, report: RunReport, j
             for action, items in todo.items():
                 if items:
                     _execute(rt, backend, action, items, report, journal, ctx, stats, batch_id)
+            if deleting is not None:
+                deleting(source.name, len(todo[Action.DELETE]) + len(todo[Action.ANONYMIZE]), planned)
 
 
 def _execute(rt: Runtime, backend: Backend, action: Action, items: list[Item], report: RunReport,
@@ -405,7 +416,7 @@ def _execute(rt: Runtime, backend: Backend, action: Action, items: list[Item], r
 
 
 def _push_down(rt: Runtime, backend: Backend, source: Source, report: RunReport, journal: Journal,
-               now: datetime, allowed: int | None, *, itemize: bool) -> None:
+               now: datetime, allowed: int | None, *, itemize: bool, deleting: Deleting | None = None) -> None:
     """Set-based batches. Each batch is yielded before its transaction commits, journalled as
     intent, committed when the generator resumes, then journalled as outcome — so a crash
     leaves intents a later run can settle, never a deletion missing from the trail.
@@ -426,6 +437,8 @@ def _push_down(rt: Runtime, backend: Backend, source: Source, report: RunReport,
         for status, count in Counter(o.status for o in batch).items():
             stats.outcomes[status] += count
         rt.plugins.after_delete(batch, rt.context(now))
+        if deleting is not None:
+            deleting(source.name, len(batch), stats.decisions["delete"] + stats.decisions["anonymize"])
 
     # Rows that became due after the scan are deleted too; the safety limits (*allowed*) still
     # bound the total.
