@@ -224,3 +224,34 @@ def test_an_absolute_path_through_a_symlinked_directory(demo: Path, tmp_path: Pa
     os.symlink(demo.parent / "data" / "transcripts", link)
     out = ok("explain", "-c", demo, link / "acme" / "chat-1.txt").stdout
     assert out.splitlines()[0] == "acme/chat-1.txt — source transcripts (fs)"
+
+
+def test_explain_an_s3_uri_asks_only_the_s3_source_holding_it(demo: Path, scanned: list[str],
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """``s3://bucket/key``: the S3 source whose bucket and prefix contain it is listed, no other
+    (moto in-process, no network)."""
+    import boto3
+    from moto import mock_aws
+
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+                        "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull}.items():
+        monkeypatch.setenv(name, value)
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(name, raising=False)
+    text = demo.read_text().replace("sources:\n", "sources:\n"
+                                    "  - name: archive\n    backend: s3\n"
+                                    "    options: {bucket: calls-archive, prefix: tenants}\n"
+                                    "    match: 'tenants/(?P<subject>[^/]+)/calls/.+\\.wav'\n"
+                                    "    category: voice_recording\n", 1)
+    demo.write_text(text)
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="calls-archive")
+        s3.put_object(Bucket="calls-archive", Key="tenants/globex/calls/old.wav", Body=b"x")
+        s3.put_object(Bucket="calls-archive", Key="other/globex.wav", Body=b"x")
+        out = ok("explain", "-c", demo, "s3://calls-archive/tenants/globex/calls/old.wav").stdout
+        assert out.splitlines()[0] == "tenants/globex/calls/old.wav — source archive (s3)"
+        assert scanned == []  # no fs source was listed
+        outside = invoke("explain", "-c", demo, "s3://calls-archive/other/globex.wav")
+        assert outside.exit_code == 2 and "archive: aws s3://calls-archive/tenants/" in outside.stderr
