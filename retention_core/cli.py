@@ -623,8 +623,9 @@ def requests_list(config: str, as_json: bool) -> None:
             return
         if not found:
             click.echo("no erasure requests")
-        for r in found:
-            click.echo(_request_line(r, now))
+            return
+        for line in _request_lines(found, now):
+            click.echo(line)
 
 
 def _request_json(r: ErasureRequest, now: datetime) -> dict[str, Any]:
@@ -635,17 +636,27 @@ def _request_json(r: ErasureRequest, now: datetime) -> dict[str, Any]:
             "withdrawn_by": r.withdrawn_by, "withdraw_reason": r.withdraw_reason}
 
 
-def _request_line(r: ErasureRequest, now: datetime) -> str:
+def _request_lines(found: list[ErasureRequest], now: datetime) -> Iterator[str]:
+    """The requests as a table: a header, then one row each, columns aligned."""
+    rows = [("ID", "TICKET", "SUBJECT", "CONTROLLER", "RECEIVED", "DUE", "STATE")]
+    rows += [(r.id, one_line(r.ticket or "-"), one_line(r.subject), one_line(r.controller),
+              f"{r.received_at:%Y-%m-%d}", f"{r.due_at:%Y-%m-%d}", _request_state(r, now)) for r in found]
+    widths = [max(len(row[i]) for row in rows) for i in range(6)]
+    for row in rows:
+        yield "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[6]
+
+
+def _request_state(r: ErasureRequest, now: datetime) -> str:
+    """The state, with what a controller asks next: by whom and why withdrawn, when and by which run done."""
     status = r.status(now)
     if r.withdrawn_at is not None:
         why = one_line(r.withdraw_reason or "")
-        status += f" {r.withdrawn_at:%Y-%m-%d} by {one_line(r.withdrawn_by or '?')}: {why}"
-    elif r.done_at is not None:
-        status += f" {r.done_at:%Y-%m-%d} (run {r.done_run})"
-    elif r.held_remaining:
-        status += f", {r.held_remaining} records still held"
-    return (f"{r.id}  {one_line(r.ticket or '-'):14}  {one_line(r.subject)}  from {one_line(r.controller)}  "
-            f"received {r.received_at:%Y-%m-%d}  due {r.due_at:%Y-%m-%d}  {status}")
+        return f"{status} {r.withdrawn_at:%Y-%m-%d} by {one_line(r.withdrawn_by or '?')}: {why}"
+    if r.done_at is not None:
+        return f"{status} {r.done_at:%Y-%m-%d} (run {r.done_run})"
+    if r.held_remaining:
+        return f"{status}, {r.held_remaining} records still held"
+    return status
 
 
 # -- audit ------------------------------------------------------------------------------------------
