@@ -11,7 +11,9 @@ import gc
 import json
 import logging
 import os
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -34,7 +36,7 @@ from .metrics import write_metrics
 from .model import Action, Decision, ErasureRequest, Hold, HoldScope, Problem, Record
 from .plugins import Plugins, load_plugins
 from .policy import HOLD_KINDS, check_actions, check_hold_id
-from .report import RunReport, check_writable, one_line, text_summary
+from .report import RunReport, check_writable, one_line, run_warnings, text_summary
 from .runtime import Runtime
 from .scheduler import RunOptions, over_limits, run
 from .state import actor
@@ -42,6 +44,7 @@ from .subjects import parse_given_date, parse_instant
 from .text import printable
 
 LOG_FORMAT_ENV = "RETENTION_LOG_FORMAT"
+QUIET_ENV = "RETENTION_QUIET"
 
 #: Allocations of container objects (net) between young-generation collections. A run holds each
 #: batch's records, rows and outcomes — tens of thousands of objects that do not form cycles —
@@ -217,9 +220,12 @@ def validate(config: str) -> None:
                    "limits (journalled).")
 @click.option("--allow-over-limit", "allow_over_limit", multiple=True, metavar="SOURCE",
               help="For this run only, SOURCE has no safety limit (repeatable; journalled).")
+@click.option("-q", "--quiet", is_flag=True, envvar=QUIET_ENV,
+              help=f"Print nothing when all is well (cron): no summary; warnings and errors still go to stderr "
+                   f"(or ${QUIET_ENV}=1).")
 def run_command(config: str, dry_run: bool, as_of: str | None, sources: tuple[str, ...],
                 reports: tuple[str, ...], metrics_file: str | None, trust_clock: bool,
-                max_delete: int | None, allow_over_limit: tuple[str, ...]) -> None:
+                max_delete: int | None, allow_over_limit: tuple[str, ...], quiet: bool) -> None:
     """Scan every source, decide, and delete what is due (or only report with --dry-run)."""
     started = time.time()
     report: RunReport | None = None
@@ -227,9 +233,12 @@ def run_command(config: str, dry_run: bool, as_of: str | None, sources: tuple[st
     try:
         report, code = _run(config, dry_run, as_of, sources, reports, RunOptions(
             now=datetime.now(timezone.utc), trust_clock=trust_clock, max_delete=max_delete,
-            allow_over_limit=allow_over_limit))
+            allow_over_limit=allow_over_limit), quiet=quiet)
     except RetentionError as exc:
         code = exc.exit_code
+        raise
+    except Exception:
+        code = 1
         raise
     finally:
         if metrics_file:
@@ -238,31 +247,32 @@ def run_command(config: str, dry_run: bool, as_of: str | None, sources: tuple[st
         sys.exit(code)
 
 
+#: ``--report -``: the JSON report on stdout (the summary is then left out, so stdout stays JSON).
+STDOUT = "-"
+
+
 def _run(config: str, dry_run: bool, as_of: str | None, sources: tuple[str, ...],
-         reports: tuple[str, ...], overrides: RunOptions | None = None) -> tuple[RunReport, int]:
+         reports: tuple[str, ...], overrides: RunOptions | None = None, *, quiet: bool = False
+         ) -> tuple[RunReport, int]:
     """One run from the command line; *overrides* carries the one-off options (clock, limits)."""
     now = _parse_date(as_of, "--as-of") or datetime.now(timezone.utc)
     dry_run = dry_run or as_of is not None
     with open_runtime(config) as rt:
-        chosen = []
-        if reports:  # (only then: the writers import the HTML report)
-            writers = rt.plugins.report_writers()
-            chosen = [(Path(p), writers.get(Path(p).suffix.lower().lstrip("."), key=f"--report {p}"))
-                      for p in reports]
-            for path, _ in chosen:  # now, not after the deletions
-                check_writable(path, key=f"--report {path}")
+        chosen = _report_writers(rt, reports)
         check_actions(rt.policy, rt.plugins.backends())
         names = list(sources) or [s.name for s in rt.policy.sources]
         logs.event("run-start", f"run started: {len(names)} sources, as of {now:%Y-%m-%d %H:%M} UTC"
                    + (", dry run" if dry_run else ""), config=str(rt.policy.path), dry_run=dry_run,
                    as_of=now.isoformat(), sources=names)
-        progress = logs.ProgressBar(names) if logs.interactive() else None
+        progress = logs.ProgressBar(names) if logs.interactive() and not quiet else None
         try:
             report = run(rt, RunOptions(now=now, dry_run=dry_run, sources=sources, progress=progress,
                                         as_of_given=as_of is not None, itemize=bool(chosen),
                                         trust_clock=overrides.trust_clock if overrides else False,
                                         max_delete=overrides.max_delete if overrides else None,
-                                        allow_over_limit=overrides.allow_over_limit if overrides else ()))
+                                        allow_over_limit=overrides.allow_over_limit if overrides else (),
+                                        deleting=progress.deleted if progress is not None else None,
+                                        on_failure=lambda partial, exc: _failed_reports(chosen, partial, exc)))
         finally:
             if progress is not None:
                 progress.finish()
@@ -270,14 +280,13 @@ def _run(config: str, dry_run: bool, as_of: str | None, sources: tuple[str, ...]
             for name, stats in report.sources.items():
                 logs.event("source-done", f"{name}: scanned {stats.scanned}", source=name, scanned=stats.scanned,
                            decisions=stats.decisions, outcomes=stats.outcomes)
-                for warning in stats.warnings:
-                    logs.event("warning", f"{name}: {warning}", level=logging.WARNING, source=name)
-            for path, writer in chosen:
-                writer(report, path)
-                logs.event("report-written", f"report written: {path}", path=str(path))
-            click.echo(text_summary(report))
-            for path, _ in chosen:
-                click.echo(f"  report: {path}")
+            for warning in run_warnings(report):
+                logs.event("warning", warning, level=logging.WARNING)
+            _write_reports(chosen, report)
+            if not quiet and not any(path is None for path, _ in chosen):
+                click.echo(text_summary(report))
+                for path, _ in chosen:
+                    click.echo(f"  report: {path}")
     code = 3 if report.limit_tripped else 1 if report.failed else 0
     level = logging.INFO if code == 0 else logging.ERROR
     took = (report.finished_at or datetime.now(timezone.utc)) - report.started_at
@@ -288,6 +297,56 @@ def _run(config: str, dry_run: bool, as_of: str | None, sources: tuple[str, ...]
         click.echo(logs.error_line(f"safety limit tripped: {report.limit_tripped}", 3),
                    err=True)
     return report, code
+
+
+Writer = Callable[[RunReport, Path], None]
+
+
+def _report_writers(rt: Runtime, reports: tuple[str, ...]) -> list[tuple[Path | None, Writer]]:
+    """The writer of each ``--report`` (None as the path: stdout), checked now, not after the deletions."""
+    if not reports:  # (only then: the writers import the HTML report)
+        return []
+    writers = rt.plugins.report_writers()
+    chosen: list[tuple[Path | None, Writer]] = []
+    for given in reports:
+        if given == STDOUT:
+            chosen.append((None, writers.get("json", key=f"--report {given}")))
+            continue
+        path = Path(given)
+        chosen.append((path, writers.get(path.suffix.lower().lstrip("."), key=f"--report {given}")))
+        check_writable(path, key=f"--report {path}")
+    return chosen
+
+
+def _write_reports(chosen: list[tuple[Path | None, Writer]], report: RunReport) -> None:
+    for path, writer in chosen:
+        if path is None:
+            _to_stdout(writer, report)
+            continue
+        writer(report, path)
+        logs.event("report-written", f"report written: {path}", path=str(path))
+
+
+def _to_stdout(writer: Writer, report: RunReport) -> None:
+    """Run a path writer into a private temporary folder and copy its file to stdout."""
+    with tempfile.TemporaryDirectory(prefix="retention-report-") as folder:
+        path = Path(folder) / "report.json"
+        writer(report, path)
+        with path.open("rb") as fh:
+            shutil.copyfileobj(fh, sys.stdout.buffer)
+        sys.stdout.flush()
+
+
+def _failed_reports(chosen: list[tuple[Path | None, Writer]], report: RunReport, exc: Exception) -> None:
+    """A run stopped by an error still leaves its reports, with what it knew (status failed)."""
+    if not chosen:
+        return
+    report.warnings.append(f"the run stopped early: {type(exc).__name__}: {exc}; counts cover only what it "
+                           "reached")
+    try:
+        _write_reports(chosen, report)
+    except Exception as failure:  # the run's own error is the one to report
+        logs.event("warning", f"cannot write the report of the failed run: {failure}", level=logging.WARNING)
 
 
 def _write_metrics(path: Path, report: RunReport | None, started: float, code: int) -> None:

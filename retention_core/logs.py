@@ -1,9 +1,10 @@
 """What the tool says on stderr: quiet plain lines under cron, JSON lines for log shippers,
-a live progress line for a person at a terminal.
+live progress bars for a person at a terminal.
 
 Cron mails whatever a job prints, so by default only warnings and errors reach stderr (the
-run's summary goes to stdout). ``--log-format json`` writes one JSON object per line —
-every event, errors included — so a log pipeline never has to parse prose.
+run's summary goes to stdout, and ``--quiet`` drops it too). ``--log-format json`` writes one
+JSON object per line — warnings and errors, and with ``-v`` every event — so a log pipeline
+never has to parse prose.
 """
 
 from __future__ import annotations
@@ -12,8 +13,11 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import IO, Any
+
+import click
 
 FORMATS = ("text", "json")
 log = logging.getLogger("retention")
@@ -48,8 +52,8 @@ class TextFormatter(logging.Formatter):
 def configure(fmt: str = "text", verbosity: int = 0, stream: IO[str] | None = None) -> None:
     """Route every ``retention*`` logger (core and plugins) to *stream* in *fmt*.
 
-    Text shows warnings and errors (``-v`` adds info, ``-vv`` debug); JSON shows info and up,
-    because a log pipeline filters better than a person does.
+    Both formats show warnings and errors; ``-v`` adds info events (run start and end, each
+    source), ``-vv`` debug. A nightly job that went well therefore writes nothing to stderr.
     """
     global _format
     if fmt not in FORMATS:
@@ -57,13 +61,12 @@ def configure(fmt: str = "text", verbosity: int = 0, stream: IO[str] | None = No
     _format = fmt
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
-    base = logging.INFO if fmt == "json" else logging.WARNING
-    level = base if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
     root = logging.getLogger("retention")
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
-    root.setLevel(min(level, base))
+    root.setLevel(level)
     root.propagate = False
 
 
@@ -98,13 +101,13 @@ def _isatty(stream: Any) -> bool:
 
 
 class ProgressBar:
-    """A single self-overwriting line: sources done, records scanned and the rate.
+    """Progress on a terminal, drawn by click's progress bar: the scan, then the deletions.
 
-    The total number of records is unknown until a scan ends (scans stream), so the bar
-    fills per source, and the counter and rate show the work inside the current one.
+    A scan streams, so its total is unknown until it ends: the scan bar fills per source and
+    its text shows the records listed in the current one and the rate. Deletions have a
+    known total per source (what the scan found due), so each source gets its own bar with
+    counts, rate and ETA, advanced once per batch. Built only when :func:`interactive`.
     """
-
-    WIDTH = 24
 
     def __init__(self, sources: list[str], stream: IO[str] | None = None) -> None:
         self.sources = sources
@@ -112,33 +115,68 @@ class ProgressBar:
         self.start = time.monotonic()
         self.total = 0
         self._seen: dict[str, int] = {}
-        self._shown = False
+        self._current = ""
+        self._scan: Any = None
+        self._delete: Any = None
+        self._deleting = ""
+        self._deleted = 0
+        self._delete_start = 0.0
 
     def __call__(self, source: str, scanned: int) -> None:
+        """The scan's callback (``RunOptions.progress``): *scanned* records so far in *source*."""
+        if self._scan is None:
+            self._scan = self._bar(max(len(self.sources), 1), "scanning", self._scan_text, show_eta=False)
+        new = source not in self._seen
+        if new and self._seen:
+            self._scan.update(1)  # the previous source is done
         self._seen[source] = scanned
+        self._current = source
         self.total = sum(self._seen.values())
-        self.stream.write("\r" + self.line(source) + "\x1b[K")
-        self.stream.flush()
-        self._shown = True
+        self._scan.update(0)
 
-    def line(self, source: str) -> str:
-        done = max(0, len(self._seen) - 1)
-        position = self.sources.index(source) + 1 if source in self.sources else len(self._seen)
-        count = max(len(self.sources), 1)
-        filled = int(self.WIDTH * done / count)
-        bar = "#" * filled + "-" * (self.WIDTH - filled)
-        rate = self.total / max(time.monotonic() - self.start, 1e-6)
-        return (f"[{bar}] source {position}/{count} {source}: {self._seen[source]:,} records "
-                f"· {self.total:,} in all · {rate:,.0f}/s")
+    def deleted(self, source: str, count: int, planned: int) -> None:
+        """The deletions' callback (``RunOptions.deleting``): one batch of *count* records done
+        in *source*, where *planned* were due."""
+        if source != self._deleting:
+            self._end_scan()
+            self._end_delete()
+            self._deleting, self._deleted, self._delete_start = source, 0, time.monotonic()
+            self._delete = self._bar(max(planned, 1), f"deleting {source}", self._delete_text, show_eta=True)
+        self._deleted += count
+        if self._delete.length is not None and self._deleted > self._delete.length:
+            self._delete.length = self._deleted  # more became due since the scan (set-based batches)
+        self._delete.update(count)
 
     def finish(self) -> None:
-        """Replace the live line by a final one, so the terminal keeps what happened."""
-        if self._shown:
-            took = time.monotonic() - self.start
-            self.stream.write(f"\r[{'#' * self.WIDTH}] scanned {self.total:,} records from {len(self._seen)} "
-                              f"source{'s' if len(self._seen) != 1 else ''} in {took:.1f} s "
-                              f"({self.total / max(took, 1e-6):,.0f}/s)\x1b[K\n")
-            self.stream.flush()
+        """Close the bars, so the terminal keeps their last state."""
+        self._end_scan()
+        self._end_delete()
+
+    def _bar(self, length: int, label: str, text: Callable[[Any], str], *, show_eta: bool) -> Any:
+        bar = click.progressbar(length=length, label=label, file=self.stream, item_show_func=text,
+                                show_eta=show_eta, show_percent=True, show_pos=True, width=24)
+        bar.__enter__()
+        return bar
+
+    def _scan_text(self, _: Any) -> str:
+        rate = self.total / max(time.monotonic() - self.start, 1e-6)
+        return (f"{self._current}: {self._seen.get(self._current, 0):,} records · {self.total:,} in all "
+                f"· {rate:,.0f}/s")
+
+    def _delete_text(self, _: Any) -> str:
+        rate = self._deleted / max(time.monotonic() - self._delete_start, 1e-6)
+        return f"{self._deleted:,} records · {rate:,.0f}/s"
+
+    def _end_scan(self) -> None:
+        if self._scan is not None:
+            self._scan.update(self._scan.length - self._scan.pos)
+            self._scan.__exit__(None, None, None)
+            self._scan = None
+
+    def _end_delete(self) -> None:
+        if self._delete is not None:
+            self._delete.__exit__(None, None, None)
+            self._delete = None
 
 
 __all__ = ["FORMATS", "JsonFormatter", "ProgressBar", "TextFormatter", "configure", "current_format",

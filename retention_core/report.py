@@ -18,7 +18,7 @@ from typing import Any
 
 from .errors import ConfigError
 from .files import atomic_write
-from .model import Action, ErasureRequest, Hold, Problem, RunStatus, Status
+from .model import Action, Decision, ErasureRequest, Hold, Problem, Record, RunStatus, Status
 from .spool import Item, Spool
 from .text import printable
 
@@ -44,6 +44,30 @@ class SourceStats:
     problem_samples: list[str] = field(default_factory=list)
     #: Subjects named by problems; ``None`` when a problem names no subject (it may be anyone's).
     problem_subjects: set[str | None] = field(default_factory=set)
+    #: Records skipped because their clock needs a subject the subjects source does not list
+    #: (kept, and without a warning kept forever), and a few of those subjects by name.
+    unknown_subjects: int = 0
+    unknown_subject_samples: list[str] = field(default_factory=list)
+
+    def note_skip(self, record: Record, decision: Decision) -> None:
+        """Count a skipped record whose subject is unknown (or missing) for its warning."""
+        if decision.reason.startswith(("unknown subject", "no subject")):
+            self.unknown_subjects += 1
+            name = printable(record.subject) if record.subject is not None else "(none)"
+            if len(self.unknown_subject_samples) < 3 and name not in self.unknown_subject_samples:
+                self.unknown_subject_samples.append(name)
+
+    def run_warnings(self) -> list[str]:
+        """What this source's operator must see even in a quiet run, one line each."""
+        out = list(self.warnings)
+        if self.unknown_subjects:
+            out.append(f"{self.unknown_subjects} record(s) skipped and kept: their subject is not in the subjects "
+                       f"source (e.g. {', '.join(self.unknown_subject_samples)}); add the subject there or fix "
+                       "the source's `match`")
+        if self.problems:
+            out.append(f"listing incomplete, {self.problems} item(s) could not be listed and were kept: "
+                       f"{'; '.join(self.problem_samples[:3])}" + (" …" if self.problems > 3 else ""))
+        return out
 
     def note_problem(self, problem: Problem) -> None:
         self.problems += 1
@@ -262,10 +286,7 @@ def text_summary(report: RunReport) -> str:
         done = ", ".join(f"{k} {v}" for k, v in s.outcomes.items() if v)
         if done:
             lines.append(f"    outcomes: {done}")
-        lines += [f"    warning: {w}" for w in s.warnings]
-        if s.problems:
-            lines.append(f"    warning: listing incomplete, {s.problems} item(s) could not be listed and were "
-                         f"kept: {'; '.join(s.problem_samples[:3])}" + (" …" if s.problems > 3 else ""))
+        lines += [f"    warning: {w}" for w in s.run_warnings()]
     total = report.summary()
     lines.append("  total: " + ", ".join(f"{k} {v}" for k, v in total.items()))
     if not report.dry_run:
@@ -278,8 +299,9 @@ def text_summary(report: RunReport) -> str:
             lines.append(f"  hold {one_line(h.id)} ({h.kind}, {scope}): protected {protected.get(h.id, 0)} records")
     for r in report.erasure_requests:
         status = r.status(report.as_of)
-        # Still owed, or finished late by this run; done and withdrawn ones are in requests list.
-        if status in ("pending", "overdue", "held") or (status == "late" and r.done_run == report.run_id):
+        # Still owed, or finished by this run (the dry run's lines stay in the real run's summary);
+        # earlier done and withdrawn ones are in requests list.
+        if status in ("pending", "overdue", "held") or r.done_run == report.run_id:
             extra = f", {r.held_remaining} records still held" if r.held_remaining else ""
             ticket = f" (ticket {one_line(r.ticket)})" if r.ticket else ""
             lines.append(f"  erasure request {r.id}{ticket} for {one_line(r.subject)}: {status}, "
@@ -288,3 +310,19 @@ def text_summary(report: RunReport) -> str:
     if report.limit_tripped:
         lines.append(f"  SAFETY LIMIT: {report.limit_tripped}")
     return "\n".join(lines)
+
+
+def run_warnings(report: RunReport) -> list[str]:
+    """Everything about *report* an operator must see even with ``--quiet``, one line each:
+    each source's warnings (unknown subjects, listing problems), erasure requests overdue,
+    finished late by this run or still held, and the run-wide warnings."""
+    out = [f"{name}: {w}" for name, s in report.sources.items() for w in s.run_warnings()]
+    for r in report.erasure_requests:
+        status = r.status(report.as_of)
+        late = status == "late" and r.done_run == report.run_id
+        if status in ("overdue", "held") or late:
+            ticket = f" (ticket {one_line(r.ticket)})" if r.ticket else ""
+            held = f", {r.held_remaining} records still held" if r.held_remaining else ""
+            out.append(f"erasure request {r.id}{ticket} for {one_line(r.subject)}: "
+                       f"{'done after its due date' if late else status}, due {r.due_at:%Y-%m-%d}{held}")
+    return out + list(report.warnings)

@@ -63,6 +63,9 @@ class RunOptions:
     max_delete: int | None = None
     allow_over_limit: tuple[str, ...] = ()
     deleting: Deleting | None = None
+    #: Called with what the run knew when an error stopped it (before it is re-raised), so its
+    #: reports can still be written.
+    on_failure: Callable[[RunReport, Exception], None] | None = None
 
 
 #: Test hook for crash-recovery tests: ``RETENTION_TEST_KILL_AT=after-intent:2`` SIGKILLs the
@@ -122,7 +125,11 @@ def run(rt: Runtime, options: RunOptions) -> RunReport:
         report.erasure_requests = rt.state.requests()
         report.finished_at = datetime.now(timezone.utc)
         return report
-    except BaseException:
+    except BaseException as exc:
+        if options.on_failure is not None and isinstance(exc, Exception):
+            report.status = RunStatus.FAILED
+            report.finished_at = datetime.now(timezone.utc)
+            options.on_failure(report, exc)
         report.close()
         raise
 
