@@ -334,8 +334,9 @@ def write_html(cert: Certificate, out: IO[str]) -> None:
         ("Notes", s["notes"]),
         ("Audit trail", f"{cert.trail} — verified intact, {cert.trail_lines} lines"),
         ("Keyed chain (HMAC-SHA-256)", _keyed_text(cert.keyed)),
-        ("Run's last audit line", f"seq {cert.last_line.seq if cert.last_line else '—'}, SHA-256 "
-                                  f"{cert.last_line.hash if cert.last_line else '—'}"),
+        ("Last audit line certified" if cert.request else "Run's last audit line",
+         f"seq {cert.last_line.seq if cert.last_line else '—'}, SHA-256 "
+         f"{cert.last_line.hash if cert.last_line else '—'}"),
         ("Trail head when issued", f"seq {cert.head.seq if cert.head else '—'}, SHA-256 "
                                    f"{cert.head.hash if cert.head else '—'}"),
         ("Issued", cert.issued),
@@ -368,7 +369,9 @@ def _request_rows(cert: Certificate) -> list[tuple[str, object]]:
     return [("Erasure request", f"{r.id} (ticket {r.ticket or '—'}) for subject {r.subject}, from controller "
                                 f"{r.controller}"),
             ("Received / due", f"{r.received_at:%Y-%m-%d} / {r.due_at:%Y-%m-%d}"),
-            ("Runs", "; ".join(f"{x['run_id']} by {x['by']}: {x['records']} records" for x in cert.runs) or "none")]
+            ("Runs", "; ".join(f"{x['run_id']} by {x['by']}: {x['records']} records" for x in cert.runs) or "none"),
+            ("Request's audit lines", "; ".join(f"{x['event']} seq {x['seq']}, SHA-256 {x['hash']}"
+                                                for x in cert.request_lines) or "none in this trail")]
 
 
 def _e(value: object) -> str:

@@ -93,6 +93,7 @@ def test_a_request_made_through_the_cli_carries_its_ticket_and_its_lines(retenti
     assert result.stdout.strip() == f"certificate for erasure request {request_id}: {out}"
     page = out.read_text(encoding="utf-8")
     assert "HD-2026-118" in page and "hooli/call-1.wav" in page
+    assert f"erasure-requested seq {requested['seq']}, SHA-256 {requested['hash']}" in page
     assert "initech/" not in page and "dana/" not in page and "kid/" not in page
 
 
