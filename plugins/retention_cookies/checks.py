@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
 from .declarations import BASES, NON_EXEMPT_PURPOSES, UNREVIEWED, CookieDecl, Declarations, Service
 from .domains import is_first_party
 from .knowledge import Fact, KnowledgeBase
-from .model import SEVERITIES, Finding, Observation, format_lifetime
+from .model import SEVERITIES, Finding, Observation, Request, format_lifetime
 from .rules import finding
 
 MAX_LIFETIME = timedelta(days=400)
@@ -25,6 +25,8 @@ _SESSIONISH = re.compile(r"sess|^sid$|_sid$|auth|login|jsessionid|phpsessid", re
 #: Suffixes tried on a known prefix (``_ga_``) to see whether a declared regex covers it.
 _PROBE_TAILS = ("x", "X", "1", "ABC123", "G-ABC123", "_1", "x.y")
 _NOT_SESSION = re.compile(r"csrf|xsrf|consent", re.I)
+#: Scenarios in which nothing that needs consent may happen.
+NO_CONSENT = ("before-consent", "after-reject")
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +38,7 @@ class CheckInput:
     knowledge: KnowledgeBase
     extra_first_party: tuple[str, ...] = ()  # e.g. the host of --url
     storages_observed: frozenset[str] = frozenset()  # which storages the inputs could see
+    requests: tuple[Request, ...] = ()  # with third_party and tracker filled by classify_requests
 
 
 def run_checks(data: CheckInput) -> list[Finding]:
@@ -51,6 +54,9 @@ def run_checks(data: CheckInput) -> list[Finding]:
         for _, cookie in matches[:1]:
             seen[cookie.key] = seen.get(cookie.key, 0) + 1
         findings += _check_observation(obs, matches, decls, data.knowledge, first_party)
+        findings += _check_consent(obs, matches, decls, data.knowledge)
+    for request in data.requests:  # classified by classify_requests
+        findings += _check_request(request, decls)
     for service, cookie in decls.cookies():
         if cookie.key not in seen and cookie.storage in data.storages_observed:
             findings.append(finding(
@@ -70,9 +76,10 @@ def _check_service(service: Service, decls: Declarations, kb: KnowledgeBase,
                    first_party: tuple[str, ...]) -> list[Finding]:
     out: list[Finding] = []
     file = decls.file
-    if decls.claim == "essential-only" and not service.essential:
+    if decls.claim == "essential-only" and (not service.essential or service.needs_consent):
+        what = service.category if not service.essential else "consent-required"
         out.append(finding(
-            "CK002", f"service {service.name}", f"service {service.name!r} is declared {service.category}, "
+            "CK002", f"service {service.name}", f"service {service.name!r} is declared {what}, "
             "but the policy claims every cookie is essential", evidence=f"{service.key}.category",
             file=file, line=service.line))
     if service.essential and service.basis == UNREVIEWED:
@@ -264,6 +271,67 @@ def _attribute_rules(obs: Observation, subject: str, evidence: str, decls: Decla
 
 
 # --------------------------------------------------------------------------------------
+# Consent scenarios and requests
+# --------------------------------------------------------------------------------------
+
+
+def _check_consent(obs: Observation, matches: list[tuple[Service, CookieDecl]], decls: Declarations,
+                   kb: KnowledgeBase) -> list[Finding]:
+    """CK018: before consent and after a rejection nothing that needs consent may be set or
+    stored, not even for a moment (a cookie deleted again was still written to the device)."""
+    if obs.scenario not in NO_CONSENT or obs.state == "rejected":
+        return []
+    if matches:
+        service, cookie = matches[0]
+        if not service.needs_consent:
+            return []
+        why = f"service {service.name!r} needs consent ({cookie.key})"
+        where: dict[str, Any] = {"file": decls.file, "line": cookie.line}
+    else:
+        facts = kb.lookup(obs.name, obs.storage)
+        if not facts:
+            return []  # CK001 already reports it; nothing says it needs consent
+        why = f"it is a known {facts[0].category} cookie of {facts[0].product}"
+        where = {"file": _obs_file(obs, decls)}
+    done = "set and deleted again" if obs.state == "deleted" else "set"
+    return [finding("CK018", _obs_subject(obs), f"{obs.storage} {obs.name!r} was {done} {obs.scenario}, but "
+                    f"{why}", evidence=_evidence(obs), **where)]
+
+
+def classify_requests(requests: Iterable[Request], first_party: tuple[str, ...],
+                      kb: KnowledgeBase) -> list[Request]:
+    """Requests with their first/third-party status and the tracker they go to, if known."""
+    from urllib.parse import urlsplit
+
+    out = []
+    for request in requests:
+        host = urlsplit(request.url).hostname or ""
+        known = kb.endpoint(request.url)
+        out.append(replace(request, third_party=bool(host) and not is_first_party(host, first_party),
+                           tracker=known.describe() if known else ""))
+    return out
+
+
+def _check_request(request: Request, decls: Declarations) -> list[Finding]:
+    """CK019: a consent-required service's endpoint (or a known tracker that no exempt
+    service claims) contacted before consent or after a rejection."""
+    if request.scenario not in NO_CONSENT:
+        return []
+    service = decls.service_of(request.url)
+    if service is not None and not service.needs_consent:
+        return []
+    if service is None and not request.tracker:
+        return []
+    why = f"service {service.name!r} needs consent" if service else request.tracker
+    where: dict[str, Any] = {"file": decls.file, "line": service.line} if service else {"file": decls.file}
+    target = request.url.split("?", 1)[0]
+    initiator = f"; initiator {request.initiator}" if request.initiator else ""
+    return [finding("CK019", f"request {target}", f"{request.method} {target} was requested {request.scenario}: "
+                    f"{why}", evidence=f"{request.resource_type or 'request'} {request.url[:300]}{initiator}"
+                    f"; {'third' if request.third_party else 'first'} party", **where)]
+
+
+# --------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------
 
@@ -303,8 +371,12 @@ def _obs_file(obs: Observation, decls: Declarations) -> str:
 
 def _evidence(obs: Observation) -> str:
     parts = [obs.set_by or obs.source]
-    if obs.scenario != "initial":
+    if obs.scenario:
         parts.append(f"scenario: {obs.scenario}")
+    if obs.state != "stored" or obs.reason:
+        parts.append(f"{obs.state}" + (f" ({obs.reason})" if obs.reason else ""))
+    if obs.partitioned:
+        parts.append(f"Partitioned (CHIPS, jar of {obs.partition or 'the top-level site'})")
     if obs.storage == "cookie" and obs.attributes_known:
         attrs = [f"lifetime {format_lifetime(obs.lifetime)}"]
         attrs += [a for a, on in (("Secure", obs.secure), ("HttpOnly", obs.http_only)) if on]

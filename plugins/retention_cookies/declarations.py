@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -21,7 +22,8 @@ from retention_core.policy import StrictLoader, load_yaml
 
 from .model import STORAGES, name_matches
 
-CLAIMS = ("essential-only", "none")
+CLAIMS = ("essential-only", "consent", "none")
+CONSENT = ("exempt", "consent-required")
 CATEGORIES = ("strictly_necessary", "functional", "analytics", "marketing")
 MATCHES = ("exact", "prefix", "regex")
 SAME_SITE = ("Strict", "Lax", "None")
@@ -103,11 +105,22 @@ class Service:
     third_party: bool = False
     key: str = ""
     line: int | None = None
+    consent: str = "exempt"  # "exempt" or "consent-required"
+    endpoints: tuple[str, ...] = ()  # hosts or URL prefixes the service's requests go to
 
     @property
     def essential(self) -> bool:
         """Only strictly necessary services may set cookies without consent."""
         return self.category == "strictly_necessary"
+
+    @property
+    def needs_consent(self) -> bool:
+        """Whether nothing of this service may be set, stored or requested before consent."""
+        return self.consent == "consent-required"
+
+    def contacts(self, url: str) -> bool:
+        """Whether *url* is one of the service's endpoints (a host and its subdomains, or a URL prefix)."""
+        return any(endpoint_matches(e, url) for e in self.endpoints)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,10 +140,27 @@ class Declarations:
             for cookie in service.cookies:
                 yield service, cookie
 
+    def service_of(self, url: str) -> Service | None:
+        """The first service whose endpoints cover *url*."""
+        return next((s for s in self.services if s.contacts(url)), None)
+
     def find(self, name: str, storage: str = "cookie") -> list[tuple[Service, CookieDecl]]:
         """Every declaration an observed name matches (exact ones first)."""
         hits = [(s, c) for s, c in self.cookies() if c.matches(name, storage)]
         return sorted(hits, key=lambda sc: MATCHES.index(sc[1].match))
+
+
+def endpoint_matches(endpoint: str, url: str) -> bool:
+    """``host`` covers the host and its subdomains on any scheme and port; a value with a
+    scheme is a URL prefix; a value starting with '/' is a path on any host."""
+    parts = urlsplit(url)
+    if endpoint.startswith("/"):
+        return parts.path == endpoint or parts.path.startswith(endpoint.rstrip("/") + "/")
+    if "://" in endpoint:
+        return url.startswith(endpoint)
+    host = (parts.hostname or "").lower()
+    endpoint = endpoint.lower().lstrip(".")
+    return host == endpoint or host.endswith("." + endpoint)
 
 
 class _LineLoader(StrictLoader):
@@ -211,7 +241,7 @@ def _parse(data: Any, file: str) -> Declarations:
 def _service(data: Any, where: str) -> Service:
     opts = _opts(data, where)
     _reject_unknown(data, ("name", "description", "category", "basis", "justification", "third_party",
-                           "purposes", "cookies"), where)
+                           "purposes", "consent", "endpoints", "cookies"), where)
     name = opts.str("name")
     category = opts.choice("category", CATEGORIES)
     basis = opts.raw("basis", None)
@@ -232,6 +262,11 @@ def _service(data: Any, where: str) -> Service:
     elif basis is not None:
         raise _err(f"{where}.basis", f"only strictly_necessary services have an exemption basis; "
                    f"this one is {category}")
+    consent = opts.choice("consent", CONSENT, "exempt" if category == "strictly_necessary" else "consent-required")
+    endpoints_raw = opts.raw("endpoints", [])
+    if not isinstance(endpoints_raw, list) or not all(isinstance(e, str) and e.strip() for e in endpoints_raw):
+        raise _err(f"{where}.endpoints", "expected a list of hosts, URL prefixes or /paths, found "
+                   f"{describe(endpoints_raw)}")
     purposes = _purposes(opts, "purposes", where)
     if not purposes:
         purposes = (basis,) if basis in BASES else ((category,) if category != "strictly_necessary" else ())
@@ -243,7 +278,8 @@ def _service(data: Any, where: str) -> Service:
                     for i, item in enumerate(cookies_raw))
     return Service(name=name, category=category, basis=basis, justification=justification,
                    purposes=purposes, cookies=cookies, third_party=third_party, key=where,
-                   line=getattr(data, "line", None))
+                   line=getattr(data, "line", None), consent=consent,
+                   endpoints=tuple(e.strip() for e in endpoints_raw))
 
 
 def _cookie(data: Any, where: str, service: str, service_purposes: tuple[str, ...]) -> CookieDecl:

@@ -44,11 +44,33 @@ class Fact:
         return f"{self.product} ({self.vendor}) {self.category} cookie, source: {self.source}"
 
 
-class KnowledgeBase:
-    """A list of facts with a lookup by observed or declared name."""
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """'Requests to ENDPOINT go to PRODUCT', with the source that says so."""
 
-    def __init__(self, facts: list[Fact]) -> None:
+    endpoint: str  # a host, a URL prefix or a /path (see declarations.endpoint_matches)
+    category: str
+    product: str
+    vendor: str
+    source: str
+
+    def describe(self) -> str:
+        """One line of evidence naming the product and the source of the fact."""
+        return f"{self.product} ({self.vendor}) {self.category} endpoint {self.endpoint}, source: {self.source}"
+
+
+class KnowledgeBase:
+    """A list of facts with a lookup by observed or declared name, and known endpoints."""
+
+    def __init__(self, facts: list[Fact], endpoints: list[Endpoint] | None = None) -> None:
         self.facts = facts
+        self.endpoints = endpoints or []
+
+    def endpoint(self, url: str) -> Endpoint | None:
+        """The known tracker endpoint *url* goes to, if any."""
+        from .declarations import endpoint_matches
+
+        return next((e for e in self.endpoints if endpoint_matches(e.endpoint, url)), None)
 
     def lookup(self, name: str, storage: str = "cookie") -> list[Fact]:
         """Every fact about *name*; a pattern declaration is looked up by its literal text."""
@@ -56,14 +78,28 @@ class KnowledgeBase:
 
     def extended(self, more: list[Fact]) -> KnowledgeBase:
         """A new knowledge base with *more* facts (e.g. from the Open Cookie Database)."""
-        return KnowledgeBase(self.facts + more)
+        return KnowledgeBase(self.facts + more, self.endpoints)
 
 
 @lru_cache(maxsize=1)
 def builtin() -> KnowledgeBase:
     """The curated knowledge shipped with the plugin."""
     text = resources.files(__package__).joinpath("knowledge.yaml").read_text(encoding="utf-8")
-    return KnowledgeBase(parse_knowledge(yaml.safe_load(text), "knowledge.yaml"))
+    data = yaml.safe_load(text)
+    return KnowledgeBase(parse_knowledge(data, "knowledge.yaml"), parse_endpoints(data, "knowledge.yaml"))
+
+
+def parse_endpoints(data: dict, file: str) -> list[Endpoint]:  # type: ignore[type-arg]
+    """The ``endpoints`` of every product (validated like the names)."""
+    out = []
+    for i, product in enumerate(data.get("products", [])):
+        endpoints = product.get("endpoints", [])
+        if not isinstance(endpoints, list) or not all(isinstance(e, str) and e for e in endpoints):
+            raise ConfigError("expected a list of hosts, URL prefixes or /paths", file=file,
+                              key=f"products[{i}].endpoints")
+        out += [Endpoint(e, product["category"], product["product"], product["vendor"], product["source"])
+                for e in endpoints]
+    return out
 
 
 def parse_knowledge(data: dict, file: str) -> list[Fact]:  # type: ignore[type-arg]

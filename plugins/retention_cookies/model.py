@@ -7,7 +7,7 @@ live browser); reducing them to one small record lets every check treat them ali
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from typing import Any
 
@@ -38,8 +38,20 @@ class Observation:
     https: bool = True  # whether it was set over HTTPS (Secure checks only apply there)
     set_by: str = ""  # "Set-Cookie header of https://…", "script https://…/a.js", …
     source: str = ""  # the input: "har:file.har", "set-cookie:cookies.txt", "browser:URL"
-    scenario: str = "initial"  # "initial" or "after click SELECTOR"
+    scenario: str = ""  # a browser visit's scenario: "before-consent", "after-reject", …
     raw: str | None = None
+    #: "stored" (in the jar or storage at the end of the scenario), "deleted" (written, then
+    #: gone again before the end) or "rejected" (the browser refused it, see ``reason``).
+    state: str = "stored"
+    reason: str = ""
+    partitioned: bool = False  # CHIPS: the Partitioned attribute was set
+    partition: str | None = None  # the top-level site of a partitioned cookie's jar
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        """The browser's identity of a cookie: (name, domain, path, partition); storage keys
+        are told apart by origin host instead."""
+        return (self.name, self.domain or "", self.path or "", self.partition or "")
 
     @property
     def session(self) -> bool:
@@ -78,6 +90,37 @@ class Finding:
         if self.line:
             data["line"] = self.line
         return data
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One request of a browser visit: the evidence that a service was contacted."""
+
+    url: str
+    method: str = "GET"
+    resource_type: str = ""  # Document, Script, Image, XHR, Ping, …
+    initiator: str = ""  # the script or document URL that caused it, or the initiator type
+    frame_url: str = ""
+    third_party: bool = False
+    scenario: str = ""
+    status: int | None = None
+    redirected_from: str | None = None
+    tracker: str = ""  # "Product (vendor) category" when the tracker list knows the endpoint
+
+
+def observation_to_dict(o: Observation) -> dict[str, Any]:
+    """The JSON form of an observation (reports and saved visits)."""
+    data = {f.name: getattr(o, f.name) for f in fields(Observation)}
+    data["lifetime_seconds"] = None if o.lifetime is None else int(o.lifetime.total_seconds())
+    del data["lifetime"]
+    return data
+
+
+def observation_from_dict(data: dict[str, Any]) -> Observation:
+    """Inverse of observation_to_dict; unknown keys are an error (raised as TypeError)."""
+    data = dict(data)
+    seconds = data.pop("lifetime_seconds", None)
+    return Observation(**data, lifetime=None if seconds is None else timedelta(seconds=seconds))
 
 
 def name_matches(kind: str, pattern: str, name: str) -> bool:

@@ -22,17 +22,17 @@ _MINOR = {"non-ascii", "unknown-attribute", "duplicate-attribute", "flag-with-va
 
 
 def observation_from_header(cookie: SetCookie, url: str, received: datetime, *, set_by: str,
-                            source: str, scenario: str = "initial") -> Observation:
+                            source: str, scenario: str = "") -> Observation:
     """What a browser would store for this Set-Cookie received from *url* at *received*."""
     parts = urlsplit(url)
     host = (parts.hostname or "").lower()
     return Observation(
         name=cookie.name, storage="cookie",
         domain=cookie.domain or host or None, host_only=cookie.domain is None,
-        path=cookie.path or _default_path(parts.path),
+        path=cookie.path or default_path(parts.path),
         secure=cookie.secure, http_only=cookie.http_only, same_site=cookie.same_site,
         lifetime=cookie.lifetime(received), page_url=url, https=parts.scheme != "http",
-        set_by=set_by, source=source, scenario=scenario, raw=cookie.raw)
+        set_by=set_by, source=source, scenario=scenario, raw=cookie.raw, partitioned=cookie.partitioned)
 
 
 def anomaly_findings(anomalies: list[Anomaly], name: str | None, raw: str, where: str,
@@ -78,7 +78,7 @@ def read_set_cookie_file(path: str | Path, origin: str) -> tuple[list[Observatio
     return observations, findings
 
 
-def _default_path(request_path: str) -> str:
+def default_path(request_path: str) -> str:
     """RFC 6265bis §5.1.4 default-path: the request path up to its last '/'."""
     if not request_path.startswith("/") or request_path.count("/") <= 1:
         return "/"

@@ -6,32 +6,62 @@ finding that concerns a declaration carries its file and line.
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
+import re
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import asdict
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from .model import Finding, Observation
+from .model import Finding, Observation, Request, observation_to_dict
 from .rules import RULES
 
 FORMATS = ("text", "json", "sarif", "html")
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 _LEVEL = {"error": "error", "warning": "warning", "info": "note"}
-TOOL_URI = "https://github.com/retention/retention/blob/main/docs/cookies.md"
+#: The key of ``partialFingerprints``: bump the version if what is hashed ever changes.
+FINGERPRINT = "retentionCookieFinding/v1"
+_NUMBER = re.compile(r"\d+")
+
+
+@lru_cache(maxsize=1)
+def project_url() -> str | None:
+    """The project's URL from its installed metadata (``url`` / ``project_urls`` in setup.cfg).
+
+    None when the metadata names none: SARIF's ``informationUri`` is optional, and a
+    made-up placeholder would send readers to a page that does not exist.
+    """
+    try:
+        from importlib.metadata import metadata
+
+        meta = metadata("retention")
+    except Exception:  # noqa: BLE001 - running from a source tree without metadata
+        return None
+    home = meta.get("Home-page")
+    if home and home.upper() != "UNKNOWN":
+        return str(home)
+    for entry in meta.get_all("Project-URL") or []:
+        _, _, link = entry.partition(",")
+        if link.strip():
+            return link.strip()
+    return None
 
 
 def render(fmt: str, findings: Sequence[Finding], observations: Sequence[Observation],
-           *, inputs: Sequence[str], version: str = "0", default_file: str | None = None) -> str:
+           *, inputs: Sequence[str], version: str = "0", default_file: str | None = None,
+           requests: Sequence[Request] = (), visits: Sequence[dict[str, Any]] = ()) -> str:
     """The report in *fmt* (one of FORMATS)."""
     if fmt == "json":
-        return render_json(findings, observations, inputs=inputs)
+        return render_json(findings, observations, inputs=inputs, requests=requests, visits=visits)
     if fmt == "sarif":
         return render_sarif(findings, version=version, default_file=default_file)
     if fmt == "html":
-        return render_html(findings, observations, inputs=inputs)
-    return render_text(findings, observations, inputs=inputs)
+        return render_html(findings, observations, inputs=inputs, requests=requests)
+    return render_text(findings, observations, inputs=inputs, requests=requests)
 
 
 def summary(findings: Sequence[Finding]) -> dict[str, int]:
@@ -41,7 +71,7 @@ def summary(findings: Sequence[Finding]) -> dict[str, int]:
 
 
 def render_text(findings: Sequence[Finding], observations: Sequence[Observation], *,
-                inputs: Sequence[str]) -> str:
+                inputs: Sequence[str], requests: Sequence[Request] = ()) -> str:
     """For people at a terminal or in a CI log."""
     lines = []
     for f in findings:
@@ -51,19 +81,25 @@ def render_text(findings: Sequence[Finding], observations: Sequence[Observation]
         lines.append(f"        basis: {f.basis}")
         lines.append(f"        fix: {f.hint}")
     counts = summary(findings)
-    lines.append(f"{len(observations)} observation(s) from {', '.join(inputs) or 'no input'}; "
+    third = sum(1 for r in requests if r.third_party)
+    seen = f" and {len(requests)} request(s) ({third} third-party)" if requests else ""
+    lines.append(f"{len(observations)} observation(s){seen} from {', '.join(inputs) or 'no input'}; "
                  f"{counts['error']} error(s), {counts['warning']} warning(s), {counts['info']} info")
     return "\n".join(lines) + "\n"
 
 
 def render_json(findings: Sequence[Finding], observations: Sequence[Observation], *,
-                inputs: Sequence[str]) -> str:
-    """For scripts and cron: findings plus every observation they were drawn from."""
+                inputs: Sequence[str], requests: Sequence[Request] = (),
+                visits: Sequence[dict[str, Any]] = ()) -> str:
+    """For scripts and cron: findings plus every observation and request they were drawn from."""
     data = {
         "summary": summary(findings),
         "inputs": list(inputs),
-        "findings": [f.as_dict() | {"rule_name": RULES[f.rule].name} for f in findings],
-        "observations": [_observation_dict(o) for o in observations],
+        "visits": list(visits),
+        "findings": [f.as_dict() | {"rule_name": RULES[f.rule].name, "fingerprint": fingerprint(f)}
+                     for f in findings],
+        "observations": [observation_to_dict(o) for o in observations],
+        "requests": [asdict(r) for r in requests],
     }
     return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
@@ -79,8 +115,7 @@ def render_sarif(findings: Sequence[Finding], *, version: str = "0", default_fil
         "fullDescription": {"text": f"{r.summary} Basis: {r.basis}."},
         "help": {"text": r.hint},
         "defaultConfiguration": {"level": _LEVEL[r.severity]},
-        "helpUri": f"{TOOL_URI}#{r.id.lower()}",
-    } for r in RULES.values()]
+    } | ({"helpUri": f"{project_url()}#{r.id.lower()}"} if project_url() else {}) for r in RULES.values()]
     results = []
     for f in findings:
         result: dict[str, Any] = {
@@ -89,6 +124,7 @@ def render_sarif(findings: Sequence[Finding], *, version: str = "0", default_fil
             "level": _LEVEL[f.severity],
             "message": {"text": f"{f.subject}: {f.message}. Fix: {f.hint}"},
             "properties": {"evidence": f.evidence, "basis": f.basis, "subject": f.subject},
+            "partialFingerprints": {FINGERPRINT: fingerprint(f)},
         }
         file = f.file or default_file
         if file:
@@ -101,16 +137,23 @@ def render_sarif(findings: Sequence[Finding], *, version: str = "0", default_fil
         "$schema": SARIF_SCHEMA,
         "version": "2.1.0",
         "runs": [{
-            "tool": {"driver": {"name": "retention-cookies", "version": version,
-                                "informationUri": TOOL_URI, "rules": rules}},
+            "tool": {"driver": {"name": "retention-cookies", "version": version, "rules": rules}
+                     | ({"informationUri": project_url()} if project_url() else {})},
             "results": results,
         }],
     }
     return json.dumps(sarif, indent=2, ensure_ascii=False) + "\n"
 
 
+def fingerprint(f: Finding) -> str:
+    """Stable across runs: the rule, the subject, the file and the message with its numbers
+    masked (a lifetime measured a second later must not make a new alert)."""
+    text = "|".join((f.rule, f.subject, _NUMBER.sub("#", f.message), f.file or ""))
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
 def render_html(findings: Sequence[Finding], observations: Sequence[Observation], *,
-                inputs: Sequence[str]) -> str:
+                inputs: Sequence[str], requests: Sequence[Request] = ()) -> str:
     """One self-contained page to attach to an audit or a ticket."""
     e = html.escape
     counts = summary(findings)
@@ -120,7 +163,11 @@ def render_html(findings: Sequence[Finding], observations: Sequence[Observation]
         f"<td><small>{e(f.basis)}</small></td><td>{e(f.hint)}</td></tr>" for f in findings)
     obs_rows = "\n".join(
         f"<tr><td>{e(o.storage)}</td><td>{e(o.name)}</td><td>{e(o.domain or '')}</td>"
-        f"<td>{e(o.set_by)}</td><td>{e(o.scenario)}</td></tr>" for o in observations)
+        f"<td>{e(o.set_by)}</td><td>{e(o.scenario)}</td><td>{e(o.state)} {e(o.reason)}</td></tr>"
+        for o in observations)
+    req_rows = "\n".join(
+        f"<tr><td>{e(r.scenario)}</td><td>{e(r.url)}</td><td>{'third' if r.third_party else 'first'}</td>"
+        f"<td>{e(r.initiator)}</td><td>{e(r.tracker)}</td></tr>" for r in requests)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Cookie check</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;width:100%}}
@@ -134,8 +181,12 @@ tr.info td:first-child{{background:#d1ecf1}}</style></head><body>
 {rows}
 </table>
 <h2>Observations ({len(observations)})</h2>
-<table><tr><th>storage</th><th>name</th><th>domain</th><th>set by</th><th>scenario</th></tr>
+<table><tr><th>storage</th><th>name</th><th>domain</th><th>set by</th><th>scenario</th><th>state</th></tr>
 {obs_rows}
+</table>
+<h2>Requests ({len(requests)})</h2>
+<table><tr><th>scenario</th><th>URL</th><th>party</th><th>initiator</th><th>tracker</th></tr>
+{req_rows}
 </table></body></html>
 """
 
@@ -147,13 +198,3 @@ def _uri(file: str) -> str:
         return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
     except ValueError:
         return path.resolve().as_uri() if path.is_absolute() else path.as_posix()
-
-
-def _observation_dict(o: Observation) -> dict[str, Any]:
-    return {
-        "name": o.name, "storage": o.storage, "domain": o.domain, "host_only": o.host_only,
-        "path": o.path, "secure": o.secure, "http_only": o.http_only, "same_site": o.same_site,
-        "lifetime_seconds": None if o.lifetime is None else int(o.lifetime.total_seconds()),
-        "attributes_known": o.attributes_known, "set_by": o.set_by, "source": o.source,
-        "scenario": o.scenario, "page_url": o.page_url,
-    }

@@ -97,6 +97,23 @@ RULES: dict[str, Rule] = {r.id: r for r in (
          "A strictly necessary service whose exemption basis has not been reviewed (imported).",
          f"{WP194}: the exemption has to be argued per cookie",
          "Set basis to one of the WP194 cases and write a justification."),
+    Rule("CK018", "set-before-consent", "error",
+         "Before consent, or after the visitor rejected, a cookie or storage key of a service that "
+         "needs consent (or of a known tracker) was set, even if it was deleted again.",
+         f"{EPRIVACY}; EDPB Guidelines 05/2020 on consent §86: consent must come before the processing",
+         "Load the service only after the visitor accepted (block its script until consent)."),
+    Rule("CK019", "request-before-consent", "error",
+         "Before consent, or after the visitor rejected, the page contacted an endpoint of a service "
+         "that needs consent, or a known tracker or beacon.",
+         f"{EPRIVACY} (reading or storing on the device, incl. fingerprinting requests); "
+         "EDPB Guidelines 2/2023 on the technical scope of Art. 5(3)",
+         "Do not load the script, pixel or beacon until the visitor accepted; declare the endpoint of "
+         "an exempt service under its `endpoints`."),
+    Rule("CK020", "har-blind-to-scripts", "info",
+         "A HAR shows only cookies sent in headers: cookies written by scripts and never sent, and web "
+         "storage, cannot be seen.",
+         "HAR 1.2 records HTTP messages only",
+         "Also check with --url (a browser visit sees script cookies and storage)."),
 )}
 
 

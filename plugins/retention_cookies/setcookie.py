@@ -21,6 +21,10 @@ _MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct",
 _TIME = re.compile(r"^(\d{1,2}):(\d{1,2}):(\d{1,2})(?:[^\d]|$)")
 _DAY = re.compile(r"^(\d{1,2})(?:[^\d]|$)")
 _YEAR = re.compile(r"^(\d{2,4})(?:[^\d]|$)")
+#: ", name=" inside a line: several Set-Cookie headers folded into one with commas (RFC 9110
+#: §5.3 allows that for other headers, never for Set-Cookie). A browser stores the first
+#: cookie with the rest inside its value, so the folded cookies are hidden, not set.
+_FOLDED = re.compile(r",\s*([!#$%&'*+\-.^_`|~0-9A-Za-z]+)=")
 KNOWN_ATTRIBUTES = ("expires", "max-age", "domain", "path", "secure", "httponly", "samesite",
                     "partitioned")
 
@@ -155,6 +159,11 @@ def parse_set_cookie(line: str) -> ParseResult:
                 attrs["same_site"] = canonical
         else:
             anomalies.append(Anomaly("unknown-attribute", f"unknown attribute {key!r}; ignored"))
+    folded = [m.group(1) for m in _FOLDED.finditer(line)]
+    if folded:
+        anomalies.append(Anomaly("comma-folded", "several Set-Cookie headers folded into one line with "
+                                 f"commas: {', '.join(repr(f) for f in folded)} hidden inside {name!r}'s "
+                                 "value or attributes, never stored as cookies of their own"))
     cookie = SetCookie(name=name, value=value, raw=raw, anomalies=tuple(anomalies), **attrs)  # type: ignore[arg-type]
     return ParseResult(cookie, anomalies)
 
