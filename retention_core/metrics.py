@@ -3,7 +3,9 @@
 The file is replaced atomically (written beside it under a name that does not end in
 ``.prom``, then renamed), so the collector never reads half a file. Values describe the last
 run, so they are gauges. ``retention_last_success_timestamp_seconds`` survives failed runs:
-it is carried over from the previous file, so "no successful run for two days" can alert.
+it is carried over from the previous file, so "no successful run for two days" can alert; it
+is 0 until the first success. prometheus_client renders, parses and writes the textfile
+format (this module only says which gauges a run has).
 Only an enforcing run that deleted everything it meant to counts as a success; a dry run
 changes nothing in storage and therefore never moves it.
 """
@@ -11,16 +13,16 @@ changes nothing in storage and therefore never moves it.
 from __future__ import annotations
 
 import os
-import re
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry, Gauge, generate_latest, write_to_textfile
+from prometheus_client.parser import text_string_to_metric_families
+
 from .report import RunReport
 
 LAST_SUCCESS = "retention_last_success_timestamp_seconds"
-_LAST_SUCCESS_LINE = re.compile(rf"^{LAST_SUCCESS}\s+([0-9.eE+-]+)\s*$", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -69,68 +71,51 @@ def run_metrics(report: RunReport | None, *, started: float, finished: float, ex
         Family("retention_last_run_timestamp_seconds", "When the last run finished (Unix time).",
                (({}, round(finished, 3)),)),
     ]
-    last_success = round(finished, 3) if success else previous_success
-    if last_success is not None:
-        families.append(Family(LAST_SUCCESS, "When an enforcing run last finished without failures (Unix time).",
-                               (({}, last_success),)))
+    # 0 until the first success, so "no success for two days" alerts on a fresh install too.
+    last_success = round(finished, 3) if success else previous_success or 0.0
+    families.append(Family(LAST_SUCCESS, "When an enforcing run last finished without failures (Unix time; "
+                                         "0: never).", (({}, last_success),)))
     return families
 
 
-def render(families: Iterable[Family]) -> str:
-    """The exposition text: HELP, TYPE gauge and samples per family, newline-terminated."""
-    lines: list[str] = []
+def registry_of(families: Iterable[Family]) -> CollectorRegistry:
+    """The families as prometheus_client gauges in a registry of their own."""
+    registry = CollectorRegistry(auto_describe=False)
     for family in families:
-        lines.append(f"# HELP {family.name} {_escape_help(family.help)}")
-        lines.append(f"# TYPE {family.name} gauge")
-        for labels, value in family.samples:
-            label_text = ",".join(f'{k}="{_escape_label(v)}"' for k, v in labels.items())
-            lines.append(f"{family.name}{{{label_text}}} {_number(value)}" if label_text
-                         else f"{family.name} {_number(value)}")
-    return "\n".join(lines) + "\n"
+        labels = sorted({k for sample_labels, _ in family.samples for k in sample_labels})
+        gauge = Gauge(family.name, family.help, labels, registry=registry)
+        for sample_labels, value in family.samples:
+            (gauge.labels(**sample_labels) if labels else gauge).set(value)
+    return registry
+
+
+def render(families: Iterable[Family]) -> str:
+    """The exposition text (HELP, TYPE gauge and samples per family), as prometheus_client writes it."""
+    return generate_latest(registry_of(families)).decode("utf-8")
 
 
 def previous_success(path: Path) -> float | None:
     """The last-success timestamp of the file being replaced, if it has one."""
     try:
         text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == LAST_SUCCESS:
+                    return float(sample.value)
+    except (OSError, UnicodeDecodeError, ValueError):
         return None
-    found = _LAST_SUCCESS_LINE.search(text)
-    try:
-        return float(found.group(1)) if found else None
-    except ValueError:
-        return None
+    return None
 
 
 def write_metrics(path: Path, report: RunReport | None, *, started: float, finished: float,
                   exit_code: int) -> None:
-    """Write the run's metrics to *path* atomically."""
-    text = render(run_metrics(report, started=started, finished=finished, exit_code=exit_code,
-                              previous_success=previous_success(path)))
+    """Write the run's metrics to *path* atomically (prometheus_client's ``write_to_textfile``:
+    a temporary file beside it, whose name does not end in ``.prom``, renamed over it)."""
+    families = run_metrics(report, started=started, finished=finished, exit_code=exit_code,
+                           previous_success=previous_success(path))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # node_exporter usually runs as another user
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_to_textfile(str(path), registry_of(families))
+    os.chmod(path, 0o644)  # node_exporter usually runs as another user; cron's umask may be 077
 
 
-def _escape_label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _escape_help(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n")
-
-
-def _number(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() and abs(value) < 2**53 else repr(float(value))
-
-
-__all__ = ["Family", "LAST_SUCCESS", "previous_success", "render", "run_metrics", "write_metrics"]
+__all__ = ["Family", "LAST_SUCCESS", "previous_success", "registry_of", "render", "run_metrics", "write_metrics"]

@@ -4,10 +4,15 @@ Backends and subject sources use :class:`Options` so their option errors read ex
 like the core's: ``policy.yaml: sources[0].options.root: expected an existing directory,
 found '/nope'``. Unknown keys are errors, because a typo must never silently change what
 gets deleted.
+
+String values may name environment variables as ``${NAME}`` (a database password kept out of
+the YAML, in the environment file cron or systemd reads); ``$${`` stands for a literal ``${``.
+An unset variable is an error naming it and the key, never an empty string.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -48,12 +53,13 @@ class Options:
         return ConfigError(message, key=f"{self.where}.{key}")
 
     def raw(self, key: _Str, default: Any = _REQUIRED) -> Any:
+        """The value of *key* as given, with ``${NAME}`` replaced from the environment."""
         self._seen.add(key)
         if key not in self._data or self._data[key] is None:
             if default is _REQUIRED:
                 raise self.error(key, "is required")
             return default
-        return self._data[key]
+        return _expand_all(self._data[key], f"{self.where}.{key}")
 
     def __contains__(self, key: _Str) -> _Bool:
         return key in self._data
@@ -139,3 +145,41 @@ def key_label(name: Any) -> str:
     line break must not split the error or forge a log line)."""
     text = str(name)
     return text if _PLAIN_KEY.match(text) else repr(text)
+
+
+_VARIABLE = re.compile(r"\$\$\{|\$\{([^}]*)\}")
+_NAME = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def expand_env(value: _Str, *, key: _Str, environ: Mapping[_Str, _Str] | None = None) -> _Str:
+    """*value* with every ``${NAME}`` replaced by that environment variable (``$${`` is a
+    literal ``${``); an unset or malformed variable is a :class:`ConfigError` at *key*."""
+    if "${" not in value:
+        return value
+    env = os.environ if environ is None else environ
+
+    def replace(found: re.Match[_Str]) -> _Str:
+        if found.group(0) == "$${":
+            return "${"
+        name = found.group(1)
+        if not _NAME.match(name):
+            raise ConfigError(f"expected ${{NAME}} with a variable name of letters, digits and _, found "
+                              f"{describe('${' + name + '}')}", key=key)
+        if name not in env:
+            raise ConfigError(f"environment variable {name} is not set (the value uses ${{{name}}}); set it "
+                              "where the run gets its environment (cron: the crontab or an env file; systemd: "
+                              "EnvironmentFile=)", key=key)
+        return env[name]
+
+    return _VARIABLE.sub(replace, value)
+
+
+def _expand_all(value: Any, key: _Str) -> Any:
+    """:func:`expand_env` over a value read from config: strings, and those inside mappings and lists."""
+    if isinstance(value, str):
+        return expand_env(value, key=key)
+    if isinstance(value, Mapping):
+        return {k: _expand_all(v, f"{key}.{key_label(k)}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_all(v, f"{key}[{n}]") for n, v in enumerate(value)]
+    return value

@@ -18,7 +18,7 @@ import yaml
 from .durations import parse_duration
 from .errors import ConfigError
 from .model import Action, Category, Hold, HoldScope, Limits, Source
-from .options import describe, key_label
+from .options import describe, expand_env, key_label
 from .patterns import LinearPattern, PatternError
 
 if TYPE_CHECKING:
@@ -227,7 +227,10 @@ def parse_policy(data: Any, path: Path) -> Policy:
     base = path.parent
 
     state = top.get("state") or "sqlite:///.retention/state.db"
-    state = _sqlite_relative(r.string(state, "state"), base)
+    try:  # ${NAME} from the environment, as in backend options: the password stays out of the YAML
+        state = _sqlite_relative(expand_env(r.string(state, "state"), key="state"), base)
+    except ConfigError as exc:
+        raise exc.located(file=r.file) from None
     audit = Path(r.string(top.get("audit") or ".retention/audit.jsonl", "audit")).expanduser()
     audit = audit if audit.is_absolute() else base / audit
 

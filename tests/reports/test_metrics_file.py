@@ -100,7 +100,18 @@ def test_unwritable_metrics_path_fails_the_run_loudly(retention_cli: Any, demo: 
 
 
 @pytest.mark.parametrize("value", [0.0, 12.0, 1795879119.255])
-def test_numbers_are_plain(value: float) -> None:
+def test_numbers_read_back_exactly(value: float) -> None:
     line = render([Family("m", "h", (({}, value),))]).splitlines()[-1]
-    assert float(line.split()[1]) == value
-    assert "e" not in line.split()[1].lower()
+    assert float(line.split()[1]) == value  # prometheus_client writes large ones as Go does: 1.795879119255e+09
+
+
+def test_last_success_is_zero_before_the_first_success(retention_cli: Any, demo: Any, tmp_path: Path) -> None:
+    """A fresh install whose runs fail (or only dry-run) says 0, so 'no success for 2 days' alerts."""
+    prom = tmp_path / "retention.prom"
+    assert retention_cli("run", "-c", demo.policy, "--dry-run", "--metrics-file", prom).exit_code == 0
+    assert samples(prom.read_text())["retention_last_success_timestamp_seconds"] == 0
+    broken = demo.folder / "broken.yaml"
+    broken.write_text("version: 1\ncategories: {}\n")
+    assert retention_cli("run", "-c", broken, "--metrics-file", prom).exit_code == 2
+    assert samples(prom.read_text())["retention_last_success_timestamp_seconds"] == 0
+    assert oct(prom.stat().st_mode & 0o777) == "0o644"
