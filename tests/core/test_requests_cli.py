@@ -5,17 +5,23 @@ overdue), held, done, late and withdrawn."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
+import uuid
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from click.testing import CliRunner
 
 from retention_core import cli as cli_module
 from retention_core.audit import read
+from retention_core.state import StateStore
+from retention_core.testing.services import require_service
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "config" / "demo"
@@ -165,3 +171,54 @@ def test_a_store_from_before_tickets_and_withdrawals_is_migrated(demo: Path) -> 
     assert old["id"] == "old1" and old["ticket"] is None and old["status"] in ("pending", "overdue")
     ok("requests", "withdraw", "-c", demo, "old1", "--reason", "migrated")
     assert listed(demo)["acme"]["status"] == "withdrawn"
+
+
+OLD_REQUESTS_TABLE = ("CREATE TABLE retention_erasure_requests (id VARCHAR(64) PRIMARY KEY, subject VARCHAR(500) NOT "
+                      "NULL, controller VARCHAR(500) NOT NULL, received_at {ts} NOT NULL, due_at {ts} NOT NULL, "
+                      "done_at {ts}, done_run VARCHAR(64), held_remaining INTEGER NOT NULL)")
+SERVERS = {
+    "postgresql": (os.environ.get("RETENTION_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
+                   "TIMESTAMP WITH TIME ZONE"),
+    "mariadb": (os.environ.get("RETENTION_TEST_MARIADB", "mysql+pymysql://root@127.0.0.1:3306/test"), "DATETIME"),
+}
+
+
+@pytest.fixture(params=sorted(SERVERS))
+def old_server_store(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A state store on a server database, in a schema of its own, holding the old requests table."""
+    url, ts = SERVERS[request.param]
+    try:
+        admin = sa.create_engine(url)
+        with admin.connect():
+            pass
+    except Exception as exc:  # noqa: BLE001 - any reason the server cannot be reached
+        require_service(False, f"{request.param} at {url} ({type(exc).__name__})")
+    name = f"mig_{uuid.uuid4().hex[:10]}"
+    ddl = "CREATE SCHEMA" if request.param == "postgresql" else "CREATE DATABASE"
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f"{ddl} {name}")
+    parsed = sa.engine.make_url(url)
+    store_url = (parsed.update_query_dict({"options": f"-csearch_path={name}"}) if request.param == "postgresql"
+                 else parsed.set(database=name))
+    engine = sa.create_engine(store_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(OLD_REQUESTS_TABLE.format(ts=ts))
+    engine.dispose()
+    try:
+        yield store_url.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA {name} CASCADE" if request.param == "postgresql"
+                                 else f"DROP DATABASE {name}")
+        admin.dispose()
+
+
+def test_the_request_columns_are_added_on_server_databases(old_server_store: str) -> None:
+    store = StateStore(old_server_store)
+    try:
+        request = store.add_request("acme", "acme-corp", datetime.now(timezone.utc), ticket="HD-7")
+        withdrawn = store.withdraw_request(request.id, "migrated", by="ops")
+    finally:
+        store.close()
+    assert withdrawn.ticket == "HD-7" and withdrawn.withdrawn_by == "ops" and withdrawn.withdrawn_at is not None
+    assert withdrawn.status(datetime.now(timezone.utc)) == "withdrawn"
