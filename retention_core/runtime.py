@@ -120,11 +120,13 @@ class Runtime:
 
     def requests(self) -> dict[str, ErasureRequest]:
         """Erasure requests by subject. Once requested, a subject's data stays due (owed) —
-        unless the request was withdrawn: then the subject's data is under its rules again."""
+        unless the request was withdrawn: then the subject's data is under its rules again. The
+        open request, if any, is the one named (in the trail's reasons), else the first done."""
         out: dict[str, ErasureRequest] = {}
         for request in self.state.requests():
-            if request.withdrawn_at is None:
-                out.setdefault(request.subject, request)
+            known = out.get(request.subject)
+            if request.withdrawn_at is None and (known is None or (known.closed and not request.closed)):
+                out[request.subject] = request
         return out
 
     def context(self, now: datetime, holds: tuple[Hold, ...] | None = None) -> Context:

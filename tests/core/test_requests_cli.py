@@ -222,3 +222,17 @@ def test_the_request_columns_are_added_on_server_databases(old_server_store: str
         store.close()
     assert withdrawn.ticket == "HD-7" and withdrawn.withdrawn_by == "ops" and withdrawn.withdrawn_at is not None
     assert withdrawn.status(datetime.now(timezone.utc)) == "withdrawn"
+
+
+def test_a_new_request_after_a_done_one_is_the_one_its_deletions_name(demo: Path, tmp_path: Path) -> None:
+    """Data of a subject turning up after its request was done is deleted under the subject's
+    open request, if a new one was made — the trail names that one, not the old."""
+    old = erase(demo, "acme", "acme-corp", "--ticket", "HD-1")
+    ok("run", "-c", demo)
+    assert listed(demo)["acme"]["status"] == "done"
+    new = erase(demo, "acme", "acme-corp", "--ticket", "HD-2")  # accepted: the first is closed
+    (demo.parent / "data" / "transcripts" / "acme" / "chat-9.txt").write_text("resurfaced")
+    report = tmp_path / "run.json"
+    ok("run", "-c", demo, "--dry-run", "--report", report)
+    (item,) = [i for i in json.loads(report.read_text())["items"] if i["location"] == "acme/chat-9.txt"]
+    assert item["reason"] == f"erasure request {new} from acme-corp" and old != new
