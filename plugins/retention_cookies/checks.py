@@ -361,7 +361,7 @@ def _decl_subject(cookie: CookieDecl) -> str:
 
 
 def _obs_subject(obs: Observation) -> str:
-    return f"{obs.storage} {obs.name}" + (f" ({obs.domain})" if obs.domain else "")
+    return f"{obs.storage} {obs.name or '(nameless)'}" + (f" ({obs.domain})" if obs.domain else "")
 
 
 def _obs_file(obs: Observation, decls: Declarations) -> str:

@@ -226,7 +226,8 @@ def _parse(data: Any, file: str) -> Declarations:
     if not isinstance(services_raw, list):
         raise _err("services", f"expected a list of services, found {describe(services_raw)}")
     top.done()
-    services = tuple(_service(item, f"services[{i}]") for i, item in enumerate(services_raw))
+    # The items as loaded (not Options' copies), so each mapping keeps its line number.
+    services = tuple(_service(item, f"services[{i}]") for i, item in enumerate(data["services"]))
     names: dict[str, str] = {}
     for service in services:
         if service.name in names:
@@ -275,7 +276,7 @@ def _service(data: Any, where: str) -> Service:
         raise _err(f"{where}.cookies", f"expected a list of cookies, found {describe(cookies_raw)}")
     opts.done()
     cookies = tuple(_cookie(item, f"{where}.cookies[{i}]", name, purposes)
-                    for i, item in enumerate(cookies_raw))
+                    for i, item in enumerate(data.get("cookies") or []))
     return Service(name=name, category=category, basis=basis, justification=justification,
                    purposes=purposes, cookies=cookies, third_party=third_party, key=where,
                    line=getattr(data, "line", None), consent=consent,

@@ -112,14 +112,12 @@ def _read_har(path: Path, expect_cookies: bool) -> HarResult:
                 cookie_data += 1
                 if _REDACTED.match(header[1]):
                     redacted += 1
-                for pair in header[1].split(";"):
-                    key = pair.split("=", 1)[0].strip()
-                    if key:
-                        sent.setdefault(key, url)
+                for key in cookie_header_names(header[1]):
+                    sent.setdefault(key, url)
         for cookie in request.get("cookies") or []:
             cookie_data += 1
-            if isinstance(cookie, dict) and cookie.get("name"):
-                sent.setdefault(str(cookie["name"]), url)
+            if isinstance(cookie, dict) and (cookie.get("name") or cookie.get("value")):
+                sent.setdefault(str(cookie.get("name") or ""), url)
 
     # Cookies only ever sent, never set in a recorded response: set by a script or before
     # the recording started. Their attributes are unknown, but their existence is not.
@@ -132,6 +130,11 @@ def _read_har(path: Path, expect_cookies: bool) -> HarResult:
                 set_by=f"sent in the Cookie header of {url} (set by a script or before the recording)",
                 source=source))
 
+    if entries:
+        result.findings.append(finding(
+            "CK020", f"HAR {name}", "a HAR records HTTP messages only: cookies written by scripts and "
+            "never sent, and localStorage/sessionStorage, are not in it", evidence=f"{len(entries)} entries",
+            file=name))
     if redacted:
         result.sanitized = True
         result.findings.append(finding(
@@ -146,6 +149,18 @@ def _read_har(path: Path, expect_cookies: bool) -> HarResult:
             severity="error" if expect_cookies else "info",
             evidence="no cookie data in any entry", file=name))
     return result
+
+
+def cookie_header_names(value: str) -> list[str]:
+    """Names of the cookies in a ``Cookie`` request header. RFC 6265bis §5.7.4 serialises a
+    nameless cookie as its value alone, so a pair without '=' is a cookie with an empty
+    name, not a cookie named after its value."""
+    names = []
+    for pair in value.split(";"):
+        if not pair.strip():
+            continue
+        names.append(pair.split("=", 1)[0].strip() if "=" in pair else "")
+    return names
 
 
 def _headers(message: dict[str, Any]) -> list[tuple[str, str]]:

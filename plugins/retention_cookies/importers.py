@@ -4,8 +4,9 @@ config, or the Open Cookie Database CSV.
 These formats say which cookies belong to which service and whether the service is
 required, but not *why* a required one is exempt, nor how long its cookies live. So an
 import is a draft: required services get ``basis: unreviewed`` (the check fails until a
-person picks a WP194 basis), and lifetimes the source does not state are written as
-``session`` with a comment, so the first real observation shows the truth.
+person picks a WP194 basis), optional ones ``consent: consent-required`` (and the draft
+claims ``consent``), and lifetimes the source does not state are written as ``session``
+with a comment, so the first real observation shows the truth.
 """
 
 from __future__ import annotations
@@ -257,7 +258,7 @@ def _service(name: str, required: bool, purposes: list[str], cookies: list[dict[
         service |= {"category": "strictly_necessary", "basis": UNREVIEWED,
                     "justification": f"{origin} is marked required; say why the service cannot work without it."}
     else:
-        service["category"] = _category(purposes)
+        service |= {"category": _category(purposes), "consent": "consent-required"}
     service["cookies"] = cookies
     return service
 
@@ -286,4 +287,11 @@ def _document(services: list[dict[str, Any]], domains: Sequence[str], cookie_dom
     first_party = list(domains)
     if not first_party and isinstance(cookie_domain, str) and cookie_domain.strip("."):
         first_party = [cookie_domain.strip(".")]
-    return {"version": 1, "claim": "essential-only", "first_party_domains": first_party, "services": services}
+    return {"version": 1, "claim": _claim(services), "first_party_domains": first_party, "services": services}
+
+
+def _claim(services: list[dict[str, Any]]) -> str:
+    """What the source says: optional services (the visitor may accept them) mean the site
+    promises consent, not essential cookies only; a draft claiming more could never pass."""
+    optional = any(s.get("consent") == "consent-required" for s in services)
+    return "consent" if optional else "essential-only"

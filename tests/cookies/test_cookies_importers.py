@@ -37,7 +37,9 @@ def test_klaro_js(tmp_path: Path, data_dir: Path) -> None:
     text = import_file("klaro", data_dir / "klaro-config.js")
     decls = load(tmp_path, text)
     services = {s.name: s for s in decls.services}
-    assert decls.claim == "essential-only" and decls.first_party_domains == ("contact.example.com",)
+    # Issue 18 observation 8: optional services mean the site asks for consent; a draft
+    # claiming essential-only could never pass.
+    assert decls.claim == "consent" and decls.first_party_domains == ("contact.example.com",)
     consent = services["klaro-consent-record"]
     assert consent.basis == "consent_record" and consent.cookies[0].name == "klaro"
     assert consent.cookies[0].lifetime_text == "120d"
@@ -46,12 +48,18 @@ def test_klaro_js(tmp_path: Path, data_dir: Path) -> None:
     lb = session.cookies[1]
     assert (lb.name, lb.match, lb.path, lb.domain) == ("lb_", "prefix", "/", "contact.example.com")
     ga = services["googleAnalytics"]
-    assert ga.category == "analytics"
+    assert ga.category == "analytics" and ga.needs_consent and not session.needs_consent
     assert ga.cookies[0].match == "regex" and ga.cookies[0].matches("_ga_ABC") and ga.cookies[0].matches("_ga")
     assert not ga.cookies[0].matches("_gax")
     hubspot = services["hubspot"]
     assert hubspot.category == "marketing"
     assert hubspot.cookies[0].matches("__hssc") and hubspot.cookies[1].matches("xHubSpotUTKx")
+
+
+def test_klaro_with_required_services_only_claims_essential_only(tmp_path: Path) -> None:
+    config = tmp_path / "klaro.json"
+    config.write_text('{"cookieName": "klaro", "services": [{"name": "app", "required": true, "cookies": ["sid"]}]}')
+    assert load(tmp_path, import_file("klaro", config)).claim == "essential-only"
 
 
 def test_klaro_json(tmp_path: Path, data_dir: Path) -> None:
@@ -82,7 +90,7 @@ def test_imported_draft_fails_the_check_until_reviewed(tmp_path: Path, data_dir:
 
     decls = load(tmp_path, import_file("cookieconsent", data_dir / "cookieconsent-config.js"))
     rules = {f.rule for f in run_checks(CheckInput(decls, (), builtin()))}
-    assert {"CK017", "CK002"} <= rules
+    assert "CK017" in rules and "CK002" not in rules  # claim: consent, drafted from optional categories
 
 
 def test_importer_errors_are_one_line(tmp_path: Path) -> None:
