@@ -108,7 +108,7 @@ class Certificate:
 
     def header(self) -> dict[str, Any]:
         methods = {s: METHODS.get(b, f"the {b!r} backend's delete operation") for s, b in self.backends.items()}
-        header = {
+        header: dict[str, Any] = {
             "title": "Certificate of deletion",
             "standard": STANDARD,
             "run_id": self.run_id,
