@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 from . import hookimpl
-from .registry import ReportWriterRegistry, SubjectSourceRegistry
-from .subjects import csv_subjects
+from .holdsources import CsvHolds, SqlHolds
+from .registry import HoldSourceRegistry, ReportWriterRegistry, SubjectSourceRegistry
+from .subjects import csv_subjects, sql_subjects
 
 
 @hookimpl(trylast=True)
 def retention_register_subject_sources(register: SubjectSourceRegistry) -> None:
     register("csv", csv_subjects)
+    register("sql", sql_subjects)
+
+
+@hookimpl(trylast=True)
+def retention_register_hold_sources(register: HoldSourceRegistry) -> None:
+    register("csv", CsvHolds)
+    register("sql", SqlHolds)
 
 
 @hookimpl(trylast=True)

@@ -183,6 +183,8 @@ class Hold:
     released_by: str | None = None
     release_reason: str | None = None
     origin: str = "state"  # state | config | <hold source name>
+    #: When its hold source stopped listing it: still in force until released (never by vanishing).
+    vanished_at: datetime | None = None
 
     @property
     def active(self) -> bool:

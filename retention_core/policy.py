@@ -42,6 +42,8 @@ class Policy:
     sources: tuple[Source, ...]
     holds: tuple[Hold, ...] = ()
     limits: Limits = field(default_factory=Limits)
+    #: ``hold_sources:`` entries, each with its ``name`` (default: its ``source``) and ``source``.
+    hold_sources: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def base_dir(self) -> Path:
@@ -221,7 +223,7 @@ def parse_policy(data: Any, path: Path) -> Policy:
     """Validate an already-parsed YAML document (exposed for tests and fuzzing)."""
     r = _Reader(path)
     top = r.mapping(data, "", required=("version", "categories", "sources"),
-                    optional=("state", "audit", "subjects", "holds", "limits"))
+                    optional=("state", "audit", "subjects", "holds", "hold_sources", "limits"))
     if top["version"] != 1 or isinstance(top["version"], bool):
         raise r.fail("version", f"expected 1, found {describe(top['version'])}")
     base = path.parent
@@ -249,7 +251,34 @@ def parse_policy(data: Any, path: Path) -> Policy:
     holds = _holds(r, top.get("holds"), categories, sources)
     limits = _limits(r, top.get("limits"))
     return Policy(path=path, state=state, audit=audit, subjects=subjects, categories=categories,
-                  sources=sources, holds=holds, limits=limits)
+                  sources=sources, holds=holds, limits=limits, hold_sources=_hold_sources(r, top.get("hold_sources")))
+
+
+def _hold_sources(r: _Reader, value: Any) -> tuple[Mapping[str, Any], ...]:
+    """``hold_sources:``: ``{source: NAME, name: …, options…}`` each; the rest are the source's options.
+
+    The name attributes the holds (``holds list``, reports, the trail) and keys what the state
+    store remembers of them, so it must be unique and cannot be an origin the core uses itself.
+    """
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise r.fail("hold_sources", f"expected a list of hold sources, found {describe(value)}")
+    out: list[dict[str, Any]] = []
+    for i, body in enumerate(value):
+        key = f"hold_sources[{i}]"
+        if not isinstance(body, Mapping):
+            raise r.fail(key, f"expected a mapping, found {describe(body)}")
+        if body.get("source") is None:
+            raise r.fail(f"{key}.source", "is required")
+        source = r.string(body["source"], f"{key}.source")
+        name = r.string(body.get("name", source), f"{key}.name", pattern=_NAME)
+        if name in ("state", "config"):
+            raise r.fail(f"{key}.name", f"{name!r} names the holds of the {name} itself: choose another name")
+        if any(entry["name"] == name for entry in out):
+            raise r.fail(f"{key}.name", f"duplicate hold source name {name!r} (give each a name:)")
+        out.append({**body, "name": name, "source": source})
+    return tuple(out)
 
 
 def _sqlite_relative(url: str, base: Path) -> str:

@@ -8,6 +8,8 @@ each plugin its own ``register`` (:meth:`for_plugin`), a view sharing the regist
 from __future__ import annotations
 
 import copy
+import inspect
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,7 +99,12 @@ class BackendRegistry(Registry[type[Backend]]):
 
 
 SubjectFactory = Callable[["Options"], Iterable[Subject]]
-HoldProvider = Callable[[], Iterable[Hold]]
+#: Reads a hold source's holds; called each time holds are read.
+HoldReader = Callable[[], Iterable[Hold]]
+#: Builds a :data:`HoldReader` from a ``hold_sources:`` entry's options, validating them.
+HoldFactory = Callable[["Options"], HoldReader]
+#: Deprecated: a reader registered directly, taking no options, always read.
+HoldProvider = HoldReader
 ReportWriter = Callable[[Any, Path], None]
 
 
@@ -110,13 +117,39 @@ class SubjectSourceRegistry(Registry[SubjectFactory]):
         self._add(name, factory)
 
 
-class HoldSourceRegistry(Registry[HoldProvider]):
-    """``register(name, provider)`` — see ``retention_register_hold_sources``."""
+class HoldSourceRegistry(Registry[HoldFactory | HoldProvider]):
+    """``register(name, factory)`` — see ``retention_register_hold_sources``.
+
+    A callable taking no argument is the deprecated form (a provider read on every run whether
+    or not the policy names it); it still works, with a DeprecationWarning naming the plugin.
+    """
 
     kind = "hold source"
 
-    def __call__(self, name: str, provider: HoldProvider) -> None:
-        self._add(name, provider)
+    def __call__(self, name: str, factory: HoldFactory | HoldProvider) -> None:
+        if not callable(factory):
+            raise PluginError(f"plugin {self._plugin!r} registered hold source {name!r} as {factory!r}, "
+                              "which is not callable")
+        self._add(name, factory)
+        if not takes_options(factory):
+            warnings.warn(f"plugin {self._plugin!r} registers hold source {name!r} as a provider without "
+                          "arguments, a deprecated form: register a factory taking Options and returning a "
+                          "reader, and name it in the policy's hold_sources:", DeprecationWarning, stacklevel=2)
+
+    def legacy(self) -> list[str]:
+        """The names registered in the deprecated no-argument form, read on every run."""
+        return [name for name, entry in self.entries.items() if not takes_options(entry.value)]
+
+
+def takes_options(factory: Callable[..., Any]) -> bool:
+    """Whether *factory* accepts one positional argument (the Options): the current form.
+    One that cannot be inspected is taken for the old form, which is what it used to be."""
+    try:
+        parameters = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return any(p.kind is inspect.Parameter.VAR_POSITIONAL or (p.kind in positional) for p in parameters)
 
 
 class ReportWriterRegistry(Registry[ReportWriter]):

@@ -6,20 +6,24 @@ The CLI, the scheduler and plugin commands (``retention holds sync``) share this
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import replace
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
+from .audit import AuditTrail, trail_for
 from .backend import Backend
 from .errors import ConfigError, PluginError, RetentionError
+from .holdsources import HoldReader, read_holds
 from .model import Context, ErasureRequest, Hold, Problem, Record, Source, Subject
 from .options import Options
 from .overlap import check_overlaps, spread_holds
 from .plugins import Plugins, load_plugins
 from .policy import Policy, load_policy
+from .registry import takes_options
 from .state import StateStore
+from .subjects import SubjectIndex
 
 
 class Runtime:
@@ -29,6 +33,7 @@ class Runtime:
         self.policy = policy
         self.plugins = plugins or load_plugins()
         self._backends: dict[str, Backend] = {}
+        self._hold_trail: AuditTrail | None = None  # opened when a hold source first changes
 
     @classmethod
     def open(cls, config: str | Path, plugins: Plugins | None = None) -> Runtime:
@@ -45,6 +50,8 @@ class Runtime:
         for backend in self._backends.values():
             backend.close()
         self._backends.clear()
+        for reader in self.__dict__.pop("hold_sources", {}).values():
+            getattr(reader, "close", lambda: None)()
         if "state" in self.__dict__:
             self.state.close()
 
@@ -58,6 +65,7 @@ class Runtime:
     def validate(self) -> list[str]:
         """Instantiate every backend and the subjects source; return backends' warnings."""
         self.subjects  # noqa: B018 - loads and validates
+        self.hold_sources  # noqa: B018 - opens each hold source, validating its options
         self.check_overlaps()
         warnings = []
         for source in self.policy.sources:
@@ -77,7 +85,7 @@ class Runtime:
             raise exc.located(file=exc.file or str(self.policy.path)) from None
 
     @cached_property
-    def subjects(self) -> dict[str, Subject]:
+    def subjects(self) -> Mapping[str, Subject]:
         block = self.policy.subjects
         if block is None:
             return {}
@@ -85,7 +93,7 @@ class Runtime:
         factory = self.plugins.subject_sources().get(block["source"], key="subjects.source")
         try:
             options = Options(rest, base_dir=self.policy.base_dir, where="subjects")
-            return {s.id: s for s in factory(options)}
+            return SubjectIndex.build(factory(options))
         except ConfigError as exc:
             raise exc.located(file=exc.file or str(self.policy.path)) from None
 
@@ -107,16 +115,66 @@ class Runtime:
         return self._backends[source.name]
 
     # -- holds and context -------------------------------------------------------------------------
+    @cached_property
+    def hold_sources(self) -> dict[str, HoldReader]:
+        """The policy's ``hold_sources:``, each opened (options validated), and every provider
+        registered in the deprecated no-argument form, by the name their holds are attributed to."""
+        registry = self.plugins.hold_sources()
+        out: dict[str, HoldReader] = {}
+        for i, entry in enumerate(self.policy.hold_sources):
+            where = f"hold_sources[{i}]"
+            factory = registry.get(entry["source"], key=f"{where}.source")
+            rest = {k: v for k, v in entry.items() if k not in ("source", "name")}
+            try:
+                if not takes_options(factory):
+                    if rest:
+                        raise ConfigError(f"hold source {entry['source']!r} takes no options (its plugin registers "
+                                          f"it in the deprecated form), found {sorted(rest)[0]!r}", key=where)
+                    out[entry["name"]] = factory
+                    continue
+                out[entry["name"]] = factory(Options(rest, base_dir=self.policy.base_dir, where=where))
+            except ConfigError as exc:
+                raise exc.located(file=exc.file or str(self.policy.path)) from None
+            except RetentionError:
+                raise
+            except Exception as exc:
+                raise PluginError(f"hold source {entry['source']!r} failed to start for {where}: "
+                                  f"{type(exc).__name__}: {exc}") from exc
+        configured = {entry["source"] for entry in self.policy.hold_sources}
+        for name in registry.legacy():
+            if name not in configured and name not in out:
+                out[name] = registry.get(name)
+        return out
+
     def holds(self, *, include_released: bool = False) -> tuple[Hold, ...]:
-        """Config holds, state-store holds and every hold source's, merged."""
+        """Config holds, state-store holds and every hold source's, merged; read afresh each call.
+
+        A hold a source no longer lists stays in force (vanished) until released; a source that
+        cannot be read raises, so the caller stops before deleting anything.
+        """
         found: list[Hold] = list(self.policy.holds)
         found += self.state.holds(include_released=include_released)
-        for entry in self.plugins.hold_sources().entries.values():
-            try:
-                found += [replace(h, origin=entry.name) for h in entry.value()]
-            except Exception as exc:
-                raise RetentionError(f"hold source {entry.name!r} failed: {type(exc).__name__}: {exc}") from exc
+        try:
+            found += read_holds(self.hold_sources, self.state, self._journal_holds,
+                                include_released=include_released, check=self._unusable_hold)
+        except ConfigError as exc:
+            raise exc.located(file=exc.file or str(self.policy.path)) from None
         return tuple(h for h in found if include_released or h.active)
+
+    def _unusable_hold(self, hold: Hold) -> str | None:
+        """Why a hold from a source cannot be applied as written (it would silently cover nothing)."""
+        scope = hold.scope
+        if scope.category is not None and scope.category not in self.policy.categories:
+            return f"unknown category {scope.category!r} (categories: {', '.join(self.policy.categories)})"
+        if scope.source is not None and all(s.name != scope.source for s in self.policy.sources):
+            return f"unknown source {scope.source!r} (sources: {', '.join(s.name for s in self.policy.sources)})"
+        return None
+
+    def _journal_holds(self, entries: list[dict[str, Any]]) -> None:
+        """Journal what changed in the hold sources (new, released, vanished holds)."""
+        if self._hold_trail is None:
+            self._hold_trail = trail_for(self.policy.audit, self.state)
+        self._hold_trail.append(entries)
 
     def requests(self) -> dict[str, ErasureRequest]:
         """Erasure requests by subject. Once requested, a subject's data stays due (owed) —

@@ -59,6 +59,27 @@ holds_table = sa.Table(
     sa.Column("release_reason", sa.Text),
 )
 
+source_holds_table = sa.Table(
+    "retention_source_holds", metadata,
+    # Every hold a hold source (a case system's export) ever listed, remembered so that a hold
+    # which vanishes from its source stays in force until its source says released or a person
+    # releases it (retention_core/holdsources.py).
+    sa.Column("origin", sa.String(200), primary_key=True),  # the hold source's name in the policy
+    sa.Column("id", sa.String(200), primary_key=True),
+    sa.Column("kind", sa.String(20), nullable=False),
+    sa.Column("scope_subject", sa.String(500)),
+    sa.Column("scope_category", sa.String(200)),
+    sa.Column("scope_source", sa.String(200)),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("placed_by", sa.String(200), nullable=False),
+    sa.Column("placed_at", sa.DateTime(timezone=True)),
+    sa.Column("first_seen_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("vanished_at", sa.DateTime(timezone=True)),
+    sa.Column("released_by", sa.String(200)),
+    sa.Column("released_at", sa.DateTime(timezone=True)),
+    sa.Column("release_reason", sa.Text),
+)
+
 requests_table = sa.Table(
     "retention_erasure_requests", metadata,
     sa.Column("id", sa.String(64), primary_key=True),

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
-from datetime import date, datetime, time, timezone
+import functools
+import sqlite3
+import tempfile
+import weakref
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import date, datetime, time, timezone, tzinfo
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from .errors import ConfigError
 from .model import Subject
 from .options import Options
+from .sqlread import Table, open_table, read_zone
 
 COLUMNS = ("subject_id", "controller", "service_ended_at", "minor")
 _TRUE = {"true", "yes", "1", "y"}
@@ -20,6 +27,11 @@ _FALSE = {"false", "no", "0", "n", ""}
 #: fits, and they stay far enough from datetime's limits (years 1 and 9999) that adding a
 #: retention period, the erasure deadline or a plan window to them cannot overflow.
 EARLIEST_YEAR, LATEST_YEAR = 1970, 9000
+
+#: Subjects held in a dict; beyond this many they move to a temporary SQLite file (:class:`SubjectIndex`).
+SPILL_AT = 50_000
+#: Subjects looked up once spilled that stay in memory (a run meets a subject's records together).
+CACHE_SIZE = 20_000
 
 
 def parse_instant(text: str) -> datetime:
@@ -52,20 +64,237 @@ def parse_given_date(text: str) -> datetime:
     return value
 
 
+class SubjectIndex(Mapping[str, Subject]):
+    """Subjects by id, in memory up to :data:`SPILL_AT`, beyond that in a temporary SQLite file.
+
+    A system of record can list millions of subjects; a dict of them all would make a run's
+    memory grow with the customer base. Past the threshold every subject goes to an indexed file
+    and lookups go through a small cache, so memory stays flat. A later duplicate id replaces an
+    earlier one, as a dict would (the built-in sources refuse duplicates before this).
+    """
+
+    def __init__(self) -> None:
+        self._dict: dict[str, Subject] | None = {}
+        self._db: sqlite3.Connection | None = None
+        self._count = 0
+        self._cleanup: weakref.finalize[Any, SubjectIndex] | None = None
+        self._cached = functools.lru_cache(maxsize=CACHE_SIZE)(self._lookup)
+
+    @classmethod
+    def build(cls, subjects: Iterable[Subject]) -> SubjectIndex:
+        """Consume *subjects* (a stream) into an index."""
+        index = cls()
+        chunk: list[Subject] = []
+        for subject in subjects:
+            if index._dict is not None:
+                index._dict[subject.id] = subject
+                if len(index._dict) > SPILL_AT:
+                    index._spill()
+                continue
+            chunk.append(subject)
+            if len(chunk) >= 10_000:
+                index._insert(chunk)
+                chunk = []
+        if chunk:
+            index._insert(chunk)
+        if index._db is not None:
+            index._count = index._db.execute("SELECT count(*) FROM subjects").fetchone()[0]
+        return index
+
+    def _spill(self) -> None:
+        """Move the subjects held so far into a new temporary SQLite file."""
+        folder = tempfile.TemporaryDirectory(prefix="retention-subjects-")
+        db = sqlite3.connect(Path(folder.name) / "subjects.db", check_same_thread=False)
+        db.execute("PRAGMA journal_mode=OFF")
+        db.execute("PRAGMA synchronous=OFF")
+        db.execute("CREATE TABLE subjects (id TEXT PRIMARY KEY, controller TEXT, ended TEXT, minor INTEGER) "
+                   "WITHOUT ROWID")
+        self._db = db
+        self._cleanup = weakref.finalize(self, _drop, db, folder)
+        held, self._dict = self._dict or {}, None
+        self._insert(list(held.values()))
+
+    def _insert(self, chunk: list[Subject]) -> None:
+        assert self._db is not None
+        self._db.executemany("INSERT OR REPLACE INTO subjects VALUES (?, ?, ?, ?)", [
+            (s.id, s.controller, s.service_ended_at.isoformat() if s.service_ended_at else None, int(s.minor))
+            for s in chunk])
+        self._db.commit()
+
+    def _lookup(self, key: str) -> Subject | None:
+        assert self._db is not None
+        row = self._db.execute("SELECT * FROM subjects WHERE id = ?", (key,)).fetchone()
+        return _row_subject(row) if row is not None else None
+
+    def __getitem__(self, key: str) -> Subject:
+        if self._dict is not None:
+            return self._dict[key]
+        found = self._cached(key) if isinstance(key, str) else None
+        if found is None:
+            raise KeyError(key)
+        return found
+
+    def __contains__(self, key: object) -> bool:
+        if self._dict is not None:
+            return key in self._dict
+        return isinstance(key, str) and self._cached(key) is not None
+
+    def __len__(self) -> int:
+        return len(self._dict) if self._dict is not None else self._count
+
+    def __iter__(self) -> Iterator[str]:
+        if self._dict is not None:
+            return iter(self._dict)
+        assert self._db is not None
+        return (row[0] for row in self._db.execute("SELECT id FROM subjects ORDER BY id"))
+
+    def values(self) -> Any:
+        """Every subject, streamed from the file once spilled (no lookup per id)."""
+        if self._dict is not None:
+            return self._dict.values()
+        assert self._db is not None
+        return (_row_subject(row) for row in self._db.execute("SELECT * FROM subjects ORDER BY id"))
+
+    @property
+    def spilled(self) -> bool:
+        """Whether the subjects live in the temporary file (more than :data:`SPILL_AT`)."""
+        return self._db is not None
+
+
+def _row_subject(row: tuple[Any, ...]) -> Subject:
+    return Subject(id=row[0], controller=row[1], service_ended_at=datetime.fromisoformat(row[2]) if row[2] else None,
+                   minor=bool(row[3]))
+
+
+def _drop(db: sqlite3.Connection, folder: tempfile.TemporaryDirectory[str]) -> None:
+    db.close()
+    folder.cleanup()
+
+
 def csv_subjects(options: Options) -> Iterator[Subject]:
-    """Read subjects from ``path`` (relative to the config file) eagerly validated."""
+    """Read subjects from ``path`` (relative to the config file) eagerly validated.
+
+    ``timezone`` declares the zone of datetimes written without an offset; without it such a
+    datetime is an error (its hour would be a guess).
+    """
     path = options.path("path")
+    zone = read_zone(options)
     options.done()
     if not path.is_file():
         raise options.error("path", f"expected an existing CSV file, found {str(path)!r}")
     try:
-        return iter(_read(path))
+        return iter(_read(path, zone))
     except UnicodeDecodeError as exc:
         raise ConfigError(f"expected UTF-8 text, found byte 0x{exc.object[exc.start]:02x} at offset {exc.start}",
                           file=str(path)) from None
 
 
-def _read(path: Path) -> list[Subject]:
+def sql_subjects(options: Options) -> Iterator[Subject]:
+    """Subjects from a table or view of the system of record (a CRM's customers), streamed.
+
+    Options: ``url`` (``${VAR}`` from the environment), ``table``, ``schema``, ``columns``
+    (field → column; a field not mapped uses the column of its name if the table has one),
+    ``timezone`` (of timestamps stored without a zone). The connection, the table and its
+    columns, and duplicate ids (counted by the database) are checked now; rows are checked as
+    they stream, each error naming the table and the row's id.
+    """
+    zone = read_zone(options)
+    table = open_table(options, COLUMNS, required=("subject_id",))
+    options.done()
+    try:
+        duplicate = table.first_duplicate("subject_id")
+    except SQLAlchemyError as exc:
+        table.close()
+        raise options.error("table", f"cannot read {table.label}: {_short(exc)}") from None
+    if duplicate is not None:
+        table.close()
+        raise options.error("table", f"{table.label}: subject {str(duplicate[0])!r} appears {duplicate[1]} times "
+                                     f"(column {table.columns['subject_id'].name})")
+    return _stream_subjects(table, zone, options)
+
+
+def _stream_subjects(table: Table, zone: tzinfo | None, options: Options) -> Iterator[Subject]:
+    """The rows as Subjects; a bad value or a lost connection is a ConfigError naming the table."""
+    names = {field: column.name for field, column in table.columns.items()}
+    try:
+        for n, row in enumerate(table.stream(), start=1):
+            sid = row.get("subject_id")
+            where = f"{table.label}, row {n}" + (f" ({names['subject_id']} {str(sid)!r})" if sid is not None else "")
+            try:
+                yield subject_from(row, zone, names)
+            except ValueError as exc:
+                raise options.error("table", f"{where}: {exc}") from None
+    except SQLAlchemyError as exc:
+        raise options.error("table", f"cannot read {table.label}: {_short(exc)}") from None
+    finally:
+        table.close()
+
+
+def subject_from(row: Mapping[str, Any], zone: tzinfo | None, names: Mapping[str, str] | None = None) -> Subject:
+    """One row's values (text from a file, or native values from a database) as a Subject.
+
+    The one validation every subjects source shares. Raises ValueError saying which field
+    (and, when *names* maps it, which column) holds what.
+    """
+    def label(field: str) -> str:
+        column = (names or {}).get(field, field)
+        return field if column == field else f"{field} (column {column})"
+
+    raw_id = row.get("subject_id")
+    sid = str(raw_id).strip() if raw_id is not None else ""
+    if not sid:
+        raise ValueError(f"{label('subject_id')} is empty")
+    controller = row.get("controller")
+    controller = str(controller).strip() if controller is not None else ""
+    for field, value in (("subject_id", sid), ("controller", controller)):  # echoed in listings: no forged lines
+        if not value.isprintable():
+            raise ValueError(f"{label(field)}: expected printable text, found {value!r}")
+    return Subject(id=sid, controller=controller or None,
+                   service_ended_at=_ended(row.get("service_ended_at"), zone, label("service_ended_at")),
+                   minor=_minor(row.get("minor"), label("minor")))
+
+
+def _ended(value: Any, zone: tzinfo | None, label: str) -> datetime | None:
+    """A service end as aware UTC: a date is that day's start (in *zone*, else UTC); a time of
+    day without an offset needs *zone*."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = (date.fromisoformat(text) if len(text) == 10
+                     else datetime.fromisoformat(text.replace("Z", "+00:00")))
+        except ValueError:
+            raise ValueError(f"{label}: expected an ISO date or datetime, or empty, found {text!r}") from None
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            if zone is None:
+                raise ValueError(f"{label}: {value.isoformat(sep=' ')} has no time zone; declare the zone it is "
+                                 "written in with the subjects option timezone (e.g. timezone: UTC)")
+            value = value.replace(tzinfo=zone)
+    elif isinstance(value, date):
+        value = datetime.combine(value, time(), tzinfo=zone or timezone.utc)
+    else:
+        raise ValueError(f"{label}: expected a date or timestamp, found {type(value).__name__} {value!r}")
+    try:
+        return value.astimezone(timezone.utc)
+    except OverflowError:
+        raise ValueError(f"{label}: {value.isoformat()} is out of range in UTC") from None
+
+
+def _minor(value: Any, label: str) -> bool:
+    """The minor flag: booleans, 0/1, or true/false/yes/no/y/n text; empty or NULL is false."""
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text not in _TRUE | _FALSE:
+        raise ValueError(f"{label}: expected true or false, found {text!r}")
+    return text in _TRUE
+
+
+def _read(path: Path, zone: tzinfo | None) -> list[Subject]:
     """Every row as a Subject; a malformed file is an error naming its line, never a guess.
 
     ``strict`` makes an unclosed quote an error instead of swallowing the rest of the file
@@ -81,9 +310,16 @@ def _read(path: Path) -> list[Subject]:
             seen: set[str] = set()
             start = reader.line_num + 1
             for row in reader:
-                subject = _subject(row, fieldnames, f"line {start}", path)
+                where = f"line {start}"
+                if None in row:  # DictReader's restkey: fields past the header's
+                    raise ConfigError(f"expected {len(fieldnames)} fields as in the header, found "
+                                      f"{len(fieldnames) + len(row[None])}", file=str(path), key=where)
+                try:
+                    subject = subject_from(row, zone)
+                except ValueError as exc:
+                    raise ConfigError(str(exc), file=str(path), key=where) from None
                 if subject.id in seen:
-                    raise ConfigError(f"subject {subject.id!r} appears twice", file=str(path), key=f"line {start}")
+                    raise ConfigError(f"subject {subject.id!r} appears twice", file=str(path), key=where)
                 seen.add(subject.id)
                 subjects.append(subject)
                 start = reader.line_num + 1
@@ -107,25 +343,5 @@ def _header(reader: csv.DictReader[str], path: Path) -> list[str]:
     return fieldnames
 
 
-def _subject(row: dict[str | None, str | Any], fieldnames: list[str], where: str, path: Path) -> Subject:
-    """One row as a Subject, or a ConfigError naming the line."""
-    if None in row:  # DictReader's restkey: fields past the header's
-        raise ConfigError(f"expected {len(fieldnames)} fields as in the header, found "
-                          f"{len(fieldnames) + len(row[None])}", file=str(path), key=where)
-    sid = (row.get("subject_id") or "").strip()
-    if not sid:
-        raise ConfigError("subject_id is empty", file=str(path), key=where)
-    for column in ("subject_id", "controller"):  # echoed in listings and summaries: no forged lines
-        if not (row.get(column) or "").isprintable():
-            raise ConfigError(f"{column}: expected printable text, found {row[column]!r}", file=str(path), key=where)
-    ended_raw = (row.get("service_ended_at") or "").strip()
-    try:
-        ended = parse_instant(ended_raw) if ended_raw else None
-    except ValueError:
-        raise ConfigError(f"service_ended_at: expected an ISO date or empty, found {ended_raw!r}",
-                          file=str(path), key=where) from None
-    minor_raw = (row.get("minor") or "").strip().lower()
-    if minor_raw not in _TRUE | _FALSE:
-        raise ConfigError(f"minor: expected true or false, found {minor_raw!r}", file=str(path), key=where)
-    return Subject(id=sid, controller=(row.get("controller") or "").strip() or None,
-                   service_ended_at=ended, minor=minor_raw in _TRUE)
+def _short(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
