@@ -182,6 +182,7 @@ def holds_json(report: RunReport, protected: dict[str, int]) -> list[dict[str, A
     """Every hold known to the run, with how many of its records it protected."""
     return [{"id": h.id, "kind": h.kind, "scope": h.scope.as_dict(), "reason": h.reason, "origin": h.origin,
              "active": h.active, "released_at": h.released_at.isoformat() if h.released_at else None,
+             "vanished_at": h.vanished_at.isoformat() if h.vanished_at else None,
              "protected": protected.get(h.id, 0)} for h in report.holds]
 
 
@@ -296,7 +297,11 @@ def text_summary(report: RunReport) -> str:
         protected = report.protected()
         for h in active:
             scope = " ".join(f"{k}={one_line(v)}" for k, v in h.scope.as_dict().items())
-            lines.append(f"  hold {one_line(h.id)} ({h.kind}, {scope}): protected {protected.get(h.id, 0)} records")
+            origin = "" if h.origin in ("state", "config") else f", from source {one_line(h.origin)}"
+            if h.vanished_at is not None:
+                origin += f" (vanished from it {h.vanished_at:%Y-%m-%d}: in force until released)"
+            lines.append(f"  hold {one_line(h.id)} ({h.kind}, {scope}{origin}): protected {protected.get(h.id, 0)} "
+                         "records")
     for r in report.erasure_requests:
         status = r.status(report.as_of)
         # Still owed, or finished by this run (the dry run's lines stay in the real run's summary);
