@@ -187,18 +187,63 @@ def cli(verbose: int, log_format: str) -> None:
 # -- validate -----------------------------------------------------------------------------------
 @cli.command()
 @config_option
-def validate(config: str) -> None:
-    """Check the policy, its subjects and every source's options, without touching storage."""
+@click.option("--check-storage", is_flag=True,
+              help="Also reach every source's storage: the checks an enforcing run makes first (bucket exists "
+                   "and its versioning allows deletion, database reachable, root readable) and the first "
+                   "page of its listing. Nothing is changed.")
+def validate(config: str, check_storage: bool) -> None:
+    """Check the policy, its subjects and every source's options (without --check-storage, without
+    touching storage)."""
     with open_runtime(config) as rt:
         warnings = rt.validate()
         check_actions(rt.policy, rt.plugins.backends())
         check_trail_writable(rt.policy.audit)  # a run would fail there, after scanning everything
         warnings += [f"hold {h.id}: {w}" for h in rt.policy.holds if (w := _unknown_subject(rt, h.scope))]
+        failures = _check_storage(rt, warnings) if check_storage else []
         policy = rt.policy
-        click.echo(f"{policy.path}: ok — {len(policy.sources)} sources, {len(policy.categories)} categories, "
-                   f"{len(rt.subjects)} subjects, {len(policy.holds)} static holds")
+        if not failures:
+            click.echo(f"{policy.path}: ok — {len(policy.sources)} sources, {len(policy.categories)} categories, "
+                       f"{len(rt.subjects)} subjects, {len(policy.holds)} static holds"
+                       + (", storage reachable" if check_storage else ""))
         for warning in warnings:
             click.echo(f"warning: {warning}")
+    for failure in failures:
+        click.echo(logs.error_line(failure, 2), err=True)
+    if failures:
+        sys.exit(2)
+
+
+def _check_storage(rt: Runtime, warnings: list[str]) -> list[str]:
+    """Each source's ``Backend.check`` (what an enforcing run calls before it scans) and the first
+    page of its listing; one line per source that fails, naming it. A listing problem met there
+    is a warning."""
+    failures = []
+    try:
+        rt.state.requests()  # the state store: reachable, its schema readable
+    except Exception as exc:
+        failures.append(f"{rt.policy.path}: state: cannot open the state store: {type(exc).__name__}: {exc}")
+    for source in rt.policy.sources:
+        where = f"{rt.policy.path}: sources[{source.index}] ({source.name})"
+        try:
+            backend = rt.backend(source)
+            backend.check(source)
+            listing = iter(backend.scan(source))
+            try:
+                first = next(listing, None)
+            finally:
+                close = getattr(listing, "close", None)
+                if close is not None:
+                    close()
+        except ConfigError as exc:
+            failures.append(str(exc.located(file=exc.file or str(rt.policy.path),
+                                            prefix=None if exc.key else f"sources[{source.index}]")))
+            continue
+        except Exception as exc:
+            failures.append(f"{where}: cannot list: {type(exc).__name__}: {exc}")
+            continue
+        if isinstance(first, Problem):
+            warnings.append(f"{source.name}: listing problem at {printable(first.location)}: {first.reason}")
+    return failures
 
 
 # -- run -----------------------------------------------------------------------------------------

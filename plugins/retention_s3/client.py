@@ -122,7 +122,9 @@ def unreachable(exc: BaseException) -> str | None:
     )
 
     if isinstance(exc, NoCredentialsError):
-        return "no AWS credentials found (environment, profile or role)"
+        return ("no AWS credentials found (environment, profile or role); cron and systemd timers start with an "
+                "almost empty environment: give the job AWS_PROFILE (and HOME) or AWS_ACCESS_KEY_ID/"
+                "AWS_SECRET_ACCESS_KEY in its environment file (docs/user-guide.md, 'Running nightly')")
     if isinstance(exc, PartialCredentialsError | CredentialRetrievalError | ProfileNotFound):
         return f"AWS credentials unusable: {exc}"
     if isinstance(exc, NoRegionError):
