@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from retention_core import (
 from .anonymizer import Anonymizer
 from .dialects import Flavor, first_line, flavor_for
 from .pushdown import RangeWalk, survey
-from .rows import GUARD_CHUNK, TableOps, chunks
+from .rows import GUARD_CHUNK, Row, TableOps, chunks
 from .schema import TableInfo, reflect
 from .settings import read_settings
 
@@ -144,32 +144,39 @@ class SqlBackend(Backend):
 
     def _scan(self, source: Source) -> Iterator[Record | Problem]:
         ops = self.ops
+        name, category = source.name, source.category
         try:
-            if self.flavor.name == "sqlite":
-                yield from self._scan_pages(ops, source)
-            else:
-                with self.engine.connect() as conn:
-                    streaming = conn.execution_options(stream_results=True, yield_per=self.batch_size)
-                    for rows in streaming.execute(ops.scan_query()).partitions():
-                        yield from ops.listed(source.name, source.category, rows)
+            yield from self._rows(ops, ops.scan_query(), lambda rows: ops.listed(name, category, rows))
+            yield from self._rows(ops, ops.problem_query(), lambda rows: ops.unusable(name, rows))
             if ops.null_keys_possible:
                 with self.engine.connect() as conn:
-                    yield from ops.null_key_problems(source.name, conn.execute(ops.null_key_query()).all())
+                    yield from ops.null_key_problems(name, conn.execute(ops.null_key_query()).all())
         except SQLAlchemyError as exc:
             raise BackendError(f"source {source.name!r}: listing {self.settings.table!r} failed: "
                                f"{first_line(exc)}") from None
 
-    def _scan_pages(self, ops: TableOps, source: Source) -> Iterator[Record | Problem]:
-        """SQLite: keyset pages, each read in its own short transaction, so a long listing
-        never holds the database's lock while others (or we) write."""
+    def _rows(self, ops: TableOps, query: sa.Select[Any], convert: Callable[[Sequence[Row]], Iterator[Any]]
+              ) -> Iterator[Any]:
+        """*query*'s rows (the key first), streamed through *convert*.
+
+        PostgreSQL and MariaDB stream from a server-side cursor. SQLite reads keyset pages,
+        each in its own short transaction, so a long listing never holds the database's lock
+        while others (or we) write.
+        """
+        if self.flavor.name != "sqlite":
+            with self.engine.connect() as conn:
+                streaming = conn.execution_options(stream_results=True, yield_per=self.batch_size)
+                for rows in streaming.execute(query).partitions():
+                    yield from convert(rows)
+            return
         last: Any = None
         while True:
-            query = ops.scan_query().order_by(ops.key).limit(self.batch_size)
+            page = query.order_by(ops.key).limit(self.batch_size)
             if last is not None:
-                query = query.where(ops.key > last)
+                page = page.where(ops.key > last)
             with self.engine.connect() as conn:
-                rows = conn.execute(query).all()
-            yield from ops.listed(source.name, source.category, rows)
+                rows = conn.execute(page).all()
+            yield from convert(rows)
             if len(rows) < self.batch_size:
                 return
             last = rows[-1][0]
