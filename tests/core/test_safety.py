@@ -399,3 +399,34 @@ def test_per_source_limits_and_one_off_overrides_are_journalled(retention_cli, m
     assert not memory.exists(store_name, "alice/a")
     overrides = [e for e in records(path.parent / "audit.jsonl") if e.get("event") == "limit-override"]
     assert overrides and overrides[0]["allow_over_limit"] == ["calls"]
+
+
+def test_a_crashed_runs_intent_is_not_journalled_deleted_while_its_source_cannot_be_listed(make_policy, store_name):
+    """Issue 15 #7: after a kill, a run that could not see the files (volume not mounted yet,
+    unreadable directory) journalled every open intent `deleted`, and certificates listed files
+    that still existed."""
+    from retention_core.audit import trail_for
+    from retention_core.journal import Journal
+    from retention_core.model import Action, Decision
+
+    seed(store_name, alice__a=400)
+    path = make_policy(sources=[source(store_name, "unlistable")])
+    Unlistable.problem_subject = None
+    with runtime(path) as rt:  # a run that died right after journalling its intent
+        rt.state.start_run("crashed-run", NOW, dry_run=False)
+        record = next(r for r in rt.records(rt.policy.sources[0]))
+        journal = Journal(trail_for(rt.policy.audit, rt.state), "crashed-run")
+        journal.intent("calls", Action.DELETE, [(record, Decision(Action.DELETE, "due"))], "b1")
+        memory.get_store(store_name).items.pop("alice/a")  # gone, but this listing is incomplete
+        enforce(rt)
+        settled = [e for e in records(path.parent / "audit.jsonl")
+                   if e.get("event") == "outcome" and e.get("location") == "alice/a"]
+        assert [e["outcome"] for e in settled] == ["unknown"]
+        assert "not observed" in settled[0]["error"]
+        assert len(rt.state.unsettled()) == 1  # carried to the next run
+    with runtime(make_policy(sources=[source(store_name)])) as rt:  # listed completely now
+        enforce(rt)
+        settled = [e for e in records(path.parent / "audit.jsonl")
+                   if e.get("event") == "outcome" and e.get("location") == "alice/a"]
+        assert [e["outcome"] for e in settled] == ["unknown", "deleted"]
+        assert rt.state.unsettled() == []
