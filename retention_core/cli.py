@@ -31,6 +31,7 @@ from .engine import Decider
 from .errors import ConfigError, PluginError, RetentionError
 from .fence import DEFAULT_WAIT, deleted_in_scope, wait_for_batches
 from .files import atomic_write
+from .holdsources import release_hold
 from .host import CONFIG_ENV, config_option, open_runtime, share_plugins
 from .metrics import write_metrics
 from .model import Action, Decision, ErasureRequest, Hold, HoldScope, Problem, Record
@@ -601,9 +602,12 @@ def holds_release(config: str, hold_id: str, reason: str) -> None:
         if any(h.id == hold_id for h in rt.policy.holds):
             raise ConfigError(f"hold {hold_id!r} is defined in the config file; remove it there", key="HOLD_ID")
         trail = trail_for(rt.policy.audit, rt.state)
-        hold = rt.state.release_hold(hold_id, reason)
-        trail.append([{"event": "hold-released", "hold": hold.id, "reason": reason, "by": hold.released_by}])
-        click.echo(f"released hold {one_line(hold.id)}")
+        rt.holds()  # read the hold sources first: which of their holds vanished is known only then
+        hold = release_hold(rt.state, hold_id, reason)
+        trail.append([{"event": "hold-released", "hold": hold.id, "reason": reason, "by": hold.released_by,
+                       **({"origin": hold.origin} if hold.origin != "state" else {})}])
+        click.echo(f"released hold {one_line(hold.id)}"
+                   + (f" (from hold source {one_line(hold.origin)})" if hold.origin != "state" else ""))
 
 
 @holds.command("list")
@@ -622,10 +626,14 @@ def holds_list(config: str, as_json: bool, active: bool) -> None:
         for h in found:
             state = "active" if h.active else (f"released {h.released_at:%Y-%m-%d} by {h.released_by}: "
                                                f"{h.release_reason}")
+            if h.active and h.vanished_at is not None:
+                state = (f"active, vanished from its source {h.vanished_at:%Y-%m-%d} (in force until released "
+                         "with `holds release`)")
             if _unknown_subject(rt, h.scope):
                 state += ", covers no known subject"
-            click.echo(f"{one_line(h.id)}  {h.kind:7}  {_scope(h.scope):40}  {state}  ({h.origin}) — "
-                       f"{one_line(h.reason)}")
+            origin = h.origin if h.origin in ("state", "config") else f"source {h.origin}"
+            click.echo(f"{one_line(h.id)}  {h.kind:7}  {_scope(h.scope):40}  {one_line(state)}  ({one_line(origin)})"
+                       f" — {one_line(h.reason)}")
 
 
 def _scope(scope: HoldScope) -> str:
@@ -651,7 +659,8 @@ def _iso(value: datetime | None) -> str | None:
 def _hold_json(h: Any) -> dict[str, Any]:
     return {"id": h.id, "kind": h.kind, "scope": h.scope.as_dict(), "reason": h.reason, "origin": h.origin,
             "active": h.active, "placed_by": h.placed_by, "placed_at": _iso(h.placed_at),
-            "released_by": h.released_by, "released_at": _iso(h.released_at), "release_reason": h.release_reason}
+            "released_by": h.released_by, "released_at": _iso(h.released_at), "release_reason": h.release_reason,
+            "vanished_at": _iso(h.vanished_at)}
 
 
 # -- erasure requests ---------------------------------------------------------------------------------
