@@ -602,8 +602,7 @@ def holds_release(config: str, hold_id: str, reason: str) -> None:
         if any(h.id == hold_id for h in rt.policy.holds):
             raise ConfigError(f"hold {hold_id!r} is defined in the config file; remove it there", key="HOLD_ID")
         trail = trail_for(rt.policy.audit, rt.state)
-        rt.holds()  # read the hold sources first: which of their holds vanished is known only then
-        hold = release_hold(rt.state, hold_id, reason)
+        hold = release_hold(rt.state, hold_id, reason, read_sources=rt.holds)
         trail.append([{"event": "hold-released", "hold": hold.id, "reason": reason, "by": hold.released_by,
                        **({"origin": hold.origin} if hold.origin != "state" else {})}])
         click.echo(f"released hold {one_line(hold.id)}"

@@ -339,19 +339,24 @@ def _row_hold(row: sa.Row[Any]) -> Hold:
 
 
 # -- a person's release ---------------------------------------------------------------------------------------
-def release_hold(state: StateStore, hold_id: str, reason: str, *, by: str | None = None) -> Hold:
+def release_hold(state: StateStore, hold_id: str, reason: str, *, by: str | None = None,
+                 read_sources: Callable[[], object] = lambda: None) -> Hold:
     """Release *hold_id*: the state store's own hold, else a hold that vanished from its source.
 
     A hold its source still lists as active is refused: the source would list it again at once,
-    and the case system, not this tool, is where it ends. Read the sources first
-    (``Runtime.holds()``) so that what vanished is known.
+    and the case system, not this tool, is where it ends. *read_sources* (``Runtime.holds``) is
+    called first for a source's hold, so that whether it vanished is known now.
     """
     t = source_holds_table
     with state.engine.connect() as conn:
         own = conn.execute(sa.select(holds_table.c.id).where(holds_table.c.id == hold_id)).first()
-        rows = conn.execute(sa.select(t).where(t.c.id == hold_id)).all()
-    if own or not rows:
+    if own:
         return state.release_hold(hold_id, reason, by=by)
+    read_sources()
+    with state.engine.connect() as conn:
+        rows = conn.execute(sa.select(t).where(t.c.id == hold_id)).all()
+    if not rows:
+        return state.release_hold(hold_id, reason, by=by)  # its error: no such hold
     if len(rows) > 1:
         raise ConfigError(f"hold {hold_id!r} comes from several hold sources ({', '.join(r.origin for r in rows)}): "
                           "release it in each source", key="HOLD_ID")
