@@ -294,8 +294,8 @@ def _check_consent(obs: Observation, matches: list[tuple[Service, CookieDecl]], 
         why = f"it is a known {facts[0].category} cookie of {facts[0].product}"
         where = {"file": _obs_file(obs, decls)}
     done = "set and deleted again" if obs.state == "deleted" else "set"
-    return [finding("CK018", _obs_subject(obs), f"{obs.storage} {obs.name!r} was {done} {obs.scenario}, but "
-                    f"{why}", evidence=_evidence(obs), **where)]
+    message = f"{obs.storage} {obs.name!r} was {done} in scenario {obs.scenario}, but {why}"
+    return [finding("CK018", _obs_subject(obs), message, evidence=_evidence(obs), **where)]
 
 
 def classify_requests(requests: Iterable[Request], first_party: tuple[str, ...],
@@ -326,9 +326,10 @@ def _check_request(request: Request, decls: Declarations) -> list[Finding]:
     where: dict[str, Any] = {"file": decls.file, "line": service.line} if service else {"file": decls.file}
     target = request.url.split("?", 1)[0]
     initiator = f"; initiator {request.initiator}" if request.initiator else ""
-    return [finding("CK019", f"request {target}", f"{request.method} {target} was requested {request.scenario}: "
-                    f"{why}", evidence=f"{request.resource_type or 'request'} {request.url[:300]}{initiator}"
-                    f"; {'third' if request.third_party else 'first'} party", **where)]
+    message = f"{request.method} {target} was requested in scenario {request.scenario}: {why}"
+    party = "third" if request.third_party else "first"
+    evidence = f"{request.resource_type or 'request'} {request.url[:300]}{initiator}; {party} party"
+    return [finding("CK019", f"request {target}", message, evidence=evidence, **where)]
 
 
 # --------------------------------------------------------------------------------------

@@ -1,6 +1,9 @@
-"""Known analytics and advertising cookie names, so a tracker cannot be declared essential.
+"""Known analytics and advertising cookie names, so a tracker cannot be declared essential,
+and known tracker endpoints, so a request before consent can be recognised.
 
-The curated facts ship inside the package (``knowledge.yaml``, each with its vendor source).
+The curated facts ship inside the package (``knowledge.yaml``, each with its vendor source),
+with a tracker-domain list (``trackers.json``: a CC BY-SA 4.0 subset of AdGuard's
+companiesdb / WhoTracks.me, refreshed by ``refresh_trackers.py``).
 The Open Cookie Database CSV can be added at run time as extra knowledge; only its
 Analytics and Marketing rows count, because its "Functional" category also holds
 essential cookies and is therefore never evidence either way.
@@ -9,10 +12,12 @@ essential cookies and is therefore never evidence either way.
 from __future__ import annotations
 
 import csv
+import json
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -62,15 +67,26 @@ class Endpoint:
 class KnowledgeBase:
     """A list of facts with a lookup by observed or declared name, and known endpoints."""
 
-    def __init__(self, facts: list[Fact], endpoints: list[Endpoint] | None = None) -> None:
+    def __init__(self, facts: list[Fact], endpoints: list[Endpoint] | None = None,
+                 domains: dict[str, Endpoint] | None = None) -> None:
         self.facts = facts
         self.endpoints = endpoints or []
+        self.domains = domains or {}  # tracker domain -> what the shipped tracker list says of it
 
     def endpoint(self, url: str) -> Endpoint | None:
-        """The known tracker endpoint *url* goes to, if any."""
+        """The known tracker endpoint *url* goes to: the curated endpoints first (they know
+        paths such as a self-hosted /matomo.php), then the tracker list by host and parent domains."""
         from .declarations import endpoint_matches
 
-        return next((e for e in self.endpoints if endpoint_matches(e.endpoint, url)), None)
+        curated = next((e for e in self.endpoints if endpoint_matches(e.endpoint, url)), None)
+        if curated is not None or not self.domains:
+            return curated
+        labels = (urlsplit(url).hostname or "").lower().rstrip(".").split(".")
+        for i in range(len(labels) - 1):
+            hit = self.domains.get(".".join(labels[i:]))
+            if hit is not None:
+                return hit
+        return None
 
     def lookup(self, name: str, storage: str = "cookie") -> list[Fact]:
         """Every fact about *name*; a pattern declaration is looked up by its literal text."""
@@ -78,7 +94,7 @@ class KnowledgeBase:
 
     def extended(self, more: list[Fact]) -> KnowledgeBase:
         """A new knowledge base with *more* facts (e.g. from the Open Cookie Database)."""
-        return KnowledgeBase(self.facts + more, self.endpoints)
+        return KnowledgeBase(self.facts + more, self.endpoints, self.domains)
 
 
 @lru_cache(maxsize=1)
@@ -86,7 +102,16 @@ def builtin() -> KnowledgeBase:
     """The curated knowledge shipped with the plugin."""
     text = resources.files(__package__).joinpath("knowledge.yaml").read_text(encoding="utf-8")
     data = yaml.safe_load(text)
-    return KnowledgeBase(parse_knowledge(data, "knowledge.yaml"), parse_endpoints(data, "knowledge.yaml"))
+    trackers = json.loads(resources.files(__package__).joinpath("trackers.json").read_text(encoding="utf-8"))
+    return KnowledgeBase(parse_knowledge(data, "knowledge.yaml"), parse_endpoints(data, "knowledge.yaml"),
+                         tracker_domains(trackers))
+
+
+def tracker_domains(data: dict) -> dict[str, Endpoint]:  # type: ignore[type-arg]
+    """The shipped tracker list (``trackers.json``, see refresh_trackers.py) by domain."""
+    source = f"{data['source']} ({data['license']}, {data['license_url']})"
+    return {domain: Endpoint(domain, category, name, company or "unknown", source)
+            for domain, (name, company, category, *_) in data["domains"].items()}
 
 
 def parse_endpoints(data: dict, file: str) -> list[Endpoint]:  # type: ignore[type-arg]
