@@ -91,11 +91,11 @@ def test_a_hold_that_vanishes_from_its_source_stays_in_force_until_a_person_rele
     path = policy(policy_builder, memory_store)
     ok(retention_cli("holds", "list", "-c", path))  # the source listed LH-1 once: remembered
     holds_csv.write_text(export)
+    listed = ok(retention_cli("holds", "list", "-c", path, "--active")).output  # the first read that misses it
+    assert "LH-1" in listed and "vanished from its source" in listed
     out = ok(retention_cli("run", "-c", path)).output
     assert "hold LH-1 (legal, subject=acme, from source legal (vanished from it" in out
     assert remaining(memory_store) == ["acme/0.wav", "acme/1.wav"]
-    listed = ok(retention_cli("holds", "list", "-c", path, "--active")).output
-    assert "LH-1" in listed and "vanished from its source" in listed
     vanished = [e for e in trail(path.parent) if e["event"] == "hold-vanished"]
     assert [(e["hold"], e["origin"]) for e in vanished] == [("LH-1", "legal")]  # journalled once
     ok(retention_cli("holds", "release", "-c", path, "LH-1", "--reason", "case closed, confirmed by counsel"))
