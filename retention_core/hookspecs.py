@@ -69,20 +69,27 @@ def retention_register_subject_sources(register: SubjectSourceRegistry) -> None:
         ``source``), must validate it eagerly, and returns an iterable of
         :class:`~retention_core.Subject`.
 
-    The built-in ``csv`` source is registered through this same hook.
+    The built-in ``csv`` and ``sql`` sources are registered through this same hook.
     """
 
 
 @hookspec
 def retention_register_hold_sources(register: HoldSourceRegistry) -> None:
-    """Register extra providers of holds (an external legal-hold system).
+    """Register kinds of hold source (an external legal-hold system) a policy can name.
 
-    :param register: call ``register(name, provider)``; ``provider()`` returns an iterable
-        of :class:`~retention_core.Hold` and is called each time holds are read — at the
-        start of a run and again before every batch — so it must be cheap or cache.
+    :param register: call ``register(name, factory)``; ``factory(options)`` receives an
+        :class:`~retention_core.Options` of a ``hold_sources:`` entry (without ``source`` and
+        ``name``), must validate it eagerly, and returns a reader: ``reader()`` returns an
+        iterable of :class:`~retention_core.Hold` (one with ``released_at`` set is released
+        by the source) and is called each time holds are read — at the start of a run and
+        again before every batch — so it must be cheap or cache. A reader may have ``close()``.
 
     Their holds are merged with the state store's and the config's; any covering hold
-    blocks deletion. A provider that raises stops the run before anything is deleted.
+    blocks deletion. A hold a reader stops returning stays in force (vanished) until it is
+    returned released or a person releases it. A reader that raises stops the run before
+    anything is deleted. Deprecated: ``register(name, provider)`` with a ``provider()``
+    taking no argument, read on every run whether or not the policy names it.
+    The built-in ``csv`` and ``sql`` hold sources are registered through this same hook.
     """
 
 
