@@ -47,6 +47,11 @@ class WeekRow:
     category: str
     volume: Volume
 
+    @property
+    def number(self) -> int:
+        """The week as people count it, in every output: week 1 is the seven days after ``now``."""
+        return self.week + 1
+
 
 @dataclass
 class Forecast:
@@ -139,7 +144,7 @@ def plan_json(forecast: Forecast, within: str) -> dict[str, object]:
     return {
         "as_of": forecast.now.isoformat(), "within": within, "until": forecast.until.isoformat(),
         "due_now": [{"category": c, **vol(v)} for c, v in sorted(forecast.due_now.items())],
-        "weeks": [{"week": r.week, "start": r.start.date().isoformat(), "end": r.end.date().isoformat(),
+        "weeks": [{"week": r.number, "start": r.start.date().isoformat(), "end": r.end.date().isoformat(),
                    "category": r.category, **vol(r.volume)} for r in forecast.rows()],
         "later": vol(forecast.later), "not_started": vol(forecast.undated), "held": vol(forecast.held),
         "skipped": vol(forecast.skipped),
@@ -159,7 +164,7 @@ def plan_csv(forecast: Forecast) -> str:
     for category, v in sorted(forecast.due_now.items()):
         writer.writerow(["due_now", today, today, csv_cell(category), v.records, v.bytes])
     for r in forecast.rows():
-        writer.writerow([f"week {r.week}", r.start.date().isoformat(), r.end.date().isoformat(), csv_cell(r.category),
+        writer.writerow([f"week {r.number}", r.start.date().isoformat(), r.end.date().isoformat(), csv_cell(r.category),
                          r.volume.records, r.volume.bytes])
     return out.getvalue()
 
@@ -170,18 +175,18 @@ def plan_text(forecast: Forecast, within: str) -> Iterator[str]:
     now = forecast.total_due_now()
     if now.records:
         parts = ", ".join(f"{c} {v.records:,}" for c, v in sorted(forecast.due_now.items()))
-        yield f"  due now: {now.records:,} records ({human_bytes(now.bytes)}) — {parts}"
+        yield f"  due now: {now.records:,} records ({size_text(now)}) — {parts}"
     else:
         yield "  due now: nothing"
     rows = list(forecast.rows())
     if rows:
         width = max(len(r.category) for r in rows)
-        yield f"  {'week from':10}  {'to':10}  {'category':{width}}  {'records':>9}  {'bytes':>10}"
+        yield f"  {'week':>4}  {'from':10}  {'to':10}  {'category':{width}}  {'records':>9}  {'bytes':>12}"
         for r in rows:
-            yield (f"  {r.start:%Y-%m-%d}  {r.end:%Y-%m-%d}  {r.category:{width}}  {r.volume.records:>9,}  "
-                   f"{human_bytes(r.volume.bytes):>10}")
+            yield (f"  {r.number:>4}  {r.start:%Y-%m-%d}  {r.end:%Y-%m-%d}  {r.category:{width}}  "
+                   f"{r.volume.records:>9,}  {size_text(r.volume):>12}")
         total = forecast.total_in_window()
-        yield f"  in the window: {total.records:,} records ({human_bytes(total.bytes)})"
+        yield f"  in the window: {total.records:,} records ({size_text(total)})"
     else:
         yield "  nothing else becomes due in the window"
     yield (f"  later: {forecast.later.records:,}; clock not started (service active): {forecast.undated.records:,}; "
@@ -197,6 +202,16 @@ def _sum(volumes: Iterable[Volume]) -> Volume:
     return out
 
 
+def size_text(volume: Volume) -> str:
+    """The bytes of *volume* as a person reads them, never "0 B" for records of unknown size
+    (an SQL table has none): "size unknown", or the known part and how many are unsized."""
+    if volume.records and volume.unsized == volume.records:
+        return "size unknown"
+    if volume.unsized:
+        return f"{human_bytes(volume.bytes)} + {volume.unsized:,} unsized"
+    return human_bytes(volume.bytes)
+
+
 def human_bytes(n: int) -> str:
     """1536 → '1.5 KiB': sizes a person can compare at a glance."""
     value = float(n)
@@ -207,4 +222,5 @@ def human_bytes(n: int) -> str:
     return f"{n} B"  # pragma: no cover - loop always returns
 
 
-__all__ = ["Forecast", "UNKNOWN", "Volume", "WEEK", "WeekRow", "human_bytes", "plan_csv", "plan_json", "plan_text"]
+__all__ = ["Forecast", "UNKNOWN", "Volume", "WEEK", "WeekRow", "human_bytes", "plan_csv", "plan_json", "plan_text",
+           "size_text"]

@@ -334,3 +334,48 @@ def test_the_real_run_keeps_the_erasure_lines_of_the_dry_run(retention_cli: Any,
 
     dry, real = erasure_lines("--dry-run"), erasure_lines()
     assert dry and real == dry
+
+
+def test_plan_says_size_unknown_for_a_source_without_sizes(retention_cli: Any, tmp_path: Path) -> None:
+    """An SQL table has no sizes: plan printed "0 B" as if the rows weighed nothing."""
+    import sqlite3
+
+    db = tmp_path / "chats.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE chats (id INTEGER PRIMARY KEY, tenant TEXT, created_at TIMESTAMP NOT NULL)")
+        conn.executemany("INSERT INTO chats VALUES (?, 'acme', ?)",
+                         [(1, "2020-01-01 00:00:00"), (2, f"{NOW - 362 * DAY:%Y-%m-%d %H:%M:%S}")])
+    result = retention_cli("plan", "-c", sql_policy(tmp_path, f"sqlite:///{db}"))
+    assert "0 B" not in result.stdout, result.stdout
+    assert "due now: 1 records (size unknown)" in result.stdout
+    assert "in the window: 1 records (size unknown)" in result.stdout
+
+
+def test_weeks_are_numbered_alike_in_plan_and_the_html_report(retention_cli: Any, memory_store: str,
+                                                              tmp_path: Path) -> None:
+    """plan's CSV numbered the first week 0, the HTML report's forecast 1: now both say week 1."""
+    memory.seed(memory_store, "acme/chat-1.txt", NOW - 362 * DAY, size=5)  # due in three days
+    policy = PolicyBuilder(tmp_path).write(
+        categories={"chat": {"retain": "1y", "after": "created"}}, subjects=SUBJECTS,
+        sources=[{"name": "chats", "backend": "memory", "options": {"store": memory_store},
+                  "match": "(?P<subject>[^/]+)/chat-\\d+\\.txt", "category": "chat"}])
+    plan = retention_cli("plan", "-c", policy, "--format", "csv")
+    (row,) = [line for line in plan.stdout.splitlines() if line.startswith("week")]
+    assert row.startswith("week 1,")
+    text = retention_cli("plan", "-c", policy).stdout
+    assert re.search(r"^ +1  \d{4}-\d\d-\d\d  \d{4}-\d\d-\d\d  chat ", text, flags=re.MULTILINE), text
+    out = tmp_path / "run.html"
+    assert retention_cli("run", "-c", policy, "--dry-run", "--report", out).exit_code == 0
+    assert re.search(r"<tr><td>1</td><td>\d{4}-\d\d-\d\d</td><td>\d{4}-\d\d-\d\d</td><td>chat</td>",
+                     out.read_text())
+
+
+def test_html_report_sorts_item_numbers_as_numbers(retention_cli: Any, memory_store: str, tmp_path: Path) -> None:
+    for n in (10, 2, 1, 21, 3):
+        memory.seed(memory_store, f"acme/call-{n}.wav", NOW - 400 * DAY)
+    out = tmp_path / "run.html"
+    assert retention_cli("run", "-c", memory_policy(tmp_path, memory_store), "--dry-run",
+                         "--report", out).exit_code == 0
+    text = out.read_text()
+    table = text[text.index('id="items-table"'):]
+    assert re.findall(r"acme/call-(\d+)\.wav", table) == ["1", "2", "3", "10", "21"]

@@ -111,7 +111,8 @@ def test_a_terminal_gets_the_progress_bar(tmp_path: Path) -> None:
                   "match": "(?P<subject>[^/]+)/.+", "category": "note"}])
     leader, follower = pty.openpty()
     proc = subprocess.run([sys.executable, "-c", "from retention_core.cli import main; main()", "run", "-c",
-                           str(policy), "--allow-over-limit", "notes"], stdin=follower, stdout=follower, stderr=follower,
+                           str(policy), "--allow-over-limit", "notes"], stdin=follower, stdout=follower,
+                          stderr=follower,
                           env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}, timeout=60, check=False)
     os.close(follower)
     chunks = []

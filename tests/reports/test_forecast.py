@@ -79,10 +79,10 @@ def test_plan_outputs_agree_with_each_other() -> None:
     data = plan_json(f, "90d")
     assert data["due_now"] == [{"category": "chat", "records": 1, "bytes": 300, "unsized": 0}]
     assert [(w["week"], w["category"], w["records"], w["start"]) for w in data["weeks"]] == [
-        (0, "chat", 1, "2026-06-01"), (4, "voice", 1, "2026-06-29")]
+        (1, "chat", 1, "2026-06-01"), (5, "voice", 1, "2026-06-29")]  # week 1: the first seven days
     rows = list(csv.DictReader(io.StringIO(plan_csv(f))))
     assert [(r["bucket"], r["category"], r["records"], r["bytes"]) for r in rows] == [
-        ("due_now", "chat", "1", "300"), ("week 0", "chat", "1", "200"), ("week 4", "voice", "1", "1000")]
+        ("due_now", "chat", "1", "300"), ("week 1", "chat", "1", "200"), ("week 5", "voice", "1", "1000")]
     text = "\n".join(plan_text(f, "90d"))
     assert "due now: 1 records (300 B) — chat 1" in text
     assert "2026-06-29  2026-07-06  voice" in text

@@ -21,7 +21,7 @@ def test_plan_json_groups_due_records_by_week_and_category(retention_cli: Any, d
     assert due_now == {"voice_recording": 9, "chat_transcript": 1}
     weeks = [(w["week"], w["category"], w["records"], w["bytes"]) for w in plan["weeks"]]
     # acme/chat-soon.txt (200 bytes) in 5 days; hooli's three calls 90 days after 2026-04-01 = in 28.5 days.
-    assert weeks == [(0, "chat_transcript", 1, 200), (4, "voice_recording", 3, 6000)]
+    assert weeks == [(1, "chat_transcript", 1, 200), (5, "voice_recording", 3, 6000)]
     assert plan["later"]["records"] == 1          # acme/chat-later.txt
     assert plan["not_started"]["records"] == 3    # acme is still a customer
     assert plan["held"]["records"] == 4           # everything of globex
@@ -31,7 +31,7 @@ def test_plan_json_groups_due_records_by_week_and_category(retention_cli: Any, d
 def test_a_shorter_window_moves_records_to_later(retention_cli: Any, demo: Any) -> None:
     result = retention_cli("plan", "-c", demo.policy, "--as-of", AS_OF, "--within", "2w", "--format", "json")
     plan = json.loads(result.stdout)
-    assert [(w["week"], w["records"]) for w in plan["weeks"]] == [(0, 1)]
+    assert [(w["week"], w["records"]) for w in plan["weeks"]] == [(1, 1)]
     assert plan["later"]["records"] == 4
 
 
@@ -41,7 +41,7 @@ def test_plan_csv_and_text(retention_cli: Any, demo: Any) -> None:
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert {(r["bucket"], r["category"], r["records"]) for r in rows} == {
         ("due_now", "chat_transcript", "1"), ("due_now", "voice_recording", "9"),
-        ("week 0", "chat_transcript", "1"), ("week 4", "voice_recording", "3")}
+        ("week 1", "chat_transcript", "1"), ("week 5", "voice_recording", "3")}
     text = retention_cli("plan", "-c", demo.policy, "--as-of", AS_OF).stdout
     assert "due now: 10 records" in text
     assert "2026-06-29  2026-07-06  voice_recording          3" in text
