@@ -228,8 +228,8 @@ def observe_url(url: str, *, click: str | None = None, reject: str | None = None
     session = _Session(url, exe, settle, timeout, third_party_cookies, extra_args, PlaywrightError)
     try:
         with sync_playwright() as pw:
-            steps = [(BEFORE, None)] + [(name, sel) for name, sel in
-                                        ((AFTER_REJECT, reject), (f"after click {click}", click)) if sel]
+            steps: list[tuple[str, str | None]] = [(BEFORE, None)]
+            steps += [(name, sel) for name, sel in ((AFTER_REJECT, reject), (f"after click {click}", click)) if sel]
             session.run(pw, steps, result)
             if accept:
                 session.run(pw, [(BEFORE, None), (AFTER_ACCEPT, accept)], result, replay=True)

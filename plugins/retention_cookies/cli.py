@@ -136,15 +136,15 @@ def check(declarations_path: Path, hars: tuple[Path, ...], set_cookie_files: tup
         extra_first_party=first_party, storages_observed=frozenset(evidence.storages),
         requests=tuple(evidence.requests))))
     inputs = evidence.inputs or ["declarations only (no --har, --set-cookie-file, --observations or --url)"]
-    for fmt, path in targets:
+    for fmt, target in targets:
         report = render(fmt, findings, evidence.observations, inputs=inputs, version=_version(),
                         default_file=str(declarations_path), requests=evidence.requests, visits=evidence.visits)
-        if path is None:
+        if target is None:
             click.echo(report, nl=False)
             continue
-        _write(path, functools.partial(path.write_text, report, encoding="utf-8"))
+        _write(target, functools.partial(target.write_text, report, encoding="utf-8"))
         errors = sum(1 for f in findings if f.severity == "error")
-        click.echo(f"{len(findings)} finding(s), {errors} error(s); {fmt} report written to {path}", err=True)
+        click.echo(f"{len(findings)} finding(s), {errors} error(s); {fmt} report written to {target}", err=True)
     sys.stdout.flush()
     raise click.exceptions.Exit(exit_code(findings))
 

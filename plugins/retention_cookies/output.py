@@ -41,7 +41,7 @@ def project_url() -> str | None:
         meta = metadata("retention")
     except Exception:  # noqa: BLE001 - running from a source tree without metadata
         return None
-    home = meta.get("Home-page")
+    home = meta["Home-page"] if "Home-page" in meta else None
     if home and home.upper() != "UNKNOWN":
         return str(home)
     for entry in meta.get_all("Project-URL") or []:

@@ -286,3 +286,39 @@ def test_one_visit_writes_every_format_and_can_be_judged_again_offline(sites: Si
     assert [(f["rule"], f["subject"], f["fingerprint"]) for f in offline["findings"]] == \
         [(f["rule"], f["subject"], f["fingerprint"]) for f in report["findings"]]
     assert offline["requests"] == report["requests"]
+
+
+# --------------------------------------------------------------------------------------
+# HAR recorded by a real Chromium (observation 4)
+# --------------------------------------------------------------------------------------
+
+
+def test_har_recorded_by_chromium_reads_a_pair_without_equals_as_a_nameless_cookie(
+        sites: Sites, write_decl: Any, tmp_path: Path) -> None:
+    """Observation 4: a script stores the nameless cookie 'noequalsign'; Chromium sends it as a
+    bare 'noequalsign' in the Cookie header of the next request. The HAR check must not
+    invent a cookie named 'noequalsign', and must say that it cannot see script cookies."""
+    from playwright.sync_api import sync_playwright
+
+    from retention_cookies.browser import DEFAULT_CHROMIUM
+
+    sites.route(FIRST, "/", "<!doctype html><script>document.cookie = 'noequalsign';"
+                            "document.cookie = 'sid=1; Path=/; Secure'; new Image().src = '/next.gif';</script>")
+    sites.route(FIRST, "/next.gif", b"GIF89a", ("Content-Type", "image/gif"))
+    har = tmp_path / "visit.har"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=DEFAULT_CHROMIUM, args=["--no-sandbox", *sites.chromium_args])
+        context = browser.new_context(record_har_path=str(har))
+        page = context.new_page()
+        page.goto(f"{sites.fp}/")
+        page.wait_for_load_state("networkidle")
+        context.close()
+        browser.close()
+    sent = [h["value"] for e in json.loads(har.read_text())["log"]["entries"]
+            for h in e["request"]["headers"] if h["name"].lower() == "cookie"]
+    assert any("noequalsign" in v for v in sent)  # the HAR really holds the bare pair
+    code, report = run(sites, "-d", str(write_decl(FIRST_PARTY_UID)), "--har", str(har))
+    names = {o["name"] for o in report["observations"]}
+    assert "" in names and "sid" in names and "noequalsign" not in names
+    assert [f for f in by_rule(report, "CK001") if "noequalsign" in f["subject"]] == []
+    assert by_rule(report, "CK020")
