@@ -39,6 +39,7 @@ class TableInfo:
     clock: Clock
     reaching: tuple[str, ...]  # foreign keys through which a delete cascades
     version: sa.Column[Any] | None = None  # the declared row-version column
+    version_is_text: bool = False  # compared as exact text, whatever its collation
 
     def key_value(self, location: str) -> Any:
         """The key a ``Record.location`` names, or None when no row can have it."""
@@ -76,7 +77,8 @@ def reflect(engine: Engine, flavor: Flavor, settings: SqlSettings) -> TableInfo:
     clock = _clock(created, flavor, settings)
     _check_anonymize(table, settings)
     version = _version(table, settings)
-    return TableInfo(table, key, subject, created, key_type, clock, reaching, version)
+    version_is_text = version is not None and _python_type(version) is str
+    return TableInfo(table, key, subject, created, key_type, clock, reaching, version, version_is_text)
 
 
 def _column(table: sa.Table, settings: SqlSettings, option: str) -> sa.Column[Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -261,3 +262,31 @@ def test_a_match_source_run_keeps_rows_changed_after_its_scan(db: Database, rete
     outcomes = {i["location"]: i["outcome"] for i in json.loads(report.read_text())["items"]}
     assert outcomes == {"1": "deleted", "2": "changed", "3": "changed", "4": "changed", "5": "deleted"}
     assert changer.records is None, "the plugin must have changed the rows"
+
+
+@pytest.mark.parametrize("key_type", [sa.Integer(), sa.String(40), sa.Uuid()], ids=["int", "text", "uuid"])
+def test_the_guard_names_rows_by_every_kind_of_key(db: Database, key_type: Any) -> None:
+    records = records_table(db, key_type=key_type)
+    keys = [uuid.uuid4() for _ in range(3)] if isinstance(key_type, sa.Uuid) else (
+        ["k-a", "k-b", "k-c"] if isinstance(key_type, sa.String) else [1, 2, 3])
+    records.add([(k, "a", OLD) for k in keys])
+    with records.backend() as backend:
+        scanned = listed(backend)
+        change(db, records, keys[1], subject="held")
+        outcomes = {o.record.location: o.status for o in backend.delete(scanned)}
+    # (a UUID stored as text may read back as its 32 hex digits: compare what the keys mean)
+    norm = (lambda loc: str(uuid.UUID(loc))) if isinstance(key_type, sa.Uuid) else str
+    assert {norm(k): v for k, v in outcomes.items()} == {
+        str(keys[0]): Status.DELETED, str(keys[1]): Status.CHANGED, str(keys[2]): Status.DELETED}
+    assert {norm(k) for k in records.keys()} == {str(keys[1])}
+
+
+def test_a_text_version_column_is_compared_exactly(db: Database) -> None:
+    """'v1' and 'V1' are equal under MariaDB's default collation: the guard compares bytes."""
+    records = records_table(db)
+    records.add([(1, "a", OLD), (2, "a", OLD)])
+    with records.backend(version_column="name") as backend:
+        scanned = listed(backend)
+        change(db, records, 1, name="NAME-1")
+        outcomes = {o.record.location: o.status for o in backend.delete(scanned)}
+    assert outcomes == {"1": Status.CHANGED, "2": Status.DELETED}
