@@ -61,30 +61,31 @@ def recreate(db: Database, records: Records, key: int, subject: str | None, crea
 
 @pytest.mark.parametrize("naive", [False, True], ids=["aware", "naive"])
 def test_rows_changed_between_scan_and_delete_are_kept_and_reported_changed(db: Database, naive: bool) -> None:
-    """Re-created with created=now, re-dated to today, moved to a held subject, moved to no
-    subject: none is deleted, each is ``changed``; untouched rows (one without a subject) are
+    """Re-created with created=now, re-dated to today, moved to a held subject, to no subject or
+    to a look-alike one: none is deleted, each is ``changed``; untouched rows (one without a subject) are
     deleted and a row deleted meanwhile is ``already_gone``."""
     if not naive and db.aware_timestamp() is None:
         pytest.skip("SQLite has no timestamp type that stores instants")
     records = records_table(db, naive=naive, timezone="Europe/Berlin")
     records.add([(1, "a", OLD), (2, "a", OLD), (3, "a", OLD), (4, "a", OLD), (5, "a", OLD), (6, "a", OLD),
-                 (7, None, OLD)])
+                 (7, None, OLD), (8, "a", OLD)])
     now = datetime.now(UTC).replace(microsecond=0)
     with records.backend() as backend:
         scanned = listed(backend)
-        assert len(scanned) == 7
+        assert len(scanned) == 8
         recreate(db, records, 2, "a", now)
         change(db, records, 3, created=stored(records, now))
         change(db, records, 4, subject="held")
         change(db, records, 5, subject=None)
+        change(db, records, 8, subject="A")  # another subject, though MariaDB's collation says equal
         recreate(db, records, 6, "a", OLD)
         with db.engine.begin() as conn:
             conn.execute(sa.delete(records.table).where(records.table.c.id == 6))
         outcomes = {o.record.location: o for o in backend.delete(scanned)}
     assert {k: o.status for k, o in outcomes.items()} == {
         "1": Status.DELETED, "2": Status.CHANGED, "3": Status.CHANGED, "4": Status.CHANGED,
-        "5": Status.CHANGED, "6": Status.ALREADY_GONE, "7": Status.DELETED}
-    assert records.keys() == {"2", "3", "4", "5"}
+        "5": Status.CHANGED, "6": Status.ALREADY_GONE, "7": Status.DELETED, "8": Status.CHANGED}
+    assert records.keys() == {"2", "3", "4", "5", "8"}
     assert all(o.error for o in outcomes.values() if o.status is Status.CHANGED), "changed says why"
 
 
