@@ -38,9 +38,9 @@ from .model import Action, Decision, ErasureRequest, Hold, HoldScope, Problem, R
 from .plugins import Plugins, load_plugins
 from .policy import HOLD_KINDS, check_actions, check_hold_id
 from .report import RunReport, check_writable, one_line, run_warnings, text_summary
-from .runtime import Runtime
+from .runtime import POLICY_FILE, Runtime
 from .scheduler import RunOptions, over_limits, run
-from .state import actor
+from .state import actor, check_fits, holds_table
 from .subjects import parse_given_date, parse_instant
 from .text import printable
 
@@ -200,6 +200,9 @@ def validate(config: str, check_storage: bool) -> None:
         check_actions(rt.policy, rt.plugins.backends())
         check_trail_writable(rt.policy.audit)  # a run would fail there, after scanning everything
         warnings += [f"hold {h.id}: {w}" for h in rt.policy.holds if (w := _unknown_subject(rt, h.scope))]
+        warnings += [f"hold {h.id} in the policy file was released {h.released_at:%Y-%m-%d} by {h.released_by}: "
+                     "remove it from the file" for h in rt.holds(include_released=True)
+                     if h.origin == "config" and not h.active and any(c.id == h.id for c in rt.policy.holds)]
         failures = _check_storage(rt, warnings) if check_storage else []
         policy = rt.policy
         if not failures:
@@ -543,12 +546,16 @@ def holds() -> None:
 @click.option("--source", help="Scope: this source.")
 @click.option("--wait", "wait_seconds", type=click.FloatRange(min=0), default=DEFAULT_WAIT, show_default=True,
               help="Seconds to wait for a deletion batch in flight to finish before saying the hold is in effect.")
+@click.option("--force", is_flag=True, help="Place it although --subject is not in the subjects source (records "
+                                            "may name subjects the source does not list yet).")
 def holds_place(config: str, hold_id: str, kind: str, reason: str, subject: str | None,
-                category: str | None, source: str | None, wait_seconds: float) -> None:
+                category: str | None, source: str | None, wait_seconds: float, force: bool) -> None:
     """Place a hold. Every given scope key must match for a record to be held.
 
     Returns once the hold is in effect: if a run was deleting a batch when the hold was stored,
     it waits for that batch and says what it deleted in the hold's scope before the hold took effect.
+    A subject the subjects source does not list is refused (a typo would hold nothing) unless
+    --force is given.
     """
     check_hold_id(hold_id, "--id")
     for key, value in (("--subject", subject), ("--category", category), ("--source", source)):
@@ -562,6 +569,10 @@ def holds_place(config: str, hold_id: str, kind: str, reason: str, subject: str 
             rt.policy.source(source)
         if any(h.id == hold_id for h in rt.policy.holds):
             raise ConfigError(f"hold {hold_id!r} already exists in the config", key="--id")
+        check_fits(holds_table, "scope_subject", subject, "--subject")  # a value too long says so first
+        unknown = _unknown_subject(rt, HoldScope(subject, category, source))
+        if unknown and not force:
+            raise ConfigError(f"{unknown}; give --force to place it anyway", key="--subject")
         trail = trail_for(rt.policy.audit, rt.state)  # a trail that cannot be written fails before the hold
         hold = rt.state.place_hold(hold_id, kind, HoldScope(subject, category, source), reason)
         trail.append([{"event": "hold-placed", "hold": hold.id, "kind": kind, "scope": hold.scope.as_dict(),
@@ -597,16 +608,42 @@ def _fence(rt: Runtime, trail: AuditTrail, hold: Hold, wait_seconds: float) -> N
 @click.argument("hold_id")
 @click.option("--reason", required=True, help="Why the hold ends (kept with the hold).")
 def holds_release(config: str, hold_id: str, reason: str) -> None:
-    """Release a hold; its data becomes eligible again and the next run deletes what is due."""
+    """Release a hold; its data becomes eligible again and the next run deletes what is due.
+
+    A hold defined in the policy file is released the same way: the release, with who, when
+    and why, is kept in the state store and journalled, and the file's hold stays released
+    (remove it from the file when convenient; its id cannot be used again).
+    """
     with open_runtime(config) as rt:
-        if any(h.id == hold_id for h in rt.policy.holds):
-            raise ConfigError(f"hold {hold_id!r} is defined in the config file; remove it there", key="HOLD_ID")
-        trail = trail_for(rt.policy.audit, rt.state)
+        in_file = next((h for h in rt.policy.holds if h.id == hold_id), None)
+        trail = trail_for(rt.policy.audit, rt.state)  # a trail that cannot be written fails before the release
+        if in_file is not None:
+            hold = _release_config_hold(rt, in_file, reason)
+            trail.append([{"event": "hold-released", "hold": hold.id, "reason": reason, "by": hold.released_by,
+                           "origin": "config"}])
+            click.echo(f"released hold {one_line(hold.id)} (defined in {rt.policy.path}: it stays released; remove "
+                       "it from the file when convenient)")
+            return
         hold = release_hold(rt.state, hold_id, reason, read_sources=rt.holds)
         trail.append([{"event": "hold-released", "hold": hold.id, "reason": reason, "by": hold.released_by,
                        **({"origin": hold.origin} if hold.origin != "state" else {})}])
         click.echo(f"released hold {one_line(hold.id)}"
                    + (f" (from hold source {one_line(hold.origin)})" if hold.origin != "state" else ""))
+
+
+def _release_config_hold(rt: Runtime, hold: Hold, reason: str) -> Hold:
+    """Record the release of a policy-file hold as a released state-store row placed by
+    ``POLICY_FILE`` (Runtime.holds applies it to the file's hold)."""
+    stored = next((h for h in rt.state.holds(include_released=True) if h.id == hold.id), None)
+    if stored is not None and stored.placed_by != POLICY_FILE:
+        raise ConfigError(f"hold {hold.id!r} is both in the policy file and in the state store; rename the file's",
+                          key="HOLD_ID")
+    if stored is not None and not stored.active:
+        raise ConfigError(f"hold {hold.id!r} was already released on {stored.released_at:%Y-%m-%d} by "
+                          f"{stored.released_by}", key="HOLD_ID")
+    if stored is None:
+        rt.state.place_hold(hold.id, hold.kind, hold.scope, hold.reason, by=POLICY_FILE)
+    return rt.state.release_hold(hold.id, reason)
 
 
 @holds.command("list")
@@ -622,6 +659,7 @@ def holds_list(config: str, as_json: bool, active: bool) -> None:
             return
         if not found:
             click.echo("no holds")
+        rows = []
         for h in found:
             state = "active" if h.active else (f"released {h.released_at:%Y-%m-%d} by {h.released_by}: "
                                                f"{h.release_reason}")
@@ -631,8 +669,19 @@ def holds_list(config: str, as_json: bool, active: bool) -> None:
             if _unknown_subject(rt, h.scope):
                 state += ", covers no known subject"
             origin = h.origin if h.origin in ("state", "config") else f"source {h.origin}"
-            click.echo(f"{one_line(h.id)}  {h.kind:7}  {_scope(h.scope):40}  {one_line(state)}  ({one_line(origin)})"
-                       f" — {one_line(h.reason)}")
+            rows.append((one_line(h.id), one_line(h.kind), _scope(h.scope), f"({one_line(origin)})",
+                         one_line(state), one_line(h.reason)))
+        for line in _columns(rows):
+            click.echo(line)
+
+
+def _columns(rows: list[tuple[str, ...]]) -> Iterator[str]:
+    """Rows of cells as lines whose columns line up (each padded to its widest cell); the last
+    cell, free text, follows a dash."""
+    widths = [max((len(row[i]) for row in rows), default=0) for i in range(len(rows[0]) - 1)] if rows else []
+    for row in rows:
+        yield "  ".join(cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=False)).rstrip() \
+            + f" — {row[-1]}"
 
 
 def _scope(scope: HoldScope) -> str:

@@ -7,10 +7,11 @@ The CLI, the scheduler and plugin commands (``retention holds sync``) share this
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import replace
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from .audit import AuditTrail, trail_for
 from .backend import Backend
@@ -21,9 +22,13 @@ from .options import Options
 from .overlap import check_overlaps, spread_holds
 from .plugins import Plugins, load_plugins
 from .policy import Policy, load_policy
-from .registry import takes_options
+from .registry import HoldFactory, takes_options
 from .state import StateStore
 from .subjects import SubjectIndex
+
+#: ``placed_by`` of the state-store row that records the release of a hold defined in the
+#: policy file (parenthesised: no user name looks like it).
+POLICY_FILE = "(policy file)"
 
 
 class Runtime:
@@ -130,9 +135,10 @@ class Runtime:
                     if rest:
                         raise ConfigError(f"hold source {entry['source']!r} takes no options (its plugin registers "
                                           f"it in the deprecated form), found {sorted(rest)[0]!r}", key=where)
-                    out[entry["name"]] = factory
+                    out[entry["name"]] = cast(HoldReader, factory)
                     continue
-                out[entry["name"]] = factory(Options(rest, base_dir=self.policy.base_dir, where=where))
+                make = cast(HoldFactory, factory)
+                out[entry["name"]] = make(Options(rest, base_dir=self.policy.base_dir, where=where))
             except ConfigError as exc:
                 raise exc.located(file=exc.file or str(self.policy.path)) from None
             except RetentionError:
@@ -143,7 +149,7 @@ class Runtime:
         configured = {entry["source"] for entry in self.policy.hold_sources}
         for name in registry.legacy():
             if name not in configured and name not in out:
-                out[name] = registry.get(name)
+                out[name] = cast(HoldReader, registry.get(name))
         return out
 
     def holds(self, *, include_released: bool = False) -> tuple[Hold, ...]:
@@ -152,8 +158,13 @@ class Runtime:
         A hold a source no longer lists stays in force (vanished) until released; a source that
         cannot be read raises, so the caller stops before deleting anything.
         """
-        found: list[Hold] = list(self.policy.holds)
-        found += self.state.holds(include_released=include_released)
+        own = self.state.holds(include_released=True)
+        # A policy-file hold released with `holds release` (its release row is placed_by
+        # POLICY_FILE): released, with who, when and why, while the file still names it.
+        # Once removed from the file it is still listed, released, as the file's.
+        released = {h.id: replace(h, origin="config") for h in own if h.placed_by == POLICY_FILE and not h.active}
+        found: list[Hold] = [released.pop(h.id, h) for h in self.policy.holds]
+        found += [released.get(h.id, h) for h in own if h.id in released or h.placed_by != POLICY_FILE or h.active]
         try:
             found += read_holds(self.hold_sources, self.state, self._journal_holds,
                                 include_released=include_released, check=self._unusable_hold)

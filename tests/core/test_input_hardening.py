@@ -210,7 +210,7 @@ def test_empty_scope_values_are_refused(make_policy, option, value):
 def test_hold_on_an_unknown_subject_warns_and_is_marked_in_the_listing(make_policy):
     policy = make_policy()
     placed = invoke("holds", "place", "-c", str(policy), "--id", "LH-1", "--kind", "legal", "--reason", "r",
-                    "--subject", "alcie")
+                    "--subject", "alcie", "--force")  # without --force: refused (tests/core/test_operator.py)
     assert placed.exit_code == 0, placed.output
     assert placed.stderr.splitlines() == ["retention: warning: subject 'alcie' is not in the subjects source: the "
                                           "hold covers no known subject (check the spelling)"]

@@ -379,3 +379,60 @@ def test_html_report_sorts_item_numbers_as_numbers(retention_cli: Any, memory_st
     text = out.read_text()
     table = text[text.index('id="items-table"'):]
     assert re.findall(r"acme/call-(\d+)\.wav", table) == ["1", "2", "3", "10", "21"]
+
+
+# -- holds: the policy file's releasable, unknown subjects refused, columns that line up -----------------
+def _trail(folder: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (folder / "audit.jsonl").read_text().splitlines()]
+
+
+def test_a_policy_file_hold_is_released_through_the_cli_with_who_and_why(retention_cli: Any, memory_store: str,
+                                                                         tmp_path: Path) -> None:
+    memory.seed(memory_store, "initech/call-1.wav", NOW - 400 * DAY)
+    policy = memory_policy(tmp_path, memory_store, holds=[
+        {"id": "LH-7", "kind": "legal", "scope": {"subject": "initech"}, "reason": "Doe v. Initech"}])
+    retention_cli("run", "-c", policy, "--quiet")
+    assert memory.exists(memory_store, "initech/call-1.wav")  # held by the file's hold
+
+    released = retention_cli("holds", "release", "-c", policy, "LH-7", "--reason", "case settled",
+                             env={"RETENTION_ACTOR": "counsel"})
+    assert released.exit_code == 0, released.output
+    assert "released hold LH-7 (defined in" in released.stdout
+    (line,) = [e for e in _trail(tmp_path) if e["event"] == "hold-released"]
+    assert (line["hold"], line["origin"], line["reason"]) == ("LH-7", "config", "case settled")
+    listed = json.loads(retention_cli("holds", "list", "-c", policy, "--json").stdout)
+    assert [(h["id"], h["origin"], h["active"], h["release_reason"]) for h in listed] == [
+        ("LH-7", "config", False, "case settled")]
+    assert "hold LH-7 in the policy file was released" in retention_cli("validate", "-c", policy).stdout
+    again = retention_cli("holds", "release", "-c", policy, "LH-7", "--reason", "twice")
+    assert again.exit_code == 2 and "already released" in again.stderr
+
+    retention_cli("run", "-c", policy, "--quiet")
+    assert not memory.exists(memory_store, "initech/call-1.wav")  # the release is honoured
+
+
+def test_a_hold_on_an_unknown_subject_needs_force(retention_cli: Any, memory_store: str, tmp_path: Path) -> None:
+    policy = memory_policy(tmp_path, memory_store)
+    args = ("holds", "place", "-c", policy, "--id", "LH-1", "--kind", "legal", "--reason", "r", "--subject", "intiech")
+    refused = retention_cli(*args)
+    assert refused.exit_code == 2
+    assert refused.stderr == ("retention: error: --subject: subject 'intiech' is not in the subjects source: the hold "
+                              "covers no known subject (check the spelling); give --force to place it anyway\n")
+    assert retention_cli("holds", "list", "-c", policy).stdout == "no holds\n"
+    forced = retention_cli(*args, "--force")
+    assert forced.exit_code == 0 and "not in the subjects source" in forced.stderr
+
+
+def test_holds_list_columns_line_up(retention_cli: Any, memory_store: str, tmp_path: Path) -> None:
+    policy = memory_policy(tmp_path, memory_store, holds=[
+        {"id": "LH-2026-0001", "kind": "legal", "scope": {"subject": "acme"}, "reason": "a"}])
+    for hold_id, kind, scope in (("D-1", "dispute", ("--subject", "initech", "--category", "voice_recording")),
+                                 ("LH-3", "legal", ("--source", "recordings"))):
+        placed = retention_cli("holds", "place", "-c", policy, "--id", hold_id, "--kind", kind, "--reason", "r",
+                               *scope)
+        assert placed.exit_code == 0, placed.output
+    lines = retention_cli("holds", "list", "-c", policy).stdout.splitlines()
+    assert len(lines) == 3
+    for column in ("legal", "dispute"), ("subject=", "source="), ("(config)", "(state)"), ("active",):
+        starts = {next(line.index(word) for word in column if word in line) for line in lines}
+        assert len(starts) == 1, (column, lines)
