@@ -24,7 +24,7 @@ import json
 import os
 import re
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -127,7 +127,8 @@ class _Recorder:
     extra: list[tuple[str, int, dict[str, Any], str, datetime]] = field(default_factory=list)
     extra_count: dict[str, int] = field(default_factory=dict)
     scripts: list[dict[str, Any]] = field(default_factory=list)
-    requests: list[Request] = field(default_factory=list)
+    requests: list[tuple[str, int, Request]] = field(default_factory=list)  # (requestId, hop, request)
+    statuses: dict[tuple[str, int], int] = field(default_factory=dict)  # (requestId, hop) -> HTTP status
     known_cookies: set[tuple[str, str, str, str]] = field(default_factory=set)
     known_storage: set[tuple[str, str, str]] = field(default_factory=set)
     keep: bool = True  # False while replaying a scenario that was already recorded
@@ -136,18 +137,34 @@ class _Recorder:
         """Network.requestWillBeSent: the request, its initiator and its redirect chain."""
         rid, request = event.get("requestId", ""), event.get("request") or {}
         url = str(request.get("url", ""))
-        previous = (event.get("redirectResponse") or {}).get("url")
-        self.hops.setdefault(rid, []).append(url)
+        redirect = event.get("redirectResponse") or {}
+        previous = redirect.get("url")
+        hops = self.hops.setdefault(rid, [])
+        hops.append(url)
+        if redirect.get("status"):
+            self.statuses[(rid, len(hops) - 2)] = int(redirect["status"])
         if not self.keep or not url.startswith(("http:", "https:")):
             return
         initiator = event.get("initiator") or {}
         frames = (initiator.get("stack") or {}).get("callFrames") or []
         who = initiator.get("url") or next((f.get("url") for f in frames if f.get("url")), "") \
             or str(initiator.get("type", ""))
-        self.requests.append(Request(
+        self.requests.append((rid, len(hops) - 1, Request(
             url=url, method=str(request.get("method", "GET")), resource_type=str(event.get("type", "")),
             initiator=who, frame_url=str(event.get("documentURL", "")), scenario=self.scenario,
-            redirected_from=previous))
+            redirected_from=previous)))
+
+    def on_response(self, event: dict[str, Any]) -> None:
+        """Network.responseReceived: the final status of a request (redirects come with the next hop)."""
+        rid = event.get("requestId", "")
+        status = (event.get("response") or {}).get("status")
+        if status and self.hops.get(rid):
+            self.statuses[(rid, len(self.hops[rid]) - 1)] = int(status)
+
+    def scenario_requests(self, scenario: str) -> list[Request]:
+        """The requests of *scenario*, with the status each got."""
+        return [replace(r, status=self.statuses.get((rid, hop))) for rid, hop, r in self.requests
+                if r.scenario == scenario]
 
     def on_extra_info(self, event: dict[str, Any]) -> None:
         """Network.responseReceivedExtraInfo: the raw Set-Cookie lines and what was blocked."""
@@ -272,6 +289,7 @@ class _Session:
         cdp = context.new_cdp_session(page)
         cdp.on("Network.requestWillBeSent", rec.on_request)
         cdp.on("Network.responseReceivedExtraInfo", rec.on_extra_info)
+        cdp.on("Network.responseReceived", rec.on_response)
         cdp.send("Network.enable")
         result.meta.setdefault("browser", cdp.send("Browser.getVersion").get("product", "unknown"))
         for number, (scenario, selector) in enumerate(steps):
@@ -290,6 +308,9 @@ class _Session:
             _settle(page, self.settle, self.error)
             if rec.keep:
                 _snapshot(rec, cdp, page, scenario, result)
+            else:  # what the replayed step left is not news in the next scenario
+                rec.known_cookies |= {_jar_key(c) for c in cdp.send("Storage.getCookies").get("cookies", [])}
+                rec.known_storage |= _frame_storage(page)
 
 
 def _write_preferences(profile: Path, third_party_cookies: str) -> None:
@@ -326,7 +347,7 @@ def _snapshot(rec: _Recorder, cdp: Any, page: Any, scenario: str, result: Browse
         rec.known_cookies.add(key)  # written where neither hook nor DevTools saw it (CookieStore API)
         result.observations.append(_jar_observation(cookie, key, now, page.url, source, scenario))
     result.observations += _storage_observations(rec, page, source, scenario)
-    result.requests += [r for r in rec.requests if r.scenario == scenario]
+    result.requests += rec.scenario_requests(scenario)
 
 
 def _cookie_observations(writes: list[_Write], jar: dict[tuple[str, str, str, str], Any], rec: _Recorder,
@@ -394,15 +415,7 @@ def _jar_observation(cookie: dict[str, Any], key: tuple[str, str, str, str], now
 def _storage_observations(rec: _Recorder, page: Any, source: str, scenario: str) -> list[Observation]:
     """Storage keys written in the scenario (stored or removed again), and keys found in any
     frame's storage that no hooked write explains."""
-    present: set[tuple[str, str, str]] = set()
-    for frame in page.frames:
-        try:
-            data = frame.evaluate("""() => ({origin: location.origin,
-                local: Object.keys(window.localStorage), session: Object.keys(window.sessionStorage)})""")
-        except Exception:  # noqa: BLE001 - opaque origins (about:blank, sandboxed, blocked) have no storage
-            continue
-        for storage, keys in (("localStorage", data["local"]), ("sessionStorage", data["session"])):
-            present |= {(data["origin"], storage, key) for key in keys}
+    present = _frame_storage(page)
     last: dict[tuple[str, str, str], dict[str, Any]] = {}
     for entry in rec.scripts:
         if entry.get("scenario") == scenario and entry.get("kind") in ("localStorage", "sessionStorage"):
@@ -418,6 +431,20 @@ def _storage_observations(rec: _Recorder, page: Any, source: str, scenario: str)
         rec.known_storage.add(key)
         out.append(_storage_observation(key, f"found in {key[1]} of {key[0]}", key[0], source, scenario, "stored"))
     return out
+
+
+def _frame_storage(page: Any) -> set[tuple[str, str, str]]:
+    """(origin, storage, key) of every key in every frame's localStorage and sessionStorage."""
+    present: set[tuple[str, str, str]] = set()
+    for frame in page.frames:
+        try:
+            data = frame.evaluate("""() => ({origin: location.origin,
+                local: Object.keys(window.localStorage), session: Object.keys(window.sessionStorage)})""")
+        except Exception:  # noqa: BLE001 - opaque origins (about:blank, sandboxed, blocked) have no storage
+            continue
+        for storage, keys in (("localStorage", data["local"]), ("sessionStorage", data["session"])):
+            present |= {(data["origin"], storage, key) for key in keys}
+    return present
 
 
 def _storage_observation(key: tuple[str, str, str], set_by: str, frame: str, source: str, scenario: str,
