@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import IO, Any
+from typing import IO, Any, TextIO, cast
 
 import click
 
@@ -153,7 +153,7 @@ class ProgressBar:
         self._end_delete()
 
     def _bar(self, length: int, label: str, text: Callable[[Any], str], *, show_eta: bool) -> Any:
-        bar = click.progressbar(length=length, label=label, file=self.stream, item_show_func=text,
+        bar = click.progressbar(length=length, label=label, file=cast(TextIO, self.stream), item_show_func=text,
                                 show_eta=show_eta, show_percent=True, show_pos=True, width=24)
         bar.__enter__()
         return bar

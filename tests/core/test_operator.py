@@ -270,6 +270,8 @@ def test_check_storage_catches_a_missing_bucket(retention_cli: Any, moto_endpoin
     assert checked.exit_code == 2
     assert checked.stderr == (f"retention: error: {policy}: sources[0].options.bucket: bucket "
                               "'no-such-bucket-here' does not exist\n")
+    enforcing = retention_cli("run", "-c", policy, "--quiet", env=AWS_ENV)  # makes the same check first
+    assert (enforcing.exit_code, enforcing.stderr) == (2, checked.stderr)
 
 
 def test_cron_environment_gets_a_hint_for_aws_credentials(tmp_path: Path) -> None:
