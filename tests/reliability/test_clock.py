@@ -3,7 +3,8 @@
 Each boundary is checked from both sides with ``retention run --as-of`` (a dry run, through
 the real CLI): one microsecond-scale step before the due instant the record is kept, at it
 the record is due. Retention is never early: a date that does not exist (Feb 29 + 1y,
-Jan 31 + 1mo) lands on the later real day.
+Jan 31 + 1mo) lands on the start of the later real day (so the offset is monotonic and the
+set-based SQL path and per-record decisions agree).
 """
 
 from __future__ import annotations
@@ -48,13 +49,13 @@ def fs_policy(tmp: Path, created: dict[str, datetime], retain: str) -> Path:
 
 BOUNDARIES = [
     # created, retain, last instant kept, first instant due
-    pytest.param(datetime(2024, 2, 29, 12, tzinfo=UTC), "1y", "2025-03-01T11:59:59", "2025-03-01T12:00:00",
+    pytest.param(datetime(2024, 2, 29, 12, tzinfo=UTC), "1y", "2025-02-28T23:59:59", "2025-03-01T00:00:00",
                  id="leap-day-plus-1y-is-mar-1"),
     pytest.param(datetime(2024, 2, 29, 12, tzinfo=UTC), "4y", "2028-02-29T11:59:59", "2028-02-29T12:00:00",
                  id="leap-day-plus-4y-is-leap-day"),
-    pytest.param(datetime(2025, 1, 31, 8, tzinfo=UTC), "1mo", "2025-03-01T07:59:59", "2025-03-01T08:00:00",
+    pytest.param(datetime(2025, 1, 31, 8, tzinfo=UTC), "1mo", "2025-02-28T23:59:59", "2025-03-01T00:00:00",
                  id="jan-31-plus-1mo-is-mar-1"),
-    pytest.param(datetime(2024, 1, 31, 8, tzinfo=UTC), "1mo", "2024-03-01T07:59:59", "2024-03-01T08:00:00",
+    pytest.param(datetime(2024, 1, 31, 8, tzinfo=UTC), "1mo", "2024-02-29T23:59:59", "2024-03-01T00:00:00",
                  id="jan-31-plus-1mo-in-a-leap-year"),
     pytest.param(datetime(2025, 8, 31, 0, tzinfo=UTC), "P1M", "2025-09-30T23:59:59", "2025-10-01T00:00:00",
                  id="aug-31-plus-P1M-is-oct-1"),

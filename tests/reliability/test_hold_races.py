@@ -2,7 +2,9 @@
 
 The run is paused by the driver right after batch *k*'s outcomes were journalled. While it
 waits, a separate ``retention holds place`` process puts a legal hold on the due subject
-with the most records left, or on the whole category; then the run resumes. Every record
+with the most records left, or on the whole category. The run is paused inside batch *k*'s
+hold fence, so the placer stores the hold and then waits for that batch: the run resumes as
+soon as the hold is stored. Every record
 the hold covers that was still in storage at the pause must still be there at the end.
 Trials vary *k* and the scope.
 """
@@ -10,12 +12,15 @@ Trials vary *k* and the scope.
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from .helpers import DUE_SUBJECTS, Store, layout, retention, start_paused, verify_trail, write_policy
+from .helpers import DRIVER, DUE_SUBJECTS, Store, cli_env, layout, start_paused, trail, verify_trail, write_policy
 from .stores import KIND_PARAMS, store_factory
 
 BATCH = "4"
@@ -25,6 +30,13 @@ SLOW_TRIALS = {"fs": 15, "s3": 10, "sql": 10, "sql-pushdown": 12}
 @pytest.fixture
 def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[str], Store]]:
     yield from store_factory(request, tmp_path)
+
+
+def _trail(policy: Path) -> list[dict]:
+    try:
+        return trail(policy)
+    except Exception:  # a line being written: read again
+        return []
 
 
 def race_trial(make_store: Callable[[str], Store], folder: Path, kind: str, trial: int,
@@ -46,12 +58,24 @@ def race_trial(make_store: Callable[[str], Store], folder: Path, kind: str, tria
     by_category = trial == 0 or rng.random() < 0.5  # trial 0: a hold on the whole category
     target = max(candidates, key=lambda s: (left[s], rng.random()))
     scope = ["--category", "data"] if by_category else ["--subject", target]
-    placed = retention("holds", "place", "-c", str(policy), "--id", f"RACE-{trial}", "--kind", "legal",
-                       "--reason", "placed mid-run by another process", *scope)
+    # The run is paused at the end of batch k, still inside that batch's hold fence (and a set-based
+    # run keeps its batches registered), so `holds place` stores the hold and then waits for the
+    # run: resume it once the hold is stored, then collect the placer.
+    hold_id = f"RACE-{trial}"
+    placer = subprocess.Popen([sys.executable, str(DRIVER), "holds", "place", "-c", str(policy), "--id", hold_id,
+                               "--kind", "legal", "--reason", "placed mid-run by another process", *scope,
+                               "--wait", "120"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=cli_env())
     try:
-        assert placed.returncode == 0, placed.stderr
+        deadline = time.monotonic() + 60
+        while not any(e.get("event") == "hold-placed" and e.get("hold") == hold_id for e in _trail(policy)):
+            assert placer.poll() is None, f"holds place ended before storing the hold: {placer.communicate()}"
+            assert time.monotonic() < deadline, "the hold was never stored"
+            time.sleep(0.02)
     finally:
         code, _, err = run.resume()
+        _, placed_err = placer.communicate(timeout=120)
+    assert placer.returncode == 0, placed_err
     after = store.present()
     covered = set(candidates) if by_category else {target}
     protected = {loc for loc in snapshot if store.subject_of(loc) in covered}
