@@ -121,18 +121,19 @@ class ProgressBar:
         self._deleting = ""
         self._deleted = 0
         self._delete_start = 0.0
+        #: When the last callback came: a source's first batch started about then.
+        self._last = self.start
 
     def __call__(self, source: str, scanned: int) -> None:
         """The scan's callback (``RunOptions.progress``): *scanned* records so far in *source*."""
-        if self._scan is None:
-            self._scan = self._bar(max(len(self.sources), 1), "scanning", self._scan_text, show_eta=False)
         new = source not in self._seen
-        if new and self._seen:
-            self._scan.update(1)  # the previous source is done
         self._seen[source] = scanned
         self._current = source
         self.total = sum(self._seen.values())
-        self._scan.update(0)
+        self._last = time.monotonic()
+        if self._scan is None:
+            self._scan = self._bar(max(len(self.sources), 1), "scanning", self._scan_text, show_eta=False)
+        self._scan.update(1 if new and len(self._seen) > 1 else 0)  # a new source: the previous one is done
 
     def deleted(self, source: str, count: int, planned: int) -> None:
         """The deletions' callback (``RunOptions.deleting``): one batch of *count* records done
@@ -140,9 +141,10 @@ class ProgressBar:
         if source != self._deleting:
             self._end_scan()
             self._end_delete()
-            self._deleting, self._deleted, self._delete_start = source, 0, time.monotonic()
+            self._deleting, self._deleted, self._delete_start = source, 0, self._last
             self._delete = self._bar(max(planned, 1), f"deleting {source}", self._delete_text, show_eta=True)
         self._deleted += count
+        self._last = time.monotonic()
         if self._delete.length is not None and self._deleted > self._delete.length:
             self._delete.length = self._deleted  # more became due since the scan (set-based batches)
         self._delete.update(count)
