@@ -90,8 +90,8 @@ def test_progress_bar_shows_counts_and_rate(monkeypatch: pytest.MonkeyPatch) -> 
     bar.deleted("calls", 1000, 2000)
     bar.finish()
     frames = stream.getvalue().split("\r")
-    assert any("scanning" in f and "1/2" in f and "calls: 2,500 records" in f and "/s" in f for f in frames)
-    assert any("chats: 40 records · 2,540 in all" in f for f in frames)
+    assert any("scanning" in f and "0/2" in f and "calls: 2,500 records" in f and "/s" in f for f in frames)
+    assert any("1/2" in f and "chats: 40 records · 2,540 in all" in f for f in frames)  # calls done
     assert any("deleting calls" in f and "1000/2000" in f and "50%" in f and "1,000 records" in f for f in frames)
     assert any("deleting calls" in f and "2000/2000" in f and "100%" in f for f in frames)
 
