@@ -133,7 +133,10 @@ class ProgressBar:
         self._last = time.monotonic()
         if self._scan is None:
             self._scan = self._bar(max(len(self.sources), 1), "scanning", self._scan_text, show_eta=False)
-        self._scan.update(1 if new and len(self._seen) > 1 else 0)  # a new source: the previous one is done
+        if new and len(self._seen) > 1:
+            self._scan.update(1)  # a new source: the previous one is done
+        else:
+            self._scan.render_progress()  # click's update(0) would draw nothing
 
     def deleted(self, source: str, count: int, planned: int) -> None:
         """The deletions' callback (``RunOptions.deleting``): one batch of *count* records done
