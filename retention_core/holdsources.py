@@ -195,16 +195,21 @@ def read_holds(sources: Mapping[str, HoldReader], state: StateStore, journal: Jo
     for name, reader in sources.items():
         listed[name] = _read_one(name, reader, check)
     now = datetime.now(timezone.utc)
-    with state.engine.connect() as conn:
-        remembered: dict[str, dict[str, sa.Row[Any]]] = {}
-        for row in conn.execute(sa.select(source_holds_table)):
-            remembered.setdefault(row.origin, {})[row.id] = row
     events: list[dict[str, Any]] = []
     out: list[Hold] = []
-    for name in sorted(set(listed) | set(remembered)):
-        out += _settle(state, name, listed.get(name), remembered.get(name, {}), now, events)
-    if events:
-        journal(events)
+    try:
+        with state.engine.connect() as conn:
+            remembered: dict[str, dict[str, sa.Row[Any]]] = {}
+            for row in conn.execute(sa.select(source_holds_table)):
+                remembered.setdefault(row.origin, {})[row.id] = row
+        for name in sorted(set(listed) | set(remembered)):
+            out += _settle(state, name, listed.get(name), remembered.get(name, {}), now, events)
+    except SQLAlchemyError as exc:
+        raise RetentionError(f"cannot remember the hold sources' holds in the state store: "
+                             f"{str(exc).strip().splitlines()[0]}") from None
+    finally:
+        if events:
+            journal(events)  # what was stored is journalled, also when a later write failed
     return [h for h in out if include_released or h.active]
 
 
@@ -225,10 +230,25 @@ def _read_one(name: str, reader: HoldReader, check: Callable[[Hold], str | None]
         if hold.id in seen:
             raise ConfigError(f"hold source {name!r} lists hold {hold.id!r} twice: which one is meant is a guess")
         seen.add(hold.id)
-        why = check(hold) if check is not None else None
+        why = _unfit(hold) or (check(hold) if check is not None else None)
         if why:
             raise ConfigError(f"hold source {name!r}: hold {hold.id!r}: {why}")
     return found
+
+
+def _unfit(hold: Hold) -> str | None:
+    """Why *hold* (a plugin's, unchecked by :func:`hold_from`) cannot be remembered as it is, or None."""
+    if not isinstance(hold.id, str) or not hold.id.strip():
+        return "expected a non-empty hold id"
+    if not hold.scope.as_dict():
+        return "a hold needs at least one of subject, category, source: an empty scope would hold everything"
+    for column, value in (("id", hold.id), ("kind", hold.kind), ("scope_subject", hold.scope.subject),
+                          ("scope_category", hold.scope.category), ("scope_source", hold.scope.source),
+                          ("placed_by", hold.placed_by)):
+        limit = getattr(source_holds_table.c[column].type, "length", None)
+        if value is not None and limit is not None and len(value) > limit:
+            return f"{column}: expected at most {limit} characters, found {len(value)}"
+    return None
 
 
 def _settle(state: StateStore, name: str, listed: list[Hold] | None, remembered: dict[str, sa.Row[Any]],
@@ -293,22 +313,25 @@ def _listed_active(state: StateStore, name: str, hold: Hold, row: sa.Row[Any] | 
 def _released_by_source(state: StateStore, name: str, hold: Hold, row: sa.Row[Any] | None, now: datetime,
                         events: list[dict[str, Any]]) -> Hold:
     """A hold the source lists as released: remembered released, journalled once."""
-    released = {"released_at": now, "released_by": f"source {name}", "release_reason": f"released by source {name}"}
+    released = replace(hold, released_at=now, released_by=f"source {name}",
+                       release_reason=f"released by source {name}")
+    values = {"released_at": released.released_at, "released_by": released.released_by,
+              "release_reason": released.release_reason}
     if row is None:
         try:
             with state.engine.begin() as conn:
                 conn.execute(source_holds_table.insert().values(origin=name, first_seen_at=now, **_content(hold),
-                                                                **released))
+                                                                **values))
         except IntegrityError:
-            return replace(hold, **released)
+            return released
     elif row.released_at is None:
-        if not _update(state, name, hold.id, {**released, "vanished_at": None}, released=False):
-            return replace(hold, **released)
+        if not _update(state, name, hold.id, {**values, "vanished_at": None}, released=False):
+            return released
     else:
         return _row_hold(row)
     events.append({"event": "hold-released", "hold": hold.id, "origin": name, "by": f"source {name}",
                    "reason": f"released by source {name}"})
-    return replace(hold, **released)
+    return released
 
 
 def _content(hold: Hold) -> dict[str, Any]:

@@ -148,7 +148,12 @@ class Runtime:
                                   f"{type(exc).__name__}: {exc}") from exc
         configured = {entry["source"] for entry in self.policy.hold_sources}
         for name in registry.legacy():
-            if name not in configured and name not in out:
+            if name in out and name not in configured:  # its holds would be read under another's name
+                i = next(i for i, e in enumerate(self.policy.hold_sources) if e["name"] == name)
+                raise ConfigError(f"{name!r} is also the name of hold source {name!r} a plugin has read on every "
+                                  "run: give this entry another name", file=str(self.policy.path),
+                                  key=f"hold_sources[{i}].name")
+            if name not in configured:
                 out[name] = cast(HoldReader, registry.get(name))
         return out
 

@@ -385,3 +385,27 @@ def test_sql_hold_source_errors_are_one_line(retention_cli: Any, policy_builder:
         result = retention_cli("validate", "-c", path)
         assert result.exit_code == 2 and says in result.output, result.output
         assert "hold_sources[0]" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("retention_plugin", [OldStyle()])
+def test_an_entry_cannot_take_the_name_of_a_provider_read_on_every_run(
+        retention_cli: Any, policy_builder: PolicyBuilder, memory_store: str, holds_csv: Path) -> None:
+    path = policy(policy_builder, memory_store, hold_sources=[{"source": "csv", "name": "old", "path": "holds.csv"}])
+    result = retention_cli("holds", "list", "-c", path)
+    assert result.exit_code == 2 and "hold_sources[0].name: 'old' is also the name" in result.output
+
+
+class Oversized:
+    @hookimpl
+    def retention_register_hold_sources(self, register: Any) -> None:
+        register("big", lambda: [Hold("X-1", "legal", HoldScope(subject="s" * 501), "too long for the store")])
+
+
+@pytest.mark.parametrize("retention_plugin", [Oversized()])
+def test_a_plugin_hold_the_state_store_cannot_keep_stops_the_run(retention_cli: Any, policy_builder: PolicyBuilder,
+                                                                 memory_store: str) -> None:
+    seed(memory_store, "acme")
+    result = retention_cli("run", "-c", policy(policy_builder, memory_store, hold_sources=None))
+    assert result.exit_code == 2
+    assert "hold source 'big': hold 'X-1': scope_subject: expected at most 500 characters" in result.output
+    assert len(remaining(memory_store)) == 2
