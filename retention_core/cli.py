@@ -594,10 +594,11 @@ def _fence(rt: Runtime, trail: AuditTrail, hold: Hold, wait_seconds: float) -> N
                    "after_batches": [{"run_id": b.run_id, "source": b.source, "batch": b.batch} for b in waited]}])
     names = ", ".join(f"{b.batch} (run {b.run_id}, source {b.source})" for b in waited)
     click.echo(f"in effect after waiting for the deletion batch in flight: {names}")
+    which = "that batch" if len(waited) == 1 else "those batches"
     if not lost:
-        click.echo("that batch deleted nothing in the hold's scope")
+        click.echo(f"{which} deleted nothing in the hold's scope")
         return
-    click.echo(f"that batch deleted {len(lost)} record(s) in the hold's scope before the hold took effect:")
+    click.echo(f"{which} deleted {len(lost)} record(s) in the hold's scope before the hold took effect:")
     for row in lost:
         version = f" (version {row['version']})" if row.get("version") else ""
         click.echo(f"  {row.get('source')}: {printable(str(row.get('location')))}{version}")

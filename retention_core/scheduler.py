@@ -13,7 +13,7 @@ import signal
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import ExitStack
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -457,41 +457,70 @@ def _push_down(rt: Runtime, backend: Backend, source: Source, report: RunReport,
         # The hold fence: each batch is registered before the generator selects and deletes it
         # (plan.refresh() reads holds inside), and left only after its commit is journalled —
         # which happens when the generator is resumed for the next batch, so two overlap.
-        with ExitStack() as fences:
-            try:
-                while True:
-                    batch_id = fences.enter_context(in_flight(rt.state, report.run_id, source.name))
-                    batch = next(stream, None)  # commits the pending batch, then selects this one
-                    if pending is not None:
-                        settle(*pending)
-                        pending = None
-                    if batch is None:
-                        break
-                    if allowed is not None and done + len(batch) > allowed:
-                        stream.close()  # the batch in hand is rolled back, never journalled
-                        _trip(report, {source.name: f"reached its limit of {allowed} deletions during set-based "
-                                                    "batches (more became due since the scan); stopped after "
-                                                    f"{done} deletions"})
-                        break
-                    _still_ours(rt, report.run_id)
-                    journalled = journal.intent(source.name, decision.action, ((o.record, decision) for o in batch),
-                                                batch_id)
-                    _checkpoint("after-intent")
-                    # Holds are read once more just before the commit (the fence makes a hold
-                    # placed from now on wait for it; this catches one placed during selection).
-                    fresh = plan.refresh()
-                    if fresh.held or any(o.record.subject in fresh.held_subjects for o in batch):
-                        stream.close()  # rolled back; walk again with the new holds
-                        journal.rolled_back(journalled, "a hold placed since the batch was selected; rolled back")
-                        restart = True
-                        break
-                    done += len(batch)
-                    pending = batch, journalled
-            finally:
-                stream.close()
+        fences = _Fences(rt, report.run_id, source.name)
+        try:
+            while True:
+                batch_id = fences.enter()
+                batch = next(stream, None)  # commits the pending batch, then selects this one
+                if pending is not None:
+                    settle(*pending)
+                    fences.leave(pending[1].batch_id)  # committed and journalled: no longer in flight
+                    pending = None
+                if batch is None:
+                    break
+                if allowed is not None and done + len(batch) > allowed:
+                    stream.close()  # the batch in hand is rolled back, never journalled
+                    _trip(report, {source.name: f"reached its limit of {allowed} deletions during set-based "
+                                                "batches (more became due since the scan); stopped after "
+                                                f"{done} deletions"})
+                    break
+                _still_ours(rt, report.run_id)
+                journalled = journal.intent(source.name, decision.action, ((o.record, decision) for o in batch),
+                                            batch_id)
+                _checkpoint("after-intent")
+                # Holds are read once more just before the commit (the fence makes a hold
+                # placed from now on wait for it; this catches one placed during selection).
+                fresh = plan.refresh()
+                if fresh.held or any(o.record.subject in fresh.held_subjects for o in batch):
+                    stream.close()  # rolled back; walk again with the new holds
+                    journal.rolled_back(journalled, "a hold placed since the batch was selected; rolled back")
+                    restart = True
+                    break
+                done += len(batch)
+                pending = batch, journalled
+        finally:
+            stream.close()
+            fences.leave_all()
         if not restart:
             break
     report.spool.commit()
+
+
+class _Fences:
+    """The push-down batches of one source registered in the hold fence.
+
+    A set-based batch is committed only when the generator is resumed for the next one, so two
+    registrations overlap; each is left as soon as its own batch is committed and journalled,
+    so ``holds place`` waits for (and names) only what was really in flight."""
+
+    def __init__(self, rt: Runtime, run_id: str, source: str) -> None:
+        self.rt, self.run_id, self.source = rt, run_id, source
+        self.open: dict[str, AbstractContextManager[str]] = {}
+
+    def enter(self) -> str:
+        fence = in_flight(self.rt.state, self.run_id, self.source)
+        batch_id = fence.__enter__()
+        self.open[batch_id] = fence
+        return batch_id
+
+    def leave(self, batch_id: str) -> None:
+        fence = self.open.pop(batch_id, None)
+        if fence is not None:
+            fence.__exit__(None, None, None)
+
+    def leave_all(self) -> None:
+        for batch_id in list(self.open):
+            self.leave(batch_id)
 
 
 def _still_ours(rt: Runtime, run_id: str) -> None:
