@@ -127,6 +127,16 @@ class Backend(ABC):
         """
         return None
 
+    def fingerprint(self, source: Source) -> str | None:
+        """What identifies the storage *source* lists right now (default: its :meth:`territory`).
+
+        Journalled with every deletion intent: a later run reads absence as evidence of a
+        deletion only when it listed the same storage. A backend whose territory can be another
+        thing under the same name (fs: a mount point with its volume not mounted, a root
+        replaced by another directory) adds what tells them apart (the root's device and inode).
+        """
+        return self.territory(source)
+
     def warnings(self, source: Source) -> list[str]:
         """Things a person should know before enforcing (shown by validate and dry-run)."""
         return []

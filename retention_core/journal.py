@@ -10,7 +10,7 @@ deletion is ever missing from the trail and none is ever invented.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,9 +33,12 @@ class JournalBatch:
 class Journal:
     """One run's lines in the audit trail."""
 
-    def __init__(self, trail: AuditTrail, run_id: str) -> None:
+    def __init__(self, trail: AuditTrail, run_id: str, places: Mapping[str, str | None] | None = None) -> None:
         self.trail = trail
         self.run_id = run_id
+        #: Per source, the storage it lists now (:meth:`Backend.fingerprint`), written with
+        #: every intent so recovery knows what a later listing is evidence about.
+        self.places = dict(places or {})
 
     def event(self, event: str, **fields: Any) -> Head:
         """A run-level line (run-start, clock-override, run-end), fsynced."""
@@ -67,9 +70,15 @@ class Journal:
                 [entry.get(k) for k in OUTCOME_FIELDS])
         self.trail.append([batch_entry("outcome", *group, rows) for group, rows in groups.items()])
 
+    def unsettled(self, record: Record, decision: Decision) -> dict[str, Any]:
+        """A failed deletion's intent as the state store keeps it until a later run settles it."""
+        return unsettled_entry(self.run_id, record, decision, self.places.get(record.source))
+
     def _line(self, event: str, batch: JournalBatch, rows: list[list[Any]]) -> dict[str, Any]:
         entry = batch_entry(event, self.run_id, batch.source, batch.action.value, rows)
         entry["batch"] = batch.batch_id
+        if event == "intent" and self.places.get(batch.source) is not None:
+            entry["where"] = self.places[batch.source]
         return entry
 
 
@@ -82,10 +91,13 @@ def row(record: Record, decision: Decision) -> list[Any]:
             decision.reason]
 
 
-def unsettled_entry(run_id: str, record: Record, decision: Decision) -> dict[str, Any]:
+def unsettled_entry(run_id: str, record: Record, decision: Decision, where: str | None = None) -> dict[str, Any]:
     """One record's intent as the state store keeps a failed deletion until it is settled."""
-    return {"event": "intent", "run_id": run_id, "action": decision.action.value, "source": record.source,
-            **dict(zip(INTENT_FIELDS, row(record, decision), strict=True))}
+    entry = {"event": "intent", "run_id": run_id, "action": decision.action.value, "source": record.source,
+             **dict(zip(INTENT_FIELDS, row(record, decision), strict=True))}
+    if where is not None:
+        entry["where"] = where
+    return entry
 
 
 def trail_key(entry: dict[str, Any]) -> RecordKey:

@@ -23,7 +23,7 @@ from .backend import Backend, Cutoffs, PushdownPlan, Survey
 from .engine import Decider, cutoffs, plain_cutoff, protected_by
 from .errors import ClockError, ConfigError, LockedError, RetentionError
 from .fence import in_flight
-from .journal import Journal, JournalBatch, OpenIntents, settlement, trail_key, unsettled_entry
+from .journal import Journal, JournalBatch, OpenIntents, settlement, trail_key
 from .model import Action, Context, Decision, Limits, Outcome, Record, RecordKey, RunStatus, Source, Status
 from .report import RunReport, SourceStats
 from .runtime import Runtime
@@ -270,7 +270,8 @@ def _trip(report: RunReport, tripped: dict[str, str]) -> None:
 
 def _enforce(rt: Runtime, sources: Sequence[Source], ctx: Context, report: RunReport,
              options: RunOptions, clock_overridden: datetime | None = None) -> None:
-    journal = Journal(trail_for(rt.policy.audit, rt.state), report.run_id)
+    journal = Journal(trail_for(rt.policy.audit, rt.state), report.run_id,
+                      places={s.name: rt.backend(s).fingerprint(s) for s in sources})
     rt.state.start_run(report.run_id, options.now, dry_run=False)
     journal.event("run-start", as_of=options.now.isoformat(), sources=[s.name for s in sources],
                   tool=f"retention {_version()}", by=actor())
@@ -410,7 +411,7 @@ def _execute(rt: Runtime, backend: Backend, action: Action, items: list[Item], r
     _checkpoint("after-backend")
     journal.outcome(batch, ((o.status, o.error) for o, _ in done))
     _checkpoint("after-outcome")
-    rt.state.add_unsettled(report.run_id, [unsettled_entry(report.run_id, o.record, i.decision)
+    rt.state.add_unsettled(report.run_id, [journal.unsettled(o.record, i.decision)
                                            for o, i in done if o.status is Status.FAILED])
     # Without items, outcomes are read back only for subjects with erasure requests.
     requested = ctx.requests
@@ -439,7 +440,7 @@ def _push_down(rt: Runtime, backend: Backend, source: Source, report: RunReport,
         journal.outcome(journalled, ((o.status, o.error) for o in batch))
         _checkpoint("after-outcome")
         failed = [o for o in batch if o.status is Status.FAILED]
-        rt.state.add_unsettled(report.run_id, [unsettled_entry(report.run_id, o.record, decision) for o in failed])
+        rt.state.add_unsettled(report.run_id, [journal.unsettled(o.record, decision) for o in failed])
         report.spool.record_pushed_batch(batch if itemize else failed, decision)
         for status, count in Counter(o.status for o in batch).items():
             stats.outcomes[status] += count
@@ -543,8 +544,9 @@ def _recover(rt: Runtime, report: RunReport, journal: Journal, left_open: OpenIn
     """
     settled: list[dict[str, Any]] = []
     carried: list[dict[str, Any]] = []
+    places = {s.name: rt.backend(s).fingerprint(s) for s in rt.policy.sources if s.name in report.sources}
     for key, intent in left_open.dangling.items():
-        observed = _observed(rt, report, key)
+        observed = _observed(rt, report, key, intent, places)
         settled.append(settlement(intent, report.run_id, "after a crash", observed=observed,
                                   present=observed and report.spool.contains(*key)))
         if not observed:
@@ -556,7 +558,7 @@ def _recover(rt: Runtime, report: RunReport, journal: Journal, left_open: OpenIn
         key = trail_key(intent)
         if key in left_open.dangling:
             continue
-        if not _observed(rt, report, key):
+        if not _observed(rt, report, key, intent, places):
             kept.add(row_id)  # still unknown: the next run tries again (journalled once, when it failed)
         elif not report.spool.contains(*key):
             settled.append(settlement(intent, report.run_id, "after a failed delete", observed=True, present=False))
@@ -567,11 +569,15 @@ def _recover(rt: Runtime, report: RunReport, journal: Journal, left_open: OpenIn
         rt.state.finish_run(run_id, RunStatus.CRASHED)
 
 
-def _observed(rt: Runtime, report: RunReport, key: RecordKey) -> bool:
+def _observed(rt: Runtime, report: RunReport, key: RecordKey, intent: dict[str, Any],
+              places: dict[str, str | None]) -> bool:
     """Whether this run's scan is evidence about *key*: its source was listed completely,
-    record by record (not surveyed), and the location is still inside the source's ``match``."""
+    record by record (not surveyed), in the same storage the intent was made in (an empty
+    mount point or another root is not), and the location is still inside the source's ``match``."""
     stats = report.sources.get(key.source)
     if stats is None or stats.problems or key.source in report.surveyed:
+        return False
+    if intent.get("where") is not None and intent["where"] != places.get(key.source):
         return False
     source = next((s for s in rt.policy.sources if s.name == key.source), None)
     return source is not None and (source.match is None or source.match.fullmatch(key.location) is not None)

@@ -101,6 +101,12 @@ class FilesystemBackend(Backend):
         """The resolved root: a root inside another source's lists the same files."""
         return str(self.root.resolve()).rstrip("/") + "/"
 
+    def fingerprint(self, source: Source) -> str:
+        """The root and its device and inode: an unmounted volume's empty mount point, or another
+        directory put in the root's place, is not the storage an earlier intent was made in."""
+        info = os.stat(self.root)
+        return f"{self.territory(source)} dev={info.st_dev} ino={info.st_ino}"
+
     # -- descriptors ---------------------------------------------------------------------------
     def _open_root(self) -> int:
         if self._root_fd is None:

@@ -159,15 +159,8 @@ def unseen_trial(variant: str, kill: str, tmp_path: Path, figures) -> None:
 
 #: Open defects, pinned where they show: only the after-intent kill leaves records that are still in
 #: storage, so only there does a wrong "deleted" show as an invented deletion.
-UNSEEN_DEFECTS = {
-    ("unmounted", "after-intent"): (
-        "recovery journals `deleted` for open intents when the fs source's root is a mount point whose "
-        "volume is not mounted: the empty root directory reads as a complete listing (its identity, "
-        "st_dev/inode, is not compared with the one the intent was made under)"),
-    ("root-moved", "after-intent"): (
-        "recovery journals `deleted` for open intents after the source's root was changed to another "
-        "(empty) directory: a listing of a different territory is taken as evidence of absence"),
-}
+#: Variants pinned as open defects (none: fixed by journalling each source's fingerprint with its intents).
+UNSEEN_DEFECTS: dict[tuple[str, str], str] = {}
 VARIANTS = ["unreadable", "match-changed", "unmounted", "root-moved"]
 
 
