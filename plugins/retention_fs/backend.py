@@ -98,8 +98,16 @@ class FilesystemBackend(Backend):
         self._dev = 0
 
     def territory(self, source: Source) -> str:
-        """The resolved root: a root inside another source's lists the same files."""
-        return str(self.root.resolve()).rstrip("/") + "/"
+        """The root as the file system knows it: its device and its path inside the mounted
+        file system, so a root reached through a bind mount or a symlink is the same root, and a
+        root inside another source's lists the same files."""
+        resolved = os.fsencode(self.root.resolve())
+        mount = _mount_of(resolved)
+        if mount is None:
+            return os.fsdecode(resolved).rstrip("/") + "/"
+        device, mount_root, point = mount
+        inside = mount_root.rstrip(b"/") + resolved[len(point.rstrip(b"/")):]
+        return f"dev {device} " + os.fsdecode(inside).rstrip("/") + "/"
 
     def fingerprint(self, source: Source) -> str:
         """The root and its device and inode: an unmounted volume's empty mount point, or another
@@ -414,3 +422,23 @@ def _mounts_below(root: int) -> frozenset[str]:
             if point.startswith(root_path + b"/"):
                 below.add(os.fsdecode(point[len(root_path) + 1:]))
     return frozenset(below)
+
+
+def _mount_of(path: bytes) -> tuple[str, bytes, bytes] | None:
+    """(device, root inside its file system, mount point) of the mount holding *path*, from
+    /proc/self/mountinfo (the longest mount point that is *path* or above it); None elsewhere."""
+    try:
+        with open("/proc/self/mountinfo", "rb") as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        return None
+    best: tuple[str, bytes, bytes] | None = None
+    for line in lines:
+        fields = line.split(b" ")
+        if len(fields) <= 4:
+            continue
+        root, point = (re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m.group(1), 8)]), f) for f in fields[3:5])
+        inside = point == b"/" or path == point or path.startswith(point.rstrip(b"/") + b"/")
+        if inside and (best is None or len(point) >= len(best[2])):
+            best = (fields[2].decode(), root, point)
+    return best

@@ -430,3 +430,25 @@ def test_a_crashed_runs_intent_is_not_journalled_deleted_while_its_source_cannot
                    if e.get("event") == "outcome" and e.get("location") == "alice/a"]
         assert [e["outcome"] for e in settled] == ["unknown", "deleted"]
         assert rt.state.unsettled() == []
+
+
+def test_a_source_reaching_another_through_a_bind_mount_is_an_overlap(retention_cli, make_policy, tmp_path):
+    """Adversary: root B a bind mount of root A passed validate, and B deleted what a hold on A kept."""
+    import subprocess
+
+    a, b = tmp_path / "data" / "a", tmp_path / "data" / "b"
+    (a / "acme").mkdir(parents=True)
+    b.mkdir()
+    (a / "acme" / "x").write_text("1")
+    if subprocess.run(["mount", "--bind", str(a), str(b)], capture_output=True).returncode:
+        pytest.skip("bind mounts need privileges this machine does not give")
+    try:
+        path = make_policy(sources=[{"name": n, "backend": "fs", "options": {"root": str(root)},
+                                     "match": r"(?P<subject>[^/]+)/.+", "category": "call"}
+                                    for n, root in (("A", a), ("B", b))],
+                           holds=[{"id": "LH-A", "kind": "legal", "scope": {"source": "A"}, "reason": "x"}])
+        result = retention_cli("validate", "-c", str(path))
+        assert result.exit_code == 2 and "'A' and 'B' can list the same records" in result.output
+    finally:
+        subprocess.run(["umount", str(b)], check=True)
+    assert (a / "acme" / "x").exists()
