@@ -70,20 +70,18 @@ class Pauser:
 def _kill_before_intent(nth: int) -> None:
     import signal
 
-    import retention_core.scheduler as scheduler
+    from retention_core.journal import Journal
 
-    original = scheduler.AuditTrail.append
+    original = Journal.intent
     seen = [0]
 
-    def append(self: Any, entries: Any, **options: Any) -> Any:
-        entries = list(entries)
-        if entries and entries[0].get("event") == "intent":
-            seen[0] += 1
-            if seen[0] >= nth:
-                os.kill(os.getpid(), signal.SIGKILL)
-        return original(self, entries, **options)
+    def intent(self: Any, *args: Any, **options: Any) -> Any:
+        seen[0] += 1
+        if seen[0] >= nth:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return original(self, *args, **options)
 
-    scheduler.AuditTrail.append = append  # type: ignore[method-assign]
+    Journal.intent = intent  # type: ignore[method-assign]
 
 
 def _pauser() -> Pauser | None:
