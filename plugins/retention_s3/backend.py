@@ -7,6 +7,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from typing import Any
+from urllib.parse import urlsplit
 
 from retention_core import Backend, BackendError, ConfigError, Options, Outcome, Problem, Record, Source, Status
 
@@ -91,8 +92,13 @@ class S3Backend(Backend):
         return self._lock_enabled
 
     def territory(self, source: Source) -> str:
-        """Endpoint, bucket and prefix: prefixes are plain string prefixes in S3."""
-        return f"{self.settings.endpoint_url or 'aws'} {self.settings.where}"
+        """Endpoint, bucket and prefix: prefixes are plain string prefixes in S3. The endpoint
+        is compared without case in its scheme and host and without a trailing slash."""
+        endpoint = self.settings.endpoint_url
+        if endpoint:
+            parts = urlsplit(endpoint)
+            endpoint = f"{parts.scheme.lower()}://{parts.netloc.lower()}{parts.path.rstrip('/')}"
+        return f"{endpoint or 'aws'} {self.settings.where}"
 
     def conditional_deletes(self) -> ConditionalDeletes:
         """Whether this endpoint enforces per-object ETags in DeleteObjects, probed once per instance.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -106,8 +107,16 @@ class SqlBackend(Backend):
         return ops
 
     def territory(self, source: Source) -> str:
-        """The database and table (one table listed by two sources is listed twice)."""
-        return f"{self._safe_url()} {self.settings.schema or ''}.{self.settings.table}\n"
+        """The database and table (one table listed by two sources is listed twice): a SQLite
+        file by its resolved path, a table without a schema in the dialect's default one."""
+        url = self.engine.url
+        if url.get_backend_name() == "sqlite" and url.database and not url.database.startswith(("file:", ":memory:")):
+            where = "sqlite " + os.path.realpath(url.database)
+        else:
+            where = url.set(password=None, query={}).render_as_string(hide_password=True)
+        schema = self.settings.schema or {"postgresql": "public", "sqlite": "main"}.get(
+            url.get_backend_name(), url.database or "")
+        return f"{where} {schema}.{self.settings.table}\n"
 
     def check(self, source: Source) -> None:
         self._destructive()

@@ -131,14 +131,9 @@ def _marks(kind: str, variant: str) -> list[Any]:
 
 #: Spellings of one territory the overlap check does not see through (open defects: it compares
 #: the option text, so the run deletes through the second source what a hold on the first protects).
-UNSEEN = {
-    "s3-endpoint-slash": "overlap check misses one bucket reached through the same endpoint spelled with a "
-                         "trailing slash (S3Backend.territory compares endpoint_url as text)",
-    "sql-sqlite-dot-segment": "overlap check misses one SQLite file named through a path with '/./' "
-                              "(SqlBackend.territory compares the URL as text)",
-    "sql-postgres-public-schema": "overlap check misses one PostgreSQL table named with `schema: public` "
-                                  "and without a schema (the default schema is not resolved)",
-}
+#: Variants pinned as open defects (none: territories compare normalized endpoints, resolved SQLite paths
+#: and default schemas).
+UNSEEN: dict[str, str] = {}
 PARAMS = [pytest.param(k, v, marks=_marks(k, v), id=f"{k}-{v}") for k, v in VARIANTS]
 REFUSE_PARAMS = [pytest.param(k, v, id=f"{k}-{v}", marks=[*_marks(k, v), *(
     [pytest.mark.xfail(strict=True, reason=UNSEEN[f"{k}-{v}"])] if f"{k}-{v}" in UNSEEN else [])])
