@@ -63,8 +63,8 @@ def tracked_site(sites: Sites) -> None:
 def run(sites: Sites, *args: str, settle: str = "0.5") -> tuple[int, dict[str, Any]]:
     result = CliRunner().invoke(cookies, ["check", *args, "--settle", settle, "--format", "json",
                                           *sites.cli_args()])
-    assert result.exit_code in (0, 1) and result.exception is None or isinstance(result.exception, SystemExit), (
-        result.output, result.exception)
+    assert result.exit_code in (0, 1), (result.output, result.stderr, result.exception)
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     return result.exit_code, json.loads(result.stdout)
 
 
@@ -332,3 +332,74 @@ def test_har_recorded_by_chromium_reads_a_pair_without_equals_as_a_nameless_cook
     assert "" in names and "sid" in names and "noequalsign" not in names
     assert [f for f in by_rule(report, "CK001") if "noequalsign" in f["subject"]] == []
     assert by_rule(report, "CK020")
+
+
+# --------------------------------------------------------------------------------------
+# The real Klaro 0.7.22, from a Klaro config to a verdict (observation 2, end to end)
+# --------------------------------------------------------------------------------------
+
+KLARO_DIR = Path(__file__).parent / "data"
+SHOP = """<!doctype html><html><head>
+<script>/*CONFIG*/</script>
+<script defer src="/klaro.js"></script>
+/*EARLY*/
+<script type="text/plain" data-type="application/javascript" data-name="matomo">
+document.cookie = '_pk_id.1.1fff=abc.1700000000; Max-Age=34128000; Path=/; Secure; SameSite=Lax';
+document.cookie = '_pk_ses.1.1fff=1; Max-Age=1800; Path=/; Secure; SameSite=Lax';
+new Image().src = '{tp}/matomo.php?idsite=1&rec=1';
+</script></head><body><h1>shop</h1></body></html>"""
+# The faulty shop: the Matomo tag is not gated by Klaro, so it runs before consent and
+# Klaro deletes its cookie again when it starts.
+UNGATED = """<script>
+document.cookie = '_pk_id.1.1fff=abc.1700000000; Max-Age=34128000; Path=/; Secure; SameSite=Lax';
+new Image().src = '{tp}/matomo.php?idsite=1&rec=1';
+</script>"""
+KLARO_DECLINE, KLARO_ACCEPT = ".cn-decline", ".cm-btn-success"  # "I decline", "That's ok"
+
+
+def klaro_shop(sites: Sites, gated: bool) -> None:
+    config = (KLARO_DIR / "klaro-shop-config.js").read_text()
+    sites.route(FIRST, "/", SHOP.replace("/*CONFIG*/", config).replace("/*EARLY*/", "" if gated else UNGATED))
+    sites.route(FIRST, "/klaro.js", (KLARO_DIR / "klaro-0.7.22" / "klaro.js").read_bytes(),
+                ("Content-Type", "application/javascript; charset=utf-8"))
+    sites.route(THIRD, "/matomo.php", b"GIF89a", ("Content-Type", "image/gif"))
+
+
+def reviewed_klaro_declarations(tmp_path: Path) -> Path:
+    """`retention cookies import --from klaro`, then what a reviewer adds: Matomo's real
+    lifetime (13 months) and its tracker endpoint."""
+    import yaml
+
+    draft = tmp_path / "draft.yaml"
+    result = CliRunner().invoke(cookies, ["import", "--from", "klaro", str(KLARO_DIR / "klaro-shop-config.js"),
+                                          "--domain", FIRST, "-o", str(draft)])
+    assert result.exit_code == 0, result.output
+    data = yaml.safe_load(draft.read_text())
+    assert data["claim"] == "consent"
+    [matomo] = [s for s in data["services"] if s["name"] == "matomo"]
+    assert matomo["consent"] == "consent-required"
+    matomo["endpoints"] = ["/matomo.php"]
+    matomo["cookies"][0]["lifetime"] = "13mo"
+    reviewed = tmp_path / "cookies.yaml"
+    reviewed.write_text(yaml.safe_dump(data, sort_keys=False))
+    return reviewed
+
+
+def test_real_klaro_site_that_waits_for_consent_passes(sites: Sites, tmp_path: Path) -> None:
+    klaro_shop(sites, gated=True)
+    code, report = run(sites, "-d", str(reviewed_klaro_declarations(tmp_path)), "--url", f"{sites.fp}/",
+                       "--reject", KLARO_DECLINE, "--accept", KLARO_ACCEPT, settle="1")
+    seen = {(o["name"], o["scenario"], o["state"]) for o in report["observations"]}
+    assert ("klaro", "after-reject", "stored") in seen and ("_pk_id.1.1fff", "after-accept", "stored") in seen
+    assert not [o for o in report["observations"] if o["name"].startswith("_pk_") and o["scenario"] != "after-accept"]
+    assert code == 0, report["findings"]
+
+
+def test_real_klaro_deleting_an_ungated_tag_cookie_is_still_reported(sites: Sites, tmp_path: Path) -> None:
+    klaro_shop(sites, gated=False)
+    code, report = run(sites, "-d", str(reviewed_klaro_declarations(tmp_path)), "--url", f"{sites.fp}/",
+                       "--reject", KLARO_DECLINE, "--accept", KLARO_ACCEPT, settle="1")
+    before = [f for f in by_rule(report, "CK018") if "scenario before-consent" in f["message"]]
+    assert before and "set and deleted again" in before[0]["message"]  # Klaro removed it; it was still set
+    assert [f for f in by_rule(report, "CK019") if "scenario before-consent" in f["message"]]
+    assert code == 1
