@@ -58,7 +58,7 @@ def render(fmt: str, findings: Sequence[Finding], observations: Sequence[Observa
     if fmt == "json":
         return render_json(findings, observations, inputs=inputs, requests=requests, visits=visits)
     if fmt == "sarif":
-        return render_sarif(findings, version=version, default_file=default_file)
+        return render_sarif(findings, version=version, default_file=default_file, visits=visits)
     if fmt == "html":
         return render_html(findings, observations, inputs=inputs, requests=requests)
     return render_text(findings, observations, inputs=inputs, requests=requests)
@@ -104,7 +104,8 @@ def render_json(findings: Sequence[Finding], observations: Sequence[Observation]
     return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
 
-def render_sarif(findings: Sequence[Finding], *, version: str = "0", default_file: str | None = None) -> str:
+def render_sarif(findings: Sequence[Finding], *, version: str = "0", default_file: str | None = None,
+                 visits: Sequence[dict[str, Any]] = ()) -> str:
     """SARIF 2.1.0; a finding without a file of its own is placed on *default_file*
     (the declarations), because code scanning drops results that have no location."""
     rule_ids = list(RULES)
@@ -140,7 +141,7 @@ def render_sarif(findings: Sequence[Finding], *, version: str = "0", default_fil
             "tool": {"driver": {"name": "retention-cookies", "version": version, "rules": rules}
                      | ({"informationUri": project_url()} if project_url() else {})},
             "results": results,
-        }],
+        } | ({"properties": {"visits": list(visits)}} if visits else {})],
     }
     return json.dumps(sarif, indent=2, ensure_ascii=False) + "\n"
 

@@ -286,6 +286,7 @@ def test_one_visit_writes_every_format_and_can_be_judged_again_offline(sites: Si
     fingerprints = {r["partialFingerprints"]["retentionCookieFinding/v1"] for r in sarif["runs"][0]["results"]}
     assert len(fingerprints) == len(report["findings"]) == len(sarif["runs"][0]["results"])
     assert "example" not in sarif["runs"][0]["tool"]["driver"].get("informationUri", "")
+    assert sarif["runs"][0]["properties"]["visits"][0]["browser"].startswith("Chrome/")
 
     again = CliRunner().invoke(cookies, ["check", "-d", decl, "--observations", str(saved),
                                          "--format", "json", "--format", "sarif",

@@ -84,6 +84,15 @@ def test_consent_required_cookie_before_consent(scenario: str, state: str, fires
         assert "set and deleted again" in found[0].message
 
 
+def test_consent_required_storage_key_before_consent() -> None:
+    """'Nothing consent-required may be stored': web storage counts like cookies."""
+    text = CONSENT + "      - {name: _pk_queue, storage: localStorage}\n"
+    queue = Observation(name="_pk_queue", storage="localStorage", domain="shop.example", scenario="after-reject",
+                        state="deleted", set_by="script https://shop.example/m.js")
+    [found] = [f for f in check((queue,), text=text) if f.rule == "CK018"]
+    assert "localStorage '_pk_queue' was set and deleted again in scenario after-reject" in found.message
+
+
 def test_exempt_cookie_before_consent_is_fine() -> None:
     klaro = Observation(name="klaro", domain="shop.example", lifetime=timedelta(days=30), secure=True,
                         scenario="after-reject")
