@@ -82,6 +82,9 @@ def test_cookieconsent_v3(tmp_path: Path, data_dir: Path) -> None:
     # _gid is only in the category's autoClear list, so it gets a category-level service.
     assert [c.name for c in services["analytics"].cookies] == ["_gid"]
     assert services["ads"].category == "marketing" and services["ads"].cookies == ()
+    # Categories without readOnly are the visitor's choice: consent-required, and the draft claims consent.
+    assert decls.claim == "consent" and services["analytics.ga"].needs_consent
+    assert not services["necessary.session"].needs_consent
 
 
 def test_imported_draft_fails_the_check_until_reviewed(tmp_path: Path, data_dir: Path) -> None:
