@@ -575,3 +575,33 @@ def records(path: Path) -> Iterator[dict[str, Any]]:
     """Every entry of a trail in order, batch entries expanded to one dict per record."""
     for entry in read(path):
         yield from expand(entry)
+
+
+def read_backwards(path: Path, block: int = 1 << 20) -> Iterator[dict[str, Any]]:
+    """The trail's lines, last first, parsed strictly; reads only as far as the caller goes
+    (what a run or a hold placed last is near the end of a trail of millions of lines). A line
+    that does not parse is skipped here: it is `audit verify`'s business."""
+    with path.open("rb") as f:
+        f.seek(0, os.SEEK_END)
+        end = f.tell()
+        tail = b""
+        while end > 0:
+            start = max(0, end - block)
+            f.seek(start)
+            chunk = f.read(end - start) + tail
+            end = start
+            lines = chunk.split(b"\n")
+            tail = lines.pop(0) if start > 0 else b""
+            for line in reversed(lines):
+                if line.strip():
+                    try:
+                        yield parse_line(line)
+                    except ValueError:
+                        continue
+
+
+def last_event(path: Path, event: str) -> dict[str, Any] | None:
+    """The trail's last line of kind *event* (``run-start`` …), or None."""
+    if not path.is_file():  # missing, or not a trail at all (a directory: check_writable says so)
+        return None
+    return next((e for e in read_backwards(path) if isinstance(e, dict) and e.get("event") == event), None)

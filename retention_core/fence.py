@@ -16,7 +16,6 @@ effect. A batch whose run lost the lock (dead, stale) cannot delete any more and
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,7 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .audit import expand, parse_line
+from .audit import expand, read_backwards
 from .errors import RetentionError
 from .model import HoldScope, Record
 from .state import StateStore
@@ -93,7 +92,7 @@ def deleted_in_scope(trail: Path, batches: list[Batch], scope: HoldScope) -> lis
     wanted = {(b.run_id, b.batch) for b in batches}
     runs = {b.run_id for b in batches}
     found: list[dict[str, Any]] = []
-    for entry in _reversed_entries(trail):
+    for entry in read_backwards(trail):
         if entry.get("event") == "run-start" and entry.get("run_id") in runs:
             runs.discard(entry["run_id"])
             if not runs:
@@ -108,24 +107,3 @@ def deleted_in_scope(trail: Path, batches: list[Batch], scope: HoldScope) -> lis
             if scope.covers(record):
                 found.append(row)
     return found
-
-
-def _reversed_entries(path: Path, block: int = 1 << 20) -> Iterator[dict[str, Any]]:
-    """The trail's lines, last first, parsed; stops reading as soon as the caller stops."""
-    with path.open("rb") as f:
-        f.seek(0, os.SEEK_END)
-        end = f.tell()
-        tail = b""
-        while end > 0:
-            start = max(0, end - block)
-            f.seek(start)
-            chunk = f.read(end - start) + tail
-            end = start
-            lines = chunk.split(b"\n")
-            tail = lines.pop(0) if start > 0 else b""
-            for line in reversed(lines):
-                if line.strip():
-                    try:
-                        yield parse_line(line)
-                    except ValueError:
-                        continue  # a torn or foreign line is `audit verify`'s business, not the fence's

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from .audit import trail_for
+from .audit import last_event, trail_for
 from .backend import Backend, Cutoffs, PushdownPlan, Survey
 from .engine import Decider, cutoffs, plain_cutoff, protected_by
 from .errors import ClockError, ConfigError, LockedError, RetentionError
@@ -103,6 +103,7 @@ def run(rt: Runtime, options: RunOptions) -> RunReport:
                        started_at=started, spool=Spool(), itemized=options.itemize)
     try:
         rt.check_overlaps()  # before anything, dry run included: the dry run predicts the real one
+        _check_state_is_the_trails(rt)
         for name in options.allow_over_limit:
             rt.policy.source(name)  # an unknown name is a config error, not a silent no-op
         ctx = rt.context(options.now)
@@ -149,6 +150,22 @@ def _check_clock(rt: Runtime, options: RunOptions) -> datetime | None:
                      f"{last:%Y-%m-%d %H:%M:%S} UTC: the clock went back; fix it (or pass --as-of for a dry "
                      "run); if the clock is right and that run's was ahead, enforce with --trust-clock "
                      "(journalled)")
+
+
+def _check_state_is_the_trails(rt: Runtime) -> None:
+    """Refuse a state store the audit trail's last run did not use: emptied, deleted or replaced,
+    it has lost the holds and erasure requests placed through it, and a run would delete what
+    they protect (the trail still shows them placed)."""
+    last = last_event(rt.policy.audit, "run-start")
+    if last is None or not last.get("state"):
+        return
+    if last["state"] != rt.state.store_id():
+        store = rt.state.engine.url.render_as_string(hide_password=True)
+        raise ConfigError(
+            f"the state store ({store}) is not the one the audit trail's last run used (run "
+            f"{last.get('run_id')}): it was emptied, deleted or replaced, so holds and erasure requests placed "
+            "through it may be gone; restore it from a backup — or, to start afresh on purpose, point `audit:` "
+            "at a new trail file", file=str(rt.policy.path), key="state")
 
 
 def _check(backend: Backend, source: Source, rt: Runtime) -> None:
@@ -274,7 +291,7 @@ def _enforce(rt: Runtime, sources: Sequence[Source], ctx: Context, report: RunRe
                       places={s.name: rt.backend(s).fingerprint(s) for s in sources})
     rt.state.start_run(report.run_id, options.now, dry_run=False)
     journal.event("run-start", as_of=options.now.isoformat(), sources=[s.name for s in sources],
-                  tool=f"retention {_version()}", by=actor())
+                  tool=f"retention {_version()}", by=actor(), state=rt.state.store_id())
     if clock_overridden is not None:
         journal.event("clock-override", as_of=options.now.isoformat(),
                       last_run_as_of=clock_overridden.isoformat(), by=actor())

@@ -131,6 +131,14 @@ inflight_table = sa.Table(
     sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+meta_table = sa.Table(
+    "retention_meta", metadata,
+    # This store's identity (name "store-id"), made once: every run-start line of the audit trail
+    # records it, so a run refuses a state store that is not the one the trail was written with.
+    sa.Column("name", sa.String(50), primary_key=True),
+    sa.Column("value", sa.String(200), nullable=False),
+)
+
 lock_table = sa.Table(
     "retention_lock", metadata,
     sa.Column("name", sa.String(50), primary_key=True),
@@ -426,6 +434,21 @@ class StateStore:
         if row is None or (last_run is not None and last_run[0] > row.seq):
             return last_run
         return (row.seq, row.hash)
+
+    def store_id(self) -> str:
+        """This state store's identity, made on first use (a store emptied or replaced gets a new one)."""
+        query = sa.select(meta_table.c.value).where(meta_table.c.name == "store-id")
+        with self.engine.connect() as conn:
+            found = conn.execute(query).scalar()
+        if found is None:
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(meta_table.insert().values(name="store-id", value=uuid.uuid4().hex))
+            except IntegrityError:
+                pass  # another process made it first: read theirs
+            with self.engine.connect() as conn:
+                found = conn.execute(query).scalar_one()
+        return str(found)
 
     # -- the hold fence --------------------------------------------------------------------------
     def enter_batch(self, run_id: str, source: str, batch: str) -> int:

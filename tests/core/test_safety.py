@@ -452,3 +452,20 @@ def test_a_source_reaching_another_through_a_bind_mount_is_an_overlap(retention_
     finally:
         subprocess.run(["umount", str(b)], check=True)
     assert (a / "acme" / "x").exists()
+
+
+def test_a_run_refuses_a_state_store_emptied_since_the_trails_last_run(retention_cli, make_policy, store_name):
+    """Adversary: `: > state.db` (or rm) dropped every CLI hold and erasure request; the next run
+    deleted the held data with exit 0, and `audit verify -c` passed."""
+    seed(store_name, alice__a=400)
+    path = make_policy()
+    assert retention_cli("holds", "place", "-c", str(path), "--id", "LH-1", "--kind", "legal", "--reason", "case",
+                         "--subject", "alice").exit_code == 0
+    with runtime(path) as rt:
+        enforce(rt, now=datetime.now(timezone.utc))
+    assert memory.exists(store_name, "alice/a")
+    (path.parent / "state.db").write_bytes(b"")  # emptied
+    for args in (["run", "-c", str(path)], ["run", "-c", str(path), "--dry-run"]):
+        result = retention_cli(*args)
+        assert result.exit_code == 2 and "is not the one the audit trail's last run used" in result.output
+    assert memory.exists(store_name, "alice/a")
