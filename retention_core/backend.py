@@ -127,6 +127,17 @@ class Backend(ABC):
         """
         return None
 
+    def address(self, source: Source, given: str) -> str | None:
+        """The location *source* lists for an address as people have it — an absolute path, an
+        ``s3://bucket/key`` URI — or None when *source* cannot hold it (the default: a backend
+        without such addresses). Lets ``explain`` and ``audit find`` ask only the right source."""
+        return None
+
+    def present(self, source: Source, location: str) -> bool | None:
+        """Whether *location* is in storage, when the backend can tell without a scan (fs);
+        None (the default) when only a scan can tell."""
+        return None
+
     def fingerprint(self, source: Source) -> str | None:
         """What identifies the storage *source* lists right now (default: its :meth:`territory`).
 

@@ -487,7 +487,7 @@ def explain_command(config: str, location: str, source_name: str | None, as_of: 
     now = _parse_date(as_of, "--as-of") or datetime.now(timezone.utc)
     with open_runtime(config) as rt:
         chosen = [rt.policy.source(source_name)] if source_name else list(rt.policy.sources)
-        places = locate(location, chosen, lambda s: rt.backend(s).territory(s))
+        places = locate(location, chosen, rt.backend)
         ctx = rt.context(now)
         every_hold = rt.holds(include_released=True)
         found, problems = [], []
@@ -954,7 +954,7 @@ def audit_find(config: str, location: str | None, subject: str | None, run_id: s
         places: tuple[tuple[str, str], ...] = ()
         if location is not None and (location.startswith("s3://") or os.path.isabs(location)):
             chosen = [rt.policy.source(source)] if source else list(rt.policy.sources)
-            found = evidence.locate(location, chosen, lambda s: rt.backend(s).territory(s), key="--location")
+            found = evidence.locate(location, chosen, rt.backend, key="--location")
             places, location = tuple((p.source.name, p.location) for p in found), None
         query = evidence.Query(location=location, places=places, subject=subject, run=run_id, source=source,
                                since=after)

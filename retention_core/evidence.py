@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .audit import expand, read
+from .backend import Backend
 from .errors import ConfigError
 from .model import Source, TrailOutcome
 from .report import csv_cell
@@ -168,60 +169,28 @@ class Place:
     present: bool | None = None
 
 
-def locate(location: str, sources: Iterable[Source], territory: Callable[[Source], str | None], *,
+def locate(location: str, sources: Iterable[Source], backend: Callable[[Source], Backend], *,
            key: str = "LOCATION") -> list[Place]:
     """The sources that can hold *location*, each with the location as it lists it.
 
-    An absolute path belongs to the fs sources whose root contains it (made relative to that
-    root); ``s3://bucket/key`` to the S3 sources whose bucket and prefix contain it (the key
-    is the location). Any other text is a location as the sources list it: every source may
-    hold it. A path or URI no source contains is a :class:`ConfigError` naming the territories.
+    An absolute path or an ``s3://bucket/key`` URI belongs to the sources whose backend maps it
+    to one of their locations (:meth:`~retention_core.backend.Backend.address`: an fs root that
+    contains the path, a bucket and prefix that contain the key). Any other text is a location
+    as the sources list it: every source may hold it. An address no source can hold is a
+    :class:`ConfigError` naming where each source lists.
     """
     chosen = list(sources)
-    if location.startswith("s3://"):
-        found = [Place(s, k) for s in chosen if (k := _s3_key(location, territory(s))) is not None]
-        kind = "S3 bucket and prefix"
-    elif os.path.isabs(location):
-        found = [place for s in chosen if (place := _fs_place(location, s, territory(s))) is not None]
-        kind = "fs root"
-    else:
-        return [Place(s, location, _present(territory(s), location)) for s in chosen]
+    if not (location.startswith("s3://") or os.path.isabs(location)):
+        return [Place(s, location, backend(s).present(s, location)) for s in chosen]
+    found = []
+    for source in chosen:
+        store = backend(source)
+        if (listed := store.address(source, location)) is not None:
+            found.append(Place(source, listed, store.present(source, listed)))
     if not found:
-        known = ", ".join(f"{s.name}: {t.strip()}" for s in chosen if (t := territory(s))) or "none can tell"
-        raise ConfigError(f"no source's {kind} contains {printable(location)!r} (sources: {known})", key=key)
+        known = ", ".join(f"{s.name}: {t.strip()}" for s in chosen if (t := backend(s).territory(s))) or "none can tell"
+        raise ConfigError(f"no source can hold {printable(location)!r} (sources: {known})", key=key)
     return found
-
-
-def _present(root: str | None, location: str) -> bool | None:
-    """Whether an fs source (its territory a root ending in ``/``) has anything at *location*; None
-    for other backends, where only a scan can tell."""
-    if root is None or not root.startswith("/") or not root.endswith("/") or location.startswith("/"):
-        return None
-    return os.path.lexists(root + location)
-
-
-def _s3_key(uri: str, where: str | None) -> str | None:
-    """The key of *uri* if the S3 territory *where* (``"<endpoint> s3://bucket/prefix"``) contains it."""
-    if where is None or " s3://" not in where:
-        return None
-    prefix = "s3://" + where.rpartition(" s3://")[2]
-    if not uri.startswith(prefix):
-        return None
-    return uri[len("s3://"):].partition("/")[2]
-
-
-def _fs_place(path: str, source: Source, root: str | None) -> Place | None:
-    """*path* relative to the fs *root* (a resolved directory with a trailing ``/``) containing it."""
-    if root is None or not root.startswith("/") or not root.endswith("/"):
-        return None
-    given = os.path.abspath(path)
-    # The root is resolved; resolve the path's directory the same way (not the file: a
-    # symlink named in a source is listed as itself, never followed).
-    resolved = os.path.join(os.path.realpath(os.path.dirname(given)), os.path.basename(given))
-    for candidate in (given, resolved):
-        if candidate.startswith(root) and len(candidate) > len(root):
-            return Place(source, candidate[len(root):], present=os.path.lexists(candidate))
-    return None
 
 
 # -- output ---------------------------------------------------------------------------------------

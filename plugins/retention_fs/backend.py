@@ -109,6 +109,22 @@ class FilesystemBackend(Backend):
         inside = mount_root.rstrip(b"/") + resolved[len(point.rstrip(b"/")):]
         return f"dev {device} " + os.fsdecode(inside).rstrip("/") + "/"
 
+    def address(self, source: Source, given: str) -> str | None:
+        """An absolute path under the root, relative to it (the path's directory resolved like
+        the root; the last part is not followed: a symlink is listed as itself)."""
+        if not os.path.isabs(given):
+            return None
+        root = os.path.realpath(self.root).rstrip("/") + "/"
+        plain = os.path.abspath(given)
+        resolved = os.path.join(os.path.realpath(os.path.dirname(plain)), os.path.basename(plain))
+        for candidate in (plain, resolved):
+            if candidate.startswith(root) and len(candidate) > len(root):
+                return candidate[len(root):]
+        return None
+
+    def present(self, source: Source, location: str) -> bool:
+        return os.path.lexists(os.path.join(self.root, location))
+
     def fingerprint(self, source: Source) -> str:
         """The root and its device and inode: an unmounted volume's empty mount point, or another
         directory put in the root's place, is not the storage an earlier intent was made in."""

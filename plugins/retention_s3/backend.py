@@ -100,6 +100,13 @@ class S3Backend(Backend):
             endpoint = f"{parts.scheme.lower()}://{parts.netloc.lower()}{parts.path.rstrip('/')}"
         return f"{endpoint or 'aws'} {self.settings.where}"
 
+    def address(self, source: Source, given: str) -> str | None:
+        """An ``s3://bucket/key`` URI of this source's bucket under its prefix: the key."""
+        if not given.startswith("s3://"):
+            return None
+        bucket, _, key = given[len("s3://"):].partition("/")
+        return key if bucket == self.settings.bucket and key.startswith(self.settings.prefix) and key else None
+
     def conditional_deletes(self) -> ConditionalDeletes:
         """Whether this endpoint enforces per-object ETags in DeleteObjects, probed once per instance.
 

@@ -136,7 +136,7 @@ def test_bad_input_is_one_line_and_exit_2(demo: Path) -> None:
     assert no_trail.exit_code == 2 and "audit trail does not exist" in no_trail.stderr
     enforce(demo)
     outside = invoke("audit", "find", "-c", demo, "--location", "/etc/passwd")
-    assert outside.exit_code == 2 and "--location: no source's fs root contains '/etc/passwd'" in outside.stderr
+    assert outside.exit_code == 2 and "--location: no source can hold '/etc/passwd'" in outside.stderr
     bad_date = invoke("audit", "find", "-c", demo, "--since", "yesterday")
     unknown = invoke("audit", "find", "-c", demo, "--source", "nope")
     for result in (outside, bad_date, unknown):
@@ -197,25 +197,40 @@ def test_explain_a_location_never_seen_is_still_an_error(demo: Path) -> None:
     never = invoke("explain", "-c", demo, "nobody/chat-1.txt")
     assert never.exit_code == 2 and "the audit trail shows no deletion of it" in never.stderr
     outside = invoke("explain", "-c", demo, "/etc/passwd")
-    assert outside.exit_code == 2 and "no source's fs root contains '/etc/passwd'" in outside.stderr
+    assert outside.exit_code == 2 and "no source can hold '/etc/passwd'" in outside.stderr
     s3 = invoke("explain", "-c", demo, "s3://bucket/tenants/acme/calls/x.wav")
-    assert s3.exit_code == 2 and "no source's S3 bucket and prefix contains" in s3.stderr
+    assert s3.exit_code == 2 and "no source can hold 's3://bucket/tenants/acme/calls/x.wav'" in s3.stderr
 
 
-def test_locate_picks_the_s3_source_by_bucket_and_prefix() -> None:
-    """The territories S3 sources report (endpoint, then s3://bucket/prefix) choose the source;
-    the location is the key, as the S3 backend lists it."""
-    sources = [Source("calls", "s3"), Source("archive", "s3"), Source("files", "fs"), Source("rows", "sql")]
-    territory = {"calls": "aws s3://media/tenants/", "archive": "http://127.0.0.1:9000 s3://media/archive/",
-                 "files": "/srv/files/", "rows": "sqlite:///x.db .calls\n"}.get
-    (place,) = locate("s3://media/tenants/acme/calls/1.wav", sources, lambda s: territory(s.name))
+def test_locate_asks_each_backend_which_location_an_address_is() -> None:
+    """Backend.address maps an address people have (an s3:// URI, an absolute path) to the
+    location a source lists; locate keeps the sources that can hold it."""
+
+    class Prefixed:
+        def __init__(self, scheme_prefix: str, strip: str) -> None:
+            self.scheme_prefix, self.strip = scheme_prefix, strip
+
+        def address(self, source: Source, given: str) -> str | None:
+            return given[len(self.strip):] if given.startswith(self.scheme_prefix) else None
+
+        def present(self, source: Source, location: str) -> None:
+            return None
+
+        def territory(self, source: Source) -> str:
+            return self.scheme_prefix
+
+    sources = [Source("calls", "s3"), Source("archive", "s3"), Source("files", "fs")]
+    backends = {"calls": Prefixed("s3://media/tenants/", "s3://media/"),
+                "archive": Prefixed("s3://media/archive/", "s3://media/"),
+                "files": Prefixed("/srv/files/", "/srv/files/")}
+    (place,) = locate("s3://media/tenants/acme/calls/1.wav", sources, lambda s: backends[s.name])
     assert (place.source.name, place.location) == ("calls", "tenants/acme/calls/1.wav")
-    (place,) = locate("s3://media/archive/2020/x", sources, lambda s: territory(s.name))
+    (place,) = locate("s3://media/archive/2020/x", sources, lambda s: backends[s.name])
     assert (place.source.name, place.location) == ("archive", "archive/2020/x")
-    (place,) = locate("/srv/files/a/b.txt", sources, lambda s: territory(s.name))
+    (place,) = locate("/srv/files/a/b.txt", sources, lambda s: backends[s.name])
     assert (place.source.name, place.location) == ("files", "a/b.txt")
-    with pytest.raises(Exception, match="S3 bucket and prefix"):
-        locate("s3://other/tenants/x", sources, lambda s: territory(s.name))
+    with pytest.raises(Exception, match="no source can hold"):
+        locate("s3://other/tenants/x", sources, lambda s: backends[s.name])
 
 
 def test_an_absolute_path_through_a_symlinked_directory(demo: Path, tmp_path: Path) -> None:
