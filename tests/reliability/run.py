@@ -194,20 +194,19 @@ def render(full: dict[str, Any], full_time: float, full_code: int, fast: dict[st
         f"| `holds place` returned while the batch was still stalled | **{_n(f, 'fence_returned_early')}** |",
         f"| held records lost (deleted after `holds place` returned, or deleted and not named) | "
         f"**{_n(f, 'fence_held_lost') + _n(f, 'hold_race_violations')}** |",
-        f"| records `holds place` named that a finished batch had deleted before the hold (known defect) | "
-        f"{_n(f, 'fence_named_before_hold')} |",
+        f"| records `holds place` named that were gone before the hold was stored (set-based only: a batch "
+        f"committed by the stalled statement's resume, not yet journalled) | {_n(f, 'fence_named_before_hold')} |",
         f"| overlapping source pairs (fs roots, S3 prefixes, one table twice) / refusals of validate, run, dry run | "
         f"{_n(f, 'overlap_pairs')} ({_per(f, 'overlap_pairs')}) / {_n(f, 'overlap_refusals')} |",
-        f"| records deleted by a run that overlapping sources should have stopped / by a known defect (below) | "
-        f"**{_n(f, 'overlap_deleted_when_refused')}** / {_n(f, 'overlap_deleted_known_defect')} |",
+        f"| records deleted by a run that overlapping sources should have stopped | "
+        f"**{_n(f, 'overlap_deleted_when_refused')}** |",
         f"| declared overlaps: runs / records a source-scoped hold covered that the other source deleted | "
         f"{_n(f, 'overlap_declared_runs')} / **{_n(f, 'overlap_held_lost')}** |",
         f"| recovery trials with the records unobservable (unreadable, match changed, unmounted, root moved) | "
         f"{_n(f, 'recovery_unseen_trials')} ({_per(f, 'recovery_unseen_trials')}); "
         f"{_n(f, 'recovery_carried_unknown')} intents carried as `unknown` |",
-        f"| deletions invented by recovery / by a known defect (below) / missing once a complete run settled | "
-        f"**{_n(f, 'deletions_invented')}** / {_n(f, 'deletions_invented_known_defect')} / "
-        f"**{_n(f, 'recovery_missing_after_settling')}** |",
+        f"| deletions invented by recovery / missing once a complete run settled | "
+        f"**{_n(f, 'deletions_invented')}** / **{_n(f, 'recovery_missing_after_settling')}** |",
         f"| runs with one hostile record (year-9999 and out-of-range dates, 1,000-deep directories, control "
         f"characters in S3 keys, `(a+)+`) / hostile records | {_n(f, 'hostile_runs')} ({_per(f, 'hostile_runs')}) / "
         f"{_n(f, 'hostile_records')} |",

@@ -166,8 +166,9 @@ def fence_trial(kind: str, trial: int, request: pytest.FixtureRequest, tmp_path:
         figures["fence_deleted_by_stalled_batch"] += len(named)
         figures["fence_returned_early"] += int(returned_early)
         figures["fence_held_lost"] += len(lost)
-        # Named, but gone before the hold was placed: deleted by a batch that had finished, not by
-        # the stalled one (see test_holds_place_names_only_what_the_stalled_batch_deleted).
+        # Named, but gone before the hold was stored: only on the set-based path, a batch committed by
+        # the resume that is now stalled (its outcome not journalled yet, so still in flight for the
+        # evidence; see test_holds_place_names_only_what_the_stalled_batch_deleted).
         earlier = named - deleted_in_scope
         figures["fence_named_before_hold"] += len(earlier)
         assert not returned_early, f"holds place returned while the batch was stalled: {placer.stdout}"
@@ -175,7 +176,7 @@ def fence_trial(kind: str, trial: int, request: pytest.FixtureRequest, tmp_path:
         assert code == 0, err
         assert not lost, f"records in the hold's scope deleted but not named by holds place: {sorted(lost)}"
         assert not earlier or kind == "sql-postgres-pushdown", \
-            f"holds place named records deleted before the hold was placed: {sorted(earlier)}"
+            f"holds place named records deleted before the hold was stored: {sorted(earlier)}"
         assert not named - earlier - deleted_in_scope, f"holds place named records still there: {sorted(named & after)}"
         assert len(effective) == 1 and effective[0]["deleted_in_scope"] == len(named), (effective, placed_out)
         assert "in effect after waiting for the deletion batch in flight" in placed_out, placed_out

@@ -129,20 +129,12 @@ def _marks(kind: str, variant: str) -> list[Any]:
     return marks
 
 
-#: Spellings of one territory the overlap check does not see through (open defects: it compares
-#: the option text, so the run deletes through the second source what a hold on the first protects).
-#: Variants pinned as open defects (none: territories compare normalized endpoints, resolved SQLite paths
-#: and default schemas).
-UNSEEN: dict[str, str] = {}
 PARAMS = [pytest.param(k, v, marks=_marks(k, v), id=f"{k}-{v}") for k, v in VARIANTS]
-REFUSE_PARAMS = [pytest.param(k, v, id=f"{k}-{v}", marks=[*_marks(k, v), *(
-    [pytest.mark.xfail(strict=True, reason=UNSEEN[f"{k}-{v}"])] if f"{k}-{v}" in UNSEEN else [])])
-    for k, v in VARIANTS]
 HOLD = [{"id": "LH-HELD", "kind": "legal", "scope": {"subject": "held"}, "reason": "standing hold"},
         {"id": "LH-INNER", "kind": "legal", "scope": {"source": "inner"}, "reason": "all the inner lists"}]
 
 
-@pytest.mark.parametrize(("kind", "variant"), REFUSE_PARAMS)
+@pytest.mark.parametrize(("kind", "variant"), PARAMS)
 def test_overlapping_sources_are_refused_and_nothing_is_deleted(kind, variant, request, tmp_path, figures):
     pair = _pair(kind, variant, request, tmp_path)
     try:
@@ -154,8 +146,7 @@ def test_overlapping_sources_are_refused_and_nothing_is_deleted(kind, variant, r
         figures["overlap_pairs"] += 1
         figures[f"overlap_pairs[{kind}]"] += 1
         figures["overlap_refusals"] += sum(1 for a in answers.values() if a.returncode == 2)
-        known = f"{kind}-{variant}" in UNSEEN
-        figures["overlap_deleted_known_defect" if known else "overlap_deleted_when_refused"] += len(deleted)
+        figures["overlap_deleted_when_refused"] += len(deleted)
         assert not deleted, f"deleted although the sources overlap: {sorted(deleted)}"
         for cmd, answer in answers.items():
             assert answer.returncode == 2, f"{cmd}: exit {answer.returncode}: {answer.stdout}{answer.stderr}"

@@ -129,13 +129,12 @@ def unseen_trial(variant: str, kill: str, tmp_path: Path, figures) -> None:
     actually = Counter(before - store.present())
     invented = journal - actually
     unknown = {e["location"] for e in trail(policy) if e.get("event") == "outcome" and e.get("outcome") == "unknown"}
-    if variant in ("unreadable", "match-changed"):  # (the other two: the open defects below)
+    if variant != "unmounted":  # (there the killed run's intents are read inside the namespace)
         figures["recovery_carried_unknown"] += len(hidden & unknown)
         assert hidden <= unknown, f"not journalled unknown although unobserved: {sorted(hidden - unknown)}"
     figures["recovery_unseen_trials"] += 1
     figures[f"recovery_unseen_trials[{variant}]"] += 1
-    known = (variant, kill) in UNSEEN_DEFECTS
-    figures["deletions_invented_known_defect" if known else "deletions_invented"] += sum(invented.values())
+    figures["deletions_invented"] += sum(invented.values())
     assert rerun_code in (0, 1), rerun_err
     assert "Traceback" not in rerun_err and "internal error" not in rerun_err, rerun_err
     assert not invented, f"journalled deleted, but still in storage (or twice): {sorted(invented)}"
@@ -157,10 +156,6 @@ def unseen_trial(variant: str, kill: str, tmp_path: Path, figures) -> None:
     assert verify_trail(policy)
 
 
-#: Open defects, pinned where they show: only the after-intent kill leaves records that are still in
-#: storage, so only there does a wrong "deleted" show as an invented deletion.
-#: Variants pinned as open defects (none: fixed by journalling each source's fingerprint with its intents).
-UNSEEN_DEFECTS: dict[tuple[str, str], str] = {}
 VARIANTS = ["unreadable", "match-changed", "unmounted", "root-moved"]
 
 
@@ -171,8 +166,6 @@ def _params(fast: bool) -> list[object]:
             if fast != (kill == "after-intent"):
                 continue
             marks = [] if fast else [pytest.mark.slow]
-            if (variant, kill) in UNSEEN_DEFECTS:
-                marks.append(pytest.mark.xfail(strict=True, reason=UNSEEN_DEFECTS[variant, kill]))
             out.append(pytest.param(variant, kill, marks=marks, id=f"{variant}-{kill}"))
     return out
 
