@@ -51,6 +51,17 @@ Each fix has a regression test in this folder (they were first pinned as strict 
 12. An absurd `Max-Age` overflowed `timedelta`: clamped.
 13. A lock held by a crashed run on another host (or a reused pid) blocked forever: locks carry a
     heartbeat and are taken over when stale, and a run whose lock was taken stops.
+14. The set-based path kept every batch of a source registered in the hold fence until the
+    source's last batch, so `holds place` during a push-down run waited for the whole source and
+    named, as deleted by the batch in flight, records that batches finished long before had
+    deleted: a registration now spans selection, commit and journalled outcome.
+15. The overlap check compared option text: one bucket through the endpoint spelled with a
+    trailing slash, one SQLite file through a path with `/./`, one PostgreSQL table with and
+    without `schema: public` were not seen as overlapping, and the second source deleted what a
+    hold on the first protected: endpoints, resolved paths and default schemas are compared.
+16. Recovery journalled `deleted` for open intents when the fs root's volume was not mounted
+    (an empty mount point) or the root had been moved to an empty directory: each intent now
+    carries the storage it was made in, and a listing of other storage is not evidence.
 """
 
 
