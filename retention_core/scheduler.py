@@ -612,8 +612,13 @@ def _settle_requests(rt: Runtime, report: RunReport, now: datetime) -> None:
                 f"erasure request {request.id} for {printable(request.subject)} stays open: "
                 f"{', '.join(hiding)} could not be listed completely (see its listing problems)")
             continue
-        owed, held = report.spool.subject_status(request.subject)
-        if owed == 0:
+        owed, held, kept = report.spool.subject_status(request.subject)
+        if kept:
+            report.warnings.append(
+                f"erasure request {request.id} for {printable(request.subject)} stays open: {kept} of its records "
+                "were kept or skipped by the policy (an unknown category, or a subject the subjects source no "
+                "longer lists); `retention explain` says why for each")
+        elif owed == 0:
             # On the run's clock, which also judged it overdue: done after its due date is "late".
             rt.state.mark_requests(request.subject, report.run_id, now, held)
 

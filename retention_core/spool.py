@@ -166,17 +166,19 @@ class Spool:
         for row in self._db.execute(query):
             yield _item(row)
 
-    def subject_status(self, subject: str) -> tuple[int, int]:
-        """(records of *subject* still owed, records of *subject* held)."""
+    def subject_status(self, subject: str) -> tuple[int, int, int]:
+        """Records of *subject*: (still owed: to delete and not yet gone; held: under a hold or
+        refused by storage; kept: decided keep or skip — an unknown category, a subject the
+        subjects source no longer lists —, which an erasure request cannot be done with)."""
         self._flush()
-        owed = self._db.execute(
-            "SELECT COUNT(*) FROM items WHERE subject = ? AND subject_hex IS ? AND action IN ('delete','anonymize')"
-            " AND (outcome IS NULL OR outcome IN ('failed', 'changed'))", _key_text(subject)).fetchone()[0]
-        held = self._db.execute(
-            "SELECT COUNT(*) FROM items WHERE subject = ? AND subject_hex IS ?"
-            " AND (action = 'hold' OR outcome = 'refused')",
-            _key_text(subject)).fetchone()[0]
-        return int(owed), int(held)
+        owed, held, kept = self._db.execute(
+            "SELECT"
+            " COALESCE(SUM(action IN ('delete','anonymize') AND (outcome IS NULL OR outcome IN ('failed', 'changed'))"
+            "     AND outcome IS NOT 'refused'), 0),"
+            " COALESCE(SUM(action = 'hold' OR outcome = 'refused'), 0),"
+            " COALESCE(SUM(action IN ('keep', 'skip')), 0)"
+            " FROM items WHERE subject = ? AND subject_hex IS ?", _key_text(subject)).fetchone()
+        return int(owed), int(held), int(kept)
 
 
 def _key_text(value: str) -> tuple[str, str | None]:

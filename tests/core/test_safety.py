@@ -469,3 +469,17 @@ def test_a_run_refuses_a_state_store_emptied_since_the_trails_last_run(retention
         result = retention_cli(*args)
         assert result.exit_code == 2 and "is not the one the audit trail's last run used" in result.output
     assert memory.exists(store_name, "alice/a")
+
+
+def test_an_erasure_request_stays_open_while_records_of_the_subject_are_kept_or_skipped(make_policy, store_name):
+    """Adversary: a request read `done` while a record of an unknown category (skip) — or of a
+    subject the subjects source no longer lists — was still there."""
+    seed(store_name, alice__call__a=1, alice__nocategory__b=1)
+    path = make_policy(sources=[{**source(store_name), "match": r"(?P<subject>[^/]+)/(?P<category>[^/]+)/.+"}])
+    with runtime(path) as rt:
+        rt.state.add_request("alice", "ctl-a", NOW - timedelta(days=1))
+        with run(rt, RunOptions(now=NOW)) as report:
+            warnings = list(report.warnings)
+        (request,) = rt.state.requests()
+    assert not memory.exists(store_name, "alice/call/a") and memory.exists(store_name, "alice/nocategory/b")
+    assert request.done_at is None and any("1 of its records were kept or skipped" in w for w in warnings)
