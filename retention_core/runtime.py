@@ -39,6 +39,8 @@ class Runtime:
         self.plugins = plugins or load_plugins()
         self._backends: dict[str, Backend] = {}
         self._hold_trail: AuditTrail | None = None  # opened when a hold source first changes
+        self._config_holds = policy.holds
+        self._policy_seen = _file_identity(policy.path)
 
     @classmethod
     def open(cls, config: str | Path, plugins: Plugins | None = None) -> Runtime:
@@ -168,7 +170,7 @@ class Runtime:
         # POLICY_FILE): released, with who, when and why, while the file still names it.
         # Once removed from the file it is still listed, released, as the file's.
         released = {h.id: replace(h, origin="config") for h in own if h.placed_by == POLICY_FILE and not h.active}
-        found: list[Hold] = [released.pop(h.id, h) for h in self.policy.holds]
+        found: list[Hold] = [released.pop(h.id, h) for h in self.config_holds()]
         found += [released.get(h.id, h) for h in own if h.id in released or h.placed_by != POLICY_FILE or h.active]
         try:
             found += read_holds(self.hold_sources, self.state, self._journal_holds,
@@ -176,6 +178,19 @@ class Runtime:
         except ConfigError as exc:
             raise exc.located(file=exc.file or str(self.policy.path)) from None
         return tuple(h for h in found if include_released or h.active)
+
+    def config_holds(self) -> tuple[Hold, ...]:
+        """The policy file's ``holds:``, read again when the file changes: a hold added to it
+        while a run is going on protects every record not yet deleted, as one placed with the
+        CLI does. A hold removed from it mid-run keeps protecting until the run ends; an edit
+        that does not load stops the run (before its next batch)."""
+        seen = _file_identity(self.policy.path)
+        if seen != self._policy_seen:
+            self._policy_seen = seen
+            fresh = load_policy(self.policy.path).holds
+            kept = {h.id for h in fresh}
+            self._config_holds = fresh + tuple(h for h in self._config_holds if h.id not in kept)
+        return self._config_holds
 
     def _unusable_hold(self, hold: Hold) -> str | None:
         """Why a hold from a source cannot be applied as written (it would silently cover nothing)."""
@@ -263,3 +278,12 @@ def classify(records: Iterable[Record | Problem], source: Source,
             record = Record(record.source, record.location, record.created, record.size,
                             record.version, subject, category, record.stamp)
         yield record
+
+
+def _file_identity(path: Path) -> tuple[int, int, int, int] | None:
+    """What changes when a file is edited or replaced (device, inode, size, mtime); None if gone."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns

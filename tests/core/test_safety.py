@@ -49,11 +49,19 @@ class Unlistable(InMemoryBackend):
         yield from super().scan(source)
 
 
+class OneByOne(InMemoryBackend):
+    """One record a batch: what happens between batches of one run is visible."""
+
+    name = "onebyone"
+    batch_size = 1
+
+
 class SafetyPlugin:
     @hookimpl
     def retention_register_backends(self, register):
         register(Paused)
         register(Unlistable)
+        register(OneByOne)
 
 
 def runtime(path) -> Runtime:
@@ -483,3 +491,28 @@ def test_an_erasure_request_stays_open_while_records_of_the_subject_are_kept_or_
         (request,) = rt.state.requests()
     assert not memory.exists(store_name, "alice/call/a") and memory.exists(store_name, "alice/nocategory/b")
     assert request.done_at is None and any("1 of its records were kept or skipped" in w for w in warnings)
+
+
+def test_a_hold_added_to_the_policy_file_mid_run_protects_the_rest_of_the_run(make_policy, store_name):
+    """Adversary: a static hold written into policy.yaml while a run was deleting was ignored for
+    the rest of that run (98,000 held files deleted)."""
+    import yaml
+
+    seed(store_name, alice__a=400, alice__b=400, alice__c=400)
+    path = make_policy(sources=[source(store_name, "onebyone")], limits={"max_fraction": 1.0})
+
+    class EditsThePolicy:
+        done = False
+
+        @hookimpl
+        def retention_after_delete(self, outcomes, context):
+            if not EditsThePolicy.done:
+                EditsThePolicy.done = True
+                raw = yaml.safe_load(path.read_text())
+                raw["holds"] = [{"id": "LH-STATIC", "kind": "legal", "scope": {"subject": "alice"}, "reason": "x"}]
+                path.write_text(yaml.safe_dump(raw))
+
+    with Runtime.open(path, load_plugins(extra=[memory, SafetyPlugin(), EditsThePolicy()])) as rt:
+        enforce(rt)
+    left = sorted(k for k in ("alice/a", "alice/b", "alice/c") if memory.exists(store_name, k))
+    assert len(left) == 2  # the first batch was gone before the edit; the rest is held
