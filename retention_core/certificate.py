@@ -16,7 +16,7 @@ of the request's subject, from every run that touched them, and the request's ow
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from html import escape
@@ -45,7 +45,19 @@ LOGICAL = ("Logical deletion through the storage system's API. This is not a med
 VERIFICATION = ("Per-record outcome reported by the storage API for each deletion request (deleted, "
                 "already gone, refused, failed), journalled after the call in the hash-chained audit "
                 "trail; the trail was verified intact when this certificate was produced. Storage was "
-                "not re-read or sampled after deletion.")
+                "not re-read or sampled after deletion. Outcomes marked 'inferred' were not reported by "
+                "storage: a run that crashed journalled its intent, and a later run found the record "
+                "absent from a complete listing of the same storage (it may have been moved, not deleted).")
+
+#: The certificate's name for a deletion recovery inferred from absence (see :data:`VERIFICATION`).
+INFERRED = "deleted (inferred: absent after a crash)"
+
+
+def certified_outcome(entry: Mapping[str, Any]) -> str:
+    """The outcome as the certificate states it: a deletion settled by a later run's recovery
+    (its line carries ``settled_by``) is inferred from absence, not reported by storage."""
+    status = str(entry.get("outcome"))
+    return INFERRED if status == "deleted" and entry.get("settled_by") else status
 
 
 @dataclass
@@ -103,7 +115,7 @@ class Certificate:
                        **({"location_hex": entry["location_hex"]} if entry.get("location_hex") else {}),
                        "version": entry.get("version"), "subject": entry.get("subject"),
                        "category": entry.get("category"), "action": entry.get("action"),
-                       "outcome": entry.get("outcome"), "error": entry.get("error"), "time": entry.get("time"),
+                       "outcome": certified_outcome(entry), "error": entry.get("error"), "time": entry.get("time"),
                        "audit_seq": entry.get("seq"), "audit_hash": entry.get("hash")}
 
     def header(self) -> dict[str, Any]:
@@ -179,7 +191,7 @@ def build(trail: Path, run_id: str, *, expect: Head | None = None, actor: str | 
             cert.intents += sum(1 for _ in expand(entry))
         elif event == "outcome":
             for each in expand(entry):
-                status = str(each.get("outcome"))
+                status = certified_outcome(each)
                 cert.totals[status] = cert.totals.get(status, 0) + 1
         elif event == "run-end":
             cert.finished = str(entry.get("time"))
@@ -270,7 +282,7 @@ def _count(cert: Certificate, entry: dict[str, Any], starts: dict[str, dict[str,
         return
     run["records"] += len(mine)
     for each in mine:
-        status = str(each.get("outcome"))
+        status = certified_outcome(each)
         cert.totals[status] = cert.totals.get(status, 0) + 1
 
 

@@ -68,7 +68,10 @@ class Journal:
         for entry in settled:
             groups.setdefault((entry["run_id"], entry["source"], entry["action"]), []).append(
                 [entry.get(k) for k in OUTCOME_FIELDS])
-        self.trail.append([batch_entry("outcome", *group, rows) for group, rows in groups.items()])
+        lines = [batch_entry("outcome", *group, rows) for group, rows in groups.items()]
+        for line in lines:  # a later run's inference from absence, not storage's report
+            line["settled_by"] = self.run_id
+        self.trail.append(lines)
 
     def unsettled(self, record: Record, decision: Decision) -> dict[str, Any]:
         """A failed deletion's intent as the state store keeps it until a later run settles it."""

@@ -516,3 +516,26 @@ def test_a_hold_added_to_the_policy_file_mid_run_protects_the_rest_of_the_run(ma
         enforce(rt)
     left = sorted(k for k in ("alice/a", "alice/b", "alice/c") if memory.exists(store_name, k))
     assert len(left) == 2  # the first batch was gone before the edit; the rest is held
+
+
+def test_a_certificate_marks_deletions_recovery_inferred_from_absence(make_policy, store_name):
+    """Adversary: after a crash, files moved out of the root were journalled deleted by the next
+    run and certified as 'Per-record outcome reported by the storage API'."""
+    from retention_core.audit import trail_for
+    from retention_core.certificate import INFERRED, build
+    from retention_core.journal import Journal
+    from retention_core.model import Action, Decision
+
+    seed(store_name, alice__a=400)
+    path = make_policy()
+    with runtime(path) as rt:
+        rt.state.start_run("crashed-run", NOW, dry_run=False)
+        record = next(iter(rt.records(rt.policy.sources[0])))
+        journal = Journal(trail_for(rt.policy.audit, rt.state), "crashed-run")
+        journal.event("run-start", as_of=NOW.isoformat(), sources=["calls"])
+        journal.intent("calls", Action.DELETE, [(record, Decision(Action.DELETE, "due"))], "b1")
+        memory.get_store(store_name).items.pop("alice/a")  # moved away, say
+        enforce(rt)
+    cert = build(path.parent / "audit.jsonl", "crashed-run", run_status="crashed")
+    assert cert.totals == {INFERRED: 1}
+    assert [r["outcome"] for r in cert.records()] == [INFERRED]
