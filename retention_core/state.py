@@ -455,7 +455,7 @@ class StateStore:
         """Register a deletion batch as in flight; committed before the batch reads holds."""
         with self.engine.begin() as conn:
             key = conn.execute(inflight_table.insert().values(
-                run_id=run_id, source=source, batch=batch, host=socket.gethostname(), pid=os.getpid(),
+                run_id=run_id, source=source, batch=batch, host=host_id(), pid=os.getpid(),
                 started_at=datetime.now(timezone.utc))).inserted_primary_key
         assert key is not None
         return int(key[0])
@@ -477,7 +477,7 @@ class StateStore:
         # Batches run only under the run lock: a batch of a run that no longer owns it, or whose
         # owner is dead or stale, cannot delete any more and is not waited for (its open intent
         # is settled by the next run).
-        if owner is None or self._takeover_reason(owner, socket.gethostname(), datetime.now(timezone.utc)):
+        if owner is None or self._takeover_reason(owner, host_id(), datetime.now(timezone.utc)):
             return []
         return [row for row in rows if row.run_id == owner.run_id]
 
@@ -502,7 +502,7 @@ class StateStore:
         return owner == run_id
 
     def _acquire(self, run_id: str) -> None:
-        host, pid = socket.gethostname(), os.getpid()
+        host, pid = host_id(), os.getpid()
         row = None
         for _ in range(5):  # each retry follows a takeover or a lock released meanwhile
             now = datetime.now(timezone.utc)
@@ -613,6 +613,17 @@ def _request(row: sa.Row) -> ErasureRequest:
                           done_at=utc(row.done_at), done_run=row.done_run, held_remaining=row.held_remaining or 0,
                           ticket=row.ticket, withdrawn_at=utc(row.withdrawn_at), withdrawn_by=row.withdrawn_by,
                           withdraw_reason=row.withdraw_reason)
+
+
+def host_id() -> str:
+    """This host as the lock sees it: the host name, and the PID namespace when there is one, so
+    a process in another container or ``unshare --pid`` on the same host — whose pids this one
+    cannot see — is never taken for dead (its lock goes stale by heartbeat instead)."""
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return socket.gethostname()
+    return f"{socket.gethostname()} pidns:{namespace}"
 
 
 def _alive(pid: int) -> bool:

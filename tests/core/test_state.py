@@ -8,7 +8,7 @@ import sqlalchemy as sa
 
 from retention_core.errors import ConfigError, LockedError
 from retention_core.model import HoldScope
-from retention_core.state import StateStore, lock_table
+from retention_core.state import StateStore, host_id, lock_table
 
 UTC = timezone.utc
 
@@ -73,11 +73,22 @@ def test_a_dead_process_lock_is_taken_over(store):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     pid = int(dead.stdout)
     with store.engine.begin() as conn:
-        conn.execute(lock_table.insert().values(name="run", run_id="crashed", host=os.uname().nodename,
+        conn.execute(lock_table.insert().values(name="run", run_id="crashed", host=host_id(),
                                                 pid=pid, acquired_at=datetime.now(UTC)))
     with store.lock("run-2"):
         with store.engine.connect() as conn:
             assert conn.execute(sa.select(lock_table.c.run_id)).scalar() == "run-2"
+
+
+def test_a_lock_from_another_pid_namespace_on_this_host_is_not_taken_for_dead(store):
+    """Adversary: a run started under `unshare --pid` took the lock of a live run (its pid is not
+    visible from another PID namespace, so it looked dead)."""
+    with store.engine.begin() as conn:
+        conn.execute(lock_table.insert().values(name="run", run_id="in-a-container",
+                                                host=f"{os.uname().nodename} pidns:1", pid=2 ** 22 + 7,
+                                                acquired_at=datetime.now(UTC), refreshed_at=datetime.now(UTC)))
+    with pytest.raises(LockedError, match="in-a-container"), store.lock("run-2"):
+        pass
 
 
 def test_a_live_lock_on_another_host_is_respected(store):
