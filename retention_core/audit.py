@@ -34,7 +34,7 @@ from datetime import datetime, timezone
 from itertools import repeat
 from operator import itemgetter, ne
 from pathlib import Path
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 from .errors import ConfigError, RetentionError
 
@@ -414,6 +414,9 @@ def verify(path: Path, *, expect: Head | None = None, key: TrailKey | None = Non
     walk = _Walk()
     count = 0
     try:
+        if path.exists() and not path.is_file():  # a FIFO or a device would block or never end
+            raise ConfigError("cannot read the audit trail: it is a directory, FIFO or device, not a regular file",
+                              file=str(path))
         handle = path.open("rb")
     except FileNotFoundError:
         return VerifyResult(False, 0, Head(0, GENESIS), f"audit trail {path} does not exist")
@@ -425,7 +428,7 @@ def verify(path: Path, *, expect: Head | None = None, key: TrailKey | None = Non
                             key is not None, tuple(walk.repairs))
 
     with handle:
-        for number, raw in enumerate(handle, start=1):
+        for number, raw in _numbered_lines(handle, path):
             problem = _check_line(raw, number, walk, key)
             if problem:
                 return result(False, problem, number)
@@ -442,6 +445,14 @@ def verify(path: Path, *, expect: Head | None = None, key: TrailKey | None = Non
         return result(False, f"line seq {expect.seq} does not carry the hash the state store recorded "
                              "(the trail was rewritten)", expect.seq)
     return result(True)
+
+
+def _numbered_lines(handle: IO[bytes], path: Path) -> Iterator[tuple[int, bytes]]:
+    """The file's lines, numbered from 1; a read error (/proc files, a failing disk) is one line."""
+    try:
+        yield from enumerate(handle, start=1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read the audit trail: {exc.strerror or exc}", file=str(path)) from None
 
 
 def _check_line(raw: bytes, number: int, walk: _Walk, key: TrailKey | None) -> str | None:

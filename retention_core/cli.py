@@ -279,6 +279,12 @@ def run_command(config: str, dry_run: bool, as_of: str | None, sources: tuple[st
     started = time.time()
     report: RunReport | None = None
     code = 2
+    if metrics_file:  # now, not after the deletions
+        try:
+            check_writable(Path(metrics_file), key="--metrics-file")
+        except ConfigError as exc:
+            raise ConfigError(f"cannot write metrics file {metrics_file!r}: {exc.detail}",
+                              key="--metrics-file") from None
     try:
         report, code = _run(config, dry_run, as_of, sources, reports, RunOptions(
             now=datetime.now(timezone.utc), trust_clock=trust_clock, max_delete=max_delete,
@@ -561,6 +567,9 @@ def holds_place(config: str, hold_id: str, kind: str, reason: str, subject: str 
     for key, value in (("--subject", subject), ("--category", category), ("--source", source)):
         if value is not None and not value.strip():
             raise ConfigError("expected a non-empty value: an empty scope value matches no record", key=key)
+        if value is not None:
+            _utf8(value, key)
+    _reason(reason)
     with open_runtime(config) as rt:
         if category is not None and category not in rt.policy.categories:
             raise ConfigError(f"unknown category {category!r} (categories: {', '.join(rt.policy.categories)})",
@@ -581,6 +590,22 @@ def holds_place(config: str, hold_id: str, kind: str, reason: str, subject: str 
         if warning := _unknown_subject(rt, hold.scope):
             logs.event("warning", warning, level=logging.WARNING, hold=hold.id)
         _fence(rt, trail, hold, wait_seconds)
+
+
+def _reason(reason: str) -> None:
+    """A hold's or release's reason is evidence: an empty one says nothing to whoever reads it."""
+    if not reason.strip():
+        raise ConfigError("expected a reason (the case, the ticket …): it is kept with the hold", key="--reason")
+    _utf8(reason, "--reason")
+
+
+def _utf8(value: str, key: str) -> None:
+    """Text the state store and the trail keep must be UTF-8 (a shell can pass undecodable bytes)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigError(f"expected UTF-8 text, found {printable(value)!r} (hold data with such names by "
+                          "--source or --category)", key=key) from None
 
 
 def _fence(rt: Runtime, trail: AuditTrail, hold: Hold, wait_seconds: float) -> None:
@@ -615,6 +640,7 @@ def holds_release(config: str, hold_id: str, reason: str) -> None:
     and why, is kept in the state store and journalled, and the file's hold stays released
     (remove it from the file when convenient; its id cannot be used again).
     """
+    _reason(reason)
     with open_runtime(config) as rt:
         in_file = next((h for h in rt.policy.holds if h.id == hold_id), None)
         trail = trail_for(rt.policy.audit, rt.state)  # a trail that cannot be written fails before the release

@@ -62,6 +62,8 @@ EXPIRED = "rule expiry"
 NOT_YET_DUE = "keep: not yet due"
 NOT_STARTED = "keep: clock not started"
 NEVER_DUE = "keep: due beyond the calendar"
+#: How a KEEP reason ends when the due date is past year 9999 (``retention plan`` counts it as later).
+BEYOND_CALENDAR = "ends beyond the calendar (after 9999-12-31)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +118,7 @@ class Clock:
         rule = f"{category.retain} after {'service end' if category.after == SERVICE_END else 'creation'}"
         self._rule = rule
         self._expired = f"retention {rule} expired"
-        self._never = Decision(KEEP, f"kept: retention {rule} ends beyond the calendar (after 9999-12-31)")
+        self._never = Decision(KEEP, f"kept: retention {rule} {BEYOND_CALENDAR}")
 
     def due(self, start: datetime) -> datetime | None:
         """When a record whose clock started at *start* is due; None past the calendar (never).

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from .engine import BEYOND_CALENDAR
 from .model import Action, Decision, Record
 from .report import csv_cell
 
@@ -92,7 +93,9 @@ class Forecast:
         elif action is Action.SKIP:
             self.skipped.add(record)
         elif decision.due is None:
-            self.undated.add(record)
+            # No date: the clock has not started — or retention ends beyond the calendar (year
+            # 9999), which is later, not undated.
+            (self.later if decision.reason.endswith(BEYOND_CALENDAR) else self.undated).add(record)
         elif decision.due <= self.now:  # only if the caller mixes clocks; it is due, not future
             self.due_now.setdefault(category, Volume()).add(record)
         elif decision.due > self.until:

@@ -124,6 +124,9 @@ def run(rt: Runtime, options: RunOptions) -> RunReport:
                 overridden = _check_clock(rt, options)
                 _enforce(rt, sources, ctx, report, options, overridden)
         report.erasure_requests = rt.state.requests()
+        # Holds as they stand at the end: one that appeared mid-run (CLI, policy file, hold
+        # source) protected records, and the summary names it.
+        report.holds = list(rt.holds(include_released=True))
         report.finished_at = datetime.now(timezone.utc)
         return report
     except BaseException as exc:
@@ -364,6 +367,13 @@ def _count_surveyed(stats: SourceStats, survey: Survey, plan: Cutoffs, source: S
     stats.protected.update(protected_by(source, ctx, survey))
     stats.decisions[Action.HOLD.value] += survey.held
     stats.decisions[Action.KEEP.value] += survey.total - survey.due - survey.held
+    if survey.problems:  # rows storage holds but cannot be read as records (a NULL created …)
+        stats.problems += survey.problems
+        stats.problem_subjects.add(None)
+        stats.problem_samples.append(f"{survey.problems} row(s) counted in storage that cannot be listed as "
+                                     "records (run with --report to name them)")
+        stats.decisions[Action.SKIP.value] += survey.problems
+        stats.scanned += survey.problems  # as a scan counts them
 
 
 def _batches(rt: Runtime, backend: Backend, source: Source, report: RunReport, journal: Journal,

@@ -187,6 +187,8 @@ def csv_subjects(options: Options) -> Iterator[Subject]:
     except UnicodeDecodeError as exc:
         raise ConfigError(f"expected UTF-8 text, found byte 0x{exc.object[exc.start]:02x} at offset {exc.start}",
                           file=str(path)) from None
+    except OSError as exc:  # /proc files, a disk error: one line, not a traceback
+        raise ConfigError(f"cannot read: {exc.strerror or exc}", file=str(path)) from None
 
 
 def sql_subjects(options: Options) -> Iterator[Subject]:

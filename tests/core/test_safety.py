@@ -539,3 +539,23 @@ def test_a_certificate_marks_deletions_recovery_inferred_from_absence(make_polic
     cert = build(path.parent / "audit.jsonl", "crashed-run", run_status="crashed")
     assert cert.totals == {INFERRED: 1}
     assert [r["outcome"] for r in cert.records()] == [INFERRED]
+
+
+def test_small_input_holes_are_one_line_errors(retention_cli, make_policy, tmp_path):
+    """Adversary: an empty hold reason was accepted; a non-UTF-8 --subject and a trail or
+    subjects file that cannot be read were internal errors; `audit verify` on a FIFO hung;
+    an unwritable --metrics-file failed only after the deletions."""
+    import os
+
+    path = make_policy()
+    base = ["holds", "place", "-c", str(path), "--id", "LH-1", "--kind", "legal"]
+    empty = retention_cli(*base, "--reason", " ", "--subject", "alice")
+    assert empty.exit_code == 2 and "--reason" in empty.output
+    odd = retention_cli(*base, "--reason", "r", "--subject", "caf\udcff")
+    assert odd.exit_code == 2 and "expected UTF-8 text" in odd.output and "internal error" not in odd.output
+    fifo = tmp_path / "trail.fifo"
+    os.mkfifo(fifo)
+    verify = retention_cli("audit", "verify", str(fifo))
+    assert verify.exit_code == 2 and "not a regular file" in verify.output
+    metrics = retention_cli("run", "-c", str(path), "--metrics-file", str(tmp_path / "subjects.csv" / "m.prom"))
+    assert metrics.exit_code == 2 and "--metrics-file" in metrics.output
