@@ -14,7 +14,7 @@ from __future__ import annotations
 import csv
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
-from datetime import date, datetime, time, timezone, tzinfo
+from datetime import datetime, timezone, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from .options import Options
 from .policy import HOLD_ID, HOLD_KINDS
 from .sqlread import Table, open_table, read_columns, read_zone
 from .state import StateStore, actor, holds_table, source_holds_table, utc
+from .subjects import instant_cell
 
 #: The fields of a hold row; the scope fields name what it covers (at least one is given).
 FIELDS = ("id", "kind", "scope_subject", "scope_category", "scope_source", "reason", "placed_by", "placed_at",
@@ -76,30 +77,8 @@ def hold_from(row: Mapping[str, Any], zone: tzinfo | None, names: Mapping[str, s
         raise ValueError(f"{label('status')}: expected {ACTIVE}, {RELEASED} or empty, found {status!r}")
     now = datetime.now(timezone.utc)
     return Hold(id=hold_id, kind=kind, scope=scope, reason=reason, placed_by=text("placed_by"),
-                placed_at=_placed_at(row.get("placed_at"), zone, label("placed_at")),
+                placed_at=instant_cell(row.get("placed_at"), zone, label("placed_at"), "hold source"),
                 released_at=now if status == RELEASED else None)
-
-
-def _placed_at(value: Any, zone: tzinfo | None, label: str) -> datetime | None:
-    """When the case system placed it: informational, but a time without a zone still needs one."""
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    if isinstance(value, str):
-        try:
-            value = (date.fromisoformat(value.strip()) if len(value.strip()) == 10
-                     else datetime.fromisoformat(value.strip().replace("Z", "+00:00")))
-        except ValueError:
-            raise ValueError(f"{label}: expected an ISO date or datetime, or empty, found {value.strip()!r}") from None
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            if zone is None:
-                raise ValueError(f"{label}: {value.isoformat(sep=' ')} has no time zone; declare it with the hold "
-                                 "source option timezone (e.g. timezone: UTC)")
-            value = value.replace(tzinfo=zone)
-        return value.astimezone(timezone.utc)
-    if isinstance(value, date):
-        return datetime.combine(value, time(), tzinfo=zone or timezone.utc)
-    raise ValueError(f"{label}: expected a date or timestamp, found {type(value).__name__}")
 
 
 # -- the built-in sources ----------------------------------------------------------------------------------

@@ -252,13 +252,15 @@ def subject_from(row: Mapping[str, Any], zone: tzinfo | None, names: Mapping[str
         if not value.isprintable():
             raise ValueError(f"{label(field)}: expected printable text, found {value!r}")
     return Subject(id=sid, controller=controller or None,
-                   service_ended_at=_ended(row.get("service_ended_at"), zone, label("service_ended_at")),
+                   service_ended_at=instant_cell(row.get("service_ended_at"), zone, label("service_ended_at"),
+                                                 "subjects"),
                    minor=_minor(row.get("minor"), label("minor")))
 
 
-def _ended(value: Any, zone: tzinfo | None, label: str) -> datetime | None:
-    """A service end as aware UTC: a date is that day's start (in *zone*, else UTC); a time of
-    day without an offset needs *zone*."""
+def instant_cell(value: Any, zone: tzinfo | None, label: str, owner: str) -> datetime | None:
+    """A date or timestamp cell (CSV text or a database value) as aware UTC, or None when empty:
+    a date is that day's start (in *zone*, else UTC); a time of day without an offset needs
+    *zone*, declared with the ``timezone`` option of *owner* (``subjects``, ``hold source``)."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     if isinstance(value, str):
@@ -272,7 +274,7 @@ def _ended(value: Any, zone: tzinfo | None, label: str) -> datetime | None:
         if value.tzinfo is None:
             if zone is None:
                 raise ValueError(f"{label}: {value.isoformat(sep=' ')} has no time zone; declare the zone it is "
-                                 "written in with the subjects option timezone (e.g. timezone: UTC)")
+                                 f"written in with the {owner} option timezone (e.g. timezone: UTC)")
             value = value.replace(tzinfo=zone)
     elif isinstance(value, date):
         value = datetime.combine(value, time(), tzinfo=zone or timezone.utc)
