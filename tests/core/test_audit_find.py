@@ -9,42 +9,25 @@ import csv
 import io
 import json
 import os
-import shutil
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 
-from retention_core import cli as cli_module
 from retention_core.audit import AuditTrail, batch_entry
 from retention_core.evidence import locate
 from retention_core.model import Source
+from tests.support import demo_copy, invoke, ok
 
-REPO = Path(__file__).resolve().parents[2]
-DEMO = REPO / "config" / "demo"
 KID = "umbrella-kid"  # a minor in the demo: every record of the kid is due
 
 
 @pytest.fixture
 def demo(tmp_path: Path) -> Path:
-    target = tmp_path / "demo"
-    shutil.copytree(DEMO, target, ignore=shutil.ignore_patterns(".retention"))
-    policy = target / "policy.yaml"
-    policy.write_text(policy.read_text().replace("max_fraction: 0.5", "max_fraction: 0.9"))
-    return policy
-
-
-def invoke(*args: str | Path) -> Any:
-    return CliRunner().invoke(cli_module.cli, [str(a) for a in args], catch_exceptions=False)
-
-
-def ok(*args: str | Path) -> Any:
-    result = invoke(*args)
-    assert result.exit_code == 0, result.output
-    return result
+    """A private copy of the fs demo, its limits raised so that an erasure may delete a tenant."""
+    return demo_copy(tmp_path)
 
 
 def enforce(policy: Path) -> str:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sqlite3
 import uuid
 from collections.abc import Iterator
@@ -16,35 +15,17 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from click.testing import CliRunner
 
-from retention_core import cli as cli_module
 from retention_core.audit import read
 from retention_core.state import StateStore
 from retention_core.testing.services import require_service
-
-REPO = Path(__file__).resolve().parents[2]
-DEMO = REPO / "config" / "demo"
+from tests.support import demo_copy, invoke, ok
 
 
 @pytest.fixture
 def demo(tmp_path: Path) -> Path:
     """A private copy of the fs demo, its limits raised so that an erasure may delete a tenant."""
-    target = tmp_path / "demo"
-    shutil.copytree(DEMO, target, ignore=shutil.ignore_patterns(".retention"))
-    policy = target / "policy.yaml"
-    policy.write_text(policy.read_text().replace("max_fraction: 0.5", "max_fraction: 0.9"))
-    return policy
-
-
-def invoke(*args: str | Path) -> Any:
-    return CliRunner().invoke(cli_module.cli, [str(a) for a in args], catch_exceptions=False)
-
-
-def ok(*args: str | Path) -> Any:
-    result = invoke(*args)
-    assert result.exit_code == 0, result.output
-    return result
+    return demo_copy(tmp_path)
 
 
 def listed(policy: Path) -> dict[str, dict[str, Any]]:
