@@ -23,8 +23,6 @@ from retention_core.testing import memory
 from retention_core.testing.builders import PolicyBuilder
 from retention_core.testing.services import require_service
 
-pytest_plugins = ["retention_core.testing.fixtures"]
-
 ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime.now(timezone.utc)
 DAY = timedelta(days=1)

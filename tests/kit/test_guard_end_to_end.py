@@ -19,8 +19,6 @@ from retention_core import Context, Record, hookimpl
 from retention_core.testing import memory
 from retention_core.testing.builders import PolicyBuilder
 
-pytest_plugins = ["retention_core.testing.fixtures"]
-
 OLD = datetime(2020, 1, 1, tzinfo=timezone.utc)
 
 

@@ -20,8 +20,6 @@ from retention_core.testing import memory
 from retention_core.testing.builders import PolicyBuilder
 from retention_core.testing.memory import InMemoryBackend
 
-pytest_plugins = ["retention_core.testing.fixtures"]
-
 OLD = datetime(2020, 1, 1, tzinfo=timezone.utc)
 RECENT = datetime.now(timezone.utc) - timedelta(days=1)
 

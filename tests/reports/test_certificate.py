@@ -11,8 +11,6 @@ from retention_core.audit import AuditTrail, read, records
 from retention_core.state import StateStore
 from retention_core.testing import memory
 
-pytest_plugins = ["retention_core.testing.fixtures"]
-
 
 def enforce(cli: Any, demo: Any) -> str:
     result = cli("run", "-c", demo.policy)

@@ -16,8 +16,6 @@ from retention_core.testing import memory
 
 from .conftest import NOW
 
-pytest_plugins = ["retention_core.testing.fixtures"]
-
 
 def enforce(cli: Any, demo: Any) -> str:
     result = cli("run", "-c", demo.policy)

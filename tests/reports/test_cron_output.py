@@ -17,8 +17,6 @@ import pytest
 from retention_core import logs
 from retention_core.testing.builders import PolicyBuilder
 
-pytest_plugins = ["retention_core.testing.fixtures"]
-
 
 @pytest.fixture(autouse=True)
 def _restore_logging() -> Any:

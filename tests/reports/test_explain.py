@@ -25,8 +25,6 @@ from retention_core.model import (
     Subject,
 )
 
-pytest_plugins = ["retention_core.testing.fixtures"]
-
 AS_OF = "2026-06-01T12:00:00Z"
 
 

@@ -14,8 +14,6 @@ import pytest
 
 from retention_core.testing import require_service
 
-pytest_plugins = ["retention_core.testing.fixtures"]
-
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
         "--disable-component-update", "--disable-sync"]

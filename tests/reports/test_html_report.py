@@ -17,8 +17,6 @@ from retention_core.report import RunReport
 from retention_core.spool import Spool
 from retention_core.testing import memory
 
-pytest_plugins = ["retention_core.testing.fixtures"]
-
 AS_OF = "2026-06-01T12:00:00Z"
 
 

@@ -10,8 +10,6 @@ import pytest
 
 from retention_core.metrics import Family, render
 
-pytest_plugins = ["retention_core.testing.fixtures"]
-
 SAMPLE = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="([^"\\\n]|\\.)*",?)*\})? -?[0-9.eE+]+$')
 
 

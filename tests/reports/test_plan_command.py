@@ -7,8 +7,6 @@ import io
 import json
 from typing import Any
 
-pytest_plugins = ["retention_core.testing.fixtures"]
-
 AS_OF = "2026-06-01T12:00:00Z"
 
 

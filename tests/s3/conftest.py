@@ -15,16 +15,6 @@ import pytest
 
 from retention_core.testing import require_service
 
-# The plugin kit's fixtures (retention_cli, policy_builder …); pytest_plugins is only
-# allowed in the top-level conftest, so they are imported here.
-from retention_core.testing.fixtures import (  # noqa: F401
-    policy_builder,
-    retention_cli,
-    retention_entry_points,
-    retention_plugin,
-    retention_plugins,
-)
-
 REGION = "us-east-1"
 FAKE_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",

@@ -23,8 +23,6 @@ from retention_core.testing.builders import PolicyBuilder
 
 from .conftest import Database, Records, records_table
 
-pytest_plugins = ["retention_core.testing.fixtures"]
-
 UTC = timezone.utc
 RETAIN = "2y"
 

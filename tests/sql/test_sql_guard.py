@@ -27,8 +27,6 @@ from retention_sql.clock import Clock
 from .conftest import Database, Records, records_table
 from .scenarios import NOW, scenario
 
-pytest_plugins = ["retention_core.testing.fixtures"]
-
 UTC = timezone.utc
 #: Due under any retention period the tests use; microseconds on purpose (the guard compares exactly).
 OLD = datetime(2019, 3, 1, 12, 34, 56, 789012, tzinfo=UTC)
