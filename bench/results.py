@@ -87,3 +87,19 @@ def markdown(results: Sequence[WorkloadResult]) -> str:
     lines += ["| " + " | ".join(c.replace("|", "/") for c in r) + " |" for r in rows(results)]
     verdicts = [f"- **{res.name}** — {v}" for res in results if not res.skipped for v in res.verdicts()]
     return "\n".join(lines) + ("\n\nGoals:\n\n" + "\n".join(verdicts) if verdicts else "") + "\n"
+
+
+def alternate(contenders: list[Measured], round_no: int) -> list[Measured]:
+    """Alternate who goes first, so no one always gets the coldest (or warmest) cache."""
+    k = round_no % len(contenders)
+    return contenders[k:] + contenders[:k]
+
+
+def require_same(res: WorkloadResult) -> None:
+    """Every contender (ours always; a peer unless it failed) must have selected what was expected."""
+    for m in res.contenders:
+        if m.failures and m.contender != OURS:
+            continue  # a peer that failed is shown as failed, with what it left
+        wrong = [s for s in m.selected if s != res.expected]
+        if wrong:
+            raise AssertionError(f"{res.name}: {m.contender} {res.check} {wrong[0]}, expected {res.expected}")

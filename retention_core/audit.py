@@ -36,7 +36,7 @@ from operator import itemgetter, ne
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from .errors import ConfigError, RetentionError
+from .errors import AuditError, ConfigError
 
 GENESIS = "0" * 64
 
@@ -57,17 +57,15 @@ OUTCOME_FIELDS = (*INTENT_FIELDS, "outcome", "error")
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
-class AuditError(RetentionError):
-    """The trail cannot be read or extended as an audit trail: a line that is not one, a
-    keyed trail written without its key. Nothing is appended until an operator looks."""
-
-
-def _canonical(body: Mapping[str, Any]) -> str:
+def canonical(body: Mapping[str, Any]) -> str:
+    """A line's body as the chain hashes it: sorted keys, no spaces, ASCII (a documented format,
+    so a verifier can be written anew)."""
     return _CANONICAL.encode(body)
 
 
-def _digest(prev_hash: str, body: Mapping[str, Any]) -> str:
-    return hashlib.sha256((prev_hash + _canonical(body)).encode("ascii")).hexdigest()
+def chain_hash(prev_hash: str, body: Mapping[str, Any]) -> str:
+    """A line's ``hash``: SHA-256 of the previous line's hash followed by :func:`canonical`."""
+    return hashlib.sha256((prev_hash + canonical(body)).encode("ascii")).hexdigest()
 
 
 # -- strict JSON ------------------------------------------------------------------------------
@@ -227,13 +225,13 @@ class AuditTrail:
                     raise ValueError(f"an audit entry may not set {sorted(_WRITTEN_KEYS.intersection(entry))}: "
                                      "the trail writes them (a second 'hash' would make the line ambiguous)")
                 seq += 1
-                canonical = _canonical({"seq": seq, "time": now, **entry, **keyed, "prev_hash": prev})
-                text = prev + canonical
+                body_text = canonical({"seq": seq, "time": now, **entry, **keyed, "prev_hash": prev})
+                text = prev + body_text
                 prev = hashlib.sha256(text.encode("ascii")).hexdigest()
                 # The written line is the hashed text with "hash" (and "hmac") appended as its
                 # last keys: verify() parses the line and re-canonicalises, so key order is free.
                 mac = f',"hmac":"{self.key.sign(text)}"' if self.key is not None else ""
-                lines.append(f'{canonical[:-1]},"hash":"{prev}"{mac}}}')
+                lines.append(f'{body_text[:-1]},"hash":"{prev}"{mac}}}')
             head = Head(seq, prev)
             if lines:
                 data = ("\n".join(lines) + "\n").encode("ascii")
@@ -473,7 +471,7 @@ def _check_line(raw: bytes, number: int, walk: _Walk, key: TrailKey | None) -> s
         return f"expected seq {walk.seq + 1}, found {body.get('seq')!r} (a line was deleted or reordered)"
     if body.get("prev_hash") != walk.prev:
         return "prev_hash does not match the previous line (a line was deleted, inserted or reordered)"
-    text = walk.prev + _canonical(body)
+    text = walk.prev + canonical(body)
     if hashlib.sha256(text.encode("ascii")).hexdigest() != claimed:
         return "hash does not match the line's content (the line was edited)"
     problem = _check_keying(body.get("key_id"), mac, text, number, walk, key)

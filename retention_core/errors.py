@@ -54,3 +54,15 @@ class CertificateError(RetentionError):
     """The trail cannot support a certificate (broken chain, run not found or not finished)."""
 
     exit_code = 1
+
+
+class AuditError(RetentionError):
+    """The trail cannot be read or extended as an audit trail: a line that is not one, a
+    keyed trail written without its key. Nothing is appended until an operator looks."""
+
+
+class FenceTimeout(RetentionError):
+    """A batch in flight did not finish within the wait: the hold is stored, but that batch may
+    still delete records in its scope."""
+
+    exit_code = 1

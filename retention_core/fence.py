@@ -26,20 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from .audit import expand, read_backwards
-from .errors import RetentionError
+from .errors import FenceTimeout
 from .model import HoldScope, Record
 from .state import StateStore
 
 #: How long ``holds place`` waits for the batches in flight by default.
 DEFAULT_WAIT = 600.0
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-
-
-class FenceTimeout(RetentionError):
-    """A batch in flight did not finish within the wait: the hold is stored, but that batch may
-    still delete records in its scope."""
-
-    exit_code = 1
 
 
 @dataclass(frozen=True)

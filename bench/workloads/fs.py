@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..measure import Measured, execute
 from ..ours import run_cli, version, write_policy
-from ..results import OURS, Goal, WorkloadResult
+from ..results import OURS, Goal, WorkloadResult, alternate, require_same
 
 DAY = 86400.0
 DIRS = 1000
@@ -79,7 +79,7 @@ def run_dry(n: int, rounds: int, workdir: Path) -> WorkloadResult:
     res.contenders = [ours, find]
     res.goals = [Goal(find.contender, 0.5, "ours ≥ 0.5× find")]
     for r in range(rounds):
-        for who in _order([ours, find], r):
+        for who in alternate([ours, find], r):
             if who is ours:
                 sample, got = run_cli(policy_for(workdir / "fs-dry" / f"ours-{r}", root), dry_run=True)
                 selected = int(got.get("due", -1))
@@ -88,7 +88,7 @@ def run_dry(n: int, rounds: int, workdir: Path) -> WorkloadResult:
                 selected = sample.stdout.count("\n")
             who.samples.append(sample)
             who.selected.append(selected)
-    _require_same(res)
+    require_same(res)
     if count_files(root) != n:
         raise AssertionError("a dry-run changed the tree")
     shutil.rmtree(workdir / "fs-dry")
@@ -106,7 +106,7 @@ def run_enforce(n: int, rounds: int, workdir: Path) -> WorkloadResult:
     res.contenders = [ours, find, py]
     res.goals = [Goal(find.contender, 0.7, "ours ≥ 0.7× find -delete")]
     for r in range(rounds):
-        for who in _order([ours, find, py], r):
+        for who in alternate([ours, find, py], r):
             shutil.rmtree(base, ignore_errors=True)
             root = base / "tree"
             due = make_tree(root, n, now)
@@ -122,21 +122,6 @@ def run_enforce(n: int, rounds: int, workdir: Path) -> WorkloadResult:
                                   str(now - 365 * DAY)])
             who.samples.append(sample)
             who.selected.append(count_files(root))
-    _require_same(res)
+    require_same(res)
     shutil.rmtree(base, ignore_errors=True)
     return res
-
-
-def _order(contenders: list[Measured], round_no: int) -> list[Measured]:
-    """Alternate who goes first, so no one always gets the coldest (or warmest) cache."""
-    k = round_no % len(contenders)
-    return contenders[k:] + contenders[:k]
-
-
-def _require_same(res: WorkloadResult) -> None:
-    for m in res.contenders:
-        if m.failures and m.contender != OURS:
-            continue  # a peer that failed is shown as failed, with what it left
-        wrong = [s for s in m.selected if s != res.expected]
-        if wrong:
-            raise AssertionError(f"{res.name}: {m.contender} {res.check} {wrong[0]}, expected {res.expected}")

@@ -14,8 +14,7 @@ from .. import tools
 from ..measure import ContenderFailed, Measured, child_env, execute
 from ..motoserver import AWS_ENV, available, count, drop, moto_server, seed
 from ..ours import run_cli, version, write_policy
-from ..results import OURS, Goal, WorkloadResult
-from .fs import _order, _require_same
+from ..results import OURS, Goal, WorkloadResult, alternate, require_same
 
 PREFIX = "tenants/"
 AGE_DAYS = 400
@@ -64,7 +63,7 @@ def run_dry(n: int, rounds: int, workdir: Path) -> WorkloadResult:
         bucket = "bench-dry"
         seed(endpoint, bucket, n, AGE_DAYS)
         for r in range(rounds):
-            for who in _order(res.contenders, r):
+            for who in alternate(res.contenders, r):
                 if who is ours:
                     sample, got = run_cli(_policy(workdir / "s3-dry" / f"ours-{r}", endpoint, bucket),
                                           dry_run=True, env=env)
@@ -83,7 +82,7 @@ def run_dry(n: int, rounds: int, workdir: Path) -> WorkloadResult:
                 who.selected.append(selected)
         if count(endpoint, bucket) != n:
             raise AssertionError("an S3 dry run changed the bucket")
-    _require_same(res)
+    require_same(res)
     return res
 
 
@@ -104,7 +103,7 @@ def run_enforce(n: int, rounds: int, workdir: Path) -> WorkloadResult:
     env = child_env(AWS_ENV)
     with moto_server() as endpoint:
         for r in range(rounds):
-            for who in _order(res.contenders, r):
+            for who in alternate(res.contenders, r):
                 bucket = f"bench-enforce-{r}-{res.contenders.index(who)}"
                 seed(endpoint, bucket, n, AGE_DAYS)
                 if who is ours:
@@ -139,5 +138,5 @@ def run_enforce(n: int, rounds: int, workdir: Path) -> WorkloadResult:
                 who.samples.append(sample)
                 who.selected.append(count(endpoint, bucket))
                 drop(endpoint, bucket)
-    _require_same(res)
+    require_same(res)
     return res

@@ -20,8 +20,7 @@ from pathlib import Path
 
 from ..measure import Measured, execute
 from ..ours import run_cli, version, write_policy
-from ..results import OURS, Goal, WorkloadResult
-from .fs import _order, _require_same
+from ..results import OURS, Goal, WorkloadResult, alternate, require_same
 
 URLS = {
     "postgresql": os.environ.get("RETENTION_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
@@ -154,7 +153,7 @@ def _run(kind: str, n: int, rounds: int, workdir: Path) -> WorkloadResult:
     _run_sql(base_url, flavor.create(TEMPLATE) + flavor.fill(TEMPLATE, n) + [flavor.index(TEMPLATE)])
     try:
         for r in range(rounds):
-            for who in _order(res.contenders, r):
+            for who in alternate(res.contenders, r):
                 table = f"bench_rows_{r}_{res.contenders.index(who)}"
                 if kind == "sqlite":
                     copy = workdir / "sql-sqlite" / f"{table}.db"
@@ -185,7 +184,7 @@ def _run(kind: str, n: int, rounds: int, workdir: Path) -> WorkloadResult:
     finally:
         if kind != "sqlite":
             _run_sql(base_url, [f"DROP TABLE IF EXISTS {TEMPLATE}"])
-    _require_same(res)
+    require_same(res)
     return res
 
 

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from retention_core import cli as cli_module
-from retention_core.audit import KEY_ENV, KEY_FILE_ENV, _digest, read
+from retention_core.audit import KEY_ENV, KEY_FILE_ENV, chain_hash, read
 from retention_core.state import StateStore
 
 DEMO = Path(__file__).resolve().parents[2] / "config" / "demo"
@@ -127,7 +127,7 @@ def test_a_keyed_trail_finds_a_rehashed_rewrite(demo: Path, tmp_path: Path, monk
         if body["event"] == "outcome":
             body["outcome"] = "refused"
         body["prev_hash"] = prev
-        prev = _digest(prev, body)
+        prev = chain_hash(prev, body)
         out.append(json.dumps({**body, "hash": prev, "hmac": mac}) + "\n")
     trail.write_text("".join(out))
     with StateStore(f"sqlite:///{demo.parent / '.retention' / 'state.db'}").engine.begin() as conn:
@@ -189,7 +189,7 @@ def test_a_certificate_of_a_keyed_trail_checks_the_hmacs_and_says_so(demo: Path,
     last = lines[-1]
     last["status"] = "forged"  # rehashed without the key; the last line, so no later link breaks
     body = {k: v for k, v in last.items() if k not in ("hash", "hmac")}
-    last["hash"] = _digest(last["prev_hash"], body)
+    last["hash"] = chain_hash(last["prev_hash"], body)
     trail.write_text("".join(json.dumps(x) + "\n" for x in lines))
     with StateStore(f"sqlite:///{demo.parent / '.retention' / 'state.db'}").engine.begin() as conn:
         conn.exec_driver_sql("UPDATE retention_audit_head SET hash = ?", (last["hash"],))

@@ -22,9 +22,9 @@ from retention_core.audit import (
     AuditTrail,
     Head,
     TrailKey,
-    _canonical,
-    _digest,
     batch_entry,
+    canonical,
+    chain_hash,
     load_key,
     read,
     records,
@@ -64,7 +64,7 @@ def rehash(path: Path, edit: Any = None, *, drop_keys: bool = False) -> None:
         if edit is not None:
             edit(body)
         body["prev_hash"] = prev
-        prev = _digest(prev, body)
+        prev = chain_hash(prev, body)
         line = {**body, "hash": prev, **({"hmac": mac} if mac else {})}
         out.append(json.dumps(line, separators=(",", ":")) + "\n")
     path.write_text("".join(out))
@@ -212,7 +212,7 @@ def test_an_unkeyed_line_after_keyed_ones_fails_even_without_the_key(tmp_path: P
     lines = path.read_text().splitlines(keepends=True)
     body = json.loads(lines[0])
     extra = {"seq": 2, "time": body["time"], "event": "run-end", "prev_hash": body["hash"]}
-    path.write_text(lines[0] + _canonical({**extra, "hash": _digest(body["hash"], extra)}) + "\n")
+    path.write_text(lines[0] + canonical({**extra, "hash": chain_hash(body["hash"], extra)}) + "\n")
     result = verify(path)
     assert not result.ok and result.line == 2 and "not keyed" in result.problem
 

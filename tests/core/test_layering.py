@@ -27,26 +27,10 @@ FIRST_PARTY = ("retention_", "bench", "tests")
 #: Private names still imported across modules, in files other helpers own: each entry is
 #: (importing file, module, name). The lead empties this list; an entry that no longer occurs
 #: fails the test, so the list cannot go stale.
-PRIVATE_IMPORTS_ALLOWED: set[tuple[str, str, str]] = {
-    # bench: the s3 and sql workloads reuse the fs workload's helpers (move them to bench/measure.py).
-    ("bench/workloads/s3.py", "bench.workloads.fs", "_order"),
-    ("bench/workloads/s3.py", "bench.workloads.fs", "_require_same"),
-    ("bench/workloads/sql.py", "bench.workloads.fs", "_order"),
-    ("bench/workloads/sql.py", "bench.workloads.fs", "_require_same"),
-    # audit.py is being rewritten (the Journal): the chain's canonical form and keyed digest,
-    # tested directly.
-    ("tests/core/test_audit_cli.py", "retention_core.audit", "_digest"),
-    ("tests/core/test_audit_integrity.py", "retention_core.audit", "_canonical"),
-    ("tests/core/test_audit_integrity.py", "retention_core.audit", "_digest"),
-    # s3 tests: the fault injector's response body, used by the guard tests.
-    ("tests/s3/test_guard.py", "tests.s3.faults", "_Body"),
-}
+PRIVATE_IMPORTS_ALLOWED: set[tuple[str, str, str]] = set()
 
 #: Error classes still defined outside errors.py, in files other helpers own (lead: move them).
-ERRORS_ELSEWHERE_ALLOWED: set[tuple[str, str]] = {
-    ("retention_core/audit.py", "AuditError"),
-    ("retention_core/fence.py", "FenceTimeout"),
-}
+ERRORS_ELSEWHERE_ALLOWED: set[tuple[str, str]] = set()
 
 
 @dataclass(frozen=True)

@@ -93,7 +93,7 @@ def answer_per_key(client: Any, decide: Callable[[dict[str, str]], tuple[str, st
         if not nothing_left:
             return None
         nothing_left.clear()
-        return AWSResponse("local", 200, {}, _Body(b"")), {"ResponseMetadata": {"HTTPStatusCode": 200}}
+        return AWSResponse("local", 200, {}, Body(b"")), {"ResponseMetadata": {"HTTPStatusCode": 200}}
 
     def report(parsed: dict[str, Any], **_: Any) -> None:
         errors = [{"Key": o["Key"], **({"VersionId": o["VersionId"]} if "VersionId" in o else {}),
@@ -107,7 +107,9 @@ def answer_per_key(client: Any, decide: Callable[[dict[str, str]], tuple[str, st
     client.meta.events.register("after-call.s3.DeleteObjects", report)
 
 
-class _Body:
+class Body:
+    """A canned HTTP response body for botocore's AWSResponse."""
+
     def __init__(self, data: bytes) -> None:
         self.data = data
 
@@ -125,7 +127,7 @@ def throttle(client: Any, operation: str, times: int) -> list[str]:
         if len(hits) >= times:
             return None
         hits.append(request.url)
-        return AWSResponse(request.url, 503, {"Content-Type": "application/xml"}, _Body(body))
+        return AWSResponse(request.url, 503, {"Content-Type": "application/xml"}, Body(body))
 
     client.meta.events.register(f"before-send.s3.{operation}", slow_down)
     return hits

@@ -317,10 +317,10 @@ def test_an_unparseable_last_modified_is_a_problem_not_a_stopped_scan(s3: Any) -
             b'<ETag>"e2"</ETag><Size>2</Size></Contents></ListBucketResult>')
         from botocore.awsrequest import AWSResponse
 
-        from .faults import _Body
+        from .faults import Body
 
         backend.client.meta.events.register("before-send.s3.ListObjectsV2", lambda request, **_: AWSResponse(
-            request.url, 200, {"Content-Type": "application/xml"}, _Body(listing)))
+            request.url, 200, {"Content-Type": "application/xml"}, Body(listing)))
         items = list(backend.scan(SOURCE))
     assert [type(i).__name__ for i in items] == ["Problem", "Record"]
     problem = items[0]
