@@ -166,7 +166,7 @@ def survey(ops: TableOps, engine: sa.Engine, cutoffs: Cutoffs) -> Survey:
             usable = sa.case((ops.usable(), KEPT), else_=UNLISTED).label("v")
             with conn.begin():
                 counts = {int(v): int(n) for v, n in
-                          conn.execute(ops.select(usable, sa.func.count()).where(ops.live()).group_by(usable))}
+                          conn.execute(ops.select(usable, sa.func.count()).where(ops.scope()).group_by(usable))}
             total = counts.get(KEPT, 0)
             return Survey(total=total, due=0, held=total, problems=counts.get(UNLISTED, 0))
         table = CutoffTable(ops)
@@ -191,7 +191,7 @@ def survey(ops: TableOps, engine: sa.Engine, cutoffs: Cutoffs) -> Survey:
 
 
 def _survey_query(ops: TableOps, verdict: ColumnElement[int], *, held: bool) -> sa.Select[Any]:
-    """(verdict, held subject's probe or NULL, rows) over the live rows, unusable ones as UNLISTED.
+    """(verdict, held subject's probe or NULL, rows) over the rows in scope, unusable ones as UNLISTED.
 
     The verdict is computed once per row in a derived table, so the cutoff table appears
     once in the statement. Without *held* subjects (an empty cutoff table) it is a plain
@@ -200,9 +200,9 @@ def _survey_query(ops: TableOps, verdict: ColumnElement[int], *, held: bool) -> 
     verdict = sa.case((ops.usable(), verdict), else_=UNLISTED)
     if not held:
         v = verdict.label("v")
-        return ops.select(v, sa.null(), sa.func.count()).where(ops.live()).group_by(v)
+        return ops.select(v, sa.null(), sa.func.count()).where(ops.scope()).group_by(v)
     rows = (ops.select(verdict.label("v"), ops.flavor.probe(ops.info.subject).label("p"))
-            .where(ops.live()).subquery())
+            .where(ops.scope()).subquery())
     held_subject = sa.case((rows.c.v == UNDER_HOLD, rows.c.p), else_=sa.null()).label("hs")
     return sa.select(rows.c.v, held_subject, sa.func.count()).group_by(rows.c.v, held_subject)
 

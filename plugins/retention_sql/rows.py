@@ -75,12 +75,24 @@ class TableOps:
         """Rows not anonymized yet (all of them without anonymize rules): anonymized rows are done with."""
         return sa.not_(self.anonymizer.done()) if self.anonymizer.configured else sa.true()
 
-    def valid(self) -> ColumnElement[bool]:
-        """The rows scan lists as records and push-down may act on: usable and live."""
-        parts = [self.usable()]
+    def scope(self) -> ColumnElement[bool]:
+        """The rows this source governs: inside its ``where:`` filter and live. Every statement
+        that lists, counts, deletes or anonymizes rows requires it, so a row outside the filter
+        is never listed, counted or touched."""
+        parts = self._scope_parts()
+        return sa.and_(*parts) if parts else sa.true()
+
+    def _scope_parts(self) -> list[ColumnElement[bool]]:
+        parts = []
+        if self.info.row_filter is not None:
+            parts.append(self.info.row_filter)
         if self.anonymizer.configured:
             parts.append(self.live())
-        return sa.and_(*parts)
+        return parts
+
+    def valid(self) -> ColumnElement[bool]:
+        """The rows scan lists as records and push-down may act on: usable and in scope."""
+        return sa.and_(self.usable(), *self._scope_parts())
 
     def columns(self) -> list[ColumnElement[Any]]:
         """key, subject as text, created as read: the columns every Row is built from."""
@@ -103,7 +115,7 @@ class TableOps:
         the usable rows stays as cheap as the set-based path's own test."""
         usable = self.flavor.created_valid(self.info.created, self.info.clock.naive)
         return (self.select(self.key, self.flavor.text(self.info.subject), self.flavor.text(self.info.created))
-                .where(self.key.is_not(None), self.live(), sa.not_(sa.func.coalesce(usable, sa.false()))))
+                .where(self.key.is_not(None), self.scope(), sa.not_(sa.func.coalesce(usable, sa.false()))))
 
     @property
     def null_keys_possible(self) -> bool:
@@ -116,7 +128,7 @@ class TableOps:
 
     def null_key_query(self) -> sa.Select[Any]:
         """Live rows whose key is NULL: they cannot be named, so they are problems, never records."""
-        return self.select(self.flavor.text(self.info.subject)).where(self.key.is_(None), self.live())
+        return self.select(self.flavor.text(self.info.subject)).where(self.key.is_(None), self.scope())
 
     def listed(self, source: str, category: str | None, rows: Iterable[Row]) -> Iterator[Record | Problem]:
         """A :class:`Record` with its stamp for each row of :meth:`scan_query`, or a
@@ -192,10 +204,11 @@ class TableOps:
         """Rows among *records* (key value, records of that key) that still hold what their scan saw.
 
         For each record: the same key, the same created value and the same subject as its stamp
-        (NULL-safe, compared exactly), the same version where the source declares one, and not
-        anonymized since. A record without a stamp of ours matches nothing. Written as row-value
-        ``IN`` lists (one per pattern of NULLs), whose compiled form SQLAlchemy caches: an ``OR``
-        of one condition per record cost a millisecond a row to build and compile.
+        (NULL-safe, compared exactly), the same version where the source declares one, still
+        inside the ``where:`` filter, and not anonymized since. A record without a stamp of ours
+        matches nothing. Written as row-value ``IN`` lists (one per pattern of NULLs), whose
+        compiled form SQLAlchemy caches: an ``OR`` of one condition per record cost a millisecond a row
+        to build and compile.
         """
         groups: dict[tuple[bool, bool], list[tuple[Any, ...]]] = {}
         exact, text_key = self.flavor.exact_value, self.info.key_type is str
@@ -213,7 +226,7 @@ class TableOps:
         if not groups:
             return sa.false()
         clauses = [self._seen_in(no_subject, no_version, rows) for (no_subject, no_version), rows in groups.items()]
-        return sa.and_(self.keys_equal([value for value, _ in records]), self.live(), sa.or_(*clauses))
+        return sa.and_(self.keys_equal([value for value, _ in records]), self.scope(), sa.or_(*clauses))
 
     def _seen_in(self, no_subject: bool, no_version: bool, rows: list[tuple[Any, ...]]) -> ColumnElement[bool]:
         """``(key, created[, subject][, version]) IN (rows)``, with ``IS NULL`` for the parts rows lack."""

@@ -13,9 +13,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DatabaseError, OperationalError, ProgrammingError
+from sqlalchemy.sql.elements import ColumnElement
 
 from .clock import UTC, Clock
 from .dialects import Flavor, first_line
+from .filters import compile_filter
 from .settings import HASH, LITERAL, NULL, SqlSettings
 from .stamp import VERSION_TYPES
 
@@ -40,6 +42,7 @@ class TableInfo:
     reaching: tuple[str, ...]  # foreign keys through which a delete cascades
     version: sa.Column[Any] | None = None  # the declared row-version column
     version_is_text: bool = False  # compared as exact text, whatever its collation
+    row_filter: ColumnElement[bool] | None = None  # the ``where:`` option, compiled; None: every row
 
     def key_value(self, location: str) -> Any:
         """The key a ``Record.location`` names, or None when no row can have it."""
@@ -78,7 +81,8 @@ def reflect(engine: Engine, flavor: Flavor, settings: SqlSettings) -> TableInfo:
     _check_anonymize(table, settings)
     version = _version(table, settings)
     version_is_text = version is not None and _python_type(version) is str
-    return TableInfo(table, key, subject, created, key_type, clock, reaching, version, version_is_text)
+    row_filter = compile_filter(table, settings.row_filter, flavor, settings.error, settings.table)
+    return TableInfo(table, key, subject, created, key_type, clock, reaching, version, version_is_text, row_filter)
 
 
 def _column(table: sa.Table, settings: SqlSettings, option: str) -> sa.Column[Any]:

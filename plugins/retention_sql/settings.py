@@ -14,6 +14,8 @@ from sqlalchemy.exc import ArgumentError
 
 from retention_core import ConfigError, Options
 
+from .filters import FilterRule, read_filter
+
 #: An anonymized column becomes NULL, a keyed hash, or a literal.
 NULL, HASH, LITERAL = "null", "hash", "literal"
 
@@ -52,6 +54,8 @@ class SqlSettings:
     #: A column the application changes on every write to a row (a version counter, an
     #: ``updated_at``): the per-record guard then also requires it to be unchanged.
     version_column: str | None = None
+    #: The ``where:`` option: the rows of the table this source governs (all without it).
+    row_filter: tuple[FilterRule, ...] = field(default_factory=tuple)
 
     def error(self, key: str, message: str) -> ConfigError:
         """A ConfigError naming ``<where>.<key>`` (``sources[1].options.table``)."""
@@ -74,6 +78,7 @@ def read_settings(options: Options) -> SqlSettings:
         hash_key_env=_env_name(options),
         allow_cascade=options.bool("allow_cascade", False),
         version_column=options.str("version_column", None),
+        row_filter=read_filter(options),
     )
     options.done()
     _cross_check(settings)
