@@ -213,6 +213,15 @@ class AuditTrail:
                 tail, torn = self._last[1], b""
             else:
                 tail, torn = _read_tail(fd, self.path)
+            if torn and (whole := _whole_line(torn, tail.head)) is not None:
+                # A complete, chained entry missing only its newline is evidence, not debris: it is
+                # completed, never cut (cutting it would erase a committed line without a trace).
+                os.write(fd, b"\n")
+                tail, torn = whole, b""
+                entries = [{"event": "trail-repaired", "cut_bytes": 0, "cut_sha256": hashlib.sha256(b"").hexdigest(),
+                            "completed_seq": whole.head.seq,
+                            "reason": "the last line was complete but for its final newline; the newline "
+                                      "was added, nothing was cut"}, *entries]
             self._check_key(tail)
             now = datetime.now(timezone.utc).isoformat(timespec="microseconds")
             if torn:
@@ -356,6 +365,20 @@ def _read_tail(fd: int, path: Path) -> tuple[_Tail, bytes]:
         if start >= 0 or pos == 0:
             return _parse_tail(buf[start + 1:end], path), buf[end + 1:]
     return _Tail(Head(0, GENESIS)), buf
+
+
+def _whole_line(raw: bytes, head: Head) -> _Tail | None:
+    """*raw* (bytes after the last newline) as the next line of the chain, if it is one whole."""
+    try:
+        body = parse_line(raw)
+        claimed = body.pop("hash")
+        body.pop("hmac", None)
+        chained = body.get("seq") == head.seq + 1 and body.get("prev_hash") == head.hash
+        if chained and hashlib.sha256((head.hash + canonical(body)).encode("ascii")).hexdigest() == claimed:
+            return _Tail(Head(int(body["seq"]), str(claimed)), body.get("key_id"))
+    except (ValueError, TypeError, KeyError, AttributeError):
+        pass
+    return None
 
 
 def _parse_tail(raw: bytes, path: Path) -> _Tail:

@@ -559,3 +559,23 @@ def test_small_input_holes_are_one_line_errors(retention_cli, make_policy, tmp_p
     assert verify.exit_code == 2 and "not a regular file" in verify.output
     metrics = retention_cli("run", "-c", str(path), "--metrics-file", str(tmp_path / "subjects.csv" / "m.prom"))
     assert metrics.exit_code == 2 and "--metrics-file" in metrics.output
+
+
+def test_a_whole_last_line_missing_only_its_newline_is_completed_not_cut(retention_cli, make_policy, store_name):
+    """Adversary: `truncate -s -1` on the trail made the next writer 'repair' the complete last
+    line by cutting it, and every verify mode then passed: a one-byte edit erased evidence."""
+    from retention_core.audit import records as trail
+
+    seed(store_name, alice__a=400)
+    path = make_policy()
+    with runtime(path) as rt:
+        enforce(rt, now=datetime.now(timezone.utc))
+    audit = path.parent / "audit.jsonl"
+    before = [e["seq"] for e in trail(audit)]
+    audit.write_bytes(audit.read_bytes()[:-1])  # drop only the final newline of run-end
+    assert retention_cli("holds", "place", "-c", str(path), "--id", "LH-1", "--kind", "legal", "--reason", "r",
+                         "--subject", "alice").exit_code == 0
+    entries = list(trail(audit))
+    assert [e["seq"] for e in entries][:len(before)] == before  # nothing cut
+    assert entries[len(before)]["event"] == "trail-repaired" and entries[len(before)]["cut_bytes"] == 0
+    assert retention_cli("audit", "verify", "-c", str(path)).exit_code == 0
