@@ -123,6 +123,9 @@ class PostgresFlavor(Flavor):
     def only(self, statement: Any, table: sa.Table) -> Any:
         # A table that others INHERIT from shows their rows too, and a DELETE reaches them, even
         # when they reuse the parent's keys: ONLY keeps every statement to the configured table.
+        # A partitioned table is the other way round: its rows are its partitions' (ONLY: none).
+        if table.info.get("partitioned"):
+            return statement
         if isinstance(statement, sa.Select):
             return statement.with_hint(table, "ONLY", self.name)
         return statement.with_hint("ONLY", dialect_name=self.name)

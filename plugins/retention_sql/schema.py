@@ -53,6 +53,19 @@ class TableInfo:
         return value if str(value) == location else None
 
 
+def _partitioned(conn: sa.Connection, table: sa.Table) -> bool:
+    """Whether *table* is a PostgreSQL partitioned table: its rows live in its partitions, so a
+    statement with ONLY would see none of them (ONLY is for plain inheritance)."""
+    if conn.dialect.name != "postgresql":
+        return False
+    name = f"{table.schema}.{table.name}" if table.schema else table.name
+    quoted = ".".join(conn.dialect.identifier_preparer.quote(part) for part in name.split(".", 1)) \
+        if table.schema else conn.dialect.identifier_preparer.quote(table.name)
+    kind = conn.execute(sa.text("SELECT relkind FROM pg_class WHERE oid = to_regclass(:name)"),
+                        {"name": quoted}).scalar()
+    return kind == "p"
+
+
 def reflect(engine: Engine, flavor: Flavor, settings: SqlSettings) -> TableInfo:
     """Reflect and validate; raises ConfigError naming the offending option."""
     with engine.connect() as conn:
@@ -71,6 +84,7 @@ def reflect(engine: Engine, flavor: Flavor, settings: SqlSettings) -> TableInfo:
             raise settings.error("table", f"no table {settings.table!r}{where} in the database")
         table = sa.Table(settings.table, sa.MetaData(), autoload_with=conn, schema=settings.schema)
         reaching = tuple(_reaching_foreign_keys(conn, inspector, table))
+        table.info["partitioned"] = _partitioned(conn, table)
     key = _column(table, settings, "key")
     subject = _column(table, settings, "subject")
     created = _column(table, settings, "created")
