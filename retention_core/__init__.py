@@ -44,6 +44,7 @@ from .model import (  # noqa: E402
     Subject,
 )
 from .options import Options, describe, key_label  # noqa: E402
+from .overlap import host_identity  # noqa: E402
 from .registry import (  # noqa: E402
     BackendRegistry,
     HoldSourceRegistry,
@@ -52,6 +53,7 @@ from .registry import (  # noqa: E402
 )
 
 __all__ = [
+    "host_identity",
     "Action",
     "Backend",
     "BackendError",

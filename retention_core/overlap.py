@@ -9,6 +9,8 @@ so on purpose with ``overlaps:``; then holds scoped to either source cover both.
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 
@@ -49,3 +51,21 @@ def spread_holds(holds: Iterable[Hold], sources: Sequence[Source]) -> tuple[Hold
         for other in sorted(partners.get(hold.scope.source or "", ())):
             out.append(replace(hold, scope=replace(hold.scope, source=other)))
     return tuple(out)
+
+
+def host_identity(host: str | None, port: int | None = None) -> str:
+    """A server's address as territories compare it: one spelling per machine and port, so
+    ``localhost`` and ``127.0.0.1`` (or a local socket) are the same server, and a name and its
+    addresses are one. Lets backends' :meth:`~retention_core.backend.Backend.territory` catch
+    one database or bucket reached through two URLs."""
+    name = (host or "").strip("[]").lower()
+    try:
+        found = {str(info[4][0]) for info in socket.getaddrinfo(name or "localhost", None)}
+    except (OSError, UnicodeError):
+        found = {name}
+    try:
+        if all(ipaddress.ip_address(address.split("%")[0]).is_loopback for address in found):
+            found = {"loopback"}
+    except ValueError:
+        pass
+    return ",".join(sorted(found)) + (f":{port}" if port is not None else "")

@@ -9,7 +9,18 @@ from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from typing import Any
 from urllib.parse import urlsplit
 
-from retention_core import Backend, BackendError, ConfigError, Options, Outcome, Problem, Record, Source, Status
+from retention_core import (
+    Backend,
+    BackendError,
+    ConfigError,
+    Options,
+    Outcome,
+    Problem,
+    Record,
+    Source,
+    Status,
+    host_identity,
+)
 
 from .client import describe, error_code, make_client, unreachable
 from .deletion import ChunkDeleter
@@ -97,7 +108,8 @@ class S3Backend(Backend):
         endpoint = self.settings.endpoint_url
         if endpoint:
             parts = urlsplit(endpoint)
-            endpoint = f"{parts.scheme.lower()}://{parts.netloc.lower()}{parts.path.rstrip('/')}"
+            port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+            endpoint = f"{host_identity(parts.hostname, port)}{parts.path.rstrip('/')}"
         return f"{endpoint or 'aws'} {self.settings.where}"
 
     def address(self, source: Source, given: str) -> str | None:

@@ -26,6 +26,7 @@ from retention_core import (
     Source,
     Status,
     Survey,
+    host_identity,
 )
 
 from .anonymizer import Anonymizer
@@ -108,15 +109,27 @@ class SqlBackend(Backend):
         return ops
 
     def territory(self, source: Source) -> str:
-        """The database and table (one table listed by two sources is listed twice): a SQLite
-        file by its resolved path, a table without a schema in the dialect's default one."""
+        """The server, database and table (one table listed by two sources is listed twice): a
+        SQLite file by its device and inode (a hard link or another path is the same file), a
+        server by :func:`~retention_core.host_identity` and port (``localhost`` is ``127.0.0.1``),
+        a table without a schema in the dialect's default one (MySQL: the URL's database)."""
         url = self.engine.url
-        if url.get_backend_name() == "sqlite" and url.database and not url.database.startswith(("file:", ":memory:")):
-            where = "sqlite " + os.path.realpath(url.database)
+        backend = url.get_backend_name()
+        if backend == "sqlite":
+            database = url.database or ""
+            if database and not database.startswith(("file:", ":memory:")) and os.path.exists(database):
+                info = os.stat(database)
+                where = f"sqlite dev={info.st_dev} ino={info.st_ino}"
+            else:
+                where = f"sqlite {database}"
+            schema = self.settings.schema or "main"
         else:
-            where = url.set(password=None, query={}).render_as_string(hide_password=True)
-        schema = self.settings.schema or {"postgresql": "public", "sqlite": "main"}.get(
-            url.get_backend_name(), url.database or "")
+            port = url.port or {"postgresql": 5432, "mysql": 3306, "mariadb": 3306}.get(backend)
+            server = f"{backend} {host_identity(url.host, port)}"
+            if backend == "postgresql":
+                where, schema = f"{server} {url.database or ''}", self.settings.schema or "public"
+            else:  # MySQL/MariaDB: a schema is a database
+                where, schema = server, self.settings.schema or url.database or ""
         return f"{where} {schema}.{self.settings.table}\n"
 
     def fingerprint(self, source: Source) -> str | None:

@@ -579,3 +579,35 @@ def test_a_whole_last_line_missing_only_its_newline_is_completed_not_cut(retenti
     assert [e["seq"] for e in entries][:len(before)] == before  # nothing cut
     assert entries[len(before)]["event"] == "trail-repaired" and entries[len(before)]["cut_bytes"] == 0
     assert retention_cli("audit", "verify", "-c", str(path)).exit_code == 0
+
+
+def test_one_database_or_bucket_under_two_urls_is_an_overlap(tmp_path):
+    """Adversary 2: `localhost` and `127.0.0.1`, a MariaDB schema given as the URL's database
+    or as `schema:`, an S3 endpoint by name and by address, a SQLite hard link: each made one
+    table or bucket two sources, and a hold on one did not protect the rows the other deleted."""
+    import os
+    import sqlite3
+
+    from retention_core import Options
+    from retention_s3.backend import S3Backend
+    from retention_sql.backend import SqlBackend
+
+    def sql(**options):
+        return SqlBackend(Options(options, where="sources[0].options")).territory(Source("s", "sql"))
+
+    base = {"table": "t", "key": "id", "subject": "s", "created": "c"}
+    pg = "postgresql+psycopg://postgres@{}/test"
+    assert sql(url=pg.format("127.0.0.1:5432"), **base) == sql(url=pg.format("localhost"), **base)
+    assert sql(url=pg.format("localhost"), **base) == sql(url=pg.format("localhost"), schema="public", **base)
+    my = "mysql+pymysql://root@{}"
+    assert sql(url=my.format("127.0.0.1/test"), **base) == sql(url=my.format("localhost:3306/mysql"), schema="test",
+                                                               **base)
+    db = tmp_path / "a.db"
+    sqlite3.connect(db).close()
+    os.link(db, tmp_path / "b.db")
+    assert sql(url=f"sqlite:///{db}", **base) == sql(url=f"sqlite:///{tmp_path / 'b.db'}", **base)
+
+    def s3(endpoint):
+        return S3Backend(Options({"bucket": "media", "endpoint_url": endpoint}, where="o")).territory(Source("s", "s3"))
+
+    assert s3("http://localhost:5999") == s3("http://127.0.0.1:5999/")
