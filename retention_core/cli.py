@@ -589,7 +589,7 @@ def holds_place(config: str, hold_id: str, kind: str, reason: str, subject: str 
         click.echo(f"placed {kind} hold {hold.id} on {_scope(hold.scope)}")
         if warning := _unknown_subject(rt, hold.scope):
             logs.event("warning", warning, level=logging.WARNING, hold=hold.id)
-        _fence(rt, trail, hold, wait_seconds)
+        _fence(rt, trail, hold.scope, {"event": "hold-effective", "hold": hold.id}, "hold", wait_seconds)
 
 
 def _reason(reason: str) -> None:
@@ -608,22 +608,23 @@ def _utf8(value: str, key: str) -> None:
                           "--source or --category)", key=key) from None
 
 
-def _fence(rt: Runtime, trail: AuditTrail, hold: Hold, wait_seconds: float) -> None:
-    """Wait for the deletion batches in flight (the hold fence); journal and say what they
-    deleted in the hold's scope before it took effect."""
+def _fence(rt: Runtime, trail: AuditTrail, scope: HoldScope, effective: dict[str, Any], what: str,
+           wait_seconds: float = DEFAULT_WAIT) -> None:
+    """Wait for the deletion batches in flight (the fence); journal (*effective*, an event) and
+    say what they deleted in *scope* before *what* (the hold, the withdrawal) took effect."""
     waited = wait_for_batches(rt.state, timeout=wait_seconds)
     if not waited:
         return
-    lost = deleted_in_scope(rt.policy.audit, waited, hold.scope)
-    trail.append([{"event": "hold-effective", "hold": hold.id, "deleted_in_scope": len(lost),
+    lost = deleted_in_scope(rt.policy.audit, waited, scope)
+    trail.append([{**effective, "deleted_in_scope": len(lost),
                    "after_batches": [{"run_id": b.run_id, "source": b.source, "batch": b.batch} for b in waited]}])
     names = ", ".join(f"{b.batch} (run {b.run_id}, source {b.source})" for b in waited)
     click.echo(f"in effect after waiting for the deletion batch in flight: {names}")
     which = "that batch" if len(waited) == 1 else "those batches"
     if not lost:
-        click.echo(f"{which} deleted nothing in the hold's scope")
+        click.echo(f"{which} deleted nothing in the {what}'s scope")
         return
-    click.echo(f"{which} deleted {len(lost)} record(s) in the hold's scope before the hold took effect:")
+    click.echo(f"{which} deleted {len(lost)} record(s) in the {what}'s scope before the {what} took effect:")
     for row in lost:
         version = f" (version {row['version']})" if row.get("version") else ""
         click.echo(f"  {row.get('source')}: {printable(str(row.get('location')))}{version}")
@@ -792,6 +793,10 @@ def requests_withdraw(config: str, request_id: str, reason: str) -> None:
         trail.append([{"event": "erasure-withdrawn", "request": request.id, "subject": request.subject,
                        "reason": reason, "by": request.withdrawn_by}])
         click.echo(f"withdrew erasure request {request.id} for {one_line(request.subject)}")
+        # A run deleting that subject's records only because of the request stops at its next
+        # batch; one batch may be in flight: wait for it and say what it deleted meanwhile.
+        _fence(rt, trail, HoldScope(subject=request.subject),
+               {"event": "withdrawal-effective", "request": request.id}, "withdrawal")
 
 
 @requests.command("list")

@@ -459,8 +459,15 @@ def _push_down(rt: Runtime, backend: Backend, source: Source, report: RunReport,
     ``itemize`` False (the source was surveyed, not scanned): the spool keeps only failures,
     the one thing read back (for erasure requests still owed)."""
     stats = report.sources[source.name]
-    plan = PushdownPlan(cutoffs=cutoffs(source, rt.context(now)),
-                        refresh=lambda: cutoffs(source, rt.context(now)))
+    # What the backend last read (it refreshes at the start of every batch): a batch selected
+    # under cutoffs that differ from the fresh ones just before its commit is rolled back.
+    given = [cutoffs(source, rt.context(now))]
+
+    def refresh() -> Cutoffs:
+        given[0] = cutoffs(source, rt.context(now))
+        return given[0]
+
+    plan = PushdownPlan(cutoffs=given[0], refresh=refresh)
     decision = Decision(plan.cutoffs.action, "set-based: due under the policy (holds re-read per batch)")
 
     def settle(batch: list[Outcome], journalled: JournalBatch) -> None:
@@ -506,12 +513,14 @@ def _push_down(rt: Runtime, backend: Backend, source: Source, report: RunReport,
                 journalled = journal.intent(source.name, decision.action, ((o.record, decision) for o in batch),
                                             batch_id)
                 _checkpoint("after-intent")
-                # Holds are read once more just before the commit (the fence makes a hold
-                # placed from now on wait for it; this catches one placed during selection).
-                fresh = plan.refresh()
-                if fresh.held or any(o.record.subject in fresh.held_subjects for o in batch):
-                    stream.close()  # rolled back; walk again with the new holds
-                    journal.rolled_back(journalled, "a hold placed since the batch was selected; rolled back")
+                # Holds and erasure requests are read once more just before the commit (the fence
+                # makes a hold placed from now on wait for it; this catches one placed, or an
+                # erasure request withdrawn, while the batch was being selected).
+                fresh = cutoffs(source, rt.context(now))
+                if fresh != given[0]:
+                    stream.close()  # rolled back; walk again with what holds and requests say now
+                    journal.rolled_back(journalled, "holds or erasure requests changed since the batch was "
+                                                    "selected; rolled back")
                     restart = True
                     break
                 done += len(batch)

@@ -207,3 +207,44 @@ def test_a_held_subject_with_an_erasure_request_is_scanned_so_its_held_records_a
         (request,) = rt.state.requests()
     assert Surveyed.surveys == []  # fell back to the scan
     assert request.done_at is None and request.held_remaining == 2 and request.status(NOW) == "held"
+
+
+class WithdrawnWhileSelecting(SetBased):
+    """The erasure request that made the rows due is withdrawn while the first batch is selected."""
+
+    name = "withdrawn"
+    state = None
+
+    def push_down(self, source, plan):
+        stream = super().push_down(source, plan)
+        first = next(stream, None)
+        if first is not None and WithdrawnWhileSelecting.state is not None:
+            (request,) = [r for r in WithdrawnWhileSelecting.state.requests() if r.withdrawn_at is None]
+            WithdrawnWhileSelecting.state.withdraw_request(request.id, "sent in error")
+            WithdrawnWhileSelecting.state = None
+        if first is not None:
+            yield first
+        yield from stream
+
+
+def test_a_request_withdrawn_while_a_batch_is_selected_rolls_the_batch_back(make_policy, store_name):
+    """Adversary 2: after `requests withdraw` returned, set-based batches went on deleting the
+    rows that were due only because of the request (holds had a re-check; requests did not)."""
+
+    class Plugin2:
+        @hookimpl
+        def retention_register_backends(self, register):
+            register(WithdrawnWhileSelecting)
+
+    for n in range(4):
+        memory.seed(store_name, f"alice/{n}", NOW - timedelta(days=1))
+    path = make_policy(sources=[{"name": "calls", "backend": "withdrawn", "options": {"store": store_name},
+                                 "category": "call"}], limits={"max_fraction": 1.0})
+    with Runtime.open(path, load_plugins(extra=[memory, Plugin2()])) as rt:
+        rt.state.add_request("alice", "ctl-a", NOW - timedelta(days=1))
+        WithdrawnWhileSelecting.state = rt.state
+        with run(rt, RunOptions(now=NOW)):
+            pass
+    assert len(memory.get_store(store_name).items) == 4  # none deleted: the batch was rolled back
+    rolled = [e for e in records(path.parent / "audit.jsonl") if e.get("outcome") == "not-executed"]
+    assert rolled and "erasure requests changed" in rolled[0]["error"]
