@@ -5,7 +5,8 @@ Storage names are chosen by whoever writes the data, so a pattern with nested re
 Patterns compile with RE2 (through pyre2); a feature RE2 cannot run in linear time
 (backreferences, lookaround) is a configuration error, never a silent fallback to ``re``.
 Names that are not UTF-8 (file names carried as surrogate escapes) are matched with each
-undecodable byte seen as U+FFFD, and groups are cut from the original name.
+undecodable byte seen as U+FFFD, and groups are cut from the original name. ``.`` matches any
+character, a newline included (dot-all): a location is one name, not lines.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ class LinearPattern:
 
     def __init__(self, pattern: str) -> None:
         try:
-            self._compiled = re2.compile(pattern)
+            # Dot-all: a name is one string, and `.` must not stop at a newline or a carriage
+            # return inside it (a key 'a2\nx' fell silently outside `match: '.*'`).
+            self._compiled = re2.compile("(?s)" + pattern)
         except Exception as exc:  # pyre2 raises its own error type (and re.error for some input)
             raise PatternError(f"{exc} (patterns run on RE2, in linear time: no backreferences or "
                                "lookaround)") from None

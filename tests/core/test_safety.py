@@ -611,3 +611,13 @@ def test_one_database_or_bucket_under_two_urls_is_an_overlap(tmp_path):
         return S3Backend(Options({"bucket": "media", "endpoint_url": endpoint}, where="o")).territory(Source("s", "s3"))
 
     assert s3("http://localhost:5999") == s3("http://127.0.0.1:5999/")
+
+
+def test_match_dot_covers_newlines_inside_a_name(make_policy, store_name):
+    """Adversary 2: RE2's `.` stopped at a newline, so a key 'a2\\nx' fell silently outside
+    `match: '.*'` and an erasure request read done while that row remained."""
+    seed(store_name, alice__a=400)
+    memory.seed(store_name, "alice/b\nx", NOW - timedelta(days=400), size=1)
+    with runtime(make_policy(limits={"max_fraction": 1.0})) as rt:
+        _, items = enforce(rt)
+    assert items["alice/b\nx"] == ("delete", "deleted")
