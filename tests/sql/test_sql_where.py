@@ -275,3 +275,32 @@ def test_the_filter_is_part_of_the_fingerprint_not_the_territory(cases: Cases) -
         assert one.fingerprint(s) == same.fingerprint(s)
         assert len({one.fingerprint(s), other.fingerprint(s), unfiltered.fingerprint(s)}) == 3
         assert unfiltered.fingerprint(s) == unfiltered.territory(s)
+
+
+def test_boolean_and_numeric_columns(db: Database) -> None:
+    """``true``/``false`` for a boolean column (MariaDB's BOOLEAN is TINYINT(1): 0/1), numbers for
+    a numeric one; a boolean where a number belongs is refused rather than read as 1."""
+    from retention_core import ConfigError
+
+    created = db.aware_timestamp() or db.naive_timestamp()
+    table = db.table(db.name("flags"), sa.Column("id", sa.Integer(), primary_key=True, autoincrement=False),
+                     sa.Column("subject", sa.String(64)), sa.Column("created", created),
+                     sa.Column("archived", sa.Boolean()), sa.Column("score", sa.Numeric(6, 2)))
+    when = OLD.replace(tzinfo=None) if db.aware_timestamp() is None else OLD
+    db.insert(table, [{"id": k, "subject": "s", "created": when, "archived": k % 2 == 0, "score": k / 2}
+                      for k in range(1, 7)])
+    options = {"url": db.url, "table": str(table.name), "key": "id", "subject": "subject", "created": "created"}
+    if db.aware_timestamp() is None:
+        options["timezone"] = "UTC"
+
+    def keys(where: Any) -> set[int]:
+        with SqlBackend(Options({**options, "where": where}, where="sources[0].options")) as backend:
+            return listed(backend)[0]
+
+    archived = 1 if db.kind == "mariadb" else True
+    assert keys({"archived": archived}) == {2, 4, 6}
+    assert keys({"score": [0.5, 2.5, 3]}) == {1, 5, 6}
+    with pytest.raises(ConfigError, match="expected a number"):
+        keys({"score": True})
+    with pytest.raises(ConfigError, match="where.archived"):
+        keys({"archived": "yes"})
