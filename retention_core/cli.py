@@ -578,6 +578,11 @@ def holds_place(config: str, hold_id: str, kind: str, reason: str, subject: str 
             rt.policy.source(source)
         if any(h.id == hold_id for h in rt.policy.holds):
             raise ConfigError(f"hold {hold_id!r} already exists in the config", key="--id")
+        # Ids are never reused, whatever their origin: `holds release ID` must name one hold.
+        taken = next((h for h in rt.holds(include_released=True) if h.id == hold_id), None)
+        if taken is not None:
+            raise ConfigError(f"hold {hold_id!r} already exists (from {taken.origin}); hold ids are never reused",
+                              key="--id")
         check_fits(holds_table, "scope_subject", subject, "--subject")  # a value too long says so first
         unknown = _unknown_subject(rt, HoldScope(subject, category, source))
         if unknown and not force:

@@ -409,3 +409,15 @@ def test_a_plugin_hold_the_state_store_cannot_keep_stops_the_run(retention_cli: 
     assert result.exit_code == 2
     assert "hold source 'big': hold 'X-1': scope_subject: expected at most 500 characters" in result.output
     assert len(remaining(memory_store)) == 2
+
+
+def test_a_hold_id_a_source_lists_cannot_be_placed_again(retention_cli: Any, policy_builder: PolicyBuilder,
+                                                         memory_store: str) -> None:
+    """Adversary 2: `holds place --id LH-1` was accepted while a hold source listed LH-1, and
+    `holds release LH-1` then released the wrong one; the source's could never be released."""
+    path = policy(policy_builder, memory_store)
+    (path.parent / "holds.csv").write_text(HEADER + LH1)
+    assert retention_cli("holds", "list", "-c", path).exit_code == 0
+    again = retention_cli("holds", "place", "-c", path, "--id", "LH-1", "--kind", "legal", "--reason", "r",
+                          "--subject", "globex")
+    assert again.exit_code == 2 and "already exists (from legal)" in again.output
