@@ -109,7 +109,7 @@ class TableOps:
         return self.select(*columns).where(self.valid())
 
     def problem_query(self) -> sa.Select[Any]:
-        """Live rows with a key whose created value is NULL or not a usable timestamp: key,
+        """Rows in scope with a key whose created value is NULL or not a usable timestamp: key,
         subject and created as text (never as a timestamp, which a driver may fail to read:
         PostgreSQL ``infinity``, MariaDB zero dates). A separate statement, so the listing of
         the usable rows stays as cheap as the set-based path's own test."""
@@ -127,7 +127,7 @@ class TableOps:
         return bool(key.nullable)
 
     def null_key_query(self) -> sa.Select[Any]:
-        """Live rows whose key is NULL: they cannot be named, so they are problems, never records."""
+        """Rows in scope whose key is NULL: they cannot be named, so they are problems, never records."""
         return self.select(self.flavor.text(self.info.subject)).where(self.key.is_(None), self.scope())
 
     def listed(self, source: str, category: str | None, rows: Iterable[Row]) -> Iterator[Record | Problem]:

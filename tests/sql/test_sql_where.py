@@ -123,6 +123,16 @@ def test_survey_counts_only_rows_inside_the_filter(cases: Cases) -> None:
     assert got == Survey(total=2, due=1, held=0, problems=1)
 
 
+def test_survey_of_a_held_source_counts_only_rows_inside_the_filter(cases: Cases) -> None:
+    from .scenarios import hold
+
+    cat = category()
+    ctx = Context(now=NOW, categories={cat.name: cat}, subjects={}, holds=(hold("H", source="cases"),))
+    with cases.backend({"status": ["closed", "open"]}) as backend:
+        got = backend.survey(source(), cutoffs(source(), ctx))
+    assert got == Survey(total=3, due=0, held=3, problems=2)
+
+
 def test_push_down_deletes_only_due_rows_inside_the_filter(cases: Cases) -> None:
     plan = cutoffs(source(), context())
     with cases.backend({"status": ["closed", "cancelled"], "region": "eu"}) as backend:
