@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import math
 import os
 import shutil
 import sys
@@ -281,6 +282,8 @@ def run_command(config: str, dry_run: bool, as_of: str | None, sources: tuple[st
     code = 2
     if metrics_file:  # now, not after the deletions
         try:
+            if Path(metrics_file).exists() and not Path(metrics_file).is_file():  # /dev/full, a FIFO …
+                raise ConfigError("it is not a regular file (it is replaced whole on each run)", key="--metrics-file")
             check_writable(Path(metrics_file), key="--metrics-file")
         except ConfigError as exc:
             raise ConfigError(f"cannot write metrics file {metrics_file!r}: {exc.detail}",
@@ -550,7 +553,8 @@ def holds() -> None:
 @click.option("--subject", help="Scope: this subject's data.")
 @click.option("--category", help="Scope: this category.")
 @click.option("--source", help="Scope: this source.")
-@click.option("--wait", "wait_seconds", type=click.FloatRange(min=0), default=DEFAULT_WAIT, show_default=True,
+@click.option("--wait", "wait_seconds", type=click.FloatRange(min=0, max=86400), default=DEFAULT_WAIT,
+              show_default=True,
               help="Seconds to wait for a deletion batch in flight to finish before saying the hold is in effect.")
 @click.option("--force", is_flag=True, help="Place it although --subject is not in the subjects source (records "
                                             "may name subjects the source does not list yet).")
@@ -564,6 +568,8 @@ def holds_place(config: str, hold_id: str, kind: str, reason: str, subject: str 
     --force is given.
     """
     check_hold_id(hold_id, "--id")
+    if math.isnan(wait_seconds):
+        raise ConfigError("expected a number of seconds from 0 to 86400, found nan", key="--wait")
     for key, value in (("--subject", subject), ("--category", category), ("--source", source)):
         if value is not None and not value.strip():
             raise ConfigError("expected a non-empty value: an empty scope value matches no record", key=key)
