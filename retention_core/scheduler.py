@@ -414,7 +414,11 @@ def _execute(rt: Runtime, backend: Backend, action: Action, items: list[Item], r
     _checkpoint("after-intent")
     records = [i.record for i in items]
     keys = [r.key for r in records]
-    rt.plugins.before_delete(records, ctx)
+    try:
+        rt.plugins.before_delete(records, ctx)
+    except BaseException as exc:  # nothing was deleted: close the intent, never leave it dangling
+        journal.rolled_back(batch, f"not executed: the before_delete hook failed ({type(exc).__name__}: {exc})")
+        raise
     wanted = set(keys)
     got: dict[RecordKey, Outcome] = {}
     error = "backend reported no outcome for this record"
@@ -516,7 +520,13 @@ def _push_down(rt: Runtime, backend: Backend, source: Source, report: RunReport,
                 # Holds and erasure requests are read once more just before the commit (the fence
                 # makes a hold placed from now on wait for it; this catches one placed, or an
                 # erasure request withdrawn, while the batch was being selected).
-                fresh = cutoffs(source, rt.context(now))
+                try:
+                    fresh = cutoffs(source, rt.context(now))
+                except BaseException as exc:  # a hold source unreadable: roll back, close the intent
+                    stream.close()
+                    journal.rolled_back(journalled, f"rolled back: holds could not be read "
+                                                    f"({type(exc).__name__}: {exc})")
+                    raise
                 if fresh != given[0]:
                     stream.close()  # rolled back; walk again with what holds and requests say now
                     journal.rolled_back(journalled, "holds or erasure requests changed since the batch was "

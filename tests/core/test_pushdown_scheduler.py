@@ -248,3 +248,35 @@ def test_a_request_withdrawn_while_a_batch_is_selected_rolls_the_batch_back(make
     assert len(memory.get_store(store_name).items) == 4  # none deleted: the batch was rolled back
     rolled = [e for e in records(path.parent / "audit.jsonl") if e.get("outcome") == "not-executed"]
     assert rolled and "erasure requests changed" in rolled[0]["error"]
+
+
+def test_a_hold_source_failing_before_the_commit_closes_the_intent(make_policy, store_name, monkeypatch):
+    """Adversary 2: a hold source that became unreadable between a set-based batch's intent and
+    its commit stopped the run (right) but left the intent without an outcome for good."""
+    monkeypatch.setattr(SetBased, "hidden", 0)
+    for n in range(2):
+        memory.seed(store_name, f"bob/{n}", NOW - timedelta(days=400))
+    path = policy(make_policy, store_name, limits={"max_fraction": 1.0})
+    import retention_core.scheduler as scheduler
+
+    real = scheduler.cutoffs
+
+    trail = path.parent / "audit.jsonl"
+
+    def flaky(*args, **kwargs):  # unreachable from the first read after a batch's intent: before its commit
+        if trail.exists() and '"event":"intent"' in trail.read_text():
+            raise RuntimeError("hold source unreachable")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(scheduler, "cutoffs", flaky)
+    with Runtime.open(path, load_plugins(extra=[Plugin()])) as rt:
+        try:
+            with run(rt, RunOptions(now=NOW)):
+                pass
+        except RuntimeError:
+            pass
+    events = [e for e in records(path.parent / "audit.jsonl") if e.get("location")]
+    intents = {e["location"] for e in events if e["event"] == "intent"}
+    closed = {e["location"] for e in events if e["event"] == "outcome"}
+    assert intents and intents <= closed
+    assert len(memory.get_store(store_name).items) == 2  # rolled back
