@@ -230,6 +230,10 @@ def test_holds_place_names_only_what_the_stalled_batch_deleted(request, tmp_path
                                        "--kind", "legal", "--reason", "r", "--category", "data", "--wait", "60"],
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
             _wait_for("the hold stored", lambda: _hold_stored(policy, "LH-X"), placer)
+            # The placer reads the batches in flight just after journalling the hold: released at
+            # once, the batch could finish first and leave nothing to wait for.
+            time.sleep(0.5)
+            assert placer.poll() is None, "holds place returned while the batch was stalled"
         finally:
             lock.release()
             proc.communicate(timeout=180)
