@@ -2,7 +2,7 @@
 and ``survey`` counts exactly that many.
 
 SQLite only, so that many examples stay fast; the same comparison runs on all three
-databases with fixed seeds in ``test_sql_pushdown.py``.
+databases with fixed seeds in ``test_pushdown.py``.
 """
 
 from __future__ import annotations
