@@ -44,19 +44,33 @@ log = logging.getLogger("retention.state")
 
 metadata = sa.MetaData()
 
+def _hold_columns(*, placed_at_required: bool) -> list[sa.Column[Any]]:
+    """A hold's own columns: the state store's holds and the ones hold sources listed share them."""
+    return [
+        sa.Column("kind", sa.String(20), nullable=False),
+        sa.Column("scope_subject", sa.String(500)),
+        sa.Column("scope_category", sa.String(200)),
+        sa.Column("scope_source", sa.String(200)),
+        sa.Column("reason", sa.Text, nullable=False),
+        sa.Column("placed_by", sa.String(200), nullable=False),
+        sa.Column("placed_at", sa.DateTime(timezone=True), nullable=not placed_at_required),
+    ]
+
+
+def _release_columns() -> list[sa.Column[Any]]:
+    """Who released a hold, when and why (released holds are kept)."""
+    return [
+        sa.Column("released_by", sa.String(200)),
+        sa.Column("released_at", sa.DateTime(timezone=True)),
+        sa.Column("release_reason", sa.Text),
+    ]
+
+
 holds_table = sa.Table(
     "retention_holds", metadata,
     sa.Column("id", sa.String(200), primary_key=True),
-    sa.Column("kind", sa.String(20), nullable=False),
-    sa.Column("scope_subject", sa.String(500)),
-    sa.Column("scope_category", sa.String(200)),
-    sa.Column("scope_source", sa.String(200)),
-    sa.Column("reason", sa.Text, nullable=False),
-    sa.Column("placed_by", sa.String(200), nullable=False),
-    sa.Column("placed_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("released_by", sa.String(200)),
-    sa.Column("released_at", sa.DateTime(timezone=True)),
-    sa.Column("release_reason", sa.Text),
+    *_hold_columns(placed_at_required=True),
+    *_release_columns(),
 )
 
 source_holds_table = sa.Table(
@@ -66,18 +80,10 @@ source_holds_table = sa.Table(
     # releases it (retention_core/holdsources.py).
     sa.Column("origin", sa.String(200), primary_key=True),  # the hold source's name in the policy
     sa.Column("id", sa.String(200), primary_key=True),
-    sa.Column("kind", sa.String(20), nullable=False),
-    sa.Column("scope_subject", sa.String(500)),
-    sa.Column("scope_category", sa.String(200)),
-    sa.Column("scope_source", sa.String(200)),
-    sa.Column("reason", sa.Text, nullable=False),
-    sa.Column("placed_by", sa.String(200), nullable=False),
-    sa.Column("placed_at", sa.DateTime(timezone=True)),
+    *_hold_columns(placed_at_required=False),  # a case system may not say when
     sa.Column("first_seen_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("vanished_at", sa.DateTime(timezone=True)),
-    sa.Column("released_by", sa.String(200)),
-    sa.Column("released_at", sa.DateTime(timezone=True)),
-    sa.Column("release_reason", sa.Text),
+    *_release_columns(),
 )
 
 requests_table = sa.Table(
