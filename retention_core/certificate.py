@@ -19,9 +19,11 @@ import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from html import escape
+from functools import cache
 from pathlib import Path
 from typing import IO, Any
+
+import jinja2
 
 from .audit import Head, TrailKey, expand, read, records, verify
 from .errors import CertificateError, ConfigError
@@ -305,18 +307,6 @@ def write_json(cert: Certificate, out: IO[str]) -> None:
     out.write("\n ]\n}\n")
 
 
-_CSS = """
-body { font: 13px/1.45 system-ui, sans-serif; color: #1b2631; max-width: 1000px; margin: 24px auto; padding: 0 16px; }
-h1 { font-size: 20px; margin-bottom: 2px; } h2 { font-size: 15px; margin: 20px 0 6px; }
-table { border-collapse: collapse; width: 100%; } th, td { border: 1px solid #aab7b8; padding: 3px 6px;
-text-align: left; vertical-align: top; } th { background: #eaeded; width: 28%; }
-.honest { background: #fdebd0; border-left: 4px solid #b9770e; padding: 8px 12px; }
-code, td.loc { font-family: ui-monospace, Menlo, Consolas, monospace; word-break: break-all; }
-tr.failed td, tr.refused td { background: #fadbd8; } .sig { height: 36px; }
-@media print { body { margin: 0; } tr { break-inside: avoid; } }
-"""
-
-
 def _keyed_text(keyed: dict[str, Any] | None) -> str:
     if keyed is None:
         return "no line is keyed"
@@ -325,15 +315,13 @@ def _keyed_text(keyed: dict[str, Any] | None) -> str:
 
 
 def write_html(cert: Certificate, out: IO[str]) -> None:
-    """The certificate as a printable, self-contained HTML page with signature lines."""
+    """The certificate as a printable, self-contained HTML page with signature lines.
+
+    The page is the Jinja2 template ``templates/certificate.html`` with autoescape on; records
+    are streamed from the trail into it, never held in memory all at once.
+    """
     h = cert.header()
     s = h["sanitization"]
-    e = _e
-    out.write("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-              "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">"
-              f"<title>Certificate of deletion — {e(cert.title)}</title><style>{_CSS}</style></head><body>")
-    out.write(f"<h1>Certificate of deletion</h1><p>{e(cert.title[0].upper() + cert.title[1:])} · fields after "
-              f"{e(STANDARD)}</p><p class=\"honest\"><b>Method type: logical deletion.</b> {e(LOGICAL)}</p>")
     rows = [
         ("Person performing", cert.performed_by), ("Tool used (version)", cert.tool),
         ("Date started", cert.started), ("Date finished", cert.finished or "—"),
@@ -353,24 +341,31 @@ def write_html(cert: Certificate, out: IO[str]) -> None:
                                    f"{cert.head.hash if cert.head else '—'}"),
         ("Issued", cert.issued),
     ]
-    out.write("<h2>Details</h2><table>" + "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in rows)
-              + "</table>")
-    out.write("<h2>Signatures</h2><table><tr><th>Performed by (name, signature, date)</th>"
-              f"<td class=\"sig\">{e(cert.performed_by)}</td></tr><tr><th>Validated by (name, title, signature, "
-              "date)</th><td class=\"sig\"></td></tr></table>")
-    run_head = "<th style=\"width:auto\">run</th>" if cert.request is not None else ""
-    out.write(f"<h2>Records</h2><table><thead><tr><th style=\"width:auto\">seq</th>{run_head}"
-              "<th style=\"width:auto\">source</th>"
-              "<th style=\"width:auto\">location (version)</th><th style=\"width:auto\">action</th>"
-              "<th style=\"width:auto\">outcome</th><th style=\"width:auto\">time</th></tr></thead><tbody>")
-    for r in cert.records():
-        version = f" ({r['version']})" if r["version"] else ""
-        outcome = str(r["outcome"]) + (f": {r['error']}" if r["error"] else "")
-        run_cell = f"<td>{e(r['run_id'])}</td>" if cert.request is not None else ""
-        out.write(f"<tr class=\"{e(r['outcome'])}\"><td>{e(r['audit_seq'])}</td>{run_cell}<td>{e(r['source'])}</td>"
-                  f"<td class=\"loc\">{e(str(r['location']) + version)}</td><td>{e(r['action'])}</td>"
-                  f"<td>{e(outcome)}</td><td>{e(r['time'])}</td></tr>")
-    out.write("</tbody></table></body></html>\n")
+    page = _template().generate(
+        title=cert.title, heading=cert.title[0].upper() + cert.title[1:], standard=STANDARD, logical=LOGICAL,
+        rows=rows, performed_by=cert.performed_by, per_request=cert.request is not None,
+        records=(_record_row(r) for r in cert.records()))
+    out.writelines(page)
+    out.write("\n")
+
+
+def _record_row(r: dict[str, Any]) -> dict[str, Any]:
+    """One certified outcome as the page's records table shows it."""
+    version = f" ({r['version']})" if r["version"] else ""
+    return {**r, "location": f"{r['location']}{version}",
+            "outcome_text": str(r["outcome"]) + (f": {r['error']}" if r["error"] else "")}
+
+
+@cache
+def _template() -> jinja2.Template:
+    env = jinja2.Environment(loader=jinja2.PackageLoader("retention_core", "templates"), autoescape=True,
+                             finalize=_finalize, undefined=jinja2.StrictUndefined)
+    return env.get_template("certificate.html")
+
+
+def _finalize(value: object) -> object:
+    """A missing value prints as a dash, as the JSON certificate's null reads (then autoescaped)."""
+    return "—" if value is None else value
 
 
 def _request_rows(cert: Certificate) -> list[tuple[str, object]]:
@@ -384,10 +379,6 @@ def _request_rows(cert: Certificate) -> list[tuple[str, object]]:
             ("Runs", "; ".join(f"{x['run_id']} by {x['by']}: {x['records']} records" for x in cert.runs) or "none"),
             ("Request's audit lines", "; ".join(f"{x['event']} seq {x['seq']}, SHA-256 {x['hash']}"
                                                 for x in cert.request_lines) or "none in this trail")]
-
-
-def _e(value: object) -> str:
-    return escape("—" if value is None else str(value), quote=True)
 
 
 __all__ = ["Certificate", "CertificateError", "LOGICAL", "METHODS", "build", "build_for_request", "write_html",
