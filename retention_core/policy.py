@@ -29,6 +29,10 @@ CLOCKS = ("created", "service_end")
 ACTIONS = (Action.DELETE.value, Action.ANONYMIZE.value)
 _NAME = re.compile(r"\A[A-Za-z0-9_.:-]+\Z")
 
+#: Limits of a policy without a ``limits:`` key: a forgotten key must not mean "no limit" (a test run
+#: once deleted 70% of a source with exit 0). ``limits: {}`` given on purpose still means no limit.
+DEFAULT_LIMITS = Limits(max_fraction=0.5)
+
 
 @dataclass(frozen=True)
 class Policy:
@@ -56,6 +60,10 @@ class Policy:
             return self.limits
         return Limits(own.max_deletions if own.max_deletions is not None else self.limits.max_deletions,
                       own.max_fraction if own.max_fraction is not None else self.limits.max_fraction)
+
+    def default_fraction(self, source: Source) -> bool:
+        """Whether *source*'s max_fraction is DEFAULT_LIMITS' (the policy has no ``limits:``, the source sets none)."""
+        return self.limits is DEFAULT_LIMITS and (source.limits is None or source.limits.max_fraction is None)
 
     def source(self, name: str) -> Source:
         for source in self.sources:
@@ -249,7 +257,7 @@ def parse_policy(data: Any, path: Path) -> Policy:
     categories = _categories(r, top["categories"])
     sources = _sources(r, top["sources"], categories)
     holds = _holds(r, top.get("holds"), categories, sources)
-    limits = _limits(r, top.get("limits"))
+    limits = _limits(r, top["limits"]) if "limits" in top else DEFAULT_LIMITS
     return Policy(path=path, state=state, audit=audit, subjects=subjects, categories=categories,
                   sources=sources, holds=holds, limits=limits, hold_sources=_hold_sources(r, top.get("hold_sources")))
 

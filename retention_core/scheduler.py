@@ -274,6 +274,8 @@ def over_limits(rt: Runtime, counts: Mapping[str, tuple[int, int]], options: Run
     tripped = {}
     for name, (planned, scanned) in counts.items():
         if why := _limits_for(rt, name, options).over(planned, scanned):
+            if "max_fraction" in why and rt.policy.default_fraction(rt.policy.source(name)):
+                why += " (the default max_fraction of a policy without `limits:`)"
             tripped[name] = (f"{why}: nothing was deleted there (raise its `limits:` in the policy, or for this "
                              f"run only: --allow-over-limit {name} or --max-delete N)")
     return tripped

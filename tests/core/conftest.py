@@ -43,6 +43,7 @@ def make_policy(tmp_path: Path, store_name: str) -> Callable[..., Path]:
                            "account": {"retain": "30d", "after": "service_end"}},
             "sources": [{"name": "calls", "backend": "memory", "options": {"store": store_name},
                          "match": r"(?P<subject>[^/]+)/.+", "category": "call"}],
+            "limits": {"max_fraction": 1.0},  # these tests delete most of a source on purpose
         }
         policy.update(overrides)
         path = tmp_path / "policy.yaml"

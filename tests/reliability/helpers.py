@@ -180,8 +180,8 @@ def write_policy(folder: Path, sources: list[dict[str, Any]], *, state: str | No
         holds = [{"id": "LH-HELD", "kind": "legal", "scope": {"subject": "held"}, "reason": "standing hold"}]
     if holds:
         policy["holds"] = holds
-    if limits:
-        policy["limits"] = dict(limits)
+    # No limit unless asked: these runs delete most of a source on purpose (``{}`` = no limit).
+    policy["limits"] = dict(limits or {})
     path = folder / "policy.yaml"
     path.write_text(yaml.safe_dump(policy, sort_keys=False))
     return path

@@ -73,6 +73,7 @@ def demo(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Demo]:
                   "match": "(?P<subject>[^/]+)/chat-[a-z0-9]+\\.txt", "category": "chat_transcript"}],
         subjects=SUBJECTS,
         holds=[{"id": "LH-2026-014", "kind": "legal", "scope": {"subject": "globex"}, "reason": "Smith v. Globex"}],
+        limits={"max_fraction": 1.0},  # the demo deletes most of a source on purpose
     )
     store = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
     try:
