@@ -7,7 +7,6 @@ finding that concerns a declaration carries its file and line.
 from __future__ import annotations
 
 import hashlib
-import html
 import json
 import re
 from collections import Counter
@@ -16,6 +15,8 @@ from dataclasses import asdict
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+
+import jinja2
 
 from .model import Finding, Observation, Request, observation_to_dict
 from .rules import RULES
@@ -155,41 +156,19 @@ def fingerprint(f: Finding) -> str:
 
 def render_html(findings: Sequence[Finding], observations: Sequence[Observation], *,
                 inputs: Sequence[str], requests: Sequence[Request] = ()) -> str:
-    """One self-contained page to attach to an audit or a ticket."""
-    e = html.escape
-    counts = summary(findings)
-    rows = "\n".join(
-        f"<tr class='{e(f.severity)}'><td>{e(f.severity)}</td><td>{e(f.rule)} {e(RULES[f.rule].name)}</td>"
-        f"<td>{e(f.subject)}</td><td>{e(f.message)}<br><small>{e(f.evidence)}</small></td>"
-        f"<td><small>{e(f.basis)}</small></td><td>{e(f.hint)}</td></tr>" for f in findings)
-    obs_rows = "\n".join(
-        f"<tr><td>{e(o.storage)}</td><td>{e(o.name)}</td><td>{e(o.domain or '')}</td>"
-        f"<td>{e(o.set_by)}</td><td>{e(o.scenario)}</td><td>{e(o.state)} {e(o.reason)}</td></tr>"
-        for o in observations)
-    req_rows = "\n".join(
-        f"<tr><td>{e(r.scenario)}</td><td>{e(r.url)}</td><td>{'third' if r.third_party else 'first'}</td>"
-        f"<td>{e(r.initiator)}</td><td>{e(r.tracker)}</td></tr>" for r in requests)
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Cookie check</title>
-<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;width:100%}}
-td,th{{border:1px solid #ccc;padding:4px;vertical-align:top;text-align:left}}
-tr.error td:first-child{{background:#f8d7da}}tr.warning td:first-child{{background:#fff3cd}}
-tr.info td:first-child{{background:#d1ecf1}}</style></head><body>
-<h1>Cookie check: {counts['error']} error(s), {counts['warning']} warning(s), {counts['info']} info</h1>
-<p>Inputs: {e(', '.join(inputs))}</p>
-<h2>Findings</h2>
-<table><tr><th>severity</th><th>rule</th><th>subject</th><th>finding</th><th>basis</th><th>fix</th></tr>
-{rows}
-</table>
-<h2>Observations ({len(observations)})</h2>
-<table><tr><th>storage</th><th>name</th><th>domain</th><th>set by</th><th>scenario</th><th>state</th></tr>
-{obs_rows}
-</table>
-<h2>Requests ({len(requests)})</h2>
-<table><tr><th>scenario</th><th>URL</th><th>party</th><th>initiator</th><th>tracker</th></tr>
-{req_rows}
-</table></body></html>
-"""
+    """One self-contained page to attach to an audit or a ticket: the Jinja2 template
+    ``templates/cookie_report.html`` with autoescape on, so a hostile cookie name, URL or
+    site-controlled text can never become markup."""
+    return _html_template().render(
+        counts=summary(findings), inputs=list(inputs), findings=findings, observations=observations,
+        requests=requests, rule_names={f.rule: RULES[f.rule].name for f in findings})
+
+
+@lru_cache(maxsize=1)
+def _html_template() -> jinja2.Template:
+    env = jinja2.Environment(loader=jinja2.PackageLoader("retention_cookies", "templates"), autoescape=True,
+                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    return env.get_template("cookie_report.html")
 
 
 def _uri(file: str) -> str:
