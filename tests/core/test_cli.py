@@ -231,7 +231,7 @@ def test_non_utf8_file_names_are_reported_escaped_and_deleted_exactly(tmp_path):
     with open(raw, "wb") as fh:
         fh.write(b"x")
     policy = tmp_path / "p.yaml"
-    policy.write_text("version: 1\ncategories: {c: {retain: 0d}}\n"
+    policy.write_text("version: 1\ncategories: {c: {retain: 0d}}\nlimits: {max_fraction: 1.0}\n"
                       "sources: [{name: s, backend: fs, options: {root: data}, category: c}]\n")
     formats = [tmp_path / f"r.{ext}" for ext in ("json", "csv", "html")]
     args = [a for f in formats for a in ("--report", str(f))]

@@ -55,6 +55,7 @@ def trail(folder: Path) -> list[dict[str, Any]]:
 
 def policy(builder: PolicyBuilder, store: str, *, backend: str = "memory", **top: Any) -> Path:
     top.setdefault("hold_sources", [{"source": "csv", "name": "legal", "path": "holds.csv"}])
+    top.setdefault("limits", {"max_fraction": 1.0})  # these runs delete most of a source on purpose
     return builder.write(categories={"call": {"retain": "30d"}},
                          sources=[{"name": "calls", "backend": backend, "options": {"store": store},
                                    "match": "(?P<subject>[^/]+)/.+", "category": "call"}], **top)

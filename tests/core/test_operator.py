@@ -389,7 +389,7 @@ def _trail(folder: Path) -> list[dict[str, Any]]:
 def test_a_policy_file_hold_is_released_through_the_cli_with_who_and_why(retention_cli: Any, memory_store: str,
                                                                          tmp_path: Path) -> None:
     memory.seed(memory_store, "initech/call-1.wav", NOW - 400 * DAY)
-    policy = memory_policy(tmp_path, memory_store, holds=[
+    policy = memory_policy(tmp_path, memory_store, limits={"max_fraction": 1.0}, holds=[
         {"id": "LH-7", "kind": "legal", "scope": {"subject": "initech"}, "reason": "Doe v. Initech"}])
     retention_cli("run", "-c", policy, "--quiet")
     assert memory.exists(memory_store, "initech/call-1.wav")  # held by the file's hold

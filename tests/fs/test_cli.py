@@ -30,7 +30,8 @@ OLD = 1_577_836_800  # 2020-01-01, long due under 30 days
 def run(folder: Path, root: Path) -> tuple[Any, dict[str, Any]]:
     policy = PolicyBuilder(folder).write(categories={"files": {"retain": "30d"}},
                                          sources=[{"name": "files", "backend": "fs",
-                                                   "options": {"root": str(root)}, "category": "files"}])
+                                                   "options": {"root": str(root)}, "category": "files"}],
+                                         limits={"max_fraction": 1.0})  # these runs delete most of a source on purpose
     report = folder / "report.json"
     result = CliRunner().invoke(cli.cli, ["run", "-c", str(policy), "--report", str(report)])
     assert result.exception is None or isinstance(result.exception, SystemExit), result.output

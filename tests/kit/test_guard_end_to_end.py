@@ -41,7 +41,8 @@ def write_policy(policy_builder: PolicyBuilder, store: str) -> Path:
         categories={"call": {"retain": "90d"}},
         sources=[{"name": "calls", "backend": "memory", "options": {"store": store},
                   "match": "(?P<subject>[^/]+)/.*", "category": "call"}],
-        subjects=[{"subject_id": "acme", "controller": "ctl"}])
+        subjects=[{"subject_id": "acme", "controller": "ctl"}],
+        limits={"max_fraction": 1.0})  # these runs delete most of a source on purpose
 
 
 @pytest.mark.parametrize("retention_plugin", [PLUGIN])

@@ -32,6 +32,7 @@ def seed_calls(store: str) -> None:
 
 def calls_policy(builder: PolicyBuilder, store: str, *, backend: str = "memory", after: str = "created",
                  **top: Any) -> Path:
+    top.setdefault("limits", {"max_fraction": 1.0})  # these runs delete most of a source on purpose
     return builder.write(
         categories={"call": {"retain": "30d", "after": after}},
         sources=[{"name": "calls", "backend": backend, "options": {"store": store},
