@@ -36,7 +36,8 @@ def write_policy(directory: Path, sources: Sequence[Mapping[str, Any]], categori
     """A policy with its own state store and audit trail inside *directory* (one per round)."""
     directory.mkdir(parents=True, exist_ok=True)
     policy = {"version": 1, "state": "sqlite:///state.db", "audit": "audit.jsonl",
-              "categories": dict(categories), "sources": [dict(s) for s in sources]}
+              "categories": dict(categories), "sources": [dict(s) for s in sources],
+              "limits": {}}  # no limit: the workloads delete most of a source on purpose, as measured
     path = directory / "policy.yaml"
     path.write_text(yaml.safe_dump(policy, sort_keys=False))
     return path

@@ -47,7 +47,7 @@ def test_keys_xml_cannot_carry_no_longer_fail_their_chunk(retention_cli: Any, po
     for key in plain + ODD_KEYS:
         s3.put_object(Bucket=bucket, Key=key, Body=b"audio")
     policy = policy_builder.write(categories=CATEGORIES, sources=[source(bucket, moto_endpoint)],
-                                  subjects=SUBJECTS)
+                                  subjects=SUBJECTS, limits={"max_fraction": 1.0})  # deletes most on purpose
     dry = retention_cli("run", "-c", policy, "--dry-run")
     assert dry.exit_code == 0, dry.output
     result = retention_cli("run", "-c", policy, "--report", tmp_path / "run.json")

@@ -29,6 +29,7 @@ from .faults import deny_delete_policy, throttle
 pytestmark = pytest.mark.moto_server
 
 CATEGORIES = {"voice_recording": {"retain": "90d", "after": "service_end"}}
+NO_LIMIT = {"max_fraction": 1.0}  # these runs delete most of the bucket on purpose
 MATCH = r"tenants/(?P<subject>[^/]+)/calls/.+\.wav"
 SUBJECTS = [
     {"subject_id": "acme", "controller": "ctl", "service_ended_at": "2020-01-01"},  # long over: due
@@ -81,7 +82,7 @@ def test_versioned_locked_bucket_dry_run_then_enforce(retention_cli: Any, policy
                                                      moto_endpoint: str, locked_bucket: dict[str, Any],
                                                      tmp_path: Path) -> None:
     bucket = locked_bucket["bucket"]
-    policy = policy_builder.write(categories=CATEGORIES, sources=[source(bucket, moto_endpoint)],
+    policy = policy_builder.write(categories=CATEGORIES, sources=[source(bucket, moto_endpoint)], limits=NO_LIMIT,
                                   subjects=SUBJECTS)
     placed = retention_cli("holds", "place", "-c", policy, "--id", "LH-1", "--kind", "legal",
                            "--reason", "Smith v. Acme", "--subject", "carol")
@@ -122,7 +123,7 @@ def test_after_an_erasure_request_the_subjects_keys_list_no_versions(retention_c
     s3.delete_object(Bucket=bucket, Key="tenants/dave/calls/z.wav")
     put(s3, bucket, "tenants/dave/calls/w.wav")
     put(s3, bucket, "tenants/acme2/calls/z.wav")  # another subject whose name starts alike
-    policy = policy_builder.write(categories=CATEGORIES, sources=[source(bucket, moto_endpoint)],
+    policy = policy_builder.write(categories=CATEGORIES, sources=[source(bucket, moto_endpoint)], limits=NO_LIMIT,
                                   subjects=SUBJECTS + [{"subject_id": "acme2", "controller": "ctl"}])
     erase = retention_cli("requests", "erase", "-c", policy, "--subject", "dave", "--controller", "ctl")
     assert erase.exit_code == 0, erase.output
@@ -139,7 +140,7 @@ def test_bucket_policy_denial_fails_one_key_and_deletes_the_rest(retention_cli: 
     for name in ("1", "2", "3"):
         put(s3, bucket, f"tenants/acme/calls/{name}.wav")
     s3.put_bucket_policy(Bucket=bucket, Policy=deny_delete_policy(bucket, "tenants/acme/calls/2.wav"))
-    policy = policy_builder.write(categories=CATEGORIES, sources=[source(bucket, moto_endpoint)],
+    policy = policy_builder.write(categories=CATEGORIES, sources=[source(bucket, moto_endpoint)], limits=NO_LIMIT,
                                   subjects=SUBJECTS)
     result = retention_cli("run", "-c", policy, "--report", tmp_path / "run.json")
     assert result.exit_code == 1, result.output  # a deletion failed
@@ -161,7 +162,7 @@ def test_mfa_delete_refuses_the_source_with_exit_2(retention_cli: Any, policy_bu
         return {**real(self), "MFADelete": "Enabled"}
 
     monkeypatch.setattr(S3Backend, "versioning", with_mfa)
-    policy = policy_builder.write(categories=CATEGORIES, sources=[source(bucket, moto_endpoint)],
+    policy = policy_builder.write(categories=CATEGORIES, sources=[source(bucket, moto_endpoint)], limits=NO_LIMIT,
                                   subjects=SUBJECTS)
     result = retention_cli("run", "-c", policy)
     assert result.exit_code == 2
@@ -185,7 +186,7 @@ def test_holds_sync_mirrors_our_holds_and_never_touches_foreign_ones(
         retention_cli: Any, policy_builder: Any, s3: Any, moto_endpoint: str,
         locked_bucket: dict[str, Any]) -> None:
     bucket = locked_bucket["bucket"]
-    policy = policy_builder.write(categories=CATEGORIES, sources=[source(bucket, moto_endpoint)],
+    policy = policy_builder.write(categories=CATEGORIES, sources=[source(bucket, moto_endpoint)], limits=NO_LIMIT,
                                   subjects=SUBJECTS)
 
     def legal_hold(key: str, version: str) -> str:
@@ -222,7 +223,7 @@ def test_holds_sync_mirrors_our_holds_and_never_touches_foreign_ones(
 def test_holds_sync_refuses_a_bucket_without_object_lock(retention_cli: Any, policy_builder: Any, s3: Any,
                                                           moto_endpoint: str) -> None:
     bucket = make_bucket(s3)
-    policy = policy_builder.write(categories=CATEGORIES, sources=[source(bucket, moto_endpoint)],
+    policy = policy_builder.write(categories=CATEGORIES, sources=[source(bucket, moto_endpoint)], limits=NO_LIMIT,
                                   subjects=SUBJECTS)
     result = retention_cli("holds", "sync", "-c", policy)
     assert result.exit_code != 0 and "no Object Lock" in result.output
@@ -272,7 +273,7 @@ def test_retention_run_as_a_subprocess(policy_builder: Any, s3: Any, moto_endpoi
     bucket = make_bucket(s3)
     put(s3, bucket, "tenants/acme/calls/1.wav")
     put(s3, bucket, "tenants/dave/calls/2.wav")
-    policy = policy_builder.write(categories=CATEGORIES, sources=[source(bucket, moto_endpoint)],
+    policy = policy_builder.write(categories=CATEGORIES, sources=[source(bucket, moto_endpoint)], limits=NO_LIMIT,
                                   subjects=SUBJECTS)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RETENTION_"))}
     env.update(FAKE_ENV, AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull)
