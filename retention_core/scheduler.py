@@ -592,7 +592,7 @@ def _recover(rt: Runtime, report: RunReport, journal: Journal, left_open: OpenIn
     """
     settled: list[dict[str, Any]] = []
     carried: list[dict[str, Any]] = []
-    places = {s.name: rt.backend(s).fingerprint(s) for s in rt.policy.sources if s.name in report.sources}
+    places = journal.places  # what this run lists, as its intents record it (recovery runs over every source)
     for key, intent in left_open.dangling.items():
         observed = _observed(rt, report, key, intent, places)
         settled.append(settlement(intent, report.run_id, "after a crash", observed=observed,
