@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 
 hookimpl = pluggy.HookimplMarker("retention")
 
-from .backend import Backend, Cutoffs, PushdownPlan, Survey  # noqa: E402
+from .backend import Backend, Cutoffs, Partition, PushdownPlan, Survey  # noqa: E402
 from .durations import Duration, parse_duration  # noqa: E402
 from .engine import covering_holds  # noqa: E402
 from .errors import (  # noqa: E402
@@ -73,6 +73,7 @@ __all__ = [
     "LockedError",
     "Options",
     "Outcome",
+    "Partition",
     "PluginError",
     "Problem",
     "PushdownPlan",

@@ -113,6 +113,20 @@ class Backend(ABC):
         """
         raise NotImplementedError(f"backend {self.name!r} cannot count in storage")
 
+    def partitions(self, source: Source) -> list[Partition]:
+        """The independently scannable parts of *source* (for a distributed run).
+
+        The records (and problems) :meth:`scan_partition` yields over all of them are exactly
+        those of :meth:`scan`: same keys and stamps, none twice, none missing. Default: one
+        partition, the whole source (token ``""``)."""
+        return [Partition(source.name, "", "the whole source")]
+
+    def scan_partition(self, source: Source, partition: Partition) -> Iterator[Record | Problem]:
+        """Yield the records of one of :meth:`partitions`, lazily, as :meth:`scan` would."""
+        if partition.token == "":
+            return self.scan(source)
+        raise NotImplementedError(f"backend {self.name!r} has no partition {partition.label!r}")
+
     def check(self, source: Source) -> None:  # noqa: B027 - optional, a no-op by default
         """Verify preconditions before enforcing (reachability, MFA Delete …); raise ConfigError."""
 
@@ -160,6 +174,18 @@ class Backend(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@dataclass(frozen=True)
+class Partition:
+    """One independently scannable part of a source: an fs top-level directory, an S3 prefix or
+    inventory data file, a SQL key range. ``token`` is backend-defined JSON-able text; ``""`` is
+    the whole source. Partitions travel to other processes, so they hold text only."""
+
+    source: str
+    token: str
+    #: For people: ``"prefix 2024/"``, ``"inventory data/abc.parquet"``.
+    label: str
 
 
 @dataclass(frozen=True)

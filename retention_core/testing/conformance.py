@@ -19,7 +19,7 @@ from typing import ClassVar
 
 import pytest
 
-from ..backend import Backend, Cutoffs, Survey
+from ..backend import Backend, Cutoffs, Partition, Survey
 from ..durations import parse_duration
 from ..engine import cutoffs, decide
 from ..errors import ConfigError
@@ -340,6 +340,41 @@ class BackendConformanceTests(StorageTests):
         names = list(ODD_NAMES) + ([NEWLINE_NAME] if self.supports_newlines else [])
         expected = self._seed_all(self._locations(names))
         assert set(self._scan(backend, source)) == set(expected)
+
+    def test_partitions_together_scan_exactly_the_source(self, backend: Backend, source: Source) -> None:
+        """A distributed run scans each of ``partitions(source)`` on its own: together they must
+        yield exactly what ``scan`` does (same keys and stamps, none twice, none missing), and
+        the problems likewise; a partition travels between processes, so it is plain text."""
+        names = ["top-level.txt", *(f"part-{p}/item-{i}" for p in "abc" for i in range(3)),
+                 "part-a/deeper/item", "part-ab/item"]
+        self._seed_all(self._locations(names))
+        for broken in self._locations(["part-b/broken"]):
+            try:
+                self.seed_problem(broken)
+            except NotImplementedError:
+                pass
+        whole = list(backend.scan(source))
+        parts = backend.partitions(source)
+        assert parts, "partitions() returned no partition"
+        together: list[Record | Problem] = []
+        for part in parts:
+            assert isinstance(part, Partition), f"partitions() returned {part!r}, not a Partition"
+            assert part.source == source.name, f"{part!r}: source must be {source.name!r}"
+            assert isinstance(part.token, str) and isinstance(part.label, str) and part.label, f"{part!r}"
+            items = backend.scan_partition(source, part)
+            assert isinstance(items, collections.abc.Iterator), (
+                f"scan_partition must be lazy, returned {type(items).__name__} for {part.label!r}")
+            together.extend(items)
+
+        def keyed(items: list[Record | Problem]) -> Counter[tuple[object, ...]]:
+            return Counter((r.key, r.stamp, r.created) if isinstance(r, Record)
+                           else ("problem", r.location, r.reason) for r in items)
+
+        got, want = keyed(together), keyed(whole)
+        assert got == want, (
+            f"partitions {[p.label for p in parts]} yield "
+            f"missing {sorted(map(str, (want - got).elements()))[:5]}, "
+            f"extra or twice {sorted(map(str, (got - want).elements()))[:5]}")
 
     # -- delete ----------------------------------------------------------------------------
 

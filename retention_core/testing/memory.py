@@ -16,14 +16,15 @@ The module is also the plugin that registers the backend: ``load_plugins(extra=[
 
 from __future__ import annotations
 
+import json
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, ClassVar
 
 from .. import BackendRegistry, hookimpl
-from ..backend import Backend
+from ..backend import Backend, Partition
 from ..model import Outcome, Problem, Record, Source, Status
 from ..options import Options
 
@@ -218,14 +219,38 @@ class InMemoryBackend(Backend):
     def store(self) -> MemoryStore:
         return get_store(self.store_name)
 
+    def partitions(self, source: Source) -> list[Partition]:
+        """One partition per first path segment (``calls/…``), plus one for the items whose
+        location has no ``/``: what the fs backend does with top-level directories."""
+        store = self.store
+        with store.mutex:
+            firsts = sorted({loc.split("/", 1)[0] if "/" in loc else None for loc in store.items},
+                            key=lambda first: (first is not None, first or ""))
+        return [Partition(source.name, json.dumps({"prefix": f"{first}/"}), f"prefix {first}/")
+                if first is not None else Partition(source.name, json.dumps({"root": True}), "items at the top")
+                for first in firsts] or super().partitions(source)
+
+    def scan_partition(self, source: Source, partition: Partition) -> Iterator[Record | Problem]:
+        if partition.token == "":
+            return self.scan(source)
+        token = json.loads(partition.token)
+        prefix: str | None = token.get("prefix")
+        if prefix is not None:
+            return self._scan(source, lambda loc: loc.startswith(prefix))
+        return self._scan(source, lambda loc: "/" not in loc)
+
     def scan(self, source: Source) -> Iterator[Record | Problem]:
+        return self._scan(source, lambda loc: True)
+
+    def _scan(self, source: Source, wanted: Callable[[str], bool]) -> Iterator[Record | Problem]:
         # Page through a sorted key space like a real listing, so items added or removed
         # while scanning behave as they would in object storage (no snapshot of everything).
         after: str | None = None
         while True:
             store = self.store
             with store.mutex:
-                keys = sorted(k for k in store.items if after is None or k > after)[: self.page_size]
+                keys = sorted(k for k in store.items
+                              if (after is None or k > after) and wanted(k))[: self.page_size]
                 page = [(k, store.items[k], store.items[k].generation) for k in keys]
                 store.calls.append(("list", after or ""))
             if not page:
