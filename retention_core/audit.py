@@ -19,6 +19,22 @@ A deletion batch is journalled as one ``intent`` line before the backend is call
 (:func:`batch_entry`); :func:`expand` gives the per-record view every reader uses. One line
 per batch rather than per record is what keeps the trail's cost (JSON and SHA-256) small
 beside the deletions themselves.
+
+A line may refer to a file instead of carrying its rows (files relative to the trail's
+directory):
+
+* ``"evidence": {"file", "rows", "sha256"}`` — the batch's rows in a sidecar file, in the
+  line's ``fields`` order, in PostgreSQL's ``COPY`` text format (one row a line, tab between
+  columns, ``\\N`` for NULL, backslash escapes: byte-exact, NULL told from ''). A database
+  streams them there as bytes (``COPY (DELETE … RETURNING …) TO STDOUT``) without a Python
+  object per row; the SHA-256 in the hash-chained line makes the file part of the chain. A
+  ``location`` column holds the exact text; readers give it as batch lines do (with
+  ``location_hex``).
+* ``"segment": {"file", "lines", "head", "sha256"}`` — a whole trail (same format, same key)
+  written by one partition of a run; its records read as if they stood at that line.
+
+:func:`expand`, :func:`records` and :func:`walk` read through both; :func:`verify` checks
+every referenced file (existence, SHA-256, row or line count; segments as trails).
 """
 
 from __future__ import annotations
@@ -37,6 +53,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from .errors import AuditError, ConfigError
+from .text import exact_hex, printable
 
 GENESIS = "0" * 64
 
@@ -111,6 +128,8 @@ def _ambiguous_batch(entry: Mapping[str, Any]) -> str | None:
     both = sorted(set(fields) & (entry.keys() | _LINE_KEYS))
     if both:
         return f"{both[0]!r} is both a key of the line and a field of its rows (tampering)"
+    if "evidence" in entry:
+        return "it carries both 'records' and an evidence file" if "records" in entry else None
     if not isinstance(entry.get("records"), list):
         return "its 'records' is not a list of rows"
     return None
@@ -427,12 +446,16 @@ class _Walk:
     key_id: str | None = None
     repairs: list[Repair] = field(default_factory=list)
     expected_hash: str | None = None
+    #: The trail's directory (what referenced files are relative to), and each referenced
+    #: file's (SHA-256, newlines) once read (an intent and its outcome name the same file).
+    base: Path | None = None
+    files: dict[Path, tuple[str, int] | None] = field(default_factory=dict)
 
 
 def verify(path: Path, *, expect: Head | None = None, key: TrailKey | None = None) -> VerifyResult:
     """Check every line's hash and link (and, with *key*, its HMAC); *expect* (the head the
     state store recorded) catches lines removed from the end."""
-    walk = _Walk()
+    walk = _Walk(base=path.parent)
     count = 0
     try:
         if path.exists() and not path.is_file():  # a FIFO or a device would block or never end
@@ -503,11 +526,74 @@ def _check_line(raw: bytes, number: int, walk: _Walk, key: TrailKey | None) -> s
     ambiguous = _ambiguous_batch(body)
     if ambiguous:
         return f"batch line is ambiguous: {ambiguous}"
+    problem = _check_references(body, walk, key)
+    if problem:
+        return problem
     if body.get("event") == "trail-repaired":
         walk.repairs.append(Repair(number, int(body.get("cut_bytes") or 0), str(body.get("cut_sha256")),
                                    str(body.get("time"))))
     walk.seq, walk.prev = body["seq"], claimed
     return None
+
+
+def _check_references(body: dict[str, Any], walk: _Walk, key: TrailKey | None) -> str | None:
+    """Why a file the line names (evidence, segment) is not what the line says, or None."""
+    if "evidence" in body and "segment" in body:
+        return "a line names both an evidence file and a segment"
+    if "evidence" in body:
+        ref = body["evidence"]
+        if not _is_ref(ref, "rows") or "records" in body:
+            return "its 'evidence' is not {file, rows, sha256} (or the line also carries records)"
+        path, problem = _read_ref(ref, walk)
+        if problem:
+            return problem
+        digest, lines = walk.files[path]  # type: ignore[misc]  # read by _read_ref
+        if digest != ref["sha256"]:
+            return f"evidence file {path} does not have the SHA-256 the line records (the file was altered)"
+        if lines != ref["rows"]:
+            return f"evidence file {path} has {lines} rows, the line records {ref['rows']} (truncated or extended)"
+        return None
+    if "segment" in body:
+        ref = body["segment"]
+        if not _is_ref(ref, "lines") or not isinstance(ref.get("head"), str):
+            return "its 'segment' is not {file, lines, head, sha256}"
+        path, problem = _read_ref(ref, walk)
+        if problem:
+            return problem
+        digest, _ = walk.files[path]  # type: ignore[misc]  # read by _read_ref
+        if digest != ref["sha256"]:
+            return f"segment {path} does not have the SHA-256 the line records (the file was altered)"
+        inner = verify(path, key=key)
+        if not inner.ok:
+            return f"segment {path}: line {inner.line}: {inner.problem}"
+        if inner.lines != ref["lines"] or inner.head.hash != ref["head"]:
+            return (f"segment {path} has {inner.lines} lines ending in {inner.head.hash[:12]}…, the line records "
+                    f"{ref['lines']} ending in {str(ref['head'])[:12]}…")
+        keyed = body.get("key_id")
+        if inner.lines and inner.key_id != keyed:
+            return f"segment {path} is keyed with key id {inner.key_id!r}, the line with {keyed!r}"
+    return None
+
+
+def _is_ref(ref: Any, count: str) -> bool:
+    return (isinstance(ref, dict) and isinstance(ref.get("file"), str) and isinstance(ref.get(count), int)
+            and isinstance(ref.get("sha256"), str))
+
+
+def _read_ref(ref: dict[str, Any], walk: _Walk) -> tuple[Path, str | None]:
+    """The referenced file's path, hashed into ``walk.files``; or why it cannot be read."""
+    rel = ref["file"]
+    if os.path.isabs(rel) or ".." in Path(rel).parts:
+        return Path(rel), f"the file {rel} is not inside the trail's directory"
+    path = (walk.base or Path(".")) / rel
+    if path not in walk.files:
+        try:
+            walk.files[path] = file_sha256(path) if path.is_file() else None
+        except OSError:
+            walk.files[path] = None
+    if walk.files[path] is None:
+        return path, f"the file {path} the line refers to is missing or unreadable"
+    return path, None
 
 
 def _check_keying(key_id: Any, mac: Any, text: str, number: int, walk: _Walk, key: TrailKey | None) -> str | None:
@@ -584,13 +670,19 @@ def batch_entry(event: str, run_id: str, source: str, action: str, rows: Sequenc
     return entry
 
 
-def expand(entry: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+def expand(entry: Mapping[str, Any], base: Path | None = None) -> Iterator[dict[str, Any]]:
     """The per-record view of *entry*: one dict per row of a batch entry (its shared keys
     plus the row's fields); any other entry (run-start, hold-placed …) unchanged.
 
-    A batch entry whose rows could be read two ways (a field named twice, or also a key of
-    the line) raises :class:`AuditError`: no writer makes one.
+    An entry whose rows are in an evidence file reads them from that file, relative to
+    *base* (the trail's directory); a ``segment`` entry yields the segment's records. A
+    missing or unreadable file, or a batch entry whose rows could be read two ways (a field
+    named twice, or also a key of the line), raises :class:`AuditError` naming it.
     """
+    if "segment" in entry:
+        segment = _segment_path(entry, base)
+        yield from records(segment)
+        return
     rows, fields = entry.get("records"), entry.get("fields")
     if rows is None and fields is None:
         yield dict(entry)
@@ -598,15 +690,220 @@ def expand(entry: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
     ambiguous = _ambiguous_batch(entry)
     if ambiguous:
         raise AuditError(f"audit entry seq {entry.get('seq')!r}: {ambiguous}")
-    shared = {k: v for k, v in entry.items() if k not in ("records", "fields")}
+    shared = {k: v for k, v in entry.items() if k not in ("records", "fields", "evidence")}
+    if "evidence" in entry:
+        yield from _expand_evidence(entry, shared, fields, base)  # type: ignore[arg-type]  # checked above
+        return
     for row in rows:  # type: ignore[union-attr]  # a list: checked by _ambiguous_batch
         yield {**shared, **dict(zip(fields, row, strict=False))}  # type: ignore[arg-type]  # a short row reads as nulls
 
 
 def records(path: Path) -> Iterator[dict[str, Any]]:
-    """Every entry of a trail in order, batch entries expanded to one dict per record."""
+    """Every entry of a trail in order, batch entries expanded to one dict per record (read
+    through evidence files and segments)."""
+    base = path.parent
     for entry in read(path):
-        yield from expand(entry)
+        yield from expand(entry, base)
+
+
+@dataclass(frozen=True)
+class Line:
+    """One entry as :func:`walk` gives it: the entry, the directory its files are relative to,
+    and the line of the top trail that carries it (itself, or the segment line it came from)."""
+
+    entry: dict[str, Any]
+    base: Path
+    top: dict[str, Any]
+
+
+def walk(path: Path) -> Iterator[Line]:
+    """Every entry of a trail in order, a segment line replaced by the segment's entries
+    (recursively); batch entries are not expanded (a reader filters on the line first, then
+    calls ``expand(line.entry, line.base)``)."""
+    for entry in read(path):
+        if "segment" in entry:
+            for inner in walk(_segment_path(entry, path.parent)):
+                yield Line(inner.entry, inner.base, entry)
+        else:
+            yield Line(entry, path.parent, entry)
+
+
+def _segment_path(entry: Mapping[str, Any], base: Path | None) -> Path:
+    ref = entry.get("segment")
+    if not isinstance(ref, dict) or not isinstance(ref.get("file"), str):
+        raise AuditError(f"audit entry seq {entry.get('seq')!r}: its 'segment' does not name a file")
+    return _referenced(ref["file"], base, entry)
+
+
+def _referenced(rel: str, base: Path | None, entry: Mapping[str, Any]) -> Path:
+    if base is None:
+        raise AuditError(f"audit entry seq {entry.get('seq')!r} refers to the file {rel}: read it with the "
+                         "trail's directory (audit.records(), or expand(entry, base))")
+    return base / rel
+
+
+# -- evidence files ---------------------------------------------------------------------------------
+#: Where a run's evidence files go: ``<trail>.evidence/<run_id>/`` next to the trail.
+EVIDENCE_SUFFIX = ".evidence"
+#: The columns a streamed push-down batch's evidence file holds (the rest of a record's row is
+#: the same for every record of the batch, and is written once, on the line).
+STREAMED_FIELDS = ("location", "subject")
+
+_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\f": "\\f",
+            "\v": "\\v"}
+_ESCAPE_TABLE = str.maketrans(_ESCAPES)
+
+
+def evidence_dir(trail: Path, run_id: str) -> Path:
+    """The directory a run's evidence files are written to (created by :class:`EvidenceWriter`)."""
+    return trail.parent / (trail.name + EVIDENCE_SUFFIX) / run_id
+
+
+def copy_text_row(values: Sequence[str | None]) -> bytes:
+    """One row in ``COPY`` text format (what PostgreSQL streams), for writers that build rows
+    themselves (MariaDB, SQLite)."""
+    return ("\t".join("\\N" if v is None else v.translate(_ESCAPE_TABLE) for v in values) + "\n").encode("utf-8")
+
+
+def parse_copy_text(line: bytes, width: int) -> list[str | None]:
+    """One ``COPY`` text-format row (without its newline) as *width* values; raises ValueError."""
+    text = line.decode("utf-8")
+    cells = text.split("\t")
+    if len(cells) != width:
+        raise ValueError(f"{len(cells)} columns, expected {width}")
+    return [None if c == "\\N" else (_unescape(c) if "\\" in c else c) for c in cells]
+
+
+def _unescape(cell: str) -> str:
+    """Undo ``COPY`` text escapes: \\b \\f \\n \\r \\t \\v \\\\, octal \\ooo and \\xhh
+    (PostgreSQL writes only the first kind; it reads all)."""
+    out: list[str] = []
+    i, n = 0, len(cell)
+    while i < n:
+        c = cell[i]
+        if c != "\\" or i + 1 == n:
+            out.append(c)
+            i += 1
+            continue
+        nxt = cell[i + 1]
+        simple = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
+        if nxt in simple:
+            out.append(simple[nxt])
+            i += 2
+        elif nxt in "01234567":
+            j = i + 1
+            while j < n and j < i + 4 and cell[j] in "01234567":
+                j += 1
+            out.append(chr(int(cell[i + 1:j], 8)))
+            i = j
+        elif nxt == "x" and i + 2 < n and cell[i + 2] in "0123456789abcdefABCDEF":
+            j = i + 2
+            while j < n and j < i + 4 and cell[j] in "0123456789abcdefABCDEF":
+                j += 1
+            out.append(chr(int(cell[i + 2:j], 16)))
+            i = j
+        else:
+            out.append(nxt)
+            i += 2
+    return "".join(out)
+
+
+class EvidenceWriter:
+    """A batch's evidence file, written as bytes arrive: counts rows (newlines), hashes, and on
+    :meth:`finish` fsyncs the file and its directory, so that it is durable before the intent
+    line that names it is written. Created exclusively: a file is never overwritten."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        self._hash = hashlib.sha256()
+        self.rows = 0
+        self._last = b"\n"
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        data = bytes(data)
+        if not data:
+            return
+        self._hash.update(data)
+        self.rows += data.count(b"\n")
+        self._last = data[-1:]
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+
+    def finish(self) -> tuple[int, str]:
+        """Make the file durable (file and directory fsynced); (rows, SHA-256)."""
+        if self._last != b"\n":
+            raise AuditError(f"evidence file {self.path}: the last row has no newline (the stream was cut)")
+        os.fsync(self._fd)
+        os.close(self._fd)
+        self._fd = -1
+        sync_dir(self.path.parent)
+        return self.rows, self._hash.hexdigest()
+
+    def abandon(self) -> None:
+        """Close without syncing (the batch failed before its intent: the file stays, an orphan
+        no line names)."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def sync_dir(path: Path) -> None:
+    """fsync a directory (and its parent, which may have just gained it), so new names in it survive a crash."""
+    for each in (path, path.parent):
+        fd = os.open(each, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def evidence_ref(trail_dir: Path, path: Path, rows: int, sha256: str) -> dict[str, Any]:
+    """The ``evidence`` value of a line naming *path* (relative to the trail's directory)."""
+    return {"file": os.path.relpath(path, trail_dir), "rows": rows, "sha256": sha256}
+
+
+def _expand_evidence(entry: Mapping[str, Any], shared: dict[str, Any], fields: list[str],
+                     base: Path | None) -> Iterator[dict[str, Any]]:
+    ref = entry.get("evidence")
+    if not isinstance(ref, dict) or not isinstance(ref.get("file"), str):
+        raise AuditError(f"audit entry seq {entry.get('seq')!r}: its 'evidence' does not name a file")
+    path = _referenced(ref["file"], base, entry)
+    derive = "location" in fields and "location_hex" not in fields
+    width = len(fields)
+    try:
+        handle = path.open("rb")
+    except OSError as exc:
+        raise AuditError(f"evidence file {path} (audit entry seq {entry.get('seq')!r}) cannot be read: "
+                         f"{exc.strerror or exc}") from None
+    with handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                values = parse_copy_text(raw[:-1] if raw.endswith(b"\n") else raw, width)
+            except ValueError as exc:
+                raise AuditError(f"evidence file {path}: row {number}: {exc}") from None
+            one = {**shared, **dict(zip(fields, values, strict=True))}
+            if derive:
+                location = one["location"]
+                if location is not None and not location.isascii():
+                    one["location"], one["location_hex"] = printable(location), exact_hex(location)
+                else:
+                    one["location_hex"] = None
+            yield one
+
+
+def file_sha256(path: Path) -> tuple[str, int]:
+    """(SHA-256, newline count) of a file, read in blocks."""
+    digest = hashlib.sha256()
+    lines = 0
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+            lines += block.count(b"\n")
+    return digest.hexdigest(), lines
 
 
 def read_backwards(path: Path, block: int = 1 << 20) -> Iterator[dict[str, Any]]:

@@ -25,7 +25,7 @@ from typing import IO, Any
 
 import jinja2
 
-from .audit import Head, TrailKey, expand, read, records, verify
+from .audit import Head, Line, TrailKey, expand, records, verify, walk
 from .errors import CertificateError, ConfigError
 from .model import ErasureRequest, RunStatus
 
@@ -176,7 +176,8 @@ def build(trail: Path, run_id: str, *, expect: Head | None = None, actor: str | 
         raise CertificateError(f"{trail}: line {result.line}: {result.problem}; no certificate issued "
                                "for a trail that fails verification")
     cert: Certificate | None = None
-    for entry in read(trail):
+    for line in walk(trail):  # through segments; expand() reads evidence files through
+        entry, top = line.entry, line.top
         if entry.get("run_id") != run_id:
             continue
         event = entry.get("event")
@@ -188,11 +189,11 @@ def build(trail: Path, run_id: str, *, expect: Head | None = None, actor: str | 
                 backends=dict(backends or {}))
         elif cert is None:
             continue
-        cert.last_line = Head(int(entry["seq"]), str(entry["hash"]))
+        cert.last_line = Head(int(top["seq"]), str(top["hash"]))
         if event == "intent":
-            cert.intents += sum(1 for _ in expand(entry))
+            cert.intents += sum(1 for _ in expand(entry, line.base))
         elif event == "outcome":
-            for each in expand(entry):
+            for each in expand(entry, line.base):
                 status = certified_outcome(each)
                 cert.totals[status] = cert.totals.get(status, 0) + 1
         elif event == "run-end":
@@ -236,7 +237,8 @@ def build_for_request(trail: Path, request: ErasureRequest, *, expect: Head | No
                        request=request)
     starts: dict[str, dict[str, Any]] = {}
     runs: dict[str, dict[str, Any]] = {}
-    for entry in read(trail):
+    for line in walk(trail):  # through segments; expand() reads evidence files through
+        entry = line.entry
         event = entry.get("event")
         if event == "run-start":
             starts[str(entry.get("run_id"))] = entry
@@ -244,7 +246,7 @@ def build_for_request(trail: Path, request: ErasureRequest, *, expect: Head | No
             cert.request_lines.append({"event": event, "seq": entry.get("seq"), "hash": entry.get("hash"),
                                        "time": entry.get("time")})
         elif event in ("intent", "outcome"):
-            _count(cert, entry, starts, runs)
+            _count(cert, line, starts, runs)
     cert.runs = [{**{k: v for k, v in r.items() if k not in ("sources", "last_seq", "last_hash")},
                   "sources": sorted(r["sources"]), "last_line": {"seq": r["last_seq"], "hash": r["last_hash"]}}
                  for r in runs.values()]
@@ -264,11 +266,12 @@ def build_for_request(trail: Path, request: ErasureRequest, *, expect: Head | No
     return cert
 
 
-def _count(cert: Certificate, entry: dict[str, Any], starts: dict[str, dict[str, Any]],
+def _count(cert: Certificate, line: Line, starts: dict[str, dict[str, Any]],
            runs: dict[str, dict[str, Any]]) -> None:
     """Count a batch line's rows of the request's subject, and note the run that wrote them."""
+    entry = line.entry
     subject = cert.request.subject if cert.request is not None else None
-    mine = [each for each in expand(entry) if each.get("subject") == subject]
+    mine = [each for each in expand(entry, line.base) if each.get("subject") == subject]
     if not mine:
         return
     run_id = str(entry.get("run_id"))
@@ -278,7 +281,7 @@ def _count(cert: Certificate, entry: dict[str, Any], starts: dict[str, dict[str,
                                    "tool": start.get("tool") or "retention (version not recorded)",
                                    "sources": set(), "records": 0})
     run["sources"].add(entry.get("source"))
-    run["last_seq"], run["last_hash"] = entry.get("seq"), entry.get("hash")
+    run["last_seq"], run["last_hash"] = line.top.get("seq"), line.top.get("hash")
     if entry.get("event") == "intent":
         cert.intents += len(mine)
         return

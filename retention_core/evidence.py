@@ -22,7 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
-from .audit import expand, read
+from .audit import expand, walk
 from .backend import Backend
 from .errors import ConfigError
 from .model import Source, TrailOutcome
@@ -121,10 +121,11 @@ def find(trails: Sequence[Path], query: Query) -> Iterator[Finding]:
             raise ConfigError("the audit trail does not exist (no enforcing run has written it yet)",
                               file=str(trail))
         waiting: dict[tuple[Any, ...], Finding] = {}
-        for entry in read(trail):
+        for line in walk(trail):  # through segments; expand() reads evidence files through
+            entry = line.entry
             if not query.wants_line(entry):
                 continue
-            for row in expand(entry):
+            for row in expand(entry, line.base):
                 if not query.wants(row):
                     continue
                 found = _finding(row, trail)

@@ -90,10 +90,13 @@ def deleted_in_scope(trail: Path, batches: list[Batch], scope: HoldScope) -> lis
             runs.discard(entry["run_id"])
             if not runs:
                 break
-        if entry.get("event") != "outcome" or (entry.get("run_id"), entry.get("batch")) not in wanted:
+        segment = "segment" in entry  # a partition's trail: its rows name their own run and batch
+        if not segment and (entry.get("event") != "outcome" or (entry.get("run_id"), entry.get("batch")) not in wanted):
             continue
-        for row in expand(entry):
+        for row in expand(entry, trail.parent):  # evidence files and segments read through
             if row.get("outcome") not in ("deleted", "anonymized"):
+                continue
+            if segment and (row.get("event") != "outcome" or (row.get("run_id"), row.get("batch")) not in wanted):
                 continue
             record = Record(row.get("source", ""), row.get("location", ""), _EPOCH, None, row.get("version"),
                             row.get("subject"), row.get("category"))
