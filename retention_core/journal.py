@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .audit import INTENT_FIELDS, OUTCOME_FIELDS, AuditTrail, Head, batch_entry, records
+from .audit import INTENT_FIELDS, OUTCOME_FIELDS, STREAMED_FIELDS, AuditTrail, Head, batch_entry, records
 from .model import Action, Decision, Record, RecordKey, TrailOutcome
 from .text import exact_hex, from_entry, printable
 
@@ -28,6 +28,10 @@ class JournalBatch:
     action: Action
     rows: list[list[Any]]
     batch_id: str
+    #: A streamed batch: its rows are in an evidence file (``evidence`` is the lines' reference
+    #: to it, ``shared`` the values every row has), not in ``rows``.
+    evidence: dict[str, Any] | None = None
+    shared: dict[str, Any] | None = None
 
 
 class Journal:
@@ -51,6 +55,29 @@ class Journal:
         self.trail.append([self._line("intent", batch, batch.rows)])
         return batch
 
+    def streamed_intent(self, source: str, action: Action, evidence: dict[str, Any], batch_id: str, *,
+                        category: str | None, reason: str) -> JournalBatch:
+        """Journal, durably, the intent of a batch whose rows are already in a durable evidence
+        file (:data:`~retention_core.audit.STREAMED_FIELDS`): the line names the file, its row
+        count and SHA-256, and reads back (``audit.expand``) as the per-record line would."""
+        shared = {"version": None, "category": category, "reason": reason}
+        batch = JournalBatch(source, action, [], batch_id, evidence=evidence, shared=shared)
+        self.trail.append([self._streamed_line("intent", batch, {})])
+        return batch
+
+    def streamed_outcome(self, batch: JournalBatch, status: str, error: str | None = None, *,
+                         sync: bool = False) -> None:
+        """Every row of a streamed batch has the same outcome (all-or-nothing in one transaction)."""
+        self.trail.append([self._streamed_line("outcome", batch, {"outcome": status, "error": error})], sync=sync)
+
+    def _streamed_line(self, event: str, batch: JournalBatch, extra: dict[str, Any]) -> dict[str, Any]:
+        entry: dict[str, Any] = {"event": event, "run_id": self.run_id, "source": batch.source,
+                                 "action": batch.action.value, **(batch.shared or {}), **extra,
+                                 "fields": list(STREAMED_FIELDS), "evidence": batch.evidence, "batch": batch.batch_id}
+        if event == "intent" and self.places.get(batch.source) is not None:
+            entry["where"] = self.places[batch.source]
+        return entry
+
     def outcome(self, batch: JournalBatch, results: Iterable[tuple[str, str | None]]) -> None:
         """Journal each record's (status, error). Not fsynced: the next intent (or the run's
         end) makes it durable, and a lost outcome line is an intent a later run settles."""
@@ -59,6 +86,9 @@ class Journal:
 
     def rolled_back(self, batch: JournalBatch, why: str) -> None:
         """Journal a batch storage rolled back before it took effect (a hold placed meanwhile)."""
+        if batch.evidence is not None:  # streamed: not_executed for the same evidence file
+            self.streamed_outcome(batch, TrailOutcome.NOT_EXECUTED, why, sync=True)
+            return
         rows = [[*r, TrailOutcome.NOT_EXECUTED, why] for r in batch.rows]
         self.trail.append([self._line("outcome", batch, rows)])
 
@@ -144,7 +174,7 @@ class OpenIntents:
         crashed = frozenset(crashed)
         dangling: dict[RecordKey, dict[str, Any]] = {}
         if crashed and trail.exists():
-            for entry in _of_runs(records(trail), crashed):
+            for entry in _of_runs(_with_dispatched(records(trail), crashed, trail.parent), crashed):
                 if entry.get("event") == "intent":
                     dangling[trail_key(entry)] = entry
                 elif entry.get("event") == "outcome":
@@ -158,6 +188,19 @@ class OpenIntents:
     @property
     def sources(self) -> set[str]:
         return {key.source for key in self.keys}
+
+
+def _with_dispatched(entries: Iterator[dict[str, Any]], runs: frozenset[str], base: Path) -> Iterator[dict[str, Any]]:
+    """*entries*, and after each ``segments-dispatched`` line of one of *runs* the records of the
+    segments it names: a distributed run that died before recording a segment's ``segment``
+    line left its intents there (``retention_core.partitioned``)."""
+    for entry in entries:
+        yield entry
+        if entry.get("event") == "segments-dispatched" and entry.get("run_id") in runs:
+            for segment in entry.get("segments") or ():
+                path = base / str(segment.get("file"))
+                if path.is_file():
+                    yield from records(path)
 
 
 def _of_runs(entries: Iterator[dict[str, Any]], runs: frozenset[str]) -> Iterator[dict[str, Any]]:

@@ -16,10 +16,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
-from .audit import last_event, trail_for
-from .backend import Backend, Cutoffs, PushdownPlan, Survey
+from .audit import STREAMED_FIELDS, evidence_dir, evidence_ref, last_event, parse_copy_text, trail_for
+from .backend import Backend, Cutoffs, PushdownPlan, StreamedBatch, Survey
 from .engine import Decider, cutoffs, plain_cutoff, protected_by
 from .errors import ClockError, ConfigError, LockedError, RetentionError
 from .fence import in_flight
@@ -35,6 +36,22 @@ Progress = Callable[[str, int], None]
 #: Called once per deletion batch: (source, records in the batch, records due in the source).
 Deleting = Callable[[str, int, int], None]
 DESTRUCTIVE = (Action.DELETE, Action.ANONYMIZE)
+#: Which scanned records a run keeps in its spool (the rest are only counted): (record, action).
+KeepPredicate = Callable[[Record, Action], bool]
+
+
+class Distributor(Protocol):
+    """Runs the scan half and the per-record deletion half somewhere else (other processes, a
+    cluster: :mod:`retention_core.partitioned`), filling the same report the local path fills.
+
+    Everything around the two halves — the lock, the clock, recovery, the safety limits over the
+    global totals, push-down sources, erasure requests — stays here, in one process."""
+
+    def scan(self, rt: Runtime, sources: Sequence[Source], ctx: Context, report: RunReport,
+             keep: KeepPredicate) -> None: ...
+
+    def delete(self, rt: Runtime, source: Source, report: RunReport, journal: Journal, now: datetime,
+               scanned_with: Context) -> None: ...
 KEEP = Action.KEEP
 SKIP = Action.SKIP
 
@@ -66,6 +83,8 @@ class RunOptions:
     #: Called with what the run knew when an error stopped it (before it is re-raised), so its
     #: reports can still be written.
     on_failure: Callable[[RunReport, Exception], None] | None = None
+    #: Scan and delete per partition elsewhere (``--executor dask``); None: in this process.
+    distributor: Distributor | None = None
 
 
 #: Test hook for crash-recovery tests: ``RETENTION_TEST_KILL_AT=after-intent:2`` SIGKILLs the
@@ -116,7 +135,10 @@ def run(rt: Runtime, options: RunOptions) -> RunReport:
                 _check(backend, source, rt)
         if options.dry_run:
             _check_clock(rt, options)
-            _scan(rt, sources, ctx, report, options.progress, _Keep(options.itemize))
+            if options.distributor is not None:
+                options.distributor.scan(rt, sources, ctx, report, _Keep(options.itemize))
+            else:
+                _scan(rt, sources, ctx, report, options.progress, _Keep(options.itemize))
             _trip(report, _over_limits(rt, report, options))  # exactly as the enforcing run would
         else:
             with rt.state.lock(report.run_id):
@@ -314,7 +336,11 @@ def _enforce(rt: Runtime, sources: Sequence[Source], ctx: Context, report: RunRe
         keep = _Keep(options.itemize, destructive=True, subjects=frozenset(ctx.requests),
                      keys=frozenset(left_open.keys))
         report.surveyed = set(surveyed)
-        _scan(rt, [s for s in sources if s.name not in surveyed], ctx, report, options.progress, keep)
+        listed = [s for s in sources if s.name not in surveyed]
+        if options.distributor is not None:
+            options.distributor.scan(rt, listed, ctx, report, keep)
+        else:
+            _scan(rt, listed, ctx, report, options.progress, keep)
         for name, (survey, plan) in surveyed.items():
             _count_surveyed(report.sources[name], survey, plan, rt.policy.source(name), ctx)
         if not options.sources:
@@ -330,6 +356,8 @@ def _enforce(rt: Runtime, sources: Sequence[Source], ctx: Context, report: RunRe
                 allowed = _limits_for(rt, source.name, options).allowance(report.sources[source.name].scanned)
                 _push_down(rt, backend, source, report, journal, options.now, allowed,
                            itemize=source.name not in surveyed, deleting=options.deleting)
+            elif options.distributor is not None:
+                options.distributor.delete(rt, source, report, journal, options.now, ctx)
             else:
                 _batches(rt, backend, source, report, journal, options.now, ctx, options.deleting)
         if not options.sources:
@@ -473,10 +501,27 @@ def _push_down(rt: Runtime, backend: Backend, source: Source, report: RunReport,
         given[0] = cutoffs(source, rt.context(now))
         return given[0]
 
-    plan = PushdownPlan(cutoffs=given[0], refresh=refresh)
+    # Surveyed (no per-record report wanted) and deleting: the backend may stream each batch's
+    # rows as bytes into an evidence file next to the trail instead of handing them to Python.
+    streamable = not itemize and given[0].action is Action.DELETE
+    trail_dir = rt.policy.audit.parent
+    plan = PushdownPlan(cutoffs=given[0], refresh=refresh,
+                        evidence=evidence_dir(rt.policy.audit, report.run_id) / f"source-{source.index}"
+                        if streamable else None)
     decision = Decision(plan.cutoffs.action, "set-based: due under the policy (holds re-read per batch)")
+    hooked = _after_delete_hooked(rt)
 
-    def settle(batch: list[Outcome], journalled: JournalBatch) -> None:
+    def settle(batch: list[Outcome] | StreamedBatch, journalled: JournalBatch) -> None:
+        if isinstance(batch, StreamedBatch):
+            # One transaction: every row committed, so every row deleted (failures: none).
+            journal.streamed_outcome(journalled, Status.DELETED)
+            _checkpoint("after-outcome")
+            stats.outcomes[Status.DELETED] += batch.rows
+            if hooked:  # the rows are read back from the file only for a plugin that observes them
+                rt.plugins.after_delete(streamed_outcomes(batch.path, source), rt.context(now))
+            if deleting is not None:
+                deleting(source.name, batch.rows, stats.decisions["delete"] + stats.decisions["anonymize"])
+            return
         journal.outcome(journalled, ((o.status, o.error) for o in batch))
         _checkpoint("after-outcome")
         failed = [o for o in batch if o.status is Status.FAILED]
@@ -488,12 +533,19 @@ def _push_down(rt: Runtime, backend: Backend, source: Source, report: RunReport,
         if deleting is not None:
             deleting(source.name, len(batch), stats.decisions["delete"] + stats.decisions["anonymize"])
 
+    def intent(batch: list[Outcome] | StreamedBatch, batch_id: str) -> JournalBatch:
+        if isinstance(batch, StreamedBatch):  # the file is durable already: the intent names it
+            return journal.streamed_intent(source.name, decision.action,
+                                           evidence_ref(trail_dir, batch.path, batch.rows, batch.sha256), batch_id,
+                                           category=source.category, reason=decision.reason)
+        return journal.intent(source.name, decision.action, ((o.record, decision) for o in batch), batch_id)
+
     # Rows that became due after the scan are deleted too; the safety limits (*allowed*) still
     # bound the total.
     done = 0
     while True:
         restart = False
-        pending: tuple[list[Outcome], JournalBatch] | None = None
+        pending: tuple[list[Outcome] | StreamedBatch, JournalBatch] | None = None
         stream = backend.push_down(source, plan)
         # The hold fence: each batch is registered before the generator selects and deletes it
         # (plan.refresh() reads holds inside), and left only after its commit is journalled —
@@ -509,15 +561,15 @@ def _push_down(rt: Runtime, backend: Backend, source: Source, report: RunReport,
                     pending = None
                 if batch is None:
                     break
-                if allowed is not None and done + len(batch) > allowed:
+                size = batch.rows if isinstance(batch, StreamedBatch) else len(batch)
+                if allowed is not None and done + size > allowed:
                     stream.close()  # the batch in hand is rolled back, never journalled
                     _trip(report, {source.name: f"reached its limit of {allowed} deletions during set-based "
                                                 "batches (more became due since the scan); stopped after "
                                                 f"{done} deletions"})
                     break
                 _still_ours(rt, report.run_id)
-                journalled = journal.intent(source.name, decision.action, ((o.record, decision) for o in batch),
-                                            batch_id)
+                journalled = intent(batch, batch_id)
                 _checkpoint("after-intent")
                 # Holds and erasure requests are read once more just before the commit (the fence
                 # makes a hold placed from now on wait for it; this catches one placed, or an
@@ -535,7 +587,7 @@ def _push_down(rt: Runtime, backend: Backend, source: Source, report: RunReport,
                                                     "selected; rolled back")
                     restart = True
                     break
-                done += len(batch)
+                done += size
                 pending = batch, journalled
         finally:
             stream.close()
@@ -543,6 +595,27 @@ def _push_down(rt: Runtime, backend: Backend, source: Source, report: RunReport,
         if not restart:
             break
     report.spool.commit()
+
+
+def _after_delete_hooked(rt: Runtime) -> bool:
+    """Whether any plugin observes deletions (a streamed batch is then read back from its file)."""
+    hook = getattr(getattr(rt.plugins, "pm", None), "hook", None)
+    caller = getattr(hook, "retention_after_delete", None)
+    return caller is None or bool(caller.get_hookimpls())
+
+
+def streamed_outcomes(path: Path, source: Source) -> list[Outcome]:
+    """A streamed batch's outcomes, read back from its evidence file for the ``after_delete``
+    hook. The file holds what the trail journals (location, subject), not ``created``: the
+    records carry the Unix epoch there (docs/user-guide.md says so)."""
+    out = []
+    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    with path.open("rb") as handle:
+        for raw in handle:
+            location, subject = parse_copy_text(raw[:-1], len(STREAMED_FIELDS))
+            out.append(Outcome(Record(source.name, location or "", epoch, None, None, subject, source.category),
+                               Status.DELETED))
+    return out
 
 
 class _Fences:
@@ -654,10 +727,27 @@ def _settle_requests(rt: Runtime, report: RunReport, now: datetime) -> None:
             rt.state.mark_requests(request.subject, report.run_id, now, held)
 
 
+def scan_into(rt: Runtime, sources: Sequence[Source], ctx: Context, report: RunReport,
+              keep: KeepPredicate) -> None:
+    """The scan half as a run does it, for one share of the work (a partition's runtime lists
+    only that partition): decide, count into *report*, spool what *keep* keeps."""
+    if not isinstance(keep, _Keep):
+        raise TypeError(f"scan_into takes the keep predicate the run handed to its distributor, not {keep!r}")
+    _scan(rt, sources, ctx, report, None, keep)
+
+
+def delete_due(rt: Runtime, source: Source, report: RunReport, journal: Journal, now: datetime,
+               scanned_with: Context) -> None:
+    """The deletion half as a run does it for *source*'s due items in *report*'s spool: per
+    batch the lock check, the hold fence, holds re-read, intent, backend call, outcome."""
+    _batches(rt, rt.backend(source), source, report, journal, now, scanned_with)
+
+
 def _version() -> str:
     from . import __version__
 
     return __version__
 
 
-__all__ = ["RunOptions", "new_run_id", "over_limits", "run"]
+__all__ = ["Distributor", "KeepPredicate", "RunOptions", "delete_due", "new_run_id", "over_limits", "run",
+           "scan_into"]

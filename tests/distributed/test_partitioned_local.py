@@ -1,0 +1,113 @@
+"""The partitioned run in this process (memory backend, LocalExecutor): the same answers as the
+plain run, the segments in the trail, and a dead deletion task settled by the next run.
+
+No Dask here: these check the partitioned path itself, fast; test_dask.py runs it on a cluster."""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from retention_core import audit
+from retention_core.executors import LocalExecutor
+from retention_core.model import Status
+from retention_core.partitioned import PartitionedRun
+from retention_core.plugins import load_plugins
+from retention_core.runtime import Runtime
+from retention_core.scheduler import RunOptions, run
+from retention_core.testing import memory
+from retention_core.testing.builders import PolicyBuilder
+
+NOW = datetime(2026, 6, 1, tzinfo=timezone.utc)
+MEMORY = ("retention_core.testing.memory",)
+
+
+def policy(folder: Path, store: str) -> Path:
+    return PolicyBuilder(folder).write(
+        categories={"calls": {"retain": "30d"}},
+        sources=[{"name": "calls", "backend": "memory", "options": {"store": store, "page_size": 3},
+                  "category": "calls", "match": "(?P<subject>[^/]+)/.*"}],
+        subjects=[{"subject_id": s, "controller": "acme"} for s in ("alice", "bob", "carol", "dave")],
+        limits={"max_fraction": 1.0})
+
+
+def seed(store: str) -> None:
+    for subject in ("alice", "bob", "carol", "dave"):
+        for i in range(7):
+            memory.seed(store, f"{subject}/rec-{i}", NOW - timedelta(days=10 * i), size=i)
+
+
+def per_record(trail: Path) -> Counter[tuple[object, ...]]:
+    """The trail's per-record lines, order and run aside (segments read through)."""
+    out: Counter[tuple[object, ...]] = Counter()
+    for entry in audit.records(trail):
+        if entry.get("event") in ("intent", "outcome") and entry.get("location") is not None:
+            out[(entry["event"], entry["source"], entry["location"], entry.get("action"), entry.get("outcome"),
+                 entry.get("reason"))] += 1
+    return out
+
+
+def enforce(config: Path, distributed: bool):
+    with Runtime.open(config, load_plugins(extra=[memory])) as rt:
+        if not distributed:
+            with run(rt, RunOptions(now=NOW, as_of_given=True)) as report:
+                return report.status, dict(report.outcomes()), report.summary()
+        with PartitionedRun(rt, LocalExecutor(), plugins=MEMORY) as spread:
+            with run(rt, RunOptions(now=NOW, as_of_given=True, distributor=spread)) as report:
+                return report.status, dict(report.outcomes()), report.summary()
+
+
+def test_partitioned_run_gives_the_plain_runs_answers(tmp_path):
+    stores = {kind: f"dist-{kind}-{uuid.uuid4().hex[:8]}" for kind in ("plain", "parts")}
+    results = {}
+    for kind, store in stores.items():
+        seed(store)
+        results[kind] = enforce(policy(tmp_path / kind, store), kind == "parts")
+    assert results["plain"] == results["parts"]
+    assert results["parts"][1][Status.DELETED.value] == 4 * 4  # 30 (the cutoff itself), 40, 50, 60 days old
+    assert sorted(memory.get_store(stores["plain"]).items) == sorted(memory.get_store(stores["parts"]).items)
+    trails = {kind: tmp_path / kind / "audit.jsonl" for kind in stores}
+    assert per_record(trails["plain"]) == per_record(trails["parts"])
+    assert audit.verify(trails["parts"]).ok
+    lines = list(audit.read(trails["parts"]))
+    dispatched = [e for e in lines if e["event"] == "segments-dispatched"]
+    segments = [e for e in lines if e["event"] == "segment"]
+    assert len(dispatched) == 1 and len(dispatched[0]["segments"]) == 4 == len(segments)
+    assert sum(e["outcomes"]["deleted"] for e in segments) == 16
+
+
+def test_a_dead_deletion_task_is_settled_by_the_next_run(tmp_path, monkeypatch):
+    store = f"dist-dead-{uuid.uuid4().hex[:8]}"
+    seed(store)
+    config = policy(tmp_path, store)
+    from retention_core import partitioned, scheduler
+
+    real = partitioned.delete_due
+    calls = []
+
+    def dies_in_the_second_partition(rt, source, report, journal, now, scanned_with):
+        calls.append(1)
+        if len(calls) == 2:  # journal the first batch's intent, delete, then "die" before the outcome
+            def boom(*a, **k):
+                raise SystemError("worker died")
+            monkeypatch.setattr(journal, "outcome", boom)
+        real(rt, source, report, journal, now, scanned_with)
+
+    monkeypatch.setattr(partitioned, "delete_due", dies_in_the_second_partition)
+    status, outcomes, _ = enforce(config, True)
+    assert status == scheduler.RunStatus.FAILED_DELETIONS
+    trail = tmp_path / "audit.jsonl"
+    assert audit.verify(trail).ok
+    monkeypatch.setattr(partitioned, "delete_due", real)
+    status, outcomes, _ = enforce(config, True)
+    assert status == "ok"
+    rows = per_record(trail)
+    # every intent has its outcome, and nothing due is left
+    assert not [k for k in memory.get_store(store).items if int(k.rsplit("-", 1)[1]) >= 3]
+    deleted = {loc for (ev, _, loc, _, out, _) in rows if ev == "outcome" and out == "deleted"}
+    assert len(deleted) == 16
+    intents = Counter(loc for (ev, _, loc, *_rest) in rows.elements() if ev == "intent")
+    closing = Counter(loc for (ev, _, loc, _a, out, _r) in rows.elements() if ev == "outcome")
+    assert set(intents) <= set(closing)
