@@ -30,14 +30,16 @@ from .audit import check_writable as check_trail_writable
 from .durations import parse_duration
 from .engine import Decider
 from .errors import ConfigError, PluginError, RetentionError
+from .executors import make_executor
 from .fence import DEFAULT_WAIT, deleted_in_scope, wait_for_batches
 from .files import atomic_write
 from .holdsources import release_hold
 from .host import CONFIG_ENV, config_option, open_runtime, share_plugins
 from .metrics import write_metrics
 from .model import Action, Decision, ErasureRequest, Hold, HoldScope, Problem, Record
+from .partitioned import PartitionedRun, require_shared_state
 from .plugins import Plugins, load_plugins
-from .policy import HOLD_KINDS, check_actions, check_hold_id
+from .policy import EXECUTOR_KINDS, HOLD_KINDS, check_actions, check_hold_id
 from .report import RunReport, check_writable, one_line, run_warnings, text_summary
 from .runtime import POLICY_FILE, Runtime
 from .scheduler import RunOptions, over_limits, run
@@ -273,9 +275,16 @@ def _check_storage(rt: Runtime, warnings: list[str]) -> list[str]:
 @click.option("-q", "--quiet", is_flag=True, envvar=QUIET_ENV,
               help=f"Print nothing when all is well (cron): no summary; warnings and errors still go to stderr "
                    f"(or ${QUIET_ENV}=1).")
+@click.option("--executor", type=click.Choice(EXECUTOR_KINDS),
+              help="Where the per-record work runs: local (this process) or dask (a Dask distributed cluster, "
+                   "per partition; needs a PostgreSQL state store). Default: the policy's executor:, else local.")
+@click.option("--scheduler", metavar="ADDRESS",
+              help="The Dask scheduler to use (tcp://host:8786); implies --executor dask. Without it, "
+                   "--executor dask starts a LocalCluster on this machine.")
 def run_command(config: str, dry_run: bool, as_of: str | None, sources: tuple[str, ...],
                 reports: tuple[str, ...], metrics_file: str | None, trust_clock: bool,
-                max_delete: int | None, allow_over_limit: tuple[str, ...], quiet: bool) -> None:
+                max_delete: int | None, allow_over_limit: tuple[str, ...], quiet: bool,
+                executor: str | None, scheduler: str | None) -> None:
     """Scan every source, decide, and delete what is due (or only report with --dry-run)."""
     started = time.time()
     report: RunReport | None = None
@@ -291,7 +300,7 @@ def run_command(config: str, dry_run: bool, as_of: str | None, sources: tuple[st
     try:
         report, code = _run(config, dry_run, as_of, sources, reports, RunOptions(
             now=datetime.now(timezone.utc), trust_clock=trust_clock, max_delete=max_delete,
-            allow_over_limit=allow_over_limit), quiet=quiet)
+            allow_over_limit=allow_over_limit), quiet=quiet, executor=executor, scheduler=scheduler)
     except RetentionError as exc:
         code = exc.exit_code
         raise
@@ -305,13 +314,29 @@ def run_command(config: str, dry_run: bool, as_of: str | None, sources: tuple[st
         sys.exit(code)
 
 
+def _distributor(rt: Runtime, executor: str | None, scheduler: str | None) -> PartitionedRun | None:
+    """The partitioned run ``--executor``/``--scheduler`` (or the policy's ``executor:``) ask for;
+    None for a local run, which then imports nothing of Dask."""
+    config = rt.policy.executor
+    if scheduler and executor == "local":
+        raise ConfigError("--scheduler needs --executor dask", key="--scheduler")
+    kind = executor or ("dask" if scheduler else config.kind)
+    if kind == "local":
+        return None
+    require_shared_state(rt)  # before a cluster is started for nothing
+    address = scheduler or (config.scheduler if config.kind == "dask" else None)
+    chosen = make_executor(kind, address, config.workers)
+    logs.event("executor", f"executor: {chosen.label}", executor=kind, scheduler=address)
+    return PartitionedRun(rt, chosen)
+
+
 #: ``--report -``: the JSON report on stdout (the summary is then left out, so stdout stays JSON).
 STDOUT = "-"
 
 
 def _run(config: str, dry_run: bool, as_of: str | None, sources: tuple[str, ...],
-         reports: tuple[str, ...], overrides: RunOptions | None = None, *, quiet: bool = False
-         ) -> tuple[RunReport, int]:
+         reports: tuple[str, ...], overrides: RunOptions | None = None, *, quiet: bool = False,
+         executor: str | None = None, scheduler: str | None = None) -> tuple[RunReport, int]:
     """One run from the command line; *overrides* carries the one-off options (clock, limits)."""
     now = _parse_date(as_of, "--as-of") or datetime.now(timezone.utc)
     dry_run = dry_run or as_of is not None
@@ -322,7 +347,8 @@ def _run(config: str, dry_run: bool, as_of: str | None, sources: tuple[str, ...]
         logs.event("run-start", f"run started: {len(names)} sources, as of {now:%Y-%m-%d %H:%M} UTC"
                    + (", dry run" if dry_run else ""), config=str(rt.policy.path), dry_run=dry_run,
                    as_of=now.isoformat(), sources=names)
-        progress = logs.ProgressBar(names) if logs.interactive() and not quiet else None
+        spread = _distributor(rt, executor, scheduler)
+        progress = logs.ProgressBar(names) if logs.interactive() and not quiet and spread is None else None
         try:
             report = run(rt, RunOptions(now=now, dry_run=dry_run, sources=sources, progress=progress,
                                         as_of_given=as_of is not None, itemize=bool(chosen),
@@ -330,10 +356,13 @@ def _run(config: str, dry_run: bool, as_of: str | None, sources: tuple[str, ...]
                                         max_delete=overrides.max_delete if overrides else None,
                                         allow_over_limit=overrides.allow_over_limit if overrides else (),
                                         deleting=progress.deleted if progress is not None else None,
-                                        on_failure=lambda partial, exc: _failed_reports(chosen, partial, exc)))
+                                        on_failure=lambda partial, exc: _failed_reports(chosen, partial, exc),
+                                        distributor=spread))
         finally:
             if progress is not None:
                 progress.finish()
+            if spread is not None:
+                spread.close()
         with report:
             for name, stats in report.sources.items():
                 logs.event("source-done", f"{name}: scanned {stats.scanned}", source=name, scanned=stats.scanned,

@@ -15,13 +15,10 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from .errors import ConfigError
+from .policy import EXECUTOR_KINDS as KINDS
 
 J = TypeVar("J")
 R = TypeVar("R")
-
-#: What ``executor: {kind: …}`` and ``--executor`` accept.
-KINDS = ("local", "dask")
-
 
 class Executor(Protocol):
     """Runs ``fn(job)`` for every job; results (or raised exceptions) in the jobs' order."""

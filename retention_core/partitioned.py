@@ -174,9 +174,8 @@ class PartitionedRun:
 
     def __init__(self, rt: Runtime, executor: Executor, run_dir: Path | None = None,
                  plugins: Sequence[str] = ()) -> None:
-        if not isinstance(executor, LocalExecutor) and rt.state.engine.url.get_backend_name() == "sqlite":
-            raise ConfigError(f"a distributed run needs a state store its workers share (PostgreSQL); "
-                              f"state: is SQLite ({rt.policy.state})", file=str(rt.policy.path), key="state")
+        if not isinstance(executor, LocalExecutor):
+            require_shared_state(rt)
         self.rt = rt
         self.executor = executor
         self.plugins = tuple(plugins)
@@ -191,6 +190,13 @@ class PartitionedRun:
     def __exit__(self, *exc: object) -> None:
         if self._work is not None:
             shutil.rmtree(self._work, ignore_errors=True)
+
+    def close(self) -> None:
+        """Remove the work dir and stop the executor (a LocalCluster it started)."""
+        try:
+            self.__exit__()
+        finally:
+            self.executor.close()
 
     def _dirs(self, run_id: str) -> tuple[Path, Path]:
         """(the run's segment dir, its work dir), both on the trail's (shared) storage."""
@@ -300,6 +306,14 @@ class PartitionedRun:
         return counts
 
 
+def require_shared_state(rt: Runtime) -> None:
+    """Refuse a state store other processes cannot share: holds, erasure requests, the run lock
+    and the hold fence must be the same rows for every worker (PostgreSQL)."""
+    if rt.state.engine.url.get_backend_name() == "sqlite":
+        raise ConfigError(f"a distributed run needs a state store its workers share (PostgreSQL), not SQLite "
+                          f"({rt.policy.state}); see docs/scaling.md", file=str(rt.policy.path), key="state")
+
+
 def merge_stats(into: SourceStats, part: SourceStats) -> None:
     """Add one partition's counters to the source's."""
     into.scanned += part.scanned
@@ -377,5 +391,5 @@ def _grouped(pairs: Iterable[tuple[str, Outcome]]) -> Iterator[tuple[str, list[O
 
 
 __all__ = ["SEGMENTS_SUFFIX", "DeleteJob", "Deleted", "PartitionRuntime", "PartitionedRun", "Setup", "SurveyJob",
-           "Surveyed", "delete_partition", "merge_stats", "read_chunks", "segment_ref", "survey_partition",
-           "write_chunks"]
+           "Surveyed", "delete_partition", "merge_stats", "read_chunks", "require_shared_state", "segment_ref",
+           "survey_partition", "write_chunks"]

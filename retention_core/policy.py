@@ -35,6 +35,17 @@ DEFAULT_LIMITS = Limits(max_fraction=0.5)
 
 
 @dataclass(frozen=True)
+class ExecutorConfig:
+    """``executor:``: where a run's per-record work executes (docs/scaling.md). ``local``: this
+    process (the default); ``dask``: a Dask distributed cluster at ``scheduler`` (an address),
+    or without one a LocalCluster of ``workers`` processes on this machine."""
+
+    kind: str = "local"
+    scheduler: str | None = None
+    workers: int | None = None
+
+
+@dataclass(frozen=True)
 class Policy:
     """A validated policy file. Paths are absolute (relative ones resolved from the file)."""
 
@@ -48,6 +59,7 @@ class Policy:
     limits: Limits = field(default_factory=Limits)
     #: ``hold_sources:`` entries, each with its ``name`` (default: its ``source``) and ``source``.
     hold_sources: tuple[Mapping[str, Any], ...] = ()
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
 
     @property
     def base_dir(self) -> Path:
@@ -231,7 +243,7 @@ def parse_policy(data: Any, path: Path) -> Policy:
     """Validate an already-parsed YAML document (exposed for tests and fuzzing)."""
     r = _Reader(path)
     top = r.mapping(data, "", required=("version", "categories", "sources"),
-                    optional=("state", "audit", "subjects", "holds", "hold_sources", "limits"))
+                    optional=("state", "audit", "subjects", "holds", "hold_sources", "limits", "executor"))
     if top["version"] != 1 or isinstance(top["version"], bool):
         raise r.fail("version", f"expected 1, found {describe(top['version'])}")
     base = path.parent
@@ -259,7 +271,34 @@ def parse_policy(data: Any, path: Path) -> Policy:
     holds = _holds(r, top.get("holds"), categories, sources)
     limits = _limits(r, top["limits"]) if "limits" in top else DEFAULT_LIMITS
     return Policy(path=path, state=state, audit=audit, subjects=subjects, categories=categories,
-                  sources=sources, holds=holds, limits=limits, hold_sources=_hold_sources(r, top.get("hold_sources")))
+                  sources=sources, holds=holds, limits=limits, hold_sources=_hold_sources(r, top.get("hold_sources")),
+                  executor=_executor(r, top.get("executor")))
+
+
+#: What ``executor: {kind: …}`` accepts (retention_core.executors.KINDS).
+EXECUTOR_KINDS = ("local", "dask")
+
+
+def _executor(r: _Reader, value: Any) -> ExecutorConfig:
+    """``executor: {kind: local|dask, scheduler: ADDRESS, workers: N}``."""
+    if value is None:
+        return ExecutorConfig()
+    body = r.mapping(value, "executor", required=("kind",), optional=("scheduler", "workers"))
+    kind = r.string(body["kind"], "executor.kind")
+    if kind not in EXECUTOR_KINDS:
+        raise r.fail("executor.kind", f"expected one of {', '.join(EXECUTOR_KINDS)}, found {describe(kind)}")
+    scheduler = body.get("scheduler")
+    if scheduler is not None:
+        try:
+            scheduler = expand_env(r.string(scheduler, "executor.scheduler"), key="executor.scheduler")
+        except ConfigError as exc:
+            raise exc.located(file=r.file) from None
+    workers = body.get("workers")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise r.fail("executor.workers", f"expected a whole number >= 1, found {describe(workers)}")
+    if kind == "local" and (scheduler is not None or workers is not None):
+        raise r.fail("executor", "scheduler: and workers: need kind: dask")
+    return ExecutorConfig(kind, scheduler, workers)
 
 
 def _hold_sources(r: _Reader, value: Any) -> tuple[Mapping[str, Any], ...]:
