@@ -21,7 +21,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import NamedTuple
 
-from retention_core import Backend, BackendError, Options, Outcome, Problem, Record, Source, Status
+from retention_core import Backend, BackendError, Options, Outcome, Partition, Problem, Record, Source, Status
+from retention_core.text import printable
 
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | _CLOEXEC
@@ -158,35 +159,92 @@ class FilesystemBackend(Backend):
         Only the root being unlistable raises: then nothing of the source was seen.
         """
         dirs = self._dirs()
-        # Without a match pattern every file is of the source's category: set it here, so the
-        # core need not build each record a second time to fill it in.
-        category = source.category if source.match is None else None
         try:
-            try:
-                listing = _read(os.scandir(dirs.root))
-            except OSError as exc:
-                raise BackendError(f"cannot list root {str(self.root)!r}: {exc.strerror or exc}") from None
-            # Each listed directory with subdirectories: its path as names and as a prefix
-            # of locations ("a/b/"), and the subdirectories not walked yet.
-            stack: list[tuple[list[str], str, Iterator[str]]] = []
-            parts: list[str] = []
-            prefix = ""
-            while True:
-                subdirs = yield from self._listing(listing, prefix, dirs, source.name, category)
-                if subdirs:
-                    stack.append((parts, prefix, iter(subdirs)))
-                while stack:
-                    parent, parent_prefix, todo = stack[-1]
-                    name = next(todo, None)
-                    if name is not None:
-                        parts, prefix = [*parent, name], f"{parent_prefix}{name}/"
-                        break
-                    stack.pop()
-                else:
-                    return
-                listing = yield from self._open_listing(parts, prefix, dirs, source.name)
+            listing = self._read_root(dirs)
+            yield from self._walk(listing, [], "", dirs, source)
         finally:
             dirs.close()
+
+    def partitions(self, source: Source) -> list[Partition]:
+        """One partition for the files directly in root (with the root listing's problems: a
+        mount boundary, an entry that cannot be stat'ed), then one per top-level directory.
+
+        Tokens: ``"."`` for root's own files, ``"d/" + name`` for a top-level directory. A name
+        that is not UTF-8 stays in the token as Python keeps it (surrogate escapes), which JSON
+        carries as ``\\udcXX`` escapes."""
+        dirs = self._dirs()
+        try:
+            entries, _ = self._read_root(dirs)
+            names = []
+            for entry in entries:
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue  # the root partition reports it
+                if stat.S_ISDIR(st.st_mode) and st.st_dev == dirs.dev and entry.name not in dirs.mounts:
+                    names.append(entry.name)
+        finally:
+            dirs.close()
+        return [Partition(source.name, ".", "files directly in the root"),
+                *(Partition(source.name, "d/" + name, f"directory {printable(name)}/") for name in sorted(names))]
+
+    def scan_partition(self, source: Source, partition: Partition) -> Iterator[Record | Problem]:
+        """Yield one partition's records: root's own files, or everything below one top-level
+        directory (walked exactly as :meth:`scan` walks it)."""
+        if partition.token == "":
+            return self.scan(source)
+        if partition.token != "." and not partition.token.startswith("d/"):
+            raise ValueError(f"not a partition of fs source {source.name!r}: {partition.token!r}")
+        return self._scan_part(source, partition.token)
+
+    def _scan_part(self, source: Source, token: str) -> Iterator[Record | Problem]:
+        dirs = self._dirs()
+        try:
+            listing = self._read_root(dirs)
+            if token == ".":
+                # root's files and problems only; its subdirectories are the other partitions
+                yield from self._listing(listing, "", dirs, source.name, self._category(source))
+                return
+            name = token[2:]
+            listing = yield from self._open_listing([name], f"{name}/", dirs, source.name)
+            yield from self._walk(listing, [name], f"{name}/", dirs, source)
+        finally:
+            dirs.close()
+
+    @staticmethod
+    def _category(source: Source) -> str | None:
+        # Without a match pattern every file is of the source's category: set it here, so the
+        # core need not build each record a second time to fill it in.
+        return source.category if source.match is None else None
+
+    def _read_root(self, dirs: _Dirs) -> _Listing:
+        try:
+            return _read(os.scandir(dirs.root))
+        except OSError as exc:
+            raise BackendError(f"cannot list root {str(self.root)!r}: {exc.strerror or exc}") from None
+
+    def _walk(self, listing: _Listing, parts: list[str], prefix: str, dirs: _Dirs,
+              source: Source) -> Iterator[Record | Problem]:
+        """Yield the files of the directory at *parts* (already read: *listing*) and of every
+        directory below it, depth-first."""
+        category = self._category(source)
+        # Each listed directory with subdirectories: its path as names and as a prefix
+        # of locations ("a/b/"), and the subdirectories not walked yet.
+        stack: list[tuple[list[str], str, Iterator[str]]] = []
+        while True:
+            subdirs = yield from self._listing(listing, prefix, dirs, source.name, category)
+            if subdirs:
+                stack.append((parts, prefix, iter(subdirs)))
+            while stack:
+                parent, parent_prefix, todo = stack[-1]
+                name = next(todo, None)
+                if name is not None:
+                    parts, prefix = [*parent, name], f"{parent_prefix}{name}/"
+                    break
+                stack.pop()
+            else:
+                return
+            listing = yield from self._open_listing(parts, prefix, dirs, source.name)
 
     def _open_listing(self, parts: list[str], prefix: str, dirs: _Dirs,
                       source: str) -> Generator[Problem, None, _Listing]:
