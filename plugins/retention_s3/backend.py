@@ -242,10 +242,12 @@ class S3Backend(Backend):
             return super().scan_partition(source, partition)
         try:
             bucket, key, name = partition_file(partition.token)
-            manifest = self.manifest()
-            if manifest.uri != f"s3://{bucket}/{key}":  # a report newer than the one partitioned came out
+            manifest = self._manifest
+            if manifest is None or manifest.uri != f"s3://{bucket}/{key}":
+                # A worker reads the report the partitions were made from, not whatever is newest now.
                 manifest = load_manifest(self.client, bucket, key)
                 self._check_manifest(manifest)
+                self._manifest = self._manifest or manifest
             data = manifest.file(name)
         except InventoryError as exc:
             raise config_error(exc, self._where) from None
