@@ -52,8 +52,8 @@ class LocalExecutor:
 
 class DaskExecutor:
     """Tasks on a Dask distributed cluster: the one at *scheduler* (``tcp://host:8786``), or a
-    ``LocalCluster`` of *workers* processes started here (one thread each) and stopped by
-    :meth:`close`.
+    ``LocalCluster`` of *workers* processes started here (one thread each, *env* added to their
+    environment) and stopped by :meth:`close`.
 
     A task whose worker dies is not retried (``distributed.scheduler.allowed-failures`` 0 on
     a cluster started here): a deletion task run twice would journal a second segment for the
@@ -61,7 +61,8 @@ class DaskExecutor:
     keeps its own setting; set it to 0 there too (docs/scaling.md).
     """
 
-    def __init__(self, scheduler: str | None = None, workers: int | None = None) -> None:
+    def __init__(self, scheduler: str | None = None, workers: int | None = None,
+                 env: dict[str, str] | None = None) -> None:
         try:
             import dask
             import distributed
@@ -77,8 +78,10 @@ class DaskExecutor:
                     self.label = f"Dask at {scheduler}"
                 else:
                     count = workers or min(os.cpu_count() or 1, 8)
+                    # env: set in every worker process, also in one its nanny restarts
                     self.cluster = distributed.LocalCluster(n_workers=count, threads_per_worker=1, processes=True,
-                                                            dashboard_address=None, silence_logs=logging.ERROR)
+                                                            dashboard_address=":0", silence_logs=logging.ERROR,
+                                                            env=dict(env or {}))
                     self.client = distributed.Client(self.cluster, set_as_default=False)
                     self.label = f"Dask LocalCluster, {count} worker processes"
             except (OSError, TimeoutError) as exc:

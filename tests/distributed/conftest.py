@@ -58,22 +58,24 @@ def start_cluster(workers: int = 2, env: dict[str, str] | None = None) -> Any:
         require_service(False, "dask distributed (pip install 'retention[dask]')")
     from retention_core.executors import DaskExecutor
 
-    saved = {k: os.environ.get(k) for k in {**FAKE_AWS, **(env or {})}}
-    os.environ.update({**FAKE_AWS, **(env or {})})
-    try:
-        return DaskExecutor(workers=workers)
-    finally:  # only the workers keep it
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    return DaskExecutor(workers=workers, env={**FAKE_AWS, **(env or {})})
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Any]:
     """One 2-worker LocalCluster (processes) for the whole module: starting one costs seconds."""
     executor = start_cluster()
+    try:
+        yield executor
+    finally:
+        executor.close()
+
+
+@pytest.fixture(scope="module")
+def dying_cluster() -> Iterator[Any]:
+    """Two workers that SIGKILL themselves at the 3rd record a deletion batch reports (and so
+    do the workers their nannies restart): ``RETENTION_TEST_KILL_AT`` in their environment."""
+    executor = start_cluster(env={"RETENTION_TEST_KILL_AT": "mid-batch:3"})
     try:
         yield executor
     finally:
