@@ -813,28 +813,40 @@ class EvidenceWriter:
     :meth:`finish` fsyncs the file and its directory, so that it is durable before the intent
     line that names it is written. Created exclusively: a file is never overwritten."""
 
+    #: Bytes gathered before one write and hash update (a database may hand over one row at a time).
+    BUFFER = 1 << 20
+
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
         self._hash = hashlib.sha256()
+        self._buffer = bytearray()
         self.rows = 0
         self._last = b"\n"
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        data = bytes(data)
+        self._buffer += data
+        if len(self._buffer) >= self.BUFFER:
+            self._flush()
+
+    def _flush(self) -> None:
+        data = self._buffer
         if not data:
             return
         self._hash.update(data)
         self.rows += data.count(b"\n")
-        self._last = data[-1:]
+        self._last = bytes(data[-1:])
         view = memoryview(data)
         while view:
             written = os.write(self._fd, view)
             view = view[written:]
+        view.release()
+        self._buffer = bytearray()
 
     def finish(self) -> tuple[int, str]:
         """Make the file durable (file and directory fsynced); (rows, SHA-256)."""
+        self._flush()
         if self._last != b"\n":
             raise AuditError(f"evidence file {self.path}: the last row has no newline (the stream was cut)")
         os.fsync(self._fd)

@@ -12,6 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import ClassVar
 
 from .model import Action, Outcome, Problem, Record, Source
@@ -86,7 +87,8 @@ class Backend(ABC):
         """Strip identity from *records* but keep them (status ``anonymized``)."""
         raise NotImplementedError(f"backend {self.name!r} cannot anonymize")
 
-    def push_down(self, source: Source, plan: PushdownPlan) -> Generator[list[Outcome], None, None]:
+    def push_down(self, source: Source, plan: PushdownPlan
+                  ) -> Generator[list[Outcome] | StreamedBatch, None, None]:
         """Optional fast path: apply *plan* inside storage, one short transaction per batch.
 
         Must select exactly what per-record :func:`retention_core.engine.decide` would and
@@ -225,7 +227,30 @@ class Survey:
 
 @dataclass(frozen=True)
 class PushdownPlan:
-    """What a push-down backend needs: the cutoffs now, and a way to re-read holds."""
+    """What a push-down backend needs: the cutoffs now, and a way to re-read holds.
+
+    ``evidence``: a directory the core chose for streamed batches' evidence files (the source
+    was surveyed, not itemized, and the action deletes). A backend that can stream a batch's
+    deleted rows exactly may then yield a :class:`StreamedBatch` instead of a list of outcomes;
+    None (``--report``, anonymize) or a key it cannot stream exactly: lists of outcomes.
+    """
 
     cutoffs: Cutoffs
     refresh: Callable[[], Cutoffs]
+    evidence: Path | None = None
+
+
+@dataclass(frozen=True)
+class StreamedBatch:
+    """A push-down batch whose deleted rows went to an evidence file as bytes, not to Python.
+
+    The file holds one row per deleted record, columns
+    :data:`~retention_core.audit.STREAMED_FIELDS` (location as exact text, subject) in
+    ``COPY`` text format, and is durable (file and directory fsynced) when the batch is
+    yielded — before the core journals the intent that names it; the transaction commits only
+    when the generator is resumed, exactly as for a list of outcomes. All-or-nothing: every
+    row is ``deleted`` once committed."""
+
+    path: Path
+    rows: int
+    sha256: str

@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, Protocol
 
 from .audit import STREAMED_FIELDS, evidence_dir, evidence_ref, last_event, parse_copy_text, trail_for
@@ -555,6 +554,10 @@ def _push_down(rt: Runtime, backend: Backend, source: Source, report: RunReport,
             while True:
                 batch_id = fences.enter()
                 batch = next(stream, None)  # commits the pending batch, then selects this one
+                if _KILL_AT and (pending is not None or batch is not None):
+                    # Storage committed the pending batch (no outcome line yet) and selected this one
+                    # (a streamed batch's evidence file is written; no intent names it yet).
+                    _checkpoint("after-backend")
                 if pending is not None:
                     settle(*pending)
                     fences.leave(pending[1].batch_id)  # committed and journalled: no longer in flight
@@ -604,13 +607,13 @@ def _after_delete_hooked(rt: Runtime) -> bool:
     return caller is None or bool(caller.get_hookimpls())
 
 
-def streamed_outcomes(path: Path, source: Source) -> list[Outcome]:
+def streamed_outcomes(path: os.PathLike[str], source: Source) -> list[Outcome]:
     """A streamed batch's outcomes, read back from its evidence file for the ``after_delete``
     hook. The file holds what the trail journals (location, subject), not ``created``: the
     records carry the Unix epoch there (docs/user-guide.md says so)."""
     out = []
     epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
-    with path.open("rb") as handle:
+    with open(path, "rb") as handle:
         for raw in handle:
             location, subject = parse_copy_text(raw[:-1], len(STREAMED_FIELDS))
             out.append(Outcome(Record(source.name, location or "", epoch, None, None, subject, source.category),

@@ -20,6 +20,7 @@ from retention_core import (
     Cutoffs,
     Options,
     Outcome,
+    Partition,
     Problem,
     PushdownPlan,
     Record,
@@ -28,9 +29,11 @@ from retention_core import (
     Survey,
     host_identity,
 )
+from retention_core.backend import StreamedBatch
 
 from .anonymizer import Anonymizer
 from .dialects import Flavor, first_line, flavor_for
+from .partitions import key_partitions, key_range
 from .pushdown import RangeWalk, survey
 from .rows import GUARD_CHUNK, Row, TableOps, chunks
 from .schema import TableInfo, reflect
@@ -174,13 +177,29 @@ class SqlBackend(Backend):
     def scan(self, source: Source) -> Iterator[Record | Problem]:
         return self._scan(source)
 
-    def _scan(self, source: Source) -> Iterator[Record | Problem]:
+    def partitions(self, source: Source) -> list[Partition]:
+        """Key ranges of about ``partitions.ROWS_PER_PARTITION`` rows (:mod:`.partitions`)."""
+        try:
+            return key_partitions(self.engine, self.ops, source)
+        except SQLAlchemyError as exc:
+            raise BackendError(f"source {source.name!r}: cutting {self.settings.table!r} into key ranges "
+                               f"failed: {first_line(exc)}") from None
+
+    def scan_partition(self, source: Source, partition: Partition) -> Iterator[Record | Problem]:
+        if partition.token == "":
+            return self.scan(source)
+        return self._scan(source, *key_range(self.ops, partition))
+
+    def _scan(self, source: Source, within: Any = None, null_keys: bool = True) -> Iterator[Record | Problem]:
         ops = self.ops
         name, category = source.name, source.category
+        listed, problems = ops.scan_query(), ops.problem_query()
+        if within is not None:  # one key range (scan_partition)
+            listed, problems = listed.where(within), problems.where(within)
         try:
-            yield from self._rows(ops, ops.scan_query(), lambda rows: ops.listed(name, category, rows))
-            yield from self._rows(ops, ops.problem_query(), lambda rows: ops.unusable(name, rows))
-            if ops.null_keys_possible:
+            yield from self._rows(ops, listed, lambda rows: ops.listed(name, category, rows))
+            yield from self._rows(ops, problems, lambda rows: ops.unusable(name, rows))
+            if null_keys and ops.null_keys_possible:
                 with self.engine.connect() as conn:
                     yield from ops.null_key_problems(name, conn.execute(ops.null_key_query()).all())
         except SQLAlchemyError as exc:
@@ -277,17 +296,19 @@ class SqlBackend(Backend):
         return affected, changed
 
     # -- set-based --------------------------------------------------------------------------------------------
-    def push_down(self, source: Source, plan: PushdownPlan) -> Generator[list[Outcome], None, None]:
+    def push_down(self, source: Source, plan: PushdownPlan) -> Generator[list[Outcome] | StreamedBatch, None, None]:
         return self._push_down(source, plan)
 
-    def _push_down(self, source: Source, plan: PushdownPlan) -> Generator[list[Outcome], None, None]:
+    def _push_down(self, source: Source, plan: PushdownPlan
+                   ) -> Generator[list[Outcome] | StreamedBatch, None, None]:
         ops = self._destructive()
         key: bytes | None = None
         if plan.cutoffs.action is Action.ANONYMIZE:
             ops.anonymizer.require()
             key = ops.anonymizer.key() if ops.anonymizer.hashed else None
         try:
-            yield from RangeWalk(ops, self.engine, self.batch_size, key).run(source, plan)
+            yield from RangeWalk(ops, self.engine, self.batch_size, key,
+                                 self.settings.streamed_batch_size).run(source, plan)
         except SQLAlchemyError as exc:
             raise BackendError(f"source {source.name!r}: set-based deletion failed: {first_line(exc)}") from None
 

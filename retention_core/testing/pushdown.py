@@ -17,7 +17,7 @@ from typing import ClassVar
 
 import pytest
 
-from ..backend import Backend, Cutoffs, PushdownPlan
+from ..backend import Backend, Cutoffs, PushdownPlan, StreamedBatch
 from ..durations import parse_duration
 from ..engine import cutoffs, decide
 from ..model import (
@@ -166,7 +166,7 @@ class PushdownConformanceTests(StorageTests):
             first = self._first_batch(stream, refreshed, size)
             committed = [o.record.location for o in first if not self.exists(o.record.location)]
             assert committed == [], f"push_down committed {committed[:3]}… before yielding their batch"
-            second = next(stream, None)
+            second = _listed(next(stream, None))
             assert second, "push_down must yield the remaining due items in further batches"
             assert [o.record.location for o in first if self.exists(o.record.location)] == [], (
                 "resuming the generator must commit the batch it yielded")
@@ -271,7 +271,7 @@ class PushdownConformanceTests(StorageTests):
         stream = backend.push_down(src, PushdownPlan(plan, lambda: plan))
         assert isinstance(stream, collections.abc.Generator), (
             f"push_down must be a generator, returned {type(stream).__name__}")
-        batches = [list(batch) for batch in stream]
+        batches = [_listed(batch) for batch in stream]
         outcomes = [o for batch in batches for o in batch]
         named = [o.record.location for o in outcomes]
         assert len(named) == len(set(named)), "push_down named an item twice"
@@ -326,18 +326,18 @@ class PushdownConformanceTests(StorageTests):
 
         return src, PushdownPlan(current(), refresh), refreshed
 
-    def _first_batch(self, stream: collections.abc.Generator[list[Outcome], None, None], refreshed: list[int],
-                     size: int) -> list[Outcome]:
+    def _first_batch(self, stream: collections.abc.Generator[list[Outcome] | StreamedBatch, None, None],
+                     refreshed: list[int], size: int) -> list[Outcome]:
         assert isinstance(stream, collections.abc.Generator), (
             f"push_down must be a generator, returned {type(stream).__name__}")
-        first = next(stream, None)
+        first = _listed(next(stream, None))
         assert first, "push_down yielded no batch although every item is due"
         assert refreshed[0] >= 1, "push_down must call plan.refresh() inside each batch's transaction"
         assert len(first) <= size, f"a batch of {len(first)} outcomes exceeds batch_size {size}"
         self._refreshes_at_yield = [refreshed[0]]
         return list(first)
 
-    def _resume_all(self, stream: collections.abc.Generator[list[Outcome], None, None],
+    def _resume_all(self, stream: collections.abc.Generator[list[Outcome] | StreamedBatch, None, None],
                     refreshed: list[int]) -> list[list[Outcome]]:
         """Resume *stream* to its end; each batch must come after a refresh of its own."""
         seen = self._refreshes_at_yield
@@ -347,5 +347,11 @@ class PushdownConformanceTests(StorageTests):
                 "push_down yielded a batch without calling plan.refresh() since the previous one: "
                 "a hold placed meanwhile would not protect it")
             seen.append(refreshed[0])
-            batches.append(list(batch))
+            batches.append(_listed(batch))
         return batches
+
+
+def _listed(batch: list[Outcome] | StreamedBatch | None) -> list[Outcome]:
+    """A batch as outcomes: these plans name no evidence directory, so a backend must not stream."""
+    assert not isinstance(batch, StreamedBatch), "push_down streamed a batch although plan.evidence is None"
+    return list(batch or [])
