@@ -49,13 +49,6 @@ INSTALL_HINT = "pip install 'retention[inventory]'"
 #: The folder AWS names after the time it started the report: ``2016-11-06T21-32Z``.
 _STAMP_FOLDER = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}-\d{2}Z")
 FORMATS = {"csv": "CSV", "parquet": "Parquet", "orc": "ORC"}
-#: CSV column names (``fileSchema``) as the snake_case names ORC and Parquet use.
-CSV_NAMES = {
-    "Bucket": "bucket", "Key": "key", "VersionId": "version_id", "IsLatest": "is_latest",
-    "IsDeleteMarker": "is_delete_marker", "Size": "size", "LastModifiedDate": "last_modified_date",
-    "ETag": "e_tag", "ObjectLockRetainUntilDate": "object_lock_retain_until_date",
-    "ObjectLockMode": "object_lock_mode", "ObjectLockLegalHoldStatus": "object_lock_legal_hold_status",
-}
 #: What a record's stamp needs, as a live listing has it.
 REQUIRED = ("key", "size", "last_modified_date", "e_tag")
 #: What a versioned source needs besides: records are versions, markers are not data.
@@ -169,8 +162,8 @@ def load_manifest(client: Any, bucket: str, key: str) -> Manifest:
 
 def schema_columns(fmt: str, schema: str) -> tuple[str, ...]:
     """The column names a ``fileSchema`` declares, in snake_case (CSV names mapped)."""
-    if fmt == "CSV":
-        return tuple(CSV_NAMES.get(n.strip(), n.strip()) for n in schema.split(","))
+    if fmt == "CSV":  # "LastModifiedDate" is ORC's and Parquet's "last_modified_date", "ETag" their "e_tag"
+        return tuple(re.sub(r"(?<!^)(?=[A-Z])", "_", n.strip()).lower() for n in schema.split(","))
     if fmt == "ORC":
         return tuple(re.findall(r"[<,]\s*(\w+)\s*:", schema))
     return tuple(re.findall(r"(?:required|optional|repeated)\s+\w+\s+(\w+)", schema))

@@ -352,3 +352,60 @@ def test_inventory_options_are_checked(options: dict[str, Any], message: str) ->
     with pytest.raises(ConfigError, match=message) as err:
         retention_s3.backend.S3Backend(Options({"bucket": "src", "inventory": options}, where="sources[0].options"))
     assert str(err.value).startswith("sources[0].options.inventory.")
+
+
+# -- recovery over an inventory -----------------------------------------------------------------------
+
+
+def test_a_crash_is_settled_only_against_the_same_report_and_never_as_an_inferred_deletion(
+        retention_cli: Any, policy_builder: Any, s3: Any, moto_endpoint: str, tmp_path: Path) -> None:
+    """Killed after the backend deleted, before the outcome: the report still lists what was deleted.
+
+    Over the same report the rerun journals it not executed, deletes again and gets already_gone
+    (never a ``deleted`` it cannot know); over a newer report the intent is ``unknown``, carried.
+    """
+    import os
+    import shutil
+    import subprocess
+
+    from retention_core.audit import records
+
+    from .conftest import FAKE_ENV
+
+    exe = shutil.which("retention")
+    if exe is None:
+        pytest.skip("the retention console script is not installed (pip install -e .)")
+    bucket = seed(s3, versioned=False)
+    dest, _ = report(s3, bucket, "CSV", versioned=False)
+    policy = policy_builder.write(categories=CATEGORIES, subjects=SUBJECTS, limits=NO_LIMIT,
+                                  sources=[source_entry(bucket, moto_endpoint, inventory=inventory_options(dest))])
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RETENTION_"))}
+    env.update(FAKE_ENV, AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+               RETENTION_TEST_KILL_AT="after-backend")
+    killed = subprocess.run([exe, "run", "-c", str(policy)], env=env, capture_output=True, text=True, timeout=120,
+                            check=False)
+    assert killed.returncode != 0, killed.stdout + killed.stderr
+    due = {k for k in PLAIN_KEYS[:4] + ODD_KEYS}
+    assert not due & {k for k, _, _ in all_versions(s3, bucket)}, "the backend deleted before the kill"
+
+    rerun = retention_cli("run", "-c", policy)
+    assert rerun.exit_code == 0, rerun.output
+    trail = [e for e in records(policy.parent / "audit.jsonl") if e.get("event") == "outcome"]
+    by_key: dict[str, list[str]] = {}
+    for e in trail:
+        by_key.setdefault(e["location"], []).append(e["outcome"])
+    assert {k: by_key.get(k) for k in due} == {k: ["not-executed", "already_gone"] for k in due}, by_key
+
+    # Another report (or a live listing) cannot tell what happened after the intent: unknown, carried.
+    later = "tenants/acme/calls/later.wav"
+    s3.put_object(Bucket=bucket, Key=later, Body=b"audio")
+    write_inventory(s3, dest, "inv", bucket, listed(s3, bucket, versions=False), "CSV", NOW + timedelta(minutes=5))
+    killed = subprocess.run([exe, "run", "-c", str(policy)], env=env, capture_output=True, text=True, timeout=120,
+                            check=False)
+    assert killed.returncode != 0 and later not in {k for k, _, _ in all_versions(s3, bucket)}
+    write_inventory(s3, dest, "inv", bucket, listed(s3, bucket, versions=False), "CSV", NOW + timedelta(minutes=10))
+    after = retention_cli("run", "-c", policy)
+    assert after.exit_code == 0, after.output
+    settled = [e["outcome"] for e in records(policy.parent / "audit.jsonl")
+               if e.get("event") == "outcome" and e["location"] == later]
+    assert settled == ["unknown"]

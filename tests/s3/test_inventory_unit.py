@@ -1,0 +1,69 @@
+"""Inventory rows to records, without a server: URL decoding, flags, versions, schemas (issue 19)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from retention_core import Problem, Record
+from retention_s3.inventory import RowReader, schema_columns
+
+from .inventories import _COLUMNS, _schema, aws_url_encode
+
+WHEN = "2026-11-01T10:20:30.123Z"
+
+
+def reader(**kw: object) -> RowReader:
+    defaults: dict[str, object] = {"source": "calls", "source_bucket": "b", "prefix": "t/", "versioned": False,
+                                   "url_encoded": True}
+    return RowReader(**{**defaults, **kw})  # type: ignore[arg-type]
+
+
+def row(key: str, **kw: object) -> dict[str, object]:
+    return {"bucket": "b", "key": key, "size": "5", "last_modified_date": WHEN, "e_tag": "abc", **kw}
+
+
+@pytest.mark.parametrize("key", ["t/a b+c.wav", "t/100%.wav", "t/ü/漢字 ~*.wav", "t/x//y", "t/\x01ctl"])
+def test_csv_keys_decode_exactly(key: str) -> None:
+    record = reader().record(row(aws_url_encode(key)))
+    assert isinstance(record, Record) and record.location == key
+
+
+def test_a_record_looks_like_a_listed_one() -> None:
+    record = reader().record(row("t/a.wav"))
+    assert record == Record(source="calls", location="t/a.wav", size=5,
+                            created=datetime(2026, 11, 1, 10, 20, 30, 123000, tzinfo=timezone.utc),
+                            stamp='5 2026-11-01T10:20:30.123000+00:00 "abc"')
+
+
+@pytest.mark.parametrize(("raw", "reason"), [("t/a%2", "not valid URL encoding"), ("t/a%zz", "not valid URL encoding"),
+                                             ("t/%FF%FE", "not UTF-8")])
+def test_a_key_that_does_not_decode_is_a_problem(raw: str, reason: str) -> None:
+    problem = reader().record(row(raw))
+    assert isinstance(problem, Problem) and reason in problem.reason and problem.location == raw
+
+
+def test_what_a_listing_would_not_yield_is_not_a_record() -> None:
+    assert reader().record(row("other/a.wav")) is None  # outside the prefix
+    assert reader().record(row("t/m", is_delete_marker="true")) is None
+    assert reader().record(row("t/old", is_latest="false")) is None  # unversioned: current objects only
+    versioned = reader(versioned=True)
+    old = versioned.record(row("t/old", is_latest="false", version_id="v1"))
+    assert isinstance(old, Record) and old.version == "v1"
+    null = versioned.record(row("t/n", version_id=""))
+    assert isinstance(null, Record) and null.version == "null"
+
+
+@pytest.mark.parametrize(("changes", "reason"), [({"is_delete_marker": "maybe"}, "neither true nor false"),
+                                                 ({"last_modified_date": "yesterday"}, "cannot be read as a date"),
+                                                 ({"last_modified_date": ""}, "without a LastModifiedDate"),
+                                                 ({"bucket": "other"}, "of bucket 'other'")])
+def test_a_row_that_cannot_be_read_is_a_problem(changes: dict[str, object], reason: str) -> None:
+    problem = reader().record(row("t/a.wav", **changes))
+    assert isinstance(problem, Problem) and reason in problem.reason
+
+
+@pytest.mark.parametrize("fmt", ["CSV", "ORC", "Parquet"])
+def test_file_schemas_name_the_columns(fmt: str) -> None:
+    assert schema_columns(fmt, _schema(fmt, _COLUMNS)) == tuple(c[1] for c in _COLUMNS)
