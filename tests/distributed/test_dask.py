@@ -4,6 +4,7 @@ state store on PostgreSQL (a schema per test), as a distributed run requires."""
 
 from __future__ import annotations
 
+import importlib.util
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -59,8 +60,17 @@ def trail_rows(trail: Path) -> Counter[tuple[Any, ...]]:
     return rows
 
 
+def _load(name: str, path: Path) -> Any:
+    """A helper module of another test folder, by path (tests/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(f"_dist_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def compare(tmp_path: Path, cluster: Any, pg_state: str, make_source: Callable[[str], dict[str, Any]],
-            present: Callable[[dict[str, Any]], set[str]]) -> None:
+            present: Callable[[dict[str, Any]], set[str]]) -> list[dict[str, Any]]:
     results, left, trails = {}, {}, {}
     for kind in ("local", "dask"):
         source = make_source(kind)
@@ -79,6 +89,7 @@ def compare(tmp_path: Path, cluster: Any, pg_state: str, make_source: Callable[[
     lines = list(audit.read(trails["dask"]))
     segments = [e for e in lines if e["event"] == "segment"]
     assert segments and sum(e["outcomes"].get("deleted", 0) for e in segments) == 16
+    return lines
 
 
 def test_fs_local_and_dask_agree(tmp_path: Path, cluster: Any, pg_state: str) -> None:
@@ -111,6 +122,31 @@ def test_s3_local_and_dask_agree(tmp_path: Path, cluster: Any, pg_state: str, s3
     compare(tmp_path, cluster, pg_state, make_source, present)
 
 
-@pytest.fixture(autouse=True)
-def _quiet_distributed_logs(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level("ERROR", logger="distributed")
+@pytest.mark.parametrize("fmt", ["CSV", "Parquet", "ORC"])
+def test_s3_inventory_local_and_dask_agree(tmp_path: Path, cluster: Any, pg_state: str, s3: Any,
+                                           moto_endpoint: str, fmt: str) -> None:
+    """Scanned from an S3 Inventory report (AWS's layout, three data files: three partitions)."""
+    inventories = _load("inventories", Path(__file__).parents[1] / "s3" / "inventories.py")
+    listed, write_inventory = inventories.listed, inventories.write_inventory
+
+    def make_source(kind: str) -> dict[str, Any]:
+        bucket, dest = (f"dist-{kind}-{uuid.uuid4().hex[:12]}" for _ in range(2))
+        for name in (bucket, dest):
+            s3.create_bucket(Bucket=name)
+        for location in layout():
+            s3.put_object(Bucket=bucket, Key=location, Body=location.encode())
+        write_inventory(s3, dest, "inv", bucket, listed(s3, bucket, versions=False), fmt,
+                        datetime.now(timezone.utc), files=3)
+        # the runs are as of 40 days on: the report is that old then
+        inventory = {"bucket": dest, "prefix": "inv", "config_id": "daily", "max_age": "60d"}
+        return {"name": "objects", "backend": "s3",
+                "options": {"bucket": bucket, "endpoint_url": moto_endpoint, "inventory": inventory}}
+
+    def present(source: dict[str, Any]) -> set[str]:
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=source["options"]["bucket"])
+        return {o["Key"] for page in pages for o in page.get("Contents", [])}
+
+    lines = compare(tmp_path, cluster, pg_state, make_source, present)
+    [dispatched] = [e for e in lines if e["event"] == "segments-dispatched"]
+    assert len(dispatched["segments"]) == 3, "one partition (and segment) per inventory data file"
+
