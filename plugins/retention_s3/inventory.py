@@ -191,6 +191,36 @@ def check_age(manifest: Manifest, max_age: str, now: datetime | None = None) -> 
                              "(wait for the next report, or raise inventory.max_age)")
 
 
+def coverage(client: Any, manifest: Manifest, source_prefix: str) -> list[str]:
+    """Refuse a report whose inventory configuration filters out part of the source; warnings otherwise.
+
+    A manifest does not say which prefix its inventory was filtered on, so a report of
+    ``tenants/acme/`` would silently hide the rest of a ``tenants/`` source. The configuration
+    (its id is the folder above the report's) says it; if it cannot be read, a warning asks
+    the operator to make sure.
+    """
+    parts = manifest.key.split("/")
+    config_id = parts[-3] if len(parts) >= 3 else ""
+    try:
+        config = client.get_bucket_inventory_configuration(Bucket=manifest.source_bucket, Id=config_id)
+        config = config["InventoryConfiguration"]
+    except Exception as exc:
+        return [f"inventory configuration {config_id!r} of s3://{manifest.source_bucket} cannot be read "
+                f"({describe(exc)}): make sure its filter covers the source's prefix {source_prefix!r}"]
+    found = config.get("Filter") or {}
+    if set(found) - {"Prefix"}:
+        return [f"inventory configuration {config_id!r} of s3://{manifest.source_bucket} filters on "
+                f"{', '.join(sorted(set(found) - {'Prefix'}))}: objects it leaves out are not scanned"]
+    prefix = found.get("Prefix") or ""
+    if not source_prefix.startswith(prefix):
+        raise InventoryError(f"{manifest.uri}: inventory configuration {config_id!r} lists only keys under "
+                             f"{prefix!r}, not the whole source prefix {source_prefix!r}")
+    if config.get("IsEnabled") is False:
+        return [f"inventory configuration {config_id!r} of s3://{manifest.source_bucket} is disabled: no newer "
+                "report will come"]
+    return []
+
+
 def staleness_warning(manifest: Manifest) -> str:
     return (f"scanned from the S3 Inventory of {manifest.created:%Y-%m-%d %H:%M} UTC ({manifest.uri}): objects "
             "written since are not seen until the next inventory, and ones deleted since are reported already gone")

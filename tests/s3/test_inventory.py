@@ -409,3 +409,28 @@ def test_a_crash_is_settled_only_against_the_same_report_and_never_as_an_inferre
     settled = [e["outcome"] for e in records(policy.parent / "audit.jsonl")
                if e.get("event") == "outcome" and e["location"] == later]
     assert settled == ["unknown"]
+
+
+def test_a_report_filtered_to_part_of_the_source_is_refused(s3: Any, moto_endpoint: str) -> None:
+    """A manifest does not say its inventory's filter: the configuration does, and a narrower one is refused."""
+    bucket = seed(s3, versioned=False)
+    dest, key = report(s3, bucket, "CSV", versioned=False)
+    src = Source("recordings", "s3")
+    with backend_for(bucket, moto_endpoint, inventory=inventory_options(dest)) as backend:
+        assert any("configuration 'daily'" in w and "cannot be read" in w for w in backend.warnings(src))
+
+    def configure(prefix: str) -> None:
+        s3.put_bucket_inventory_configuration(Bucket=bucket, Id="daily", InventoryConfiguration={
+            "Id": "daily", "IsEnabled": True, "IncludedObjectVersions": "Current", "Filter": {"Prefix": prefix},
+            "Schedule": {"Frequency": "Daily"},
+            "Destination": {"S3BucketDestination": {"Bucket": f"arn:aws:s3:::{dest}", "Prefix": "inv",
+                                                    "Format": "CSV"}}})
+
+    configure("tenants/acme/")
+    with backend_for(bucket, moto_endpoint, inventory=inventory_options(dest)) as backend:
+        with pytest.raises(ConfigError, match="lists only keys under 'tenants/acme/'") as err:
+            backend.warnings(src)
+    assert key in str(err.value)
+    configure("tenants")
+    with backend_for(bucket, moto_endpoint, inventory=inventory_options(dest)) as backend:
+        assert not any("configuration" in w for w in backend.warnings(src))
