@@ -34,6 +34,7 @@ from .inventory import (
     check_age,
     check_columns,
     config_error,
+    coverage,
     find_manifest,
     load_manifest,
     partition_file,
@@ -211,6 +212,7 @@ class S3Backend(Backend):
             try:
                 manifest, notes = find_manifest(self.client, self.settings.inventory, self.settings.bucket)
                 self._check_manifest(manifest)
+                notes += coverage(self.client, manifest, self.settings.prefix)
             except InventoryError as exc:
                 raise config_error(exc, self._where) from None
             self._manifest, self._manifest_notes = manifest, notes
