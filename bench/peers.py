@@ -65,13 +65,18 @@ def _cutoff(url: str, days: str):  # type: ignore[no-untyped-def]
     return cutoff if url.startswith("postgresql") else cutoff.replace(tzinfo=None)
 
 
+#: The SQL workload's held tenants (1% of rows): every SQL peer keeps their rows, as ours does.
+SQL_HELD = tuple(f"t{i}" for i in range(0, 1000, 100))
+_NOT_HELD = f"tenant NOT IN ({', '.join(repr(t) for t in SQL_HELD)})"
+
+
 def sql_single(url: str, table: str, days: str) -> int:
-    """One ``DELETE … WHERE created < cutoff`` in one transaction; print the row count."""
+    """One ``DELETE … WHERE created < cutoff`` (held tenants excluded) in one transaction; print the row count."""
     import sqlalchemy as sa
 
     engine = sa.create_engine(url)
     with engine.begin() as conn:
-        deleted = conn.execute(sa.text(f"DELETE FROM {table} WHERE created < :cutoff"),
+        deleted = conn.execute(sa.text(f"DELETE FROM {table} WHERE created < :cutoff AND {_NOT_HELD}"),
                                {"cutoff": _cutoff(url, days)}).rowcount
     print(deleted)
     return 0
@@ -88,12 +93,35 @@ def sql_returning(url: str, table: str, days: str, evidence: str) -> int:
 
     engine = sa.create_engine(url)
     with engine.begin() as conn, open(evidence, "w", encoding="utf-8") as out:
-        rows = conn.execute(sa.text(f"DELETE FROM {table} WHERE created < :cutoff RETURNING id, created"),
+        rows = conn.execute(sa.text(f"DELETE FROM {table} WHERE created < :cutoff AND {_NOT_HELD} "
+                                    "RETURNING id, created"),
                             {"cutoff": _cutoff(url, days)}).all()
         out.writelines(f"{key}\t{created}\n" for key, created in rows)
         out.flush()
         os.fsync(out.fileno())
     print(len(rows))
+    return 0
+
+
+def sql_copy(url: str, table: str, days: str, evidence: str) -> int:
+    """PostgreSQL: ``COPY (DELETE … RETURNING id, created) TO STDOUT`` streamed as bytes into
+    *evidence*, fsynced before the commit; print the row count. The streamed evidence floor:
+    the rows never become Python objects (issue 16)."""
+    import psycopg
+
+    cutoff = _cutoff(url, days)
+    rows = 0
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as conn, \
+            open(evidence, "wb") as out:
+        with conn.cursor() as cur, cur.copy(f"COPY (DELETE FROM {table} WHERE created < %s AND {_NOT_HELD} "
+                                            "RETURNING id, created) TO STDOUT", (cutoff,)) as copy:
+            for block in copy:
+                out.write(block)
+                rows += 1  # one row per COPY data message
+        out.flush()
+        os.fsync(out.fileno())
+        conn.commit()
+    print(rows)
     return 0
 
 
@@ -104,9 +132,10 @@ def sql_batched(url: str, table: str, days: str) -> int:
     engine = sa.create_engine(url)
     cutoff = _cutoff(url, days)
     if url.startswith("mysql"):
-        sql = f"DELETE FROM {table} WHERE created < :cutoff LIMIT 10000"
+        sql = f"DELETE FROM {table} WHERE created < :cutoff AND {_NOT_HELD} LIMIT 10000"
     else:
-        sql = f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE created < :cutoff LIMIT 10000)"
+        sql = (f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE created < :cutoff AND {_NOT_HELD} "
+               "LIMIT 10000)")
     deleted = 0
     while True:
         with engine.begin() as conn:
@@ -118,8 +147,9 @@ def sql_batched(url: str, table: str, days: str) -> int:
     return 0
 
 
-COMMANDS = {"sql-single": sql_single, "sql-returning": sql_returning, "sql-batched": sql_batched,
-            "scandir-unlink": scandir_unlink, "boto3-list": boto3_list, "boto3-delete": boto3_delete}
+COMMANDS = {"sql-single": sql_single, "sql-returning": sql_returning, "sql-batched": sql_batched, "sql-copy": sql_copy,
+            "scandir-unlink": scandir_unlink, "boto3-list": boto3_list, "boto3-delete": boto3_delete,
+            "boto3-delete-versions": boto3_delete_versions}
 
 
 def main(argv: list[str]) -> int:
