@@ -148,8 +148,7 @@ def sql_batched(url: str, table: str, days: str) -> int:
 
 
 COMMANDS = {"sql-single": sql_single, "sql-returning": sql_returning, "sql-batched": sql_batched, "sql-copy": sql_copy,
-            "scandir-unlink": scandir_unlink, "boto3-list": boto3_list, "boto3-delete": boto3_delete,
-            "boto3-delete-versions": boto3_delete_versions}
+            "scandir-unlink": scandir_unlink, "boto3-list": boto3_list, "boto3-delete": boto3_delete}
 
 
 def main(argv: list[str]) -> int:
