@@ -42,8 +42,9 @@ from .inventory import (
     staleness_warning,
 )
 from .inventory import partitions as inventory_partitions
-from .listing import scan_current, scan_versions
+from .listing import scan_current, scan_range, scan_versions
 from .locks import lock_enabled
+from .prefixes import Part, discover, in_parallel, split
 from .settings import DEFAULT_CONCURRENCY, S3_MAX_KEYS, S3Settings
 from .tagging import with_tags
 
@@ -237,11 +238,13 @@ class S3Backend(Backend):
         """With ``inventory:``, one partition per data file of the report (else the whole source)."""
         if self.settings.inventory is not None:
             return inventory_partitions(self.manifest(), source.name) or super().partitions(source)
-        return super().partitions(source)
+        return self._prefix_partitions(source)
 
     def scan_partition(self, source: Source, partition: Partition) -> Iterator[Record | Problem]:
-        if self.settings.inventory is None or partition.token == "":
+        if partition.token == "":
             return super().scan_partition(source, partition)
+        if self.settings.inventory is None:
+            return self._listed(self._list_part(source, self._part(partition)))
         try:
             bucket, key, name = partition_file(partition.token)
             manifest = self._manifest
@@ -267,8 +270,49 @@ class S3Backend(Backend):
             manifest = self.manifest()
             yield from self._listed(self._inventory_records(source, manifest, manifest.files))
             return
-        yield from self._listed((scan_versions if self.versioned() else scan_current)(
-            self.client, self.settings, source.name))
+        yield from self._listed(self._listing(source))
+
+    # -- listing by prefix (prefixes.py) ---------------------------------------------------------
+    def _listing(self, source: Source) -> Iterator[Record | Problem]:
+        """The source listed: current objects as a few key ranges in parallel, cut at the prefixes
+        a delimited listing finds (see prefixes.py); versions in one listing.
+
+        Versions are not split: a versions listing cannot start at an arbitrary key on every
+        store (moto skips an entry after a ``KeyMarker``), and moto answers every versions
+        request in time proportional to the whole bucket, so more requests cost more there.
+        """
+        if self.versioned():
+            yield from scan_versions(self.client, self.settings, source.name)
+            return
+        threads = self.settings.concurrency
+        ranges = split(discover(self.client, self.settings, False), threads)
+        yield from in_parallel(ranges, lambda r: scan_range(self.client, self.settings, source.name, *r), threads)
+
+    def _list_part(self, source: Source, part: Part) -> Iterator[Record | Problem]:
+        if self.versioned():
+            return scan_versions(self.client, self.settings, source.name, part.prefix, part.direct)
+        return scan_current(self.client, self.settings, source.name, part.prefix, part.direct)
+
+    def _prefix_partitions(self, source: Source) -> list[Partition]:
+        """One partition per prefix the delimited listing finds (see prefixes.py)."""
+        try:
+            parts = discover(self.client, self.settings, self.versioned())
+        except Exception as exc:
+            if unreachable(exc) is None:
+                raise
+            raise self._config_error(exc) from None
+        if len(parts) == 1 and not parts[0].direct and parts[0].prefix == self.settings.prefix:
+            return super().partitions(source)
+        return [Partition(source.name, part.token(), part.label()) for part in parts]
+
+    def _part(self, partition: Partition) -> Part:
+        try:
+            part = Part.parse(partition.token)
+        except ValueError as exc:
+            raise BackendError(f"{self.settings.where}: {exc}") from None
+        if not part.prefix.startswith(self.settings.prefix):
+            raise BackendError(f"{self.settings.where}: partition {partition.label!r} is outside the source's prefix")
+        return part
 
     def _listed(self, records: Iterator[Record | Problem]) -> Iterator[Record | Problem]:
         """Records with their tags when asked, and S3 unreachable said as the configuration problem it is."""

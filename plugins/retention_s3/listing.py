@@ -22,6 +22,8 @@ from .settings import S3Settings
 
 #: Listing pages one batch's look-up may read before giving up on the rest of its keys.
 INVENTORY_PAGE_BUDGET = 4
+#: What folders are made of: the delimiter of the listings that find a source's prefixes.
+DELIMITER = "/"
 #: Keys tried one by one to find an existing key to start a versions listing after.
 ANCHOR_TRIES = 8
 
@@ -40,22 +42,53 @@ def utc(value: datetime) -> datetime:
     return value.astimezone(timezone.utc)
 
 
-def scan_current(client: Any, settings: S3Settings, source: str) -> Iterator[Record | Problem]:
-    """Current objects under the prefix (``list_objects_v2``), one Record each."""
-    pages = client.get_paginator("list_objects_v2").paginate(
-        Bucket=settings.bucket, Prefix=settings.prefix, PaginationConfig={"PageSize": settings.page_size})
-    for page in _pages(pages, settings, "ListObjectsV2"):
+def scan_current(client: Any, settings: S3Settings, source: str, prefix: str | None = None,
+                 direct: bool = False) -> Iterator[Record | Problem]:
+    """Current objects under *prefix* (the source's by default) with ``list_objects_v2``, one
+    Record each; *direct*: only keys with no ``/`` after the prefix (a delimited listing)."""
+    pages = client.get_paginator("list_objects_v2").paginate(**_listing_args(settings, prefix, direct))
+    for page in pages_of(pages, settings, "ListObjectsV2"):
         for obj in page.get("Contents", ()):
             yield _item(source, obj, None)
 
 
-def scan_versions(client: Any, settings: S3Settings, source: str) -> Iterator[Record | Problem]:
-    """Every object version under the prefix (``list_object_versions``); delete markers are not data."""
-    pages = client.get_paginator("list_object_versions").paginate(
-        Bucket=settings.bucket, Prefix=settings.prefix, PaginationConfig={"PageSize": settings.page_size})
-    for page in _pages(pages, settings, "ListObjectVersions"):
+def scan_versions(client: Any, settings: S3Settings, source: str, prefix: str | None = None,
+                  direct: bool = False) -> Iterator[Record | Problem]:
+    """Every object version under *prefix* (the source's by default; *direct*: only keys with
+    no ``/`` after it) with ``list_object_versions``; delete markers are not data."""
+    pages = client.get_paginator("list_object_versions").paginate(**_listing_args(settings, prefix, direct))
+    for page in pages_of(pages, settings, "ListObjectVersions"):
         for version in page.get("Versions", ()):
             yield _item(source, version, version["VersionId"])
+
+
+def scan_range(client: Any, settings: S3Settings, source: str, lower: str | None,
+               upper: str | None) -> Iterator[Record | Problem]:
+    """Current objects under the source's prefix with ``lower <= key < upper`` (None: unbounded).
+
+    The listing starts just before *lower* (``StartAfter``, where the key can travel in XML)
+    and stops at the first key at or past *upper*; keys outside the range are dropped, so the
+    ranges of one split hold each key exactly once whatever ``StartAfter`` skips or not.
+    """
+    args = _listing_args(settings, None, False)
+    if lower and len(lower) > len(settings.prefix) and xml_safe(lower[:-1]):
+        args["StartAfter"] = lower[:-1]  # strictly before every key >= lower
+    pages = client.get_paginator("list_objects_v2").paginate(**args)
+    for page in pages_of(pages, settings, "ListObjectsV2"):
+        for obj in page.get("Contents", ()):
+            key = obj["Key"]
+            if upper is not None and key >= upper:
+                return
+            if lower is None or key >= lower:
+                yield _item(source, obj, None)
+
+
+def _listing_args(settings: S3Settings, prefix: str | None, direct: bool) -> dict[str, Any]:
+    args: dict[str, Any] = {"Bucket": settings.bucket, "Prefix": settings.prefix if prefix is None else prefix,
+                            "PaginationConfig": {"PageSize": settings.page_size}}
+    if direct:
+        args["Delimiter"] = DELIMITER
+    return args
 
 
 def _item(source: str, obj: dict[str, Any], version: str | None) -> Record | Problem:
@@ -76,7 +109,7 @@ def _item(source: str, obj: dict[str, Any], version: str | None) -> Record | Pro
                   stamp=seen.stamp())
 
 
-def _pages(pages: Any, settings: S3Settings, operation: str) -> Iterator[dict[str, Any]]:
+def pages_of(pages: Any, settings: S3Settings, operation: str) -> Iterator[dict[str, Any]]:
     """The listing's pages; a failure is a BackendError, except that S3 being unreachable at
     all (no credentials, endpoint down) is raised as it came, for the backend to report as
     the configuration problem it is."""
