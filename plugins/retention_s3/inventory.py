@@ -334,12 +334,13 @@ def read_file(client: Any, manifest: Manifest, data: DataFile, reader: RowReader
         path = folder / "data"
         try:
             _download(client, manifest.data_bucket, data, path, uri)
-            for _ in _rows(path, manifest, uri):  # parsed whole first: a file that breaks midway yields nothing
-                pass
+            need = REQUIRED + (REQUIRED_VERSIONED if reader.versioned else ())
+            for _ in _rows(path, manifest, need, convert=False):  # parsed whole first: a file that breaks
+                pass                                              # midway yields nothing
         except InventoryError as exc:
             yield Problem(reader.source, uri, f"inventory data file not read: {exc}")
             return
-        for row in _rows(path, manifest, uri):
+        for row in _rows(path, manifest, need):
             record = reader.record(row)
             if record is not None:
                 yield record
@@ -373,8 +374,10 @@ def _download(client: Any, bucket: str, data: DataFile, path: Path, uri: str) ->
         raise InventoryError(f"MD5 {digest.hexdigest()} does not match the manifest's {data.md5}")
 
 
-def _rows(path: Path, manifest: Manifest, uri: str) -> Iterator[dict[str, Any]]:
-    """The file's rows as dicts of the wanted snake_case columns; InventoryError if it cannot be read."""
+def _rows(path: Path, manifest: Manifest, need: tuple[str, ...], *,
+          convert: bool = True) -> Iterator[dict[str, Any]]:
+    """The file's rows as dicts of the wanted snake_case columns; InventoryError if it cannot be read
+    or lacks a column of *need*. ``convert=False`` only parses (no row goes out)."""
     try:
         import pyarrow as pa
     except ImportError:
@@ -382,7 +385,7 @@ def _rows(path: Path, manifest: Manifest, uri: str) -> Iterator[dict[str, Any]]:
     try:
         for batch in _batches(path, manifest):
             names = [n for n in _WANTED if n in batch.schema.names]
-            missing = [n for n in REQUIRED if n not in names]
+            missing = [n for n in need if n not in names]
             if missing:
                 raise InventoryError(f"no {', '.join(missing)} column")
             columns = []
@@ -391,7 +394,8 @@ def _rows(path: Path, manifest: Manifest, uri: str) -> Iterator[dict[str, Any]]:
                 if pa.types.is_timestamp(column.type):  # ORC reads back in ns: datetime wants us
                     column = column.cast(pa.timestamp("us", tz=column.type.tz or "UTC"), safe=False)
                 columns.append(column)
-            yield from pa.RecordBatch.from_arrays(columns, names=names).to_pylist()
+            if convert:
+                yield from pa.RecordBatch.from_arrays(columns, names=names).to_pylist()
     except InventoryError:
         raise
     except (pa.ArrowException, OSError, EOFError, ValueError) as exc:
