@@ -6,8 +6,9 @@ filesystem is entered (``st_dev``), and files are unlinked relative to their dir
 descriptor. A path swapped for a symlink between scan and delete cannot lead outside root.
 
 A file is deleted only if it is still the file the scan saw: the scan stamps each record
-with the file's device, inode, size, mtime and ctime (nanoseconds), and the deletion opens
-the file, compares the five on the open descriptor and only then unlinks it (docs/fs.md).
+with the file's device, inode, size, mtime and ctime (nanoseconds), and the deletion stats
+the file without following it (``fstatat`` with ``AT_SYMLINK_NOFOLLOW`` relative to the
+directory's descriptor), compares the five and only then unlinks it (docs/fs.md).
 """
 
 from __future__ import annotations
@@ -26,11 +27,6 @@ from retention_core.text import printable
 
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | _CLOEXEC
-# O_PATH opens the entry itself: no read permission needed (unlink needs none), a FIFO or a
-# device is not opened, and with O_NOFOLLOW a symlink yields a descriptor of the link, which
-# fstat then shows for what it is. Without O_PATH a symlink fails with ELOOP instead.
-_ENTRY_FLAGS = getattr(os, "O_PATH", os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY) | os.O_NOFOLLOW | _CLOEXEC
-
 #: Directory descriptors one walk keeps open at most; deeper trees reopen from an ancestor.
 OPEN_DIRS = 64
 
@@ -82,7 +78,13 @@ class FilesystemBackend(Backend):
     """
 
     name = "fs"
-    batch_size = 1000
+    #: Each batch costs a fixed amount whatever its size — the hold fence's registration and
+    #: release, holds re-read, the intent and outcome lines fsynced, the trail head recorded:
+    #: about ten fsyncs. At 1,000 files that fixed part was a third of an enforcing run's wall
+    #: time (200,000 files, ``strace -c``: 1,284 fdatasync + 322 journal unlinks ≈ 3.4 s of
+    #: 14 s). 5,000 files take a fraction of a second to delete, so a hold placed meanwhile
+    #: still waits only that long for the batch in flight.
+    batch_size = 5000
     can_refuse = True
 
     def __init__(self, options: Options) -> None:
@@ -299,62 +301,81 @@ class FilesystemBackend(Backend):
 
     # -- delete ------------------------------------------------------------------------------------
     def delete(self, records: Sequence[Record]) -> Iterator[Outcome]:
+        """Unlink each file only if it is still what the scan stamped (the guard, docs/fs.md).
+
+        Per file: ``fstatat(dir_fd, name, AT_SYMLINK_NOFOLLOW)``, compare, ``unlinkat`` — the
+        two last system calls with nothing in between. Consecutive records in one directory
+        share its descriptor (the spool hands them over in scan order). This loop runs once per
+        deleted file, so it is written out in one function with its names bound locally.
+        """
         dirs = self._dirs()
+        stat_at, unlink, is_reg = os.stat, os.unlink, stat.S_ISREG
+        deleted, gone = Status.DELETED, Status.ALREADY_GONE
+        last_dir: str | None = None
+        dir_fd = -1
         try:
             for record in records:
-                yield self._delete_one(record, dirs)
+                location = record.location
+                parts = location.split("/")
+                if "" in parts or "." in parts or ".." in parts:
+                    yield Outcome(record, Status.REFUSED, f"unsafe path {location!r}")
+                    continue
+                name = parts[-1]
+                parent = location[:len(location) - len(name)]
+                if parent != last_dir:
+                    last_dir = None
+                    try:
+                        dir_fd = dirs.fd(parts[:-1])
+                    except FileNotFoundError:
+                        yield Outcome(record, gone)
+                        continue
+                    except Refused as exc:
+                        yield Outcome(record, Status.REFUSED, str(exc))
+                        continue
+                    except Replaced as exc:
+                        yield Outcome(record, Status.CHANGED, f"{exc}; not deleted")
+                        continue
+                    except OSError as exc:
+                        yield Outcome(record, Status.FAILED, f"{exc.strerror or exc}")
+                        continue
+                    last_dir = parent
+                seen = _parse_stamp(record.stamp)  # before the check: nothing between it and the unlink
+                try:
+                    st = stat_at(name, dir_fd=dir_fd, follow_symlinks=False)
+                    if not is_reg(st.st_mode):
+                        yield Outcome(record, Status.REFUSED, "no longer a regular file (a symlink, directory or "
+                                                              "special file took its place); not followed")
+                        continue
+                    if seen is None:
+                        yield Outcome(record, Status.CHANGED, "the scan's stamp is missing or unreadable, so "
+                                                              "nothing proves this is the file it saw; not deleted")
+                        continue
+                    if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns) != seen:
+                        yield Outcome(record, Status.CHANGED, "changed since the scan (" + ", ".join(
+                            Stamp(*seen).differences(Stamp.of(st))) + "); not deleted")
+                        continue
+                    unlink(name, dir_fd=dir_fd)
+                except FileNotFoundError:
+                    yield Outcome(record, gone)
+                    continue
+                except OSError as exc:
+                    yield Outcome(record, Status.FAILED, f"{exc.strerror or exc}")
+                    continue
+                yield Outcome(record, deleted)
         finally:
             dirs.close()
 
-    def _delete_one(self, record: Record, dirs: _Dirs) -> Outcome:
-        """Unlink the file only if it is still what the scan stamped (the guard)."""
-        parts = record.location.split("/")
-        if "" in parts or "." in parts or ".." in parts:
-            return Outcome(record, Status.REFUSED, f"unsafe path {record.location!r}")
-        name, seen = parts[-1], Stamp.parse(record.stamp)
-        try:
-            dir_fd = dirs.fd(parts[:-1])
-            fd = os.open(name, _ENTRY_FLAGS, dir_fd=dir_fd)
-        except FileNotFoundError:
-            return Outcome(record, Status.ALREADY_GONE)
-        except Refused as exc:
-            return Outcome(record, Status.REFUSED, str(exc))
-        except Replaced as exc:
-            return Outcome(record, Status.CHANGED, f"{exc}; not deleted")
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                return Outcome(record, Status.REFUSED, "a symlink took its place; not followed")
-            return Outcome(record, Status.FAILED, f"{exc.strerror or exc}")
-        try:
-            return self._unlink_if_seen(record, seen, name, dir_fd, fd)
-        finally:
-            os.close(fd)
 
-    def _unlink_if_seen(self, record: Record, seen: Stamp | None, name: str, dir_fd: int, fd: int) -> Outcome:
-        """Compare the open file with the stamp, then unlink it with nothing in between.
-
-        Linux has no call that unlinks a name only if it still refers to a given inode, so
-        the two system calls ``fstat`` and ``unlinkat`` are the shortest window there is: all
-        else (the walk, parsing the stamp) is done before. docs/fs.md says what can still
-        happen inside it.
-        """
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                return Outcome(record, Status.REFUSED, "no longer a regular file (a symlink, directory or "
-                                                       "special file took its place); not followed")
-            if seen is None:
-                return Outcome(record, Status.CHANGED, "the scan's stamp is missing or unreadable, so nothing "
-                                                       "proves this is the file it saw; not deleted")
-            if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns) != seen:
-                return Outcome(record, Status.CHANGED, "changed since the scan ("
-                                                       + ", ".join(seen.differences(Stamp.of(st))) + "); not deleted")
-            os.unlink(name, dir_fd=dir_fd)
-            return Outcome(record, Status.DELETED)
-        except FileNotFoundError:
-            return Outcome(record, Status.ALREADY_GONE)
-        except OSError as exc:
-            return Outcome(record, Status.FAILED, f"{exc.strerror or exc}")
+def _parse_stamp(text: str | None) -> tuple[int, ...] | None:
+    """:meth:`Stamp.parse` as a plain tuple (it runs once per deleted file); None if absent or
+    unreadable."""
+    if not text:
+        return None
+    try:
+        seen = tuple(map(int, text.split(":")))
+    except ValueError:
+        return None
+    return seen if len(seen) == 5 else None
 
 
 class _Dirs:

@@ -87,7 +87,7 @@ def test_the_next_scan_sees_the_new_file_and_may_delete_it(root):
     assert [o.status for o in backend.delete([again["calls/victim.wav"]])] == [Status.DELETED]
 
 
-@pytest.mark.parametrize("stamp", [None, "", "not:a:stamp", "1:2:3"])
+@pytest.mark.parametrize("stamp", [None, "", "not:a:stamp", "1:2:3", "1:2:3:4:5:6"])
 def test_without_a_readable_stamp_nothing_is_deleted(root, stamp):
     backend, records = scanned(root)
     record = replace(records["calls/victim.wav"], stamp=stamp)
@@ -97,7 +97,7 @@ def test_without_a_readable_stamp_nothing_is_deleted(root, stamp):
 
 
 def test_a_file_that_cannot_be_read_is_still_deleted_when_unchanged(root):
-    """The check opens the file with O_PATH: unlinking needs no read permission, nor does it."""
+    """The check stats the file without opening it: unlinking needs no read permission, nor does it."""
     os.chmod(root / "calls" / "victim.wav", 0)
     backend, records = scanned(root)
     (outcome,) = backend.delete([records["calls/victim.wav"]])
@@ -112,3 +112,17 @@ def test_a_fifo_in_place_of_the_file_is_refused_without_blocking(root):
     (outcome,) = backend.delete([records["calls/victim.wav"]])
     assert outcome.status is Status.REFUSED and "no longer a regular file" in outcome.error
     assert victim.exists()
+
+
+def test_a_batch_across_directories_checks_every_file_on_its_own(root):
+    """Records in one directory share its descriptor; each file is still checked by itself,
+    and a directory met again after another is entered afresh."""
+    for name in ("calls/a.wav", "calls/b.wav", "other/c.wav", "calls/d.wav"):
+        (root / name).parent.mkdir(exist_ok=True)
+        (root / name).write_text("x")
+    backend, records = scanned(root)
+    (root / "calls" / "b.wav").write_text("changed since the scan")
+    batch = [records[n] for n in ("calls/a.wav", "calls/b.wav", "other/c.wav", "calls/d.wav")]
+    assert [o.status for o in backend.delete(batch)] == [Status.DELETED, Status.CHANGED, Status.DELETED,
+                                                          Status.DELETED]
+    assert (root / "calls" / "b.wav").read_text() == "changed since the scan"
