@@ -10,6 +10,8 @@ from collections import Counter
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import pytest
+
 from retention_core import audit
 from retention_core.executors import LocalExecutor
 from retention_core.model import Status
@@ -111,3 +113,43 @@ def test_a_dead_deletion_task_is_settled_by_the_next_run(tmp_path, monkeypatch):
     intents = Counter(loc for (ev, _, loc, *_rest) in rows.elements() if ev == "intent")
     closing = Counter(loc for (ev, _, loc, _a, out, _r) in rows.elements() if ev == "outcome")
     assert set(intents) <= set(closing)
+
+
+def test_a_dry_run_with_items_is_the_plain_dry_run(tmp_path):
+    """Every decided record, with its decision, as the plain dry run has them (--report)."""
+    store = f"dist-dry-{uuid.uuid4().hex[:8]}"
+    seed(store)
+    config = policy(tmp_path, store)
+    items = {}
+    with Runtime.open(config, load_plugins(extra=[memory])) as rt:
+        for kind in ("plain", "parts"):
+            with PartitionedRun(rt, LocalExecutor(), plugins=MEMORY) as spread:
+                options = RunOptions(now=NOW, as_of_given=True, dry_run=True,
+                                     distributor=spread if kind == "parts" else None)
+                with run(rt, options) as report:
+                    items[kind] = sorted((i.record.location, i.record.stamp, i.decision.action.value,
+                                          i.decision.reason) for i in report.items())
+    assert items["plain"] == items["parts"] and len(items["parts"]) == 28
+    assert not (tmp_path / "audit.jsonl").exists()  # a dry run writes no trail, distributed or not
+
+
+def test_a_partition_that_cannot_be_surveyed_stops_the_run_before_any_deletion(tmp_path, monkeypatch):
+    store = f"dist-survey-{uuid.uuid4().hex[:8]}"
+    seed(store)
+    config = policy(tmp_path, store)
+    real = memory.InMemoryBackend.scan_partition
+
+    def broken(self, source, partition):
+        if "carol" in partition.label:
+            raise OSError("the disk behind carol/ went away")
+        return real(self, source, partition)
+
+    monkeypatch.setattr(memory.InMemoryBackend, "scan_partition", broken)
+    from retention_core.errors import BackendError
+
+    why = r"source 'calls', prefix carol/: the survey task failed .*nothing was deleted"
+    with pytest.raises(BackendError, match=why):
+        enforce(config, True)
+    assert len(memory.get_store(store).items) == 28
+    assert not [c for c in memory.get_store(store).calls if c[0] == "delete"]
+    assert [e["status"] for e in audit.read(tmp_path / "audit.jsonl") if e["event"] == "run-end"] == ["failed"]
