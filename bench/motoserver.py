@@ -62,13 +62,16 @@ def client(endpoint: str) -> Any:
                         config=Config(max_pool_connections=32, retries={"mode": "standard"}))
 
 
-def seed(endpoint: str, bucket: str, n: int, age_days: float, prefixes: int = 100) -> None:
-    """A fresh *bucket* holding *n* one-byte objects in *prefixes* folders, all *age_days* old."""
+def seed(endpoint: str, bucket: str, n: int, age_days: float, prefixes: int = 100, *, versioned: bool = False) -> None:
+    """A fresh *bucket* holding *n* one-byte objects in *prefixes* folders, all *age_days* old
+    (*versioned*: versioning enabled first, so each object is one version with a real id)."""
     from moto.core import DEFAULT_ACCOUNT_ID
     from moto.s3.models import s3_backends
 
     store = s3_backends[DEFAULT_ACCOUNT_ID]["global"]
     client(endpoint).create_bucket(Bucket=bucket)
+    if versioned:
+        client(endpoint).put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
     when = datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(days=age_days)  # moto keeps naive UTC
     for i in range(n):
         key = store.put_object(bucket, f"tenants/t{i % prefixes:03d}/calls/{i:07d}.wav", b"x")
@@ -88,3 +91,9 @@ def drop(endpoint: str, bucket: str) -> None:
 def count(endpoint: str, bucket: str) -> int:
     pages = client(endpoint).get_paginator("list_objects_v2").paginate(Bucket=bucket)
     return sum(page.get("KeyCount", 0) for page in pages)
+
+
+def count_versions(endpoint: str, bucket: str) -> int:
+    """Versions and delete markers left in *bucket*."""
+    pages = client(endpoint).get_paginator("list_object_versions").paginate(Bucket=bucket)
+    return sum(len(page.get("Versions", ())) + len(page.get("DeleteMarkers", ())) for page in pages)

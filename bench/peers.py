@@ -27,6 +27,25 @@ def scandir_unlink(root: str, cutoff: str) -> int:
     return 0
 
 
+def scandir_stat(root: str, cutoff: str) -> int:
+    """Count regular files under *root* whose mtime is before *cutoff*: the least a dry run in
+    Python must do (one ``lstat`` per entry through ``os.scandir``), no decisions, no records."""
+    limit = float(cutoff)
+    due = 0
+    stack = [root]
+    while stack:
+        path = stack.pop()
+        with os.scandir(path) as it:
+            for entry in it:
+                st = entry.stat(follow_symlinks=False)
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+                elif entry.is_file(follow_symlinks=False) and st.st_mtime < limit:
+                    due += 1
+    print(due)
+    return 0
+
+
 def _s3(endpoint: str):  # type: ignore[no-untyped-def]
     import boto3
     from botocore.config import Config
@@ -52,6 +71,22 @@ def boto3_delete(endpoint: str, bucket: str, prefix: str) -> int:
             print(f"{len(answer['Errors'])} keys not deleted: {answer['Errors'][0]}", file=sys.stderr)
             return 1
     print(len(keys))
+    return 0
+
+
+def boto3_delete_versions(endpoint: str, bucket: str, prefix: str) -> int:
+    """list_object_versions, then DeleteObjects by VersionId in chunks of 1000, one after
+    another (delete markers too, so the keys vanish); print how many versions."""
+    s3 = _s3(endpoint)
+    pages = s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix)
+    items = [{"Key": v["Key"], "VersionId": v["VersionId"]}
+             for page in pages for v in (*page.get("Versions", ()), *page.get("DeleteMarkers", ()))]
+    for i in range(0, len(items), 1000):
+        answer = s3.delete_objects(Bucket=bucket, Delete={"Objects": items[i:i + 1000], "Quiet": True})
+        if answer.get("Errors"):
+            print(f"{len(answer['Errors'])} versions not deleted: {answer['Errors'][0]}", file=sys.stderr)
+            return 1
+    print(len(items))
     return 0
 
 
@@ -148,7 +183,9 @@ def sql_batched(url: str, table: str, days: str) -> int:
 
 
 COMMANDS = {"sql-single": sql_single, "sql-returning": sql_returning, "sql-batched": sql_batched, "sql-copy": sql_copy,
-            "scandir-unlink": scandir_unlink, "boto3-list": boto3_list, "boto3-delete": boto3_delete}
+            "scandir-unlink": scandir_unlink, "scandir-stat": scandir_stat, "boto3-list": boto3_list,
+            "boto3-delete": boto3_delete,
+            "boto3-delete-versions": boto3_delete_versions}
 
 
 def main(argv: list[str]) -> int:
