@@ -52,6 +52,9 @@ from .spool import Spool
 
 #: A run's segments and work files: ``<trail>.segments/<run_id>/`` next to the trail.
 SEGMENTS_SUFFIX = ".segments"
+#: What a dead deletion task's ``segment`` line counts besides outcomes: intents it left
+#: without an outcome, and due items it never journalled.
+UNKNOWN, NOT_ATTEMPTED = "unknown", "not-attempted"
 #: Items per pickled chunk of a plan or outcomes file (bounded memory on both sides).
 CHUNK = 1000
 
@@ -259,7 +262,8 @@ class PartitionedRun:
                 counts = self._abandon(rt, report, job, f"{type(result).__name__}: {result}")
                 report.warnings.append(
                     f"source {source.name!r}, {label}: the deletion task failed ({type(result).__name__}: "
-                    f"{result}); {counts.get('unknown', 0)} deletion(s) left unknown are settled by the next run")
+                    f"{result}); {counts.get(UNKNOWN, 0)} deletion(s) left unknown are settled by the next run, "
+                    f"{counts.get(NOT_ATTEMPTED, 0)} due record(s) not attempted are decided again by it")
             else:
                 counts = dict(result.outcomes)
                 for name, change in result.decisions.items():
@@ -267,30 +271,37 @@ class PartitionedRun:
                 stats.protected.update(result.protected)
                 for action, outcomes in _grouped(read_chunks(Path(job.outcomes))):
                     report.spool.record_pushed_batch(outcomes, Decision(Action(action), "due under the policy"))
-            for status, count in counts.items():
-                stats.outcomes[Status.FAILED.value if status == "unknown" else status] += count
+            for status, count in counts.items():  # unknown, not attempted: not done, so failed in the counts
+                stats.outcomes[Status.FAILED.value if status in (UNKNOWN, NOT_ATTEMPTED) else status] += count
             segment = Path(job.segment)
             if segment.exists():
                 journal.trail.append([{"event": "segment", "run_id": report.run_id, "source": source.name,
                                        "partition": label, "segment": segment_ref(segment, base),
                                        "outcomes": {k: v for k, v in counts.items() if v}}])
+            elif isinstance(result, BaseException):  # it died before its first intent: nothing of it deleted
+                journal.trail.append([{"event": "segment-not-written", "run_id": report.run_id,
+                                       "source": source.name, "partition": label,
+                                       "file": _rel(job.segment, base), "outcomes": counts}])
         report.spool.commit()
 
     def _abandon(self, rt: Runtime, report: RunReport, job: DeleteJob, why: str) -> dict[str, int]:
         """Close what a dead deletion task left open in its segment: each intent without an
         outcome gets ``unknown`` there (nothing observed it) and is carried in the state store
-        for the next run to settle from its listing. Returns the segment's outcome counts."""
+        for the next run to settle from its listing. Returns the segment's outcome counts, with
+        ``unknown`` (those intents) and ``not-attempted`` (due items it never journalled)."""
         segment = Path(job.segment)
         if not segment.exists():
-            return {}
+            return {NOT_ATTEMPTED: job.surveyed.due}
         trail = AuditTrail(segment, key=load_key())
         trail.append([{"event": "segment-abandoned", "run_id": report.run_id, "source": job.source,
                        "reason": f"the deletion task failed: {why}"}])  # also cuts a torn last line
         open_intents: dict[tuple[Any, ...], dict[str, Any]] = {}
         counts: dict[str, int] = {}
+        journalled = 0
         for entry in records(segment):
             key = (entry.get("location"), entry.get("location_hex"), entry.get("version"))
             if entry.get("event") == "intent":
+                journalled += 1
                 open_intents[key] = {k: entry.get(k) for k in ("event", "run_id", "action", "source",
                                                                *INTENT_FIELDS, "where")}
             elif entry.get("event") == "outcome" and key in open_intents:
@@ -302,7 +313,9 @@ class PartitionedRun:
              for intent in carried])
         rt.state.add_unsettled(report.run_id, carried)
         if carried:
-            counts["unknown"] = len(carried)
+            counts[UNKNOWN] = len(carried)
+        if job.surveyed.due > journalled:
+            counts[NOT_ATTEMPTED] = job.surveyed.due - journalled
         return counts
 
 

@@ -153,3 +153,29 @@ def test_a_partition_that_cannot_be_surveyed_stops_the_run_before_any_deletion(t
     assert len(memory.get_store(store).items) == 28
     assert not [c for c in memory.get_store(store).calls if c[0] == "delete"]
     assert [e["status"] for e in audit.read(tmp_path / "audit.jsonl") if e["event"] == "run-end"] == ["failed"]
+
+
+def test_a_deletion_task_dead_before_its_first_intent(tmp_path, monkeypatch):
+    """Nothing of its partition was journalled or deleted: the run says so (failed-deletions,
+    a segment-not-written line counting the due records not attempted); the next run deletes them."""
+    store = f"dist-early-{uuid.uuid4().hex[:8]}"
+    seed(store)
+    config = policy(tmp_path, store)
+    from retention_core import partitioned
+
+    real = partitioned.delete_due
+
+    def dies_at_once_for_bob(rt, source, report, journal, now, scanned_with):
+        if "bob/" in rt.partition.label:
+            raise MemoryError("worker out of memory")
+        real(rt, source, report, journal, now, scanned_with)
+
+    monkeypatch.setattr(partitioned, "delete_due", dies_at_once_for_bob)
+    status, outcomes, _ = enforce(config, True)
+    assert status == "failed-deletions" and outcomes["failed"] == 4 and outcomes["deleted"] == 12
+    [line] = [e for e in audit.read(tmp_path / "audit.jsonl") if e["event"] == "segment-not-written"]
+    assert line["partition"] == "prefix bob/" and line["outcomes"] == {"not-attempted": 4}
+    assert audit.verify(tmp_path / "audit.jsonl").ok
+    monkeypatch.setattr(partitioned, "delete_due", real)
+    assert enforce(config, True)[:2] == ("ok", {**outcomes, "failed": 0, "deleted": 4})
+    assert not [k for k in memory.get_store(store).items if int(k.rsplit("-", 1)[1]) >= 3]
