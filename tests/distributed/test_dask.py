@@ -150,3 +150,28 @@ def test_s3_inventory_local_and_dask_agree(tmp_path: Path, cluster: Any, pg_stat
     [dispatched] = [e for e in lines if e["event"] == "segments-dispatched"]
     assert len(dispatched["segments"]) == 3, "one partition (and segment) per inventory data file"
 
+
+
+def test_a_hold_placed_after_the_survey_protects_on_the_workers(tmp_path: Path, cluster: Any, pg_state: str) -> None:
+    """Between the survey and the deletions a hold is placed (in the shared state store): the
+    worker processes re-read holds per batch, re-decide, and delete nothing it covers."""
+    from retention_core.model import HoldScope
+
+    root = tmp_path / "data"
+    for location in layout():
+        (root / location).parent.mkdir(parents=True, exist_ok=True)
+        (root / location).write_bytes(location.encode())
+    config = write_policy(tmp_path / "cfg", pg_state, {"name": "files", "backend": "fs",
+                                                       "options": {"root": str(root)}})
+
+    class HoldBetweenPhases(PartitionedRun):
+        def delete(self, rt: Runtime, *args: Any) -> None:
+            rt.state.place_hold("LH-late", "legal", HoldScope(subject="alice"), "placed mid-run", by="tester")
+            super().delete(rt, *args)
+
+    with Runtime.open(config) as rt, HoldBetweenPhases(rt, cluster) as spread:
+        with run(rt, RunOptions(now=LATER, as_of_given=True, distributor=spread)) as report:
+            assert report.outcomes()["deleted"] == 3 * 4  # bob, carol, dave; alice held late
+            assert report.sources["files"].decisions["hold"] == 8 + 4  # "held", and alice's short records
+            assert report.protected()["LH-late"] == 4
+    assert all((root / p).exists() for p in layout() if p.startswith("alice/"))
