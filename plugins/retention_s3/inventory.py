@@ -335,12 +335,12 @@ def read_file(client: Any, manifest: Manifest, data: DataFile, reader: RowReader
         try:
             _download(client, manifest.data_bucket, data, path, uri)
             need = REQUIRED + (REQUIRED_VERSIONED if reader.versioned else ())
-            for _ in _rows(path, manifest, need, convert=False):  # parsed whole first: a file that breaks
+            for _ in rows(path, manifest, need, convert=False):  # parsed whole first: a file that breaks
                 pass                                              # midway yields nothing
         except InventoryError as exc:
             yield Problem(reader.source, uri, f"inventory data file not read: {exc}")
             return
-        for row in _rows(path, manifest, need):
+        for row in rows(path, manifest, need):
             record = reader.record(row)
             if record is not None:
                 yield record
@@ -374,7 +374,7 @@ def _download(client: Any, bucket: str, data: DataFile, path: Path, uri: str) ->
         raise InventoryError(f"MD5 {digest.hexdigest()} does not match the manifest's {data.md5}")
 
 
-def _rows(path: Path, manifest: Manifest, need: tuple[str, ...], *,
+def rows(path: Path, manifest: Manifest, need: tuple[str, ...], *,
           convert: bool = True) -> Iterator[dict[str, Any]]:
     """The file's rows as dicts of the wanted snake_case columns; InventoryError if it cannot be read
     or lacks a column of *need*. ``convert=False`` only parses (no row goes out)."""

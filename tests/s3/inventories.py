@@ -33,7 +33,7 @@ FORMATS = ("CSV", "Parquet", "ORC")
 _EXTENSION = {"CSV": "csv.gz", "Parquet": "parquet", "ORC": "orc"}
 
 #: (CSV name, snake_case name, ORC type, Parquet declaration) in the order AWS documents them.
-_COLUMNS = [
+COLUMNS = [
     ("Bucket", "bucket", "string", "required binary bucket (UTF8)"),
     ("Key", "key", "string", "required binary key (UTF8)"),
     ("VersionId", "version_id", "string", "optional binary version_id (UTF8)"),
@@ -50,7 +50,7 @@ _COLUMNS = [
     ("ObjectLockLegalHoldStatus", "object_lock_legal_hold_status", "string",
      "optional binary object_lock_legal_hold_status (UTF8)"),
 ]
-_VERSION_COLUMNS = {"VersionId", "IsLatest", "IsDeleteMarker"}
+_VERSIONCOLUMNS = {"VersionId", "IsLatest", "IsDeleteMarker"}
 
 
 def listed(client: Any, bucket: str, *, versions: bool, prefix: str = "") -> list[dict[str, Any]]:
@@ -93,14 +93,14 @@ def write_inventory(s3_client: Any, dest_bucket: str, prefix: str, source_bucket
     entries = [dict(e) for e in objects_or_versions]
     if versions is None:
         versions = any("VersionId" in e for e in entries)
-    columns = [c for c in _COLUMNS if c[0] not in omit and (versions or c[0] not in _VERSION_COLUMNS)]
-    rows = [_row(source_bucket, e) for e in entries]
+    columns = [c for c in COLUMNS if c[0] not in omit and (versions or c[0] not in _VERSIONCOLUMNS)]
+    rows = [entry_row(source_bucket, e) for e in entries]
     base = base_key(prefix, source_bucket, config_id)
     when = when.astimezone(timezone.utc)
     chunks = [rows[i::files] for i in range(max(1, files))]
     described = []
     for chunk in chunks:
-        body = _encode(fmt, columns, chunk)
+        body = encode(fmt, columns, chunk)
         key = f"{base}/data/{uuid.uuid4()}.{_EXTENSION[fmt]}"
         s3_client.put_object(Bucket=dest_bucket, Key=key, Body=body)
         described.append({"key": key, "size": len(body), "MD5checksum": hashlib.md5(body).hexdigest()})
@@ -110,7 +110,7 @@ def write_inventory(s3_client: Any, dest_bucket: str, prefix: str, source_bucket
         "version": "2016-11-30",
         "creationTimestamp": str(int(when.timestamp() * 1000)),
         "fileFormat": fmt,
-        "fileSchema": _schema(fmt, columns),
+        "fileSchema": file_schema(fmt, columns),
         "files": described,
     }
     text = json.dumps(manifest, indent=4).encode()
@@ -130,7 +130,7 @@ def aws_url_encode(key: str) -> str:
     return quote_plus(key, safe="*").replace("~", "%7E")
 
 
-def _row(bucket: str, e: Mapping[str, Any]) -> dict[str, Any]:
+def entry_row(bucket: str, e: Mapping[str, Any]) -> dict[str, Any]:
     marker = bool(e.get("IsDeleteMarker", False))
     etag = e.get("ETag")
     return {
@@ -155,7 +155,7 @@ def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
-def _encode(fmt: str, columns: list[tuple[str, str, str, str]], rows: list[dict[str, Any]]) -> bytes:
+def encode(fmt: str, columns: list[tuple[str, str, str, str]], rows: list[dict[str, Any]]) -> bytes:
     if fmt == "CSV":
         return _csv(columns, rows)
     import pyarrow as pa
@@ -202,7 +202,7 @@ def _csv_value(name: str, value: Any) -> str:
     return str(value)
 
 
-def _schema(fmt: str, columns: list[tuple[str, str, str, str]]) -> str:
+def file_schema(fmt: str, columns: list[tuple[str, str, str, str]]) -> str:
     if fmt == "CSV":
         return ", ".join(c[0] for c in columns)
     if fmt == "ORC":

@@ -8,9 +8,17 @@ from pathlib import Path
 import pytest
 
 from retention_core import Problem, Record
-from retention_s3.inventory import RowReader, schema_columns
+from retention_s3.inventory import (
+    REQUIRED,
+    REQUIRED_VERSIONED,
+    InventoryError,
+    Manifest,
+    RowReader,
+    rows,
+    schema_columns,
+)
 
-from .inventories import _COLUMNS, _schema, aws_url_encode
+from .inventories import COLUMNS, aws_url_encode, encode, entry_row, file_schema
 
 WHEN = "2026-11-01T10:20:30.123Z"
 
@@ -67,23 +75,17 @@ def test_a_row_that_cannot_be_read_is_a_problem(changes: dict[str, object], reas
 
 @pytest.mark.parametrize("fmt", ["CSV", "ORC", "Parquet"])
 def test_file_schemas_name_the_columns(fmt: str) -> None:
-    assert schema_columns(fmt, _schema(fmt, _COLUMNS)) == tuple(c[1] for c in _COLUMNS)
+    assert schema_columns(fmt, file_schema(fmt, COLUMNS)) == tuple(c[1] for c in COLUMNS)
 
 
 def test_a_data_file_lacking_a_column_the_source_needs_is_not_read(tmp_path: Path) -> None:
     """fileSchema said version_id, the Parquet file has none: its rows would all read as version "null"."""
-    from retention_s3.inventory import REQUIRED, REQUIRED_VERSIONED, InventoryError, Manifest, _rows
-
-    from .inventories import _encode
-
-    columns = [c for c in _COLUMNS if c[1] != "version_id"]
+    columns = [c for c in COLUMNS if c[1] != "version_id"]
     entry = {"Key": "t/a", "Size": 1, "LastModified": datetime(2026, 1, 1, tzinfo=timezone.utc), "ETag": '"e"'}
-    from .inventories import _row
-
     path = tmp_path / "data"
-    path.write_bytes(_encode("Parquet", columns, [_row("b", entry)]))
+    path.write_bytes(encode("Parquet", columns, [entry_row("b", entry)]))
     manifest = Manifest("d", "k/manifest.json", "b", "d", datetime(2026, 1, 1, tzinfo=timezone.utc), "Parquet",
-                        tuple(c[1] for c in _COLUMNS), ())
-    assert len(list(_rows(path, manifest, REQUIRED))) == 1
+                        tuple(c[1] for c in COLUMNS), ())
+    assert len(list(rows(path, manifest, REQUIRED))) == 1
     with pytest.raises(InventoryError, match="no version_id column"):
-        list(_rows(path, manifest, REQUIRED + REQUIRED_VERSIONED, convert=False))
+        list(rows(path, manifest, REQUIRED + REQUIRED_VERSIONED, convert=False))
