@@ -28,7 +28,6 @@ URLS = {
     "postgresql": os.environ.get("RETENTION_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
     "mariadb": os.environ.get("RETENTION_BENCH_MARIADB", "mysql+pymysql://root@127.0.0.1:3306/test"),
 }
-BATCH = 10_000
 TEMPLATE = "bench_rows_template"
 # Age in days of row g: spread over two years by a multiplicative hash, kept off 363..368.
 _AGE = "((({g} * 7919) % 730000) / 1000.0)"
@@ -123,8 +122,7 @@ def reachable(url: str) -> str | None:
 
 
 def _policy(directory: Path, url: str, table: str, kind: str) -> Path:
-    options = {"url": url, "table": table, "key": "id", "subject": "tenant", "created": "created",
-               "batch_size": BATCH}
+    options = {"url": url, "table": table, "key": "id", "subject": "tenant", "created": "created"}
     if kind != "postgresql":
         options["timezone"] = "UTC"  # naive DATETIME columns hold UTC
     path = write_policy(directory, [{"name": "rows", "backend": "sql", "options": options, "category": "row"}],

@@ -240,7 +240,8 @@ class RangeWalk:
         streamer = streamer_for(self.ops) if plan.evidence is not None and action is Action.DELETE else None
         if streamer is not None:
             self.batch_size = self.streamed_batch_size
-        numbers = itertools.count(1)
+        # Files never reused: a walk started again (the core restarts after a rollback) gets its own names.
+        walk, numbers = uuid.uuid4().hex[:8], itertools.count(1)
         try:
             conn = self.engine.connect()
         except SQLAlchemyError as exc:
@@ -261,7 +262,7 @@ class RangeWalk:
                     if streamer is not None:
                         assert plan.evidence is not None
                         outcomes: list[Outcome] | StreamedBatch = streamer.delete(
-                            conn, where, plan.evidence / f"{next(numbers):06d}.tsv")
+                            conn, where, plan.evidence / f"{walk}-{next(numbers):06d}.tsv")
                     else:
                         outcomes = self._outcomes(source, self._apply(conn, action, where), status)
                 except (SQLAlchemyError, UnreadableRow) as exc:
