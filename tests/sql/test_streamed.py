@@ -20,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from retention_core.audit import records, verify
+from retention_core.audit import read, records, verify
 
 from .conftest import Database, Records, records_table
 
@@ -60,6 +60,11 @@ def per_record(trail: Path) -> list[dict[str, Any]]:
     rows = [{k: v for k, v in e.items() if k not in VOLATILE} for e in records(trail)
             if e.get("event") in ("intent", "outcome")]
     return sorted(rows, key=lambda e: (e["event"], str(e["location"]), str(e.get("outcome"))))
+
+
+def records_lines(trail: Path) -> list[dict[str, Any]]:
+    """The trail's lines as written (batch lines not expanded)."""
+    return list(read(trail))
 
 
 def due(table: Records) -> set[str]:
@@ -115,10 +120,20 @@ def test_a_kill_at_any_point_of_a_streamed_run_converges(db: Database, tmp_path:
     path = policy(tmp_path, table)
     killed = retention(path, kill_at=point)
     assert killed.returncode == -9, killed.stdout + killed.stderr
+    trail = tmp_path / "audit.jsonl"
+    named = {e["evidence"]["file"] for e in records_lines(trail) if "evidence" in e}
+    files = {str(f.relative_to(tmp_path)) for f in (tmp_path / "audit.jsonl.evidence").rglob("*.tsv")}
+    if point == "after-backend:1":  # the first file is written and fsynced; nothing names it; nothing deleted
+        assert len(files) == 1 and not named and table.keys() == {str(i) for i in range(1, 46)}
+        assert not [e for e in records(trail) if e.get("event") == "intent"]
+    if point == "after-backend:3":  # a batch committed, its intent journalled, its outcome not
+        assert files - named, "the next batch's file is an orphan"
+        intents = {e["batch"] for e in records_lines(trail) if e.get("event") == "intent"}
+        outcomes = {e["batch"] for e in records_lines(trail) if e.get("event") == "outcome"}
+        assert intents - outcomes, "a committed batch without its outcome line"
     rerun = retention(path)
     assert rerun.returncode == 0, rerun.stderr
     assert table.keys() == {str(i) for i in range(1, 46)} - due(table)
-    trail = tmp_path / "audit.jsonl"
     assert verify(trail).ok
     deleted = [e["location"] for e in records(trail) if e.get("event") == "outcome" and e.get("outcome") == "deleted"]
     assert sorted(deleted) == sorted(due(table)), "every deletion journalled exactly once, none invented"
