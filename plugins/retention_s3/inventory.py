@@ -256,6 +256,19 @@ class RowReader:
     prefix: str
     versioned: bool
     url_encoded: bool  # CSV keys are URL-encoded (form encoding: space is "+")
+    #: The source's ``match`` (anything with ``fullmatch``): see :meth:`file_problem`.
+    match: Any = None
+
+    def file_problem(self, uri: str, reason: str) -> Problem:
+        """A Problem for a whole data file, which may hide anyone's records.
+
+        The core gives a problem the subject its location names through ``match``; a data
+        file's URI is no key, so should it happen to match (``(?P<subject>[^/]+)/.+`` reads
+        ``s3:`` as a subject) the problem would hide one made-up subject only: then it names
+        no location, and the reason carries the URI.
+        """
+        location = uri if self.match is None or self.match.fullmatch(uri) is None else ""
+        return Problem(self.source, location, reason if location else f"{uri}: {reason}")
 
     def record(self, row: dict[str, Any]) -> Record | Problem | None:
         """The row's record; a Problem for a row that cannot be read; None for what a listing would not yield."""
@@ -338,7 +351,7 @@ def read_file(client: Any, manifest: Manifest, data: DataFile, reader: RowReader
             for _ in rows(path, manifest, need, convert=False):  # parsed whole first: a file that breaks
                 pass                                              # midway yields nothing
         except InventoryError as exc:
-            yield Problem(reader.source, uri, f"inventory data file not read: {exc}")
+            yield reader.file_problem(uri, f"inventory data file not read: {exc}")
             return
         for row in rows(path, manifest, need):
             record = reader.record(row)

@@ -89,3 +89,14 @@ def test_a_data_file_lacking_a_column_the_source_needs_is_not_read(tmp_path: Pat
     assert len(list(rows(path, manifest, REQUIRED))) == 1
     with pytest.raises(InventoryError, match="no version_id column"):
         list(rows(path, manifest, REQUIRED + REQUIRED_VERSIONED, convert=False))
+
+
+def test_a_data_file_problem_never_reads_as_one_subjects() -> None:
+    """``(?P<subject>[^/]+)/.+`` would read ``s3:`` as the subject of a problem named by the file's URI."""
+    from retention_core.patterns import LinearPattern
+
+    uri = "s3://dest/inv/b/daily/data/f.parquet"
+    loose = reader(match=LinearPattern(r"(?P<subject>[^/]+)/.+")).file_problem(uri, "not read")
+    assert loose.location == "" and uri in loose.reason
+    strict = reader(match=LinearPattern(r"t/(?P<subject>[^/]+)/.+")).file_problem(uri, "not read")
+    assert strict.location == uri
