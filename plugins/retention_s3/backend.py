@@ -230,7 +230,7 @@ class S3Backend(Backend):
     def _inventory_records(self, source: Source, manifest: Manifest,
                            files: Sequence[DataFile]) -> Iterator[Record | Problem]:
         reader = RowReader(source.name, self.settings.bucket, self.settings.prefix, self.versioned(),
-                           url_encoded=manifest.fmt == "CSV")
+                           url_encoded=manifest.fmt == "CSV", match=source.match)
         for data in files:
             yield from read_file(self.client, manifest, data, reader)
 
