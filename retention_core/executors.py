@@ -70,8 +70,7 @@ class DaskExecutor:
             raise ConfigError("the dask executor needs Dask distributed: pip install 'retention[dask]'",
                               key="executor") from None
         self.cluster: Any = None
-        with dask.config.set({"distributed.scheduler.allowed-failures": 0,
-                              "distributed.worker.daemon": False}):
+        with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
             try:
                 if scheduler:
                     self.client = distributed.Client(scheduler, timeout="20s", set_as_default=False)

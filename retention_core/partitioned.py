@@ -39,7 +39,7 @@ from typing import Any
 
 from .audit import INTENT_FIELDS, AuditTrail, load_key, records
 from .backend import Partition
-from .errors import BackendError, ConfigError, RetentionError
+from .errors import BackendError, ConfigError, LockedError, RetentionError
 from .executors import Executor, LocalExecutor
 from .journal import Journal, settlement
 from .model import Action, Context, Decision, ErasureRequest, Hold, Outcome, Record, Source, Status
@@ -175,8 +175,7 @@ class PartitionedRun:
     Use as a context manager: the work dir (plan and outcome files, which name records) is
     removed at the end; the segments stay, next to the trail."""
 
-    def __init__(self, rt: Runtime, executor: Executor, run_dir: Path | None = None,
-                 plugins: Sequence[str] = ()) -> None:
+    def __init__(self, rt: Runtime, executor: Executor, plugins: Sequence[str] = ()) -> None:
         if not isinstance(executor, LocalExecutor):
             require_shared_state(rt)
         self.rt = rt
@@ -185,7 +184,7 @@ class PartitionedRun:
         self.surveyed: dict[str, list[Surveyed]] = {}
         self.segments = 0
         self.run_id: str | None = None
-        self._work: Path | None = run_dir
+        self._work: Path | None = None
 
     def __enter__(self) -> PartitionedRun:
         return self
@@ -205,8 +204,11 @@ class PartitionedRun:
         """(the run's segment dir, its work dir), both on the trail's (shared) storage."""
         trail = self.rt.policy.audit
         segments = trail.parent / (trail.name + SEGMENTS_SUFFIX) / run_id
-        if self._work is None:
+        if self._work is None or self.run_id != run_id:
+            if self._work is not None:
+                shutil.rmtree(self._work, ignore_errors=True)
             self._work = trail.parent / (trail.name + SEGMENTS_SUFFIX) / f"{run_id}.work"
+            self.run_id = run_id
         self._work.mkdir(parents=True, exist_ok=True)
         return segments, self._work
 
@@ -216,6 +218,7 @@ class PartitionedRun:
     def scan(self, rt: Runtime, sources: Sequence[Source], ctx: Context, report: RunReport,
              keep: KeepPredicate) -> None:
         setup = self._setup(rt, report)
+        self.surveyed, self.segments = {}, 0  # one run's partitions
         _, work = self._dirs(report.run_id)
         jobs: list[SurveyJob] = []
         for source in sources:
@@ -283,6 +286,9 @@ class PartitionedRun:
                                        "source": source.name, "partition": label,
                                        "file": _rel(job.segment, base), "outcomes": counts}])
         report.spool.commit()
+        lost = next((r for r in results if isinstance(r, LockedError)), None)
+        if lost is not None:  # a worker found the run's lock taken over: stop, as a local run does
+            raise lost
 
     def _abandon(self, rt: Runtime, report: RunReport, job: DeleteJob, why: str) -> dict[str, int]:
         """Close what a dead deletion task left open in its segment: each intent without an
