@@ -442,14 +442,16 @@ def _execute(rt: Runtime, backend: Backend, action: Action, items: list[Item], r
     batch = journal.intent(items[0].record.source, action, ((i.record, i.decision) for i in items), batch_id)
     _checkpoint("after-intent")
     records = [i.record for i in items]
-    keys = [r.key for r in records]
+    # RecordKey is a NamedTuple: plain tuples of its fields are equal to it and hash alike, and
+    # cost a third of the property's call per record (profile of a 100k-file batch run).
+    keys = [(r.source, r.location, r.version) for r in records]
     try:
         rt.plugins.before_delete(records, ctx)
     except BaseException as exc:  # nothing was deleted: close the intent, never leave it dangling
         journal.rolled_back(batch, f"not executed: the before_delete hook failed ({type(exc).__name__}: {exc})")
         raise
     wanted = set(keys)
-    got: dict[RecordKey, Outcome] = {}
+    got: dict[tuple[str, str, str | None], Outcome] = {}
     error = "backend reported no outcome for this record"
     try:
         if action is Action.ANONYMIZE:
@@ -459,7 +461,8 @@ def _execute(rt: Runtime, backend: Backend, action: Action, items: list[Item], r
         else:
             stream = backend.delete(records)
         for outcome in stream:
-            key = outcome.record.key
+            done_record = outcome.record
+            key = (done_record.source, done_record.location, done_record.version)
             if key in wanted and key not in got:
                 got[key] = outcome
                 if _KILL_AT:
