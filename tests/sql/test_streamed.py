@@ -137,3 +137,27 @@ def test_a_kill_at_any_point_of_a_streamed_run_converges(db: Database, tmp_path:
     assert verify(trail).ok
     deleted = [e["location"] for e in records(trail) if e.get("event") == "outcome" and e.get("outcome") == "deleted"]
     assert sorted(deleted) == sorted(due(table)), "every deletion journalled exactly once, none invented"
+
+
+def test_after_delete_observers_get_every_streamed_row_read_back(db: Database, tmp_path: Path) -> None:
+    from retention_core import hookimpl
+    from retention_core.plugins import load_plugins
+    from retention_core.runtime import Runtime
+    from retention_core.scheduler import RunOptions, run
+
+    seen: list[tuple[str, str | None, str]] = []
+
+    class Observer:
+        @hookimpl
+        def retention_after_delete(self, outcomes: list[Any], context: Any) -> None:
+            seen.extend((o.record.location, o.record.subject, o.status) for o in outcomes)
+
+    table = records_table(db)
+    seed(table)
+    with Runtime.open(policy(tmp_path, table), load_plugins(extra=[Observer()])) as rt:
+        report = run(rt, RunOptions(now=datetime.now(timezone.utc), itemize=False))
+        report.close()
+    assert "rows" in report.surveyed and list((tmp_path / "audit.jsonl.evidence").rglob("*.tsv"))
+    assert sorted(loc for loc, _, _ in seen) == sorted(due(table)) and {s for _, _, s in seen} == {"deleted"}
+    assert {(loc, subject) for loc, subject, _ in seen} == {(str(i), SUBJECTS[i % len(SUBJECTS)]) for i in
+                                                           map(int, due(table))}
