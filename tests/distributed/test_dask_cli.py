@@ -79,3 +79,16 @@ def test_executor_from_the_policy_runs_on_a_local_cluster(tmp_path: Path, pg_sta
     assert audit.verify(trail).ok
     assert sum(e.get("outcome") == "deleted" for e in audit.records(trail)) == 6
     assert not list(trail.parent.glob("audit.jsonl.segments/*.work")), "the work dir (plan files) is removed"
+
+
+def test_scheduler_runs_on_an_existing_cluster(tmp_path: Path, pg_state: str, cluster: Any) -> None:
+    """--scheduler ADDRESS: the command connects to a running cluster (this module's) instead of
+    starting one, and leaves it running."""
+    address = cluster.cluster.scheduler_address
+    policy = fs_policy(tmp_path, state=pg_state)
+    done = retention("run", "-c", policy, "--scheduler", address)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (tmp_path / "data").rglob("*.bin")) == ["rec-2.bin"] * 3
+    assert audit.verify(tmp_path / "audit.jsonl").ok
+    assert [e for e in audit.read(tmp_path / "audit.jsonl") if e["event"] == "segment"]
+    assert cluster.client.scheduler_info()["workers"], "the cluster is still there"
