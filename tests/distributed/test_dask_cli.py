@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
@@ -92,3 +93,24 @@ def test_scheduler_runs_on_an_existing_cluster(tmp_path: Path, pg_state: str, cl
     assert audit.verify(tmp_path / "audit.jsonl").ok
     assert [e for e in audit.read(tmp_path / "audit.jsonl") if e["event"] == "segment"]
     assert cluster.client.scheduler_info()["workers"], "the cluster is still there"
+
+
+def test_the_documented_demo_command_runs_as_written(tmp_path: Path, pg_state: str) -> None:
+    """docs/scaling.md's one command (and the user guide's copy of it), with only the PostgreSQL
+    URL (a schema of this test's own) and /tmp/demo (this test's folder) swapped in."""
+    root = Path(__file__).resolve().parents[2]
+    commands = []
+    for doc in ("scaling.md", "user-guide.md"):
+        text = (root / "docs" / doc).read_text(encoding="utf-8")
+        [command] = [b.strip() for b in re.findall(r"```sh\n(.*?)```", text, flags=re.DOTALL)
+                     if "--executor dask" in b and "config/demo" in b]
+        commands.append(command)
+    assert commands[0] == commands[1], "the two docs give the same command"
+    documented = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+    assert documented in commands[0]
+    command = commands[0].replace(documented, pg_state).replace("/tmp/demo", str(tmp_path / "demo"))
+    done = subprocess.run(["bash", "-c", command], cwd=root, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "RETENTION_LOG_FORMAT": "text"})
+    assert done.returncode == 0, done.stderr
+    assert "outcomes: deleted 11, anonymized 0, already_gone 0, refused 0, failed 0, changed 0" in done.stdout
+    assert audit.verify(tmp_path / "demo" / ".retention" / "audit.jsonl").ok
