@@ -179,3 +179,22 @@ def test_a_deletion_task_dead_before_its_first_intent(tmp_path, monkeypatch):
     monkeypatch.setattr(partitioned, "delete_due", real)
     assert enforce(config, True)[:2] == ("ok", {**outcomes, "failed": 0, "deleted": 4})
     assert not [k for k in memory.get_store(store).items if int(k.rsplit("-", 1)[1]) >= 3]
+
+
+def test_an_erasure_request_is_done_by_a_partitioned_run_as_by_a_plain_one(tmp_path):
+    """The outcomes of the requested subject's records come back from the deletion tasks to the
+    run's spool, so the request is proven done (or not) exactly as in a plain run."""
+    done = {}
+    for kind in ("plain", "parts"):
+        store = f"dist-req-{kind}-{uuid.uuid4().hex[:8]}"
+        seed(store)
+        config = policy(tmp_path / kind, store)
+        with Runtime.open(config, load_plugins(extra=[memory])) as rt:
+            rt.state.add_request("bob", "acme", NOW - timedelta(days=2))
+        status, outcomes, _ = enforce(config, kind == "parts")
+        with Runtime.open(config, load_plugins(extra=[memory])) as rt:
+            [request] = rt.state.requests()
+        done[kind] = (status, outcomes, request.done_at is not None, sorted(memory.get_store(store).items))
+    assert done["plain"] == done["parts"]
+    assert done["parts"][2], "every record of bob is gone: the request is done"
+    assert not [k for k in done["parts"][3] if k.startswith("bob/")]
