@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import os
 import pickle
 import shutil
 from collections.abc import Iterable, Iterator, Sequence
@@ -142,8 +143,14 @@ def survey_partition(job: SurveyJob) -> Surveyed:
 
 
 def delete_partition(job: DeleteJob) -> Deleted:
-    """Delete one partition's due items with the scheduler's per-batch code, into its segment."""
+    """Delete one partition's due items with the scheduler's per-batch code, into its segment.
+
+    The task claims its segment first (created exclusively): a task Dask runs a second time —
+    a retry after its worker was lost, on a cluster whose ``allowed-failures`` is not 0, or a
+    worker thought dead that is still running — finds the claim and deletes nothing, so one
+    partition's records are never deleted by two tasks, nor journalled twice."""
     surveyed = job.surveyed
+    claim_segment(Path(job.segment), surveyed.partition.label)
     with _open(job.setup, surveyed.partition) as rt:
         source = rt.policy.source(job.source)
         with _report(job.setup) as report:
@@ -161,6 +168,24 @@ def delete_partition(job: DeleteJob) -> Deleted:
                                               for i in report.items() if i.outcome is not None))
         return Deleted(dict(stats.outcomes), {k: v - before[k] for k, v in stats.decisions.items()},
                        dict(stats.protected))
+
+
+def claim_segment(segment: Path, label: str) -> None:
+    """Create *segment* empty and exclusively; BackendError if a task already claimed it."""
+    segment.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(segment, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640))
+    except FileExistsError:
+        raise BackendError(f"{label}: its deletion task already ran once (segment {segment} exists); not "
+                           "running it again — the run settles what the first attempt left open") from None
+
+
+def _written(segment: Path) -> bool:
+    """Whether a deletion task wrote anything in its segment (beyond claiming it)."""
+    try:
+        return segment.stat().st_size > 0
+    except FileNotFoundError:
+        return False
 
 
 def _report(setup: Setup) -> RunReport:
@@ -277,7 +302,7 @@ class PartitionedRun:
             for status, count in counts.items():  # unknown, not attempted: not done, so failed in the counts
                 stats.outcomes[Status.FAILED.value if status in (UNKNOWN, NOT_ATTEMPTED) else status] += count
             segment = Path(job.segment)
-            if segment.exists():
+            if _written(segment):
                 journal.trail.append([{"event": "segment", "run_id": report.run_id, "source": source.name,
                                        "partition": label, "segment": segment_ref(segment, base),
                                        "outcomes": {k: v for k, v in counts.items() if v}}])
@@ -296,7 +321,7 @@ class PartitionedRun:
         for the next run to settle from its listing. Returns the segment's outcome counts, with
         ``unknown`` (those intents) and ``not-attempted`` (due items it never journalled)."""
         segment = Path(job.segment)
-        if not segment.exists():
+        if not _written(segment):
             return {NOT_ATTEMPTED: job.surveyed.due}
         trail = AuditTrail(segment, key=load_key())
         trail.append([{"event": "segment-abandoned", "run_id": report.run_id, "source": job.source,
@@ -410,5 +435,5 @@ def _grouped(pairs: Iterable[tuple[str, Outcome]]) -> Iterator[tuple[str, list[O
 
 
 __all__ = ["SEGMENTS_SUFFIX", "DeleteJob", "Deleted", "PartitionRuntime", "PartitionedRun", "Setup", "SurveyJob",
-           "Surveyed", "delete_partition", "merge_stats", "read_chunks", "require_shared_state", "segment_ref",
+           "Surveyed", "claim_segment", "delete_partition", "merge_stats", "read_chunks", "require_shared_state", "segment_ref",
            "survey_partition", "write_chunks"]

@@ -88,7 +88,7 @@ def _is_type_checking(test: ast.expr) -> bool:
 
 
 def files(*roots: Path) -> list[Path]:
-    return sorted(p for root in roots for p in root.rglob("*.py") if "build" not in p.parts)
+    return sorted(p for root in roots for p in root.rglob("*.py") if "build" not in p.parts and ".venv" not in p.parts)
 
 
 def core_modules() -> dict[str, Path]:

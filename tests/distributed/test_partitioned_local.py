@@ -198,3 +198,33 @@ def test_an_erasure_request_is_done_by_a_partitioned_run_as_by_a_plain_one(tmp_p
     assert done["plain"] == done["parts"]
     assert done["parts"][2], "every record of bob is gone: the request is done"
     assert not [k for k in done["parts"][3] if k.startswith("bob/")]
+
+
+class RetryingExecutor(LocalExecutor):
+    """Runs every task a second time after it finished, as Dask does when it believes the worker
+    of a finished task died (a cluster with ``allowed-failures`` above 0), and reports the second."""
+
+    def map(self, fn, jobs):
+        first = super().map(fn, jobs)
+        second = super().map(fn, jobs)
+        return [b if isinstance(a, BaseException) or fn.__name__ == "delete_partition" else a
+                for a, b in zip(first, second, strict=True)]
+
+
+def test_a_deletion_task_run_twice_deletes_and_journals_nothing_the_second_time(tmp_path):
+    store = f"dist-retry-{uuid.uuid4().hex[:8]}"
+    seed(store)
+    config = policy(tmp_path, store)
+    with Runtime.open(config, load_plugins(extra=[memory])) as rt:
+        with PartitionedRun(rt, RetryingExecutor(), plugins=MEMORY) as spread:
+            with run(rt, RunOptions(now=NOW, as_of_given=True, distributor=spread)) as report:
+                outcomes = dict(report.outcomes())
+                warnings = list(report.warnings)
+    trail = tmp_path / "audit.jsonl"
+    assert audit.verify(trail).ok
+    journalled = per_record(trail)
+    intents = [k for k in journalled if k[0] == "intent"]
+    assert len(intents) == 16 and all(journalled[k] == 1 for k in intents)  # each record journalled once
+    assert outcomes.get(Status.DELETED.value) == 16 and not outcomes.get(Status.ALREADY_GONE.value)
+    assert len(memory.get_store(store).items) == 4 * 3
+    assert any("already ran once" in w for w in warnings)
