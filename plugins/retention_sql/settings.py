@@ -51,9 +51,9 @@ class SqlSettings:
     #: Keys per batch when a batch's rows stream into an evidence file (no --report): the rows
     #: never become Python objects there, so what a batch costs is mostly fixed (the fence's
     #: commits, two fsyncs, the range probe), and larger batches spread it over more rows.
-    #: Without the option: 250,000, or ``batch_size`` when that is set (an operator who chose
+    #: Without the option: 1,000,000, or ``batch_size`` when that is set (an operator who chose
     #: short transactions, to hold row locks briefly, keeps them).
-    streamed_batch_size: int = 250_000
+    streamed_batch_size: int = 1_000_000
     anonymize: tuple[AnonymizeRule, ...] = field(default_factory=tuple)
     hash_key_env: str | None = None
     allow_cascade: bool = False
@@ -81,7 +81,7 @@ def read_settings(options: Options) -> SqlSettings:
         timezone=_zone(options),
         batch_size=options.int("batch_size", 10_000, minimum=1, maximum=100_000),
         streamed_batch_size=options.int("streamed_batch_size",
-                                        options.int("batch_size") if "batch_size" in options else 250_000,
+                                        options.int("batch_size") if "batch_size" in options else 1_000_000,
                                         minimum=1, maximum=10_000_000),
         anonymize=_rules(options),
         hash_key_env=_env_name(options),
