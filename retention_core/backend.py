@@ -164,6 +164,16 @@ class Backend(ABC):
         """
         return self.territory(source)
 
+    def listed_at(self, source: Source) -> datetime | None:
+        """When the listing :meth:`scan` reads was taken, if not during this run (an S3 Inventory
+        report's time); None (the default) for a live listing.
+
+        A listing taken earlier is no evidence about what happened since: recovery does not
+        settle an intent journalled after it, and an erasure request received after it is not
+        proven done by it (objects of the subject written before the request may be missing
+        from it)."""
+        return None
+
     def warnings(self, source: Source) -> list[str]:
         """Things a person should know before enforcing (shown by validate and dry-run)."""
         return []

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -125,8 +126,10 @@ def row(record: Record, decision: Decision) -> list[Any]:
 
 
 def unsettled_entry(run_id: str, record: Record, decision: Decision, where: str | None = None) -> dict[str, Any]:
-    """One record's intent as the state store keeps a failed deletion until it is settled."""
+    """One record's intent as the state store keeps a failed deletion until it is settled
+    (with the time it failed: a listing taken before then is no evidence about it)."""
     entry = {"event": "intent", "run_id": run_id, "action": decision.action.value, "source": record.source,
+             "time": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
              **dict(zip(INTENT_FIELDS, row(record, decision), strict=True))}
     if where is not None:
         entry["where"] = where

@@ -707,7 +707,19 @@ def _observed(rt: Runtime, report: RunReport, key: RecordKey, intent: dict[str, 
     if intent.get("where") is not None and intent["where"] != places.get(key.source):
         return False
     source = next((s for s in rt.policy.sources if s.name == key.source), None)
-    return source is not None and (source.match is None or source.match.fullmatch(key.location) is not None)
+    if source is None or (source.match is not None and source.match.fullmatch(key.location) is None):
+        return False
+    # A listing taken before the intent (an inventory report) cannot tell whether it was executed.
+    listed = rt.backend(source).listed_at(source)
+    return listed is None or _journalled_before(intent, listed)
+
+
+def _journalled_before(intent: dict[str, Any], listed: datetime) -> bool:
+    """Whether *intent*'s line was written before *listed* (False when its time is unreadable)."""
+    try:
+        return datetime.fromisoformat(str(intent.get("time"))) < listed
+    except ValueError:
+        return False
 
 
 def _settle_requests(rt: Runtime, report: RunReport, now: datetime) -> None:
@@ -717,6 +729,15 @@ def _settle_requests(rt: Runtime, report: RunReport, now: datetime) -> None:
         if request.closed:  # done, or withdrawn: nothing owed
             continue
         hiding = [name for name, stats in report.sources.items() if stats.may_hide(request.subject)]
+        stale = [f"{name} (listed from a report of {listed:%Y-%m-%d %H:%M} UTC)" for name in report.sources
+                 if (listed := rt.backend(rt.policy.source(name)).listed_at(rt.policy.source(name))) is not None
+                 and listed < request.received_at]
+        if stale:
+            report.warnings.append(
+                f"erasure request {request.id} for {printable(request.subject)} stays open: "
+                f"{', '.join(stale)} predates the request, so records of the subject may be missing from it; "
+                "a report taken after the request, or a live listing, can prove it done")
+            continue
         if hiding:
             report.warnings.append(
                 f"erasure request {request.id} for {printable(request.subject)} stays open: "

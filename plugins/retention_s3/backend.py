@@ -6,6 +6,7 @@ import logging
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -258,12 +259,12 @@ class S3Backend(Backend):
             raise config_error(exc, self._where) from None
         return self._listed(self._inventory_records(source, manifest, [data]))
 
-    def fingerprint(self, source: Source) -> str | None:
-        """With ``inventory:``, the report too: a report is evidence of absence only about what it
-        was read for (recovery settles an intent only against the same report, else ``unknown``)."""
+    def listed_at(self, source: Source) -> datetime | None:
+        """With ``inventory:``, the report's time: recovery settles only intents journalled before
+        it, and an erasure request received after it stays open (retention_core's rules)."""
         if self.settings.inventory is not None:
-            return f"{self.territory(source)} inventory {self.manifest().uri}"
-        return super().fingerprint(source)
+            return self.manifest().created
+        return None
 
     def scan(self, source: Source) -> Iterator[Record | Problem]:
         if self.settings.inventory is not None:

@@ -357,12 +357,13 @@ def test_inventory_options_are_checked(options: dict[str, Any], message: str) ->
 # -- recovery over an inventory -----------------------------------------------------------------------
 
 
-def test_a_crash_is_settled_only_against_the_same_report_and_never_as_an_inferred_deletion(
+def test_a_crash_is_never_settled_from_a_report_taken_before_the_intent(
         retention_cli: Any, policy_builder: Any, s3: Any, moto_endpoint: str, tmp_path: Path) -> None:
     """Killed after the backend deleted, before the outcome: the report still lists what was deleted.
 
-    Over the same report the rerun journals it not executed, deletes again and gets already_gone
-    (never a ``deleted`` it cannot know); over a newer report the intent is ``unknown``, carried.
+    A report taken before the intent cannot tell whether it was executed: the rerun journals it
+    ``unknown`` (carried), never ``not-executed`` (false here) nor an inferred ``deleted``; the
+    record, still in the report, is decided again and its guarded delete finds it already gone.
     """
     import os
     import shutil
@@ -394,21 +395,23 @@ def test_a_crash_is_settled_only_against_the_same_report_and_never_as_an_inferre
     by_key: dict[str, list[str]] = {}
     for e in trail:
         by_key.setdefault(e["location"], []).append(e["outcome"])
-    assert {k: by_key.get(k) for k in due} == {k: ["not-executed", "already_gone"] for k in due}, by_key
+    assert {k: by_key.get(k) for k in due} == {k: ["unknown", "already_gone"] for k in due}, by_key
 
-    # Another report (or a live listing) cannot tell what happened after the intent: unknown, carried.
+    # A report taken after the intent is evidence: the object absent from it was deleted (inferred).
     later = "tenants/acme/calls/later.wav"
     s3.put_object(Bucket=bucket, Key=later, Body=b"audio")
-    write_inventory(s3, dest, "inv", bucket, listed(s3, bucket, versions=False), "CSV", NOW + timedelta(minutes=5))
+    before_kill = datetime.now(timezone.utc)
+    write_inventory(s3, dest, "inv", bucket, listed(s3, bucket, versions=False), "CSV", before_kill)
     killed = subprocess.run([exe, "run", "-c", str(policy)], env=env, capture_output=True, text=True, timeout=120,
                             check=False)
     assert killed.returncode != 0 and later not in {k for k, _, _ in all_versions(s3, bucket)}
-    write_inventory(s3, dest, "inv", bucket, listed(s3, bucket, versions=False), "CSV", NOW + timedelta(minutes=10))
+    write_inventory(s3, dest, "inv", bucket, listed(s3, bucket, versions=False), "CSV",
+                    datetime.now(timezone.utc) + timedelta(seconds=1))
     after = retention_cli("run", "-c", policy)
     assert after.exit_code == 0, after.output
-    settled = [e["outcome"] for e in records(policy.parent / "audit.jsonl")
+    settled = [e for e in records(policy.parent / "audit.jsonl")
                if e.get("event") == "outcome" and e["location"] == later]
-    assert settled == ["unknown"]
+    assert [e["outcome"] for e in settled] == ["deleted"] and settled[0].get("settled_by"), settled
 
 
 def test_a_report_filtered_to_part_of_the_source_is_refused(s3: Any, moto_endpoint: str) -> None:
@@ -434,3 +437,30 @@ def test_a_report_filtered_to_part_of_the_source_is_refused(s3: Any, moto_endpoi
     configure("tenants")
     with backend_for(bucket, moto_endpoint, inventory=inventory_options(dest)) as backend:
         assert not any("configuration" in w for w in backend.warnings(src))
+
+
+def test_an_erasure_request_is_not_proven_done_by_a_report_taken_before_it(
+        retention_cli: Any, policy_builder: Any, s3: Any, moto_endpoint: str) -> None:
+    """dave's recordings written before the request may be missing from an older report: the
+    request stays open (with a warning naming the report's time) until a report taken after it."""
+    bucket = seed(s3, versioned=False)
+    dest, _ = report(s3, bucket, "CSV", versioned=False, when=datetime.now(timezone.utc) - timedelta(hours=1))
+    unseen = "tenants/dave/calls/after-report.wav"  # written after the report, before the request
+    s3.put_object(Bucket=bucket, Key=unseen, Body=b"audio")
+    policy = policy_builder.write(categories=CATEGORIES, subjects=SUBJECTS, limits=NO_LIMIT,
+                                  sources=[source_entry(bucket, moto_endpoint, inventory=inventory_options(dest))])
+    made = retention_cli("requests", "erase", "-c", policy, "--subject", "dave", "--controller", "ctl")
+    assert made.exit_code == 0, made.output
+    first = retention_cli("run", "-c", policy)
+    assert first.exit_code == 0, first.output
+    assert "stays open" in first.output and "predates the request" in first.output, first.output
+    listed_now = retention_cli("requests", "list", "-c", policy)
+    assert "done" not in listed_now.output.split("dave", 1)[1].splitlines()[0], listed_now.output
+    assert unseen in {k for k, _, _ in all_versions(s3, bucket)}  # not seen, not deleted: the request is owed
+
+    write_inventory(s3, dest, "inv", bucket, listed(s3, bucket, versions=False), "CSV", datetime.now(timezone.utc))
+    second = retention_cli("run", "-c", policy)
+    assert second.exit_code == 0, second.output
+    assert not {k for k, _, _ in all_versions(s3, bucket)} & {"tenants/dave/calls/keep.wav", unseen}
+    assert "predates the request" not in second.output
+    assert "for dave: done" in second.output, second.output
