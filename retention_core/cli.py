@@ -39,7 +39,7 @@ from .metrics import write_metrics
 from .model import Action, Decision, ErasureRequest, Hold, HoldScope, Problem, Record
 from .partitioned import PartitionedRun, require_shared_state
 from .plugins import Plugins, load_plugins
-from .policy import EXECUTOR_KINDS, HOLD_KINDS, check_actions, check_hold_id
+from .policy import EXECUTOR_KINDS, HOLD_KINDS, check_actions, check_hold_id, scheduler_address_problem
 from .report import RunReport, check_writable, one_line, run_warnings, text_summary
 from .runtime import POLICY_FILE, Runtime
 from .scheduler import RunOptions, over_limits, run
@@ -289,6 +289,7 @@ def run_command(config: str, dry_run: bool, as_of: str | None, sources: tuple[st
     started = time.time()
     report: RunReport | None = None
     code = 2
+    _check_scheduler(executor, scheduler)
     if metrics_file:  # now, not after the deletions
         try:
             if Path(metrics_file).exists() and not Path(metrics_file).is_file():  # /dev/full, a FIFO …
@@ -314,13 +315,24 @@ def run_command(config: str, dry_run: bool, as_of: str | None, sources: tuple[st
         sys.exit(code)
 
 
+def _check_scheduler(executor: str | None, scheduler: str | None) -> None:
+    """``--scheduler``, checked before anything starts; '' too: an empty address is a mistake,
+    not "no scheduler"."""
+    if scheduler is None:
+        return
+    problem = scheduler_address_problem(scheduler)
+    if problem is not None:
+        raise ConfigError(problem, key="--scheduler")
+    if executor == "local":
+        raise ConfigError("--scheduler needs --executor dask", key="--scheduler")
+
+
 def _distributor(rt: Runtime, executor: str | None, scheduler: str | None) -> PartitionedRun | None:
     """The partitioned run ``--executor``/``--scheduler`` (or the policy's ``executor:``) ask for;
     None for a local run, which then imports nothing of Dask."""
     config = rt.policy.executor
-    if scheduler and executor == "local":
-        raise ConfigError("--scheduler needs --executor dask", key="--scheduler")
-    kind = executor or ("dask" if scheduler else config.kind)
+    _check_scheduler(executor, scheduler)
+    kind = executor or ("dask" if scheduler is not None else config.kind)
     if kind == "local":
         return None
     require_shared_state(rt)  # before a cluster is started for nothing

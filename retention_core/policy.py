@@ -277,6 +277,24 @@ def parse_policy(data: Any, path: Path) -> Policy:
 
 #: What ``executor: {kind: …}`` accepts (retention_core.executors.KINDS).
 EXECUTOR_KINDS = ("local", "dask")
+#: The Dask comm schemes a scheduler address may name (``tcp`` when it names none).
+SCHEDULER_SCHEMES = ("tcp", "tls", "ws", "wss", "ucx")
+_SCHEDULER_ADDRESS = re.compile(r"(?:(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://)?"
+                                r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)(?::(?P<port>[0-9]{1,5}))?")
+
+
+def scheduler_address_problem(address: str) -> str | None:
+    """Why *address* is not a Dask scheduler address (``tcp://host:8786``), or None: checked
+    before a run starts, so a typo is a one-line configuration error, not a traceback."""
+    found = _SCHEDULER_ADDRESS.fullmatch(address)
+    if found is None:
+        return f"expected a Dask scheduler address such as tcp://host:8786, found {describe(address)}"
+    scheme = (found["scheme"] or "tcp").lower()
+    if scheme not in SCHEDULER_SCHEMES:
+        return f"unknown scheme {scheme!r} in {address!r}: expected one of {', '.join(SCHEDULER_SCHEMES)}"
+    if found["port"] is not None and not 0 < int(found["port"]) < 65536:
+        return f"port {found['port']} in {address!r} is not 1-65535"
+    return None
 
 
 def _executor(r: _Reader, value: Any) -> ExecutorConfig:
@@ -293,6 +311,9 @@ def _executor(r: _Reader, value: Any) -> ExecutorConfig:
             scheduler = expand_env(r.string(scheduler, "executor.scheduler"), key="executor.scheduler")
         except ConfigError as exc:
             raise exc.located(file=r.file) from None
+        problem = scheduler_address_problem(scheduler)
+        if problem is not None:
+            raise r.fail("executor.scheduler", problem)
     workers = body.get("workers")
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise r.fail("executor.workers", f"expected a whole number >= 1, found {describe(workers)}")
