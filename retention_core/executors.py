@@ -16,6 +16,7 @@ from typing import Any, Protocol, TypeVar
 
 from .errors import ConfigError
 from .policy import EXECUTOR_KINDS as KINDS
+from .policy import scheduler_address_problem
 
 J = TypeVar("J")
 R = TypeVar("R")
@@ -72,7 +73,7 @@ class DaskExecutor:
         self.cluster: Any = None
         with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
             try:
-                if scheduler:
+                if scheduler is not None:
                     self.client = distributed.Client(scheduler, timeout="20s", set_as_default=False)
                     self.label = f"Dask at {scheduler}"
                 else:
@@ -83,7 +84,7 @@ class DaskExecutor:
                                                             env=dict(env or {}))
                     self.client = distributed.Client(self.cluster, set_as_default=False)
                     self.label = f"Dask LocalCluster, {count} worker processes"
-            except (OSError, TimeoutError) as exc:
+            except (OSError, TimeoutError, ValueError, ImportError) as exc:  # ValueError: an address Dask refuses
                 if self.cluster is not None:
                     self.cluster.close()
                 where = scheduler or "a LocalCluster"
@@ -112,6 +113,9 @@ def make_executor(kind: str, scheduler: str | None = None, workers: int | None =
     if kind == "local":
         return LocalExecutor()
     if kind == "dask":
+        problem = None if scheduler is None else scheduler_address_problem(scheduler)
+        if problem is not None:
+            raise ConfigError(problem, key="executor.scheduler")
         return DaskExecutor(scheduler, workers)
     raise ConfigError(f"unknown executor {kind!r}: expected one of {', '.join(KINDS)}", key="executor")
 

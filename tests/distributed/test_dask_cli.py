@@ -13,6 +13,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from retention_core import audit
 from retention_core.testing.builders import PolicyBuilder
 
@@ -54,6 +56,27 @@ def test_a_distributed_run_on_a_sqlite_state_store_is_refused(tmp_path: Path) ->
 def test_scheduler_needs_the_dask_executor(tmp_path: Path) -> None:
     done = retention("run", "-c", fs_policy(tmp_path), "--executor", "local", "--scheduler", "tcp://127.0.0.1:1")
     assert done.returncode == 2 and "--scheduler needs --executor dask" in done.stderr
+
+
+@pytest.mark.parametrize("address", ["garbage://x", "", "tcp://", "tcp://host:99999", "host:8786 extra"])
+def test_a_scheduler_address_that_is_not_one_is_a_one_line_error(tmp_path: Path, address: str) -> None:
+    """F09: ``--scheduler garbage://x`` was an internal ValueError, ``--scheduler ''`` a local run."""
+    done = retention("run", "-c", fs_policy(tmp_path), "--scheduler", address)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--scheduler" in lines[0] and "Traceback" not in done.stderr, done.stderr
+    assert len(list((tmp_path / "data").rglob("*.bin"))) == 9  # nothing deleted
+    assert not (tmp_path / "audit.jsonl").exists()  # found before a run starts
+
+
+@pytest.mark.parametrize("address", ["garbage://x", "", "tcp://h:0"])
+def test_a_policy_scheduler_address_that_is_not_one_is_a_one_line_error(tmp_path: Path, address: str) -> None:
+    policy = fs_policy(tmp_path, executor={"kind": "dask", "scheduler": address})
+    done = retention("run", "-c", policy)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "executor.scheduler" in lines[0] and str(policy) in lines[0], done.stderr
+    assert len(list((tmp_path / "data").rglob("*.bin"))) == 9
 
 
 def test_a_local_run_imports_nothing_of_dask(tmp_path: Path) -> None:
@@ -114,3 +137,11 @@ def test_the_documented_demo_command_runs_as_written(tmp_path: Path, pg_state: s
     assert done.returncode == 0, done.stderr
     assert "outcomes: deleted 11, anonymized 0, already_gone 0, refused 0, failed 0, changed 0" in done.stdout
     assert audit.verify(tmp_path / "demo" / ".retention" / "audit.jsonl").ok
+
+
+def test_make_executor_refuses_a_bad_address_before_it_imports_dask() -> None:
+    from retention_core.errors import ConfigError
+    from retention_core.executors import make_executor
+
+    with pytest.raises(ConfigError, match=r"executor\.scheduler: unknown scheme 'garbage'"):
+        make_executor("dask", "garbage://x")
