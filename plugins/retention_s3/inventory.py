@@ -29,9 +29,10 @@ import logging
 import re
 import shutil
 import tempfile
+import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_plus
@@ -57,6 +58,27 @@ _WANTED = (*REQUIRED, *REQUIRED_VERSIONED, "bucket", "is_latest")
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 #: Bytes per read when downloading a data file.
 _CHUNK = 1 << 20
+#: How far after this machine's clock a report may be dated (clock skew) before it is refused.
+FUTURE_TOLERANCE = timedelta(minutes=15)
+#: A ``manifest.json`` larger than this is refused unread (it lists data files, ~150 bytes each).
+MAX_MANIFEST_BYTES = 64 << 20
+_MD5 = re.compile(r"[0-9a-fA-F]{32}")
+_DIGITS = re.compile(r"[0-9]{1,20}")
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+#: The last millisecond a datetime holds (9999-12-31T23:59:59.999Z).
+_MAX_MS = (datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=timezone.utc) - _EPOCH) // timedelta(milliseconds=1)
+#: Sizes are stored as signed 64-bit integers (S3's largest object is far below).
+_MAX_SIZE = (1 << 63) - 1
+#: The range of datetime, in microseconds since 1970 (the unit rows() casts timestamps to).
+_US_RANGE = ((datetime(1, 1, 2, tzinfo=timezone.utc) - _EPOCH) // timedelta(microseconds=1),
+             (datetime(9999, 12, 30, tzinfo=timezone.utc) - _EPOCH) // timedelta(microseconds=1))
+#: The report's CSV name of each column a record reads (problems name the column as the operator configured it).
+_CSV_NAME = {"key": "Key", "bucket": "Bucket", "version_id": "VersionId", "is_latest": "IsLatest",
+             "is_delete_marker": "IsDeleteMarker", "size": "Size", "last_modified_date": "LastModifiedDate",
+             "e_tag": "ETag"}
+#: What each column may be in a Parquet or ORC file besides text (CSV's, read as text like CSV's) or all nulls.
+_KIND = {"key": "string", "bucket": "string", "version_id": "string", "e_tag": "string", "size": "integer",
+         "last_modified_date": "timestamp", "is_latest": "boolean", "is_delete_marker": "boolean"}
 
 
 class InventoryError(Exception):
@@ -135,29 +157,129 @@ def load_manifest(client: Any, bucket: str, key: str) -> Manifest:
     """Read and check ``manifest.json`` (against ``manifest.checksum`` next to it)."""
     uri = f"s3://{bucket}/{key}"
     checksum_key = key[: -len("manifest.json")] + "manifest.checksum"
-    text = _get(client, bucket, key, uri)
-    expected = _get(client, bucket, checksum_key, f"s3://{bucket}/{checksum_key}").decode("ascii", "replace").strip()
+    text = _get(client, bucket, key, uri, MAX_MANIFEST_BYTES)
+    expected = _get(client, bucket, checksum_key, f"s3://{bucket}/{checksum_key}", 1024)
+    expected_text = expected.decode("ascii", "replace").strip()
     actual = hashlib.md5(text).hexdigest()
-    if expected.lower() != actual:
-        raise InventoryError(f"{uri}: MD5 {actual} does not match manifest.checksum ({expected[:40]!r}): "
+    if expected_text.lower() != actual:
+        raise InventoryError(f"{uri}: MD5 {actual} does not match manifest.checksum ({_show(expected_text)}): "
                              "incomplete or altered")
+    return parse_manifest(text, bucket, key)
+
+
+def parse_manifest(text: bytes, bucket: str, key: str) -> Manifest:
+    """A checked ``manifest.json``: every field's type and range, once, here; InventoryError naming it.
+
+    The manifest is untrusted input (anyone who can write the destination can write one), so
+    nothing past this point meets a value of the wrong type or out of range.
+    """
+    uri = f"s3://{bucket}/{key}"
     try:
         data = json.loads(text)
-        fmt = FORMATS.get(str(data["fileFormat"]).lower())
-        if fmt is None:
-            raise InventoryError(f"{uri}: unknown fileFormat {data['fileFormat']!r} (expected CSV, Parquet or ORC)")
-        files = tuple(DataFile(str(f["key"]), _int_or_none(f.get("size")), str(f["MD5checksum"]).lower())
-                      for f in data["files"])
-        created = datetime.fromtimestamp(int(data["creationTimestamp"]) / 1000, timezone.utc)
-        source_bucket = str(data["sourceBucket"])
-        destination = str(data.get("destinationBucket") or "")
-        columns = schema_columns(fmt, str(data["fileSchema"]))
-    except InventoryError:
-        raise
-    except (ValueError, KeyError, TypeError, OverflowError) as exc:
-        raise InventoryError(f"{uri}: not an S3 Inventory manifest ({type(exc).__name__}: {exc})") from None
-    data_bucket = destination.rsplit(":", 1)[-1] if destination else bucket
-    return Manifest(bucket, key, source_bucket, data_bucket or bucket, created, fmt, columns, files)
+    except RecursionError:
+        raise InventoryError(f"{uri}: not an S3 Inventory manifest (JSON nested too deeply)") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise InventoryError(f"{uri}: not an S3 Inventory manifest (not JSON: {exc})") from None
+    if not isinstance(data, dict):
+        raise InventoryError(f"{uri}: not an S3 Inventory manifest (not a JSON object)")
+    fields = _Fields(uri)
+    fmt_name = fields.text(data, "fileFormat")
+    fmt = FORMATS.get(fmt_name.lower())
+    if fmt is None:
+        raise InventoryError(f"{uri}: unknown fileFormat {_show(fmt_name)} (expected CSV, Parquet or ORC)")
+    source_bucket = fields.text(data, "sourceBucket")
+    if not source_bucket or "/" in source_bucket:
+        raise fields.wrong("sourceBucket", source_bucket, "is not a bucket name")
+    data_bucket = bucket
+    if data.get("destinationBucket") not in (None, ""):
+        destination = fields.text(data, "destinationBucket")
+        data_bucket = destination.rsplit(":", 1)[-1]  # arn:aws:s3:::NAME
+        if not data_bucket or "/" in data_bucket:
+            raise fields.wrong("destinationBucket", destination, "names no bucket")
+    columns = schema_columns(fmt, fields.text(data, "fileSchema"))
+    if not columns:
+        raise fields.wrong("fileSchema", data["fileSchema"], "declares no column")
+    if "" in columns:
+        raise InventoryError(f"{uri}: fileSchema names an empty column")
+    twice = sorted({c for c in columns if columns.count(c) > 1})
+    if twice:
+        raise InventoryError(f"{uri}: fileSchema names the column {twice[0]!r} twice (a report has each once)")
+    return Manifest(bucket, key, source_bucket, data_bucket, fields.created(data), fmt, columns,
+                    fields.files(data))
+
+
+class _Fields:
+    """Reads a manifest's fields, each of one type and range, else an InventoryError naming it."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+
+    def wrong(self, name: str, value: Any, why: str) -> InventoryError:
+        return InventoryError(f"{self.uri}: {name} {_show(value)} {why}")
+
+    def get(self, data: dict[str, Any], name: str, where: str = "") -> Any:
+        if name not in data:
+            raise InventoryError(f"{self.uri}: not an S3 Inventory manifest (no {where}{name})")
+        return data[name]
+
+    def text(self, data: dict[str, Any], name: str, where: str = "") -> str:
+        value = self.get(data, name, where)
+        if not isinstance(value, str):
+            raise self.wrong(where + name, value, "is not a string")
+        return value
+
+    def created(self, data: dict[str, Any]) -> datetime:
+        """``creationTimestamp``: milliseconds since 1970 as a string of digits (AWS writes it so) or a number."""
+        value = self.get(data, "creationTimestamp")
+        ms = _natural(value)
+        if ms is None or ms > _MAX_MS:
+            raise self.wrong("creationTimestamp", value, "is not a time (milliseconds since 1970, before year "
+                             "10000)")
+        return _EPOCH + timedelta(milliseconds=ms)
+
+    def files(self, data: dict[str, Any]) -> tuple[DataFile, ...]:
+        entries = self.get(data, "files")
+        if not isinstance(entries, list):
+            raise self.wrong("files", entries, "is not a list")
+        out: list[DataFile] = []
+        seen: set[str] = set()
+        for i, entry in enumerate(entries):
+            where = f"files[{i}]"
+            if not isinstance(entry, dict):
+                raise self.wrong(where, entry, "is not an object")
+            key = self.text(entry, "key", f"{where}.")
+            if not key:
+                raise self.wrong(f"{where}.key", key, "is not a key")
+            if key in seen:
+                raise InventoryError(f"{self.uri}: {where} lists the data file {_show(key)} again")
+            seen.add(key)
+            md5 = self.text(entry, "MD5checksum", f"{where}.")
+            if not _MD5.fullmatch(md5):
+                raise self.wrong(f"{where}.MD5checksum", md5, "is not an MD5 (32 hex digits)")
+            size = entry.get("size")
+            if size not in (None, ""):
+                size = _natural(size)
+                if size is None or size > _MAX_SIZE:
+                    raise self.wrong(f"{where}.size", entry["size"], "is not a size in bytes")
+            out.append(DataFile(key, size if isinstance(size, int) else None, md5.lower()))
+        return tuple(out)
+
+
+def _natural(value: Any) -> int | None:
+    """A whole number ≥ 0 given as an int or as ASCII digits (no sign, space, ``_`` or exponent); None if not."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    if isinstance(value, str) and _DIGITS.fullmatch(value):
+        return int(value)
+    return None
+
+
+def _show(value: Any) -> str:
+    """A value from the report as it reads in a one-line message: repr, cut short."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def schema_columns(fmt: str, schema: str) -> tuple[str, ...]:
@@ -182,8 +304,17 @@ def check_columns(manifest: Manifest, versioned: bool) -> None:
 
 
 def check_age(manifest: Manifest, max_age: str, now: datetime | None = None) -> None:
-    """Refuse a report older than *max_age*: what changed since is not in it."""
+    """Refuse a report older than *max_age* (what changed since is not in it), or dated after now.
+
+    A report dated in the future would pass for evidence about what happens after now (recovery
+    and erasure requests trust a listing about what happened before its time: ``listed_at``);
+    :data:`FUTURE_TOLERANCE` allows for this machine's clock being a little behind AWS's.
+    """
     now = now or datetime.now(timezone.utc)
+    if manifest.created > now + FUTURE_TOLERANCE:
+        raise InventoryError(f"{manifest.uri}: the inventory of {manifest.created:%Y-%m-%d %H:%M} UTC is dated after "
+                             f"now ({now:%Y-%m-%d %H:%M} UTC) by more than {_minutes(FUTURE_TOLERANCE)} minutes: "
+                             "refused (check this machine's clock, and who wrote the manifest)")
     if parse_duration(max_age).after(manifest.created) < now:
         age = now - manifest.created
         raise InventoryError(f"{manifest.uri}: the inventory of {manifest.created:%Y-%m-%d %H:%M} UTC is "
@@ -221,6 +352,10 @@ def coverage(client: Any, manifest: Manifest, source_prefix: str) -> list[str]:
     return []
 
 
+def _minutes(delta: timedelta) -> int:
+    return int(delta.total_seconds() // 60)
+
+
 def staleness_warning(manifest: Manifest) -> str:
     return (f"scanned from the S3 Inventory of {manifest.created:%Y-%m-%d %H:%M} UTC ({manifest.uri}): objects "
             "written since are not seen until the next inventory, and ones deleted since are reported already gone")
@@ -236,12 +371,13 @@ def partition_file(token: str) -> tuple[str, str, str]:
     """(bucket, manifest key, data file key) of a partition's token."""
     try:
         data = json.loads(token)
-        parsed = split_uri(data["manifest"])
-        if parsed is None:
-            raise ValueError(data["manifest"])
-        return parsed[0], parsed[1], str(data["file"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise InventoryError(f"not an inventory partition: {token!r} ({exc})") from None
+    except (ValueError, RecursionError):
+        data = None
+    uri, name = (data.get("manifest"), data.get("file")) if isinstance(data, dict) else (None, None)
+    parsed = split_uri(uri) if isinstance(uri, str) else None
+    if parsed is None or not isinstance(name, str):
+        raise InventoryError(f"not an inventory partition: {_show(token)}")
+    return parsed[0], parsed[1], name
 
 
 # -- reading data files --------------------------------------------------------------------------
@@ -271,7 +407,8 @@ class RowReader:
         return Problem(self.source, location, reason if location else f"{uri}: {reason}")
 
     def record(self, row: dict[str, Any]) -> Record | Problem | None:
-        """The row's record; a Problem for a row that cannot be read; None for what a listing would not yield."""
+        """The row's record; a Problem naming the column for a row that cannot be read; None for
+        what a listing would not yield. Never raises: every value is checked for type and range."""
         raw = row.get("key")
         if not isinstance(raw, str) or not raw:
             return Problem(self.source, str(raw), "inventory row without a Key")
@@ -285,28 +422,22 @@ class RowReader:
                 return Problem(self.source, raw, "inventory Key is URL-encoded bytes that are not UTF-8")
         bucket = row.get("bucket")
         if bucket not in (None, "", self.source_bucket):
-            return Problem(self.source, key, f"inventory row of bucket {bucket!r}, not {self.source_bucket!r}")
+            return Problem(self.source, key, f"inventory row of bucket {_show(bucket)}, not {self.source_bucket!r}")
         if not key.startswith(self.prefix):
             return None
+        version = None
         try:
-            if _flag(row.get("is_delete_marker"), False):
+            if _flag(row, "is_delete_marker", False):
                 return None  # delete markers are not data (as the live listing treats them)
-            version = None
             if self.versioned:
-                version = row.get("version_id") or "null"
-            elif not _flag(row.get("is_latest"), True):
+                version = _text(row, "version_id") or "null"
+            elif not _flag(row, "is_latest", True):
                 return None  # an older version where only current objects are records
-        except ValueError as exc:
-            return Problem(self.source, key, str(exc))
-        try:
-            modified = _date(row.get("last_modified_date"))
-            size = _int_or_none(row.get("size"))
-        except (TypeError, ValueError, OverflowError):
-            raw_date = row.get("last_modified_date")
-            reason = (f"LastModified {raw_date!r} cannot be read as a date" if raw_date not in (None, "")
-                      else "inventory row without a LastModifiedDate")
-            return Problem(self.source, key, reason + (f" (version {version})" if version else ""))
-        etag = row.get("e_tag") or None
+            modified = _date(row)
+            size = _size(row)
+            etag = _text(row, "e_tag")
+        except _BadValue as exc:
+            return Problem(self.source, key, f"inventory {exc}" + (f" (version {version})" if version else ""))
         if etag is not None and not etag.startswith('"'):
             etag = f'"{etag}"'  # listings quote ETags; inventories do not
         seen = Seen(etag, size, modified)
@@ -314,29 +445,52 @@ class RowReader:
                       stamp=seen.stamp())
 
 
-def _flag(value: Any, default: bool) -> bool:
+class _BadValue(Exception):
+    """A row's value of the wrong type or out of range; the message names the column."""
+
+
+def _bad(column: str, value: Any, why: str) -> _BadValue:
+    return _BadValue(f"{_CSV_NAME.get(column, column)} {_show(value)} {why}")
+
+
+def _flag(row: dict[str, Any], column: str, default: bool) -> bool:
+    value = row.get(column)
     if value is None or value == "":
         return default
     if isinstance(value, bool):
         return value
-    text = str(value).strip().lower()
-    if text in ("true", "false"):
-        return text == "true"
-    raise ValueError(f"inventory flag {value!r} is neither true nor false")
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise _bad(column, value, "is neither true nor false")
 
 
-def _int_or_none(value: Any) -> int | None:
+def _text(row: dict[str, Any], column: str) -> str | None:
+    value = row.get(column)
     if value is None or value == "":
         return None
-    if isinstance(value, bool):
-        raise TypeError("a flag is not a size")
-    return int(value)
+    if not isinstance(value, str):
+        raise _bad(column, value, "is not a string")
+    return value
 
 
-def _date(value: Any) -> datetime:
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return utc(value)
+def _size(row: dict[str, Any]) -> int | None:
+    value = row.get("size")
+    if value is None or value == "":
+        return None
+    size = _natural(value)
+    if size is None or size > _MAX_SIZE:
+        raise _bad("size", value, "is not a size in bytes")
+    return size
+
+
+def _date(row: dict[str, Any]) -> datetime:
+    value = row.get("last_modified_date")
+    if value is None or value == "":
+        raise _BadValue("row without a LastModifiedDate")
+    try:
+        return utc(datetime.fromisoformat(value) if isinstance(value, str) else value)
+    except (TypeError, ValueError, OverflowError):
+        raise _bad("last_modified_date", value, "cannot be read as a date") from None
 
 
 def read_file(client: Any, manifest: Manifest, data: DataFile, reader: RowReader) -> Iterator[Record | Problem]:
@@ -353,21 +507,30 @@ def read_file(client: Any, manifest: Manifest, data: DataFile, reader: RowReader
         except InventoryError as exc:
             yield reader.file_problem(uri, f"inventory data file not read: {exc}")
             return
-        for row in rows(path, manifest, need):
-            record = reader.record(row)
-            if record is not None:
-                yield record
+        try:
+            for row in rows(path, manifest, need):
+                record = reader.record(row)
+                if isinstance(record, Problem):
+                    record = replace(record, reason=f"{record.reason} ({uri})")
+                if record is not None:
+                    yield record
+        except InventoryError as exc:  # not expected: the parse pass checked what converting rows needs
+            yield reader.file_problem(uri, f"inventory data file not read to its end: {exc}")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _get(client: Any, bucket: str, key: str, uri: str) -> bytes:
+def _get(client: Any, bucket: str, key: str, uri: str, limit: int) -> bytes:
+    """The object's bytes; InventoryError if it is missing, unreadable or larger than *limit*."""
     try:
-        return bytes(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+        body = bytes(client.get_object(Bucket=bucket, Key=key)["Body"].read(limit + 1))
     except Exception as exc:
         if error_code(exc) in ("NoSuchKey", "404"):
             raise InventoryError(f"{uri}: missing") from None
         raise InventoryError(f"{uri}: cannot be read: {describe(exc)}") from None
+    if len(body) > limit:
+        raise InventoryError(f"{uri}: larger than {limit} bytes: not an S3 Inventory manifest")
+    return body
 
 
 def _download(client: Any, bucket: str, data: DataFile, path: Path, uri: str) -> None:
@@ -388,9 +551,12 @@ def _download(client: Any, bucket: str, data: DataFile, path: Path, uri: str) ->
 
 
 def rows(path: Path, manifest: Manifest, need: tuple[str, ...], *,
-          convert: bool = True) -> Iterator[dict[str, Any]]:
-    """The file's rows as dicts of the wanted snake_case columns; InventoryError if it cannot be read
-    or lacks a column of *need*. ``convert=False`` only parses (no row goes out)."""
+         convert: bool = True) -> Iterator[dict[str, Any]]:
+    """The file's rows as dicts of the wanted snake_case columns; InventoryError if it cannot be read,
+    lacks a column of *need*, has a wanted column twice or of the wrong type, a date beyond what
+    Python holds, or text that is not UTF-8. ``convert=False`` only parses and checks (no row goes
+    out): what passes converts to Python values without error, and :meth:`RowReader.record`
+    checks each value."""
     try:
         import pyarrow as pa
     except ImportError:
@@ -401,18 +567,40 @@ def rows(path: Path, manifest: Manifest, need: tuple[str, ...], *,
             missing = [n for n in need if n not in names]
             if missing:
                 raise InventoryError(f"no {', '.join(missing)} column")
-            columns = []
-            for name in names:
-                column = batch.column(name)
-                if pa.types.is_timestamp(column.type):  # ORC reads back in ns: datetime wants us
-                    column = column.cast(pa.timestamp("us", tz=column.type.tz or "UTC"), safe=False)
-                columns.append(column)
+            checked = pa.RecordBatch.from_arrays([_column(batch, name) for name in names], names=names)
+            checked.validate(full=True)  # strings are UTF-8
             if convert:
-                yield from pa.RecordBatch.from_arrays(columns, names=names).to_pylist()
+                yield from checked.to_pylist()
     except InventoryError:
         raise
-    except (pa.ArrowException, OSError, EOFError, ValueError) as exc:
+    except (pa.ArrowException, OSError, EOFError, ValueError, OverflowError, zlib.error) as exc:
         raise InventoryError(f"cannot be read as {manifest.fmt}: {type(exc).__name__}: {exc}") from None
+
+
+def _column(batch: Any, name: str) -> Any:
+    """One wanted column, checked: there once, of its kind, timestamps as µs UTC within datetime's range."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    count = len(batch.schema.get_all_field_indices(name))
+    if count != 1:
+        raise InventoryError(f"the column {name} appears {count} times")
+    column = batch.column(name)
+    kind = _KIND[name]
+    typ = column.type
+    fits = {"string": pa.types.is_string(typ) or pa.types.is_large_string(typ),
+            "integer": pa.types.is_integer(typ), "timestamp": pa.types.is_timestamp(typ),
+            "boolean": pa.types.is_boolean(typ)}[kind]
+    if not (fits or pa.types.is_string(typ) or pa.types.is_large_string(typ) or pa.types.is_null(typ)):
+        raise InventoryError(f"column {name} is {typ}, not {kind}")
+    if pa.types.is_timestamp(typ):
+        # Stored as UTC instants (naive ones, ORC's, read as UTC). Only ns → µs may drop digits;
+        # a coarser unit must not overflow (unchecked, a year-20000 date in seconds wraps to 1970).
+        column = column.cast(pa.timestamp("us", tz="UTC"), safe=typ.unit != "ns")
+        low, high = (pc.min_max(column.view(pa.int64()))[b].as_py() for b in ("min", "max"))
+        if low is not None and (low < _US_RANGE[0] or high > _US_RANGE[1]):
+            raise InventoryError(f"column {name} has a date out of range (years 1 to 9999)")
+    return column
 
 
 def _batches(path: Path, manifest: Manifest) -> Iterator[Any]:
