@@ -732,7 +732,17 @@ def _segment_path(entry: Mapping[str, Any], base: Path | None) -> Path:
     ref = entry.get("segment")
     if not isinstance(ref, dict) or not isinstance(ref.get("file"), str):
         raise AuditError(f"audit entry seq {entry.get('seq')!r}: its 'segment' does not name a file")
-    return _referenced(ref["file"], base, entry)
+    path = _referenced(ref["file"], base, entry)
+    # Checked before any entry of it is believed (recovery and certificates act on them).
+    try:
+        digest, _ = file_sha256(path)
+    except OSError as exc:
+        raise AuditError(f"segment {path} (audit entry seq {entry.get('seq')!r}) cannot be read: "
+                         f"{exc.strerror or exc}") from None
+    if digest != ref.get("sha256"):
+        raise AuditError(f"segment {path} (audit entry seq {entry.get('seq')!r}) does not have the SHA-256 its "
+                         "line records (altered or replaced): its entries are not read")
+    return path
 
 
 def _referenced(rel: str, base: Path | None, entry: Mapping[str, Any]) -> Path:
@@ -886,25 +896,29 @@ def _expand_evidence(entry: Mapping[str, Any], shared: dict[str, Any], fields: l
     path = _referenced(ref["file"], base, entry)
     derive = "location" in fields and "location_hex" not in fields
     width = len(fields)
+    # Read whole (one batch: bounded) and checked against the line before any row is believed:
+    # recovery and certificates act on these rows, so an altered file must not name a record.
     try:
-        handle = path.open("rb")
+        data = path.read_bytes()
     except OSError as exc:
         raise AuditError(f"evidence file {path} (audit entry seq {entry.get('seq')!r}) cannot be read: "
                          f"{exc.strerror or exc}") from None
-    with handle:
-        for number, raw in enumerate(handle, start=1):
-            try:
-                values = parse_copy_text(raw[:-1] if raw.endswith(b"\n") else raw, width)
-            except ValueError as exc:
-                raise AuditError(f"evidence file {path}: row {number}: {exc}") from None
-            one = {**shared, **dict(zip(fields, values, strict=True))}
-            if derive:
-                location = one["location"]
-                if location is not None and not location.isascii():
-                    one["location"], one["location_hex"] = printable(location), exact_hex(location)
-                else:
-                    one["location_hex"] = None
-            yield one
+    if hashlib.sha256(data).hexdigest() != ref.get("sha256") or data.count(b"\n") != ref.get("rows"):
+        raise AuditError(f"evidence file {path} (audit entry seq {entry.get('seq')!r}) does not have the SHA-256 "
+                         "and row count its line records (altered, truncated or replaced): its rows are not read")
+    for number, raw in enumerate(data.split(b"\n")[:-1], start=1):
+        try:
+            values = parse_copy_text(raw, width)
+        except ValueError as exc:
+            raise AuditError(f"evidence file {path}: row {number}: {exc}") from None
+        one = {**shared, **dict(zip(fields, values, strict=True))}
+        if derive:
+            location = one["location"]
+            if location is not None and not location.isascii():
+                one["location"], one["location_hex"] = printable(location), exact_hex(location)
+            else:
+                one["location_hex"] = None
+        yield one
 
 
 def file_sha256(path: Path) -> tuple[str, int]:

@@ -16,9 +16,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .audit import INTENT_FIELDS, OUTCOME_FIELDS, STREAMED_FIELDS, AuditTrail, Head, batch_entry, records
+from .audit import INTENT_FIELDS, OUTCOME_FIELDS, STREAMED_FIELDS, AuditTrail, Head, Line, batch_entry, expand, walk
+from .errors import AuditError
 from .model import Action, Decision, Record, RecordKey, TrailOutcome
 from .text import exact_hex, from_entry, printable
+
+
+#: The line recovery writes for a crashed run's batch whose evidence file cannot be believed.
+BATCH_UNREADABLE = "batch-unreadable"
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,15 @@ class Journal:
             line["settled_by"] = self.run_id
         self.trail.append(lines)
 
+    def unreadable(self, intent: dict[str, Any], why: str) -> None:
+        """Close a crashed run's batch whose evidence file cannot be believed: one line naming the
+        file, outcome ``unknown`` for the whole batch (its records cannot be named, so none is
+        settled, inferred deleted, or carried)."""
+        self.trail.append([{"event": BATCH_UNREADABLE, "run_id": intent.get("run_id"), "batch": intent.get("batch"),
+                            "source": intent.get("source"), "action": intent.get("action"),
+                            "file": (intent.get("evidence") or {}).get("file"), "outcome": TrailOutcome.UNKNOWN,
+                            "settled_by": self.run_id, "error": why}])
+
     def unsettled(self, record: Record, decision: Decision) -> dict[str, Any]:
         """A failed deletion's intent as the state store keeps it until a later run settles it."""
         return unsettled_entry(self.run_id, record, decision, self.places.get(record.source))
@@ -171,18 +185,44 @@ class OpenIntents:
     crashed: frozenset[str] = frozenset()
     dangling: dict[RecordKey, dict[str, Any]] = field(default_factory=dict)
     failed: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    #: Intent lines whose evidence file cannot be believed (missing, altered), left without an
+    #: outcome: their records cannot be named, so nothing of them is settled or inferred;
+    #: recovery journals each as ``batch-unreadable`` (one line naming the file) and warns.
+    unreadable: list[tuple[dict[str, Any], str]] = field(default_factory=list)
 
     @classmethod
     def read(cls, trail: Path, crashed: Iterable[str], unsettled: list[tuple[int, dict[str, Any]]]) -> OpenIntents:
         crashed = frozenset(crashed)
         dangling: dict[RecordKey, dict[str, Any]] = {}
+        broken: dict[tuple[Any, Any], tuple[dict[str, Any], str]] = {}
         if crashed and trail.exists():
-            for entry in _of_runs(_with_dispatched(records(trail), crashed, trail.parent), crashed):
-                if entry.get("event") == "intent":
-                    dangling[trail_key(entry)] = entry
-                elif entry.get("event") == "outcome":
-                    dangling.pop(trail_key(entry), None)
-        return cls(crashed, dangling, unsettled)
+            for line in _with_dispatched(walk(trail), crashed):
+                entry = line.entry
+                event = entry.get("event")
+                if entry.get("run_id") not in crashed or event not in ("intent", "outcome", BATCH_UNREADABLE):
+                    continue
+                batch = (entry.get("run_id"), entry.get("batch"))
+                if event == BATCH_UNREADABLE:
+                    broken.pop(batch, None)
+                    continue
+                try:
+                    rows = list(expand(entry, line.base))
+                except AuditError as exc:
+                    if "evidence" not in entry:
+                        raise
+                    if event == "intent":
+                        broken[batch] = (entry, str(exc))
+                    else:  # the batch's outcome: all-or-nothing, so the batch is closed
+                        broken.pop(batch, None)
+                    continue
+                for one in rows:
+                    if one.get("location") is None:
+                        continue
+                    if event == "intent":
+                        dangling[trail_key(one)] = one
+                    else:
+                        dangling.pop(trail_key(one), None)
+        return cls(crashed, dangling, unsettled, list(broken.values()))
 
     @property
     def keys(self) -> set[RecordKey]:
@@ -193,18 +233,17 @@ class OpenIntents:
         return {key.source for key in self.keys}
 
 
-def _with_dispatched(entries: Iterator[dict[str, Any]], runs: frozenset[str], base: Path) -> Iterator[dict[str, Any]]:
-    """*entries*, and after each ``segments-dispatched`` line of one of *runs* the records of the
+def _with_dispatched(lines: Iterator[Line], runs: frozenset[str]) -> Iterator[Line]:
+    """*lines*, and after each ``segments-dispatched`` line of one of *runs* the lines of the
     segments it names: a distributed run that died before recording a segment's ``segment``
     line left its intents there (``retention_core.partitioned``)."""
-    for entry in entries:
-        yield entry
+    for line in lines:
+        yield line
+        entry = line.entry
         if entry.get("event") == "segments-dispatched" and entry.get("run_id") in runs:
             for segment in entry.get("segments") or ():
-                path = base / str(segment.get("file"))
+                path = line.base / str(segment.get("file"))
                 if path.is_file():
-                    yield from records(path)
+                    yield from walk(path)
 
 
-def _of_runs(entries: Iterator[dict[str, Any]], runs: frozenset[str]) -> Iterator[dict[str, Any]]:
-    return (e for e in entries if e.get("run_id") in runs and e.get("location") is not None)

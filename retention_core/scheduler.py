@@ -675,7 +675,7 @@ def _recover(rt: Runtime, report: RunReport, journal: Journal, left_open: OpenIn
     for key, intent in left_open.dangling.items():
         observed = _observed(rt, report, key, intent, places)
         settled.append(settlement(intent, report.run_id, "after a crash", observed=observed,
-                                  present=observed and report.spool.contains(*key)))
+                                  present=observed and _still_there(rt, report, key)))
         if not observed:
             carried.append(intent)
     # A failure whose record is still there is already journalled; only a vanished one needs a line.
@@ -687,9 +687,14 @@ def _recover(rt: Runtime, report: RunReport, journal: Journal, left_open: OpenIn
             continue
         if not _observed(rt, report, key, intent, places):
             kept.add(row_id)  # still unknown: the next run tries again (journalled once, when it failed)
-        elif not report.spool.contains(*key):
+        elif not _still_there(rt, report, key):
             settled.append(settlement(intent, report.run_id, "after a failed delete", observed=True, present=False))
     journal.settle(settled)
+    for intent, why in left_open.unreadable:
+        journal.unreadable(intent, why)
+        report.warnings.append(f"run {intent.get('run_id')} crashed with a batch of source {intent.get('source')!r} "
+                               f"open whose evidence cannot be believed ({why}); its records cannot be named, so "
+                               "none is settled or inferred deleted: journalled unknown (audit verify names the file)")
     rt.state.drop_unsettled([row_id for row_id, _ in left_open.failed if row_id not in kept])
     rt.state.add_unsettled(report.run_id, carried)
     for run_id in left_open.crashed:
@@ -712,6 +717,18 @@ def _observed(rt: Runtime, report: RunReport, key: RecordKey, intent: dict[str, 
     # A listing taken before the intent (an inventory report) cannot tell whether it was executed.
     listed = rt.backend(source).listed_at(source)
     return listed is None or _journalled_before(intent, listed)
+
+
+def _still_there(rt: Runtime, report: RunReport, key: RecordKey) -> bool:
+    """Whether the record is still in storage: listed by this run's scan, or — absent from the
+    listing — found where the backend can look it up (a SQL row that left the source's
+    ``where:`` filter is not listed, yet not deleted)."""
+    if report.spool.contains(*key):
+        return True
+    if key.version is not None:
+        return False
+    source = rt.policy.source(key.source)
+    return rt.backend(source).present(source, key.location) is True
 
 
 def _journalled_before(intent: dict[str, Any], listed: datetime) -> bool:

@@ -170,6 +170,20 @@ class SqlBackend(Backend):
                        "stores in UTC")
         return out
 
+    def present(self, source: Source, location: str) -> bool | None:
+        """Whether a live (not anonymized) row has this key, inside the source's ``where:`` or not:
+        recovery asks it of a record its scan did not list, so that a row that only left the
+        filter (a case reopened) is never taken for one deleted."""
+        ops = self.ops
+        value = ops.info.key_value(location)
+        if value is None:
+            return None
+        try:
+            with self.engine.connect() as conn:
+                return bool(ops.present(conn, [value], live=True))
+        except SQLAlchemyError as exc:  # never guess: the caller must not infer a deletion
+            raise BackendError(f"source {source.name!r}: cannot look up key {location!r}: {first_line(exc)}") from None
+
     def close(self) -> None:
         self.engine.dispose()
 
