@@ -344,6 +344,11 @@ def check_writable(path: Path) -> None:
     path = path.absolute()
     if path.is_dir():
         raise _unwritable(path, IsADirectoryError(21, "it is a directory, expected a file"))
+    for suffix in (EVIDENCE_SUFFIX, SEGMENTS_SUFFIX):  # where the files the trail names are kept
+        beside = path.parent / (path.name + suffix)
+        if beside.exists() and not beside.is_dir():
+            raise _unwritable(path, NotADirectoryError(20, f"{beside} is not a directory (the trail keeps the "
+                                                           "files its lines name there)"))
     if path.exists():
         if not os.access(path, os.W_OK):
             raise _unwritable(path, PermissionError(13, "the file is not writable"))
@@ -755,6 +760,8 @@ def _referenced(rel: str, base: Path | None, entry: Mapping[str, Any]) -> Path:
 # -- evidence files ---------------------------------------------------------------------------------
 #: Where a run's evidence files go: ``<trail>.evidence/<run_id>/`` next to the trail.
 EVIDENCE_SUFFIX = ".evidence"
+#: Where a distributed run's segments go: ``<trail>.segments/<run_id>/`` (retention_core.partitioned).
+SEGMENTS_SUFFIX = ".segments"
 #: The columns a streamed push-down batch's evidence file holds (the rest of a record's row is
 #: the same for every record of the batch, and is written once, on the line).
 STREAMED_FIELDS = ("location", "subject")

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from .audit import STREAMED_FIELDS, evidence_dir, evidence_ref, last_event, parse_copy_text, trail_for
 from .backend import Backend, Cutoffs, PushdownPlan, StreamedBatch, Survey
-from .engine import Decider, cutoffs, plain_cutoff, protected_by
+from .engine import Decider, covering_holds, cutoffs, plain_cutoff, protected_by
 from .errors import ClockError, ConfigError, LockedError, RetentionError
 from .fence import in_flight
 from .journal import Journal, JournalBatch, OpenIntents, settlement, trail_key
@@ -601,6 +601,23 @@ def _push_down(rt: Runtime, backend: Backend, source: Source, report: RunReport,
         if not restart:
             break
     report.spool.commit()
+    _held_midway(rt, source, stats, decision.action, done, given[0], now, report)
+
+
+def _held_midway(rt: Runtime, source: Source, stats: SourceStats, action: Action, done: int, last: Cutoffs,
+                 now: datetime, report: RunReport) -> None:
+    """A hold that came to cover the whole source during its set-based batches stopped them:
+    the due records not deleted are counted as held (and protected by it), and the run says so."""
+    planned = stats.decisions[action.value]
+    if not last.held or done >= planned:
+        return
+    kept = planned - done
+    stats.decisions[action.value] -= kept
+    stats.decisions[Action.HOLD.value] += kept
+    holders = covering_holds(Record(source.name, "", now, category=source.category), rt.context(now).holds)
+    stats.protected.update({hold: kept for hold in holders})
+    report.warnings.append(f"source {source.name!r}: a hold placed during the run ({', '.join(holders)}) covers "
+                           f"the whole source: {kept} of its {planned} due records were kept, not deleted")
 
 
 def _after_delete_hooked(rt: Runtime) -> bool:

@@ -219,3 +219,22 @@ def test_streamed_rows_hash_what_was_written(tmp_path: Path) -> None:
     ref = write_evidence(trail, "x.tsv", AWKWARD)
     data = (tmp_path / ref["file"]).read_bytes()
     assert ref["sha256"] == hashlib.sha256(data).hexdigest() and ref["rows"] == len(AWKWARD)
+
+
+def test_a_file_where_the_trail_keeps_its_evidence_is_a_config_error_before_the_run(tmp_path):
+    """Adversarial review F09: `<trail>.evidence` as a regular file was a NotADirectoryError mid-run."""
+    from retention_core.audit import check_writable
+    from retention_core.errors import ConfigError
+
+    trail = tmp_path / "audit.jsonl"
+    for suffix in (".evidence", ".segments"):
+        beside = tmp_path / f"audit.jsonl{suffix}"
+        beside.write_text("not a directory")
+        try:
+            check_writable(trail)
+        except ConfigError as exc:
+            assert str(beside) in str(exc) and "\n" not in str(exc)
+        else:
+            raise AssertionError(f"{beside} as a file was accepted")
+        beside.unlink()
+    check_writable(trail)

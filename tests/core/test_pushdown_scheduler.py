@@ -280,3 +280,33 @@ def test_a_hold_source_failing_before_the_commit_closes_the_intent(make_policy, 
     closed = {e["location"] for e in events if e["event"] == "outcome"}
     assert intents and intents <= closed
     assert len(memory.get_store(store_name).items) == 2  # rolled back
+
+
+def test_a_hold_covering_the_whole_source_midway_is_reported_not_a_silent_ok(make_policy, store_name, monkeypatch):
+    """Adversarial review F08: the walk stopped by a source-wide hold kept the due records, yet the
+    run said 'delete 6 … deleted 2' with no word of the hold. Now they count as held, protected by it."""
+    from retention_core.model import Hold, HoldScope
+
+    monkeypatch.setattr(SetBased, "hidden", 0)
+    for i in range(6):
+        memory.seed(store_name, f"bob/{i}", NOW - timedelta(days=400))
+    placed: list[Hold] = []
+
+    class Counsel:
+        @hookimpl
+        def retention_register_hold_sources(self, register):
+            register("counsel", lambda: list(placed))
+
+        @hookimpl
+        def retention_after_delete(self, outcomes, context):
+            placed.append(Hold("LH-ALL", "legal", HoldScope(source="calls"), "the whole source"))
+
+    path = policy(make_policy, store_name)
+    with Runtime.open(path, load_plugins(extra=[Plugin(), Counsel()])) as rt:
+        report = run(rt, RunOptions(now=NOW))
+        report.close()
+    assert len(memory.get_store(store_name).items) == 4
+    stats = report.sources["calls"]
+    assert stats.decisions["delete"] == 2 and stats.decisions["hold"] == 4
+    assert stats.protected["LH-ALL"] == 4
+    assert any("LH-ALL" in w and "4 of its 6 due records were kept" in w for w in report.warnings), report.warnings
