@@ -55,6 +55,7 @@ REQUIRED = ("key", "size", "last_modified_date", "e_tag")
 #: What a versioned source needs besides: records are versions, markers are not data.
 REQUIRED_VERSIONED = ("version_id", "is_delete_marker")
 _WANTED = (*REQUIRED, *REQUIRED_VERSIONED, "bucket", "is_latest")
+_SKIPPED = "inventory report skipped: "
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 #: Bytes per read when downloading a data file.
 _CHUNK = 1 << 20
@@ -145,12 +146,12 @@ def find_manifest(client: Any, settings: InventorySettings, source_bucket: str) 
         try:
             manifest = load_manifest(client, settings.bucket, f"{base}{name}/manifest.json")
         except InventoryError as exc:
-            skipped.append(f"inventory report skipped: {exc}")
+            skipped.append(f"{_SKIPPED}{exc}")
             log.warning("%s", skipped[-1])
             continue
         return manifest, skipped
     raise InventoryError(f"{where}: no complete inventory report (manifest.json with a matching manifest.checksum)"
-                         + (f"; {len(skipped)} skipped: {skipped[0]}" if skipped else ""))
+                         + (f"; {len(skipped)} skipped: {skipped[0].removeprefix(_SKIPPED)}" if skipped else ""))
 
 
 def load_manifest(client: Any, bucket: str, key: str) -> Manifest:

@@ -24,7 +24,7 @@ import hashlib
 import io
 import json
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote_plus
@@ -123,6 +123,21 @@ def write_inventory(s3_client: Any, dest_bucket: str, prefix: str, source_bucket
         s3_client.put_object(Bucket=dest_bucket, Key=f"{base}/hive/dt={when:%Y-%m-%d-%H-%M}/symlink.txt",
                              Body=symlink.encode())
     return f"{folder}/manifest.json"
+
+
+def rewrite_manifest(s3_client: Any, dest_bucket: str, manifest_key: str,
+                     change: Callable[[dict[str, Any]], None] | bytes) -> None:
+    """Replace a report's ``manifest.json`` (*change* edits its fields, or is the new text) and write
+    the matching ``manifest.checksum``: a manifest AWS could not have written, that passes its checksum."""
+    if isinstance(change, bytes):
+        text = change
+    else:
+        manifest = json.loads(s3_client.get_object(Bucket=dest_bucket, Key=manifest_key)["Body"].read())
+        change(manifest)
+        text = json.dumps(manifest, indent=4).encode()
+    s3_client.put_object(Bucket=dest_bucket, Key=manifest_key, Body=text)
+    s3_client.put_object(Bucket=dest_bucket, Key=manifest_key.replace("manifest.json", "manifest.checksum"),
+                         Body=hashlib.md5(text).hexdigest().encode())
 
 
 def aws_url_encode(key: str) -> str:

@@ -23,7 +23,7 @@ import retention_s3.backend
 from retention_core import ConfigError, Options, Partition, Problem, Record, Source
 
 from .conftest import all_versions, make_bucket
-from .inventories import FORMATS, listed, write_inventory
+from .inventories import FORMATS, listed, rewrite_manifest, write_inventory
 
 pytest.importorskip("pyarrow")
 pytestmark = pytest.mark.moto_server
@@ -310,6 +310,52 @@ def test_a_file_that_breaks_midway_yields_none_of_its_rows(s3: Any, moto_endpoin
     with backend_for(bucket, moto_endpoint, inventory=inventory_options(dest)) as backend:
         got = list(backend.scan(Source("recordings", "s3")))
     assert len(got) == 1 and isinstance(got[0], Problem) and "cannot be read as CSV" in got[0].reason
+
+
+@pytest.mark.parametrize(("case", "message"), [
+    ("huge-timestamp", "creationTimestamp '99999999999999999999' is not a time"),
+    ("column-twice", "fileSchema names the column 'key' twice"),
+    ("deep-json", "JSON nested too deeply"),
+    ("future", "is dated after now"),
+])
+def test_a_manifest_that_cannot_be_right_stops_the_run_in_one_line(retention_cli: Any, policy_builder: Any, s3: Any,
+                                                                   moto_endpoint: str, case: str,
+                                                                   message: str) -> None:
+    """F03/F10: OSError, KeyError, RecursionError were internal errors; a report dated an hour ahead
+    was accepted (and would pass for evidence about the next hour: listed_at)."""
+    bucket = seed(s3, versioned=False)
+    dest, key = report(s3, bucket, "CSV", versioned=False, when=NOW + timedelta(hours=1) if case == "future" else NOW)
+    if case == "huge-timestamp":
+        rewrite_manifest(s3, dest, key, lambda m: m.update(creationTimestamp="9" * 20))
+    elif case == "column-twice":
+        rewrite_manifest(s3, dest, key, lambda m: m.update(fileSchema=m["fileSchema"].replace("Key,", "Key, Key,")))
+    elif case == "deep-json":
+        rewrite_manifest(s3, dest, key, b"[" * 100_000 + b"]" * 100_000)
+    policy = policy_builder.write(categories=CATEGORIES, subjects=SUBJECTS, limits=NO_LIMIT,
+                                  sources=[source_entry(bucket, moto_endpoint, inventory=inventory_options(dest))])
+    for args in (("--dry-run",), ()):
+        result = retention_cli("run", "-c", policy, *args)
+        assert result.exit_code == 2, result.output
+        assert "Traceback" not in result.output and "internal error" not in result.output
+        [line] = [ln for ln in result.output.splitlines() if key in ln and "error:" in ln]
+        assert message in line and "sources[0].options.inventory" in line, line
+    assert len(all_versions(s3, bucket)) == len(PLAIN_KEYS + ODD_KEYS), "nothing deleted"
+
+
+def test_a_row_value_that_cannot_be_right_is_a_problem_naming_column_and_file(s3: Any, moto_endpoint: str) -> None:
+    """F03: a Size of '1e400' was reported as a LastModified that cannot be read as a date."""
+    bucket = seed(s3, versioned=False)
+    entries = listed(s3, bucket, versions=False)
+    next(e for e in entries if e["Key"] == PLAIN_KEYS[0])["Size"] = "1e400"
+    dest = make_bucket(s3)
+    key = write_inventory(s3, dest, "inv", bucket, entries, "CSV", NOW, files=1)
+    data = json.loads(s3.get_object(Bucket=dest, Key=key)["Body"].read())["files"][0]["key"]
+    with backend_for(bucket, moto_endpoint, inventory=inventory_options(dest)) as backend:
+        got = list(backend.scan(Source("recordings", "s3")))
+    [problem] = [p for p in got if isinstance(p, Problem)]
+    assert problem.location == PLAIN_KEYS[0]
+    assert problem.reason == f"inventory Size '1e400' is not a size in bytes (s3://{dest}/{data})"
+    assert len([r for r in got if isinstance(r, Record)]) == len(PLAIN_KEYS + ODD_KEYS) - 2  # and not the archive
 
 
 @pytest.mark.parametrize(("case", "message"), [
