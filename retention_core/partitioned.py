@@ -27,17 +27,23 @@ segments of the crashed run (:class:`~retention_core.journal.OpenIntents`).
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import hmac
 import importlib
+import logging
 import os
 import pickle
+import secrets
 import shutil
+import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
+from . import logs
 from .audit import INTENT_FIELDS, AuditTrail, load_key, records
 from .backend import Partition
 from .errors import BackendError, ConfigError, LockedError, RetentionError
@@ -56,6 +62,10 @@ SEGMENTS_SUFFIX = ".segments"
 #: What a dead deletion task's ``segment`` line counts besides outcomes: intents it left
 #: without an outcome, and due items it never journalled.
 UNKNOWN, NOT_ATTEMPTED = "unknown", "not-attempted"
+#: A run's work dir: ``<trail>.segments/<run_id>.work/``, with its owner lock file in it.
+WORK_SUFFIX, OWNER = ".work", ".owner"
+#: A work dir without an owner lock is left alone this long (its run may have just made it).
+STALE_UNOWNED = 300
 #: Items per pickled chunk of a plan or outcomes file (bounded memory on both sides).
 CHUNK = 1000
 
@@ -67,6 +77,8 @@ class Setup:
     config: str
     run_id: str
     now: datetime
+    #: The run's work-file key (:func:`new_secret`): travels in the job, never on disk.
+    secret: bytes = field(repr=False)
     #: Plugin modules loaded besides the entry points (tests: ``retention_core.testing.memory``).
     plugins: tuple[str, ...] = ()
 
@@ -137,7 +149,7 @@ def survey_partition(job: SurveyJob) -> Surveyed:
         with _report(job.setup) as report:
             stats = report.sources[source.name] = SourceStats()
             scan_into(rt, [source], ctx, report, job.keep)
-            due = write_chunks(Path(job.plan), ((i.record, i.decision) for i in report.items()),
+            due = write_chunks(Path(job.plan), ((i.record, i.decision) for i in report.items()), job.setup.secret,
                                count=lambda pair: pair[1].action in DESTRUCTIVE)
         return Surveyed(job.partition, job.plan, stats, due, ctx.holds, dict(ctx.requests))
 
@@ -155,7 +167,7 @@ def delete_partition(job: DeleteJob) -> Deleted:
         source = rt.policy.source(job.source)
         with _report(job.setup) as report:
             stats = report.sources[source.name] = SourceStats()
-            for record, decision in read_chunks(Path(surveyed.plan)):
+            for record, decision in read_chunks(Path(surveyed.plan), job.setup.secret):
                 if decision.action in DESTRUCTIVE:
                     report.spool.add(record, decision)
                     stats.decisions[decision.action.value] += 1
@@ -165,7 +177,7 @@ def delete_partition(job: DeleteJob) -> Deleted:
             journal = Journal(AuditTrail(Path(job.segment), key=load_key()), job.setup.run_id, places=job.places)
             delete_due(rt, source, report, journal, job.setup.now, scanned_with)
             write_chunks(Path(job.outcomes), ((i.decision.action.value, Outcome(i.record, Status(i.outcome), i.error))
-                                              for i in report.items() if i.outcome is not None))
+                                              for i in report.items() if i.outcome is not None), job.setup.secret)
         return Deleted(dict(stats.outcomes), {k: v - before[k] for k, v in stats.decisions.items()},
                        dict(stats.protected))
 
@@ -210,13 +222,21 @@ class PartitionedRun:
         self.segments = 0
         self.run_id: str | None = None
         self._work: Path | None = None
+        self._secret: bytes | None = None
+        self._owner: int | None = None  # the work dir's held ``.owner`` lock (fd)
 
     def __enter__(self) -> PartitionedRun:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._drop_work()
+
+    def _drop_work(self) -> None:
         if self._work is not None:
             shutil.rmtree(self._work, ignore_errors=True)
+        if self._owner is not None:
+            os.close(self._owner)
+        self._work = self._owner = self._secret = None
 
     def close(self) -> None:
         """Remove the work dir and stop the executor (a LocalCluster it started)."""
@@ -230,28 +250,37 @@ class PartitionedRun:
         trail = self.rt.policy.audit
         segments = trail.parent / (trail.name + SEGMENTS_SUFFIX) / run_id
         if self._work is None or self.run_id != run_id:
-            if self._work is not None:
-                shutil.rmtree(self._work, ignore_errors=True)
-            self._work = trail.parent / (trail.name + SEGMENTS_SUFFIX) / f"{run_id}.work"
-            self.run_id = run_id
-        self._work.mkdir(parents=True, exist_ok=True)
+            self._drop_work()
+            work = trail.parent / (trail.name + SEGMENTS_SUFFIX) / f"{run_id}{WORK_SUFFIX}"
+            work.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                work.mkdir(mode=0o700)
+            except FileExistsError:
+                raise BackendError(f"work dir {work} already exists (a run's work dir is made once, by that "
+                                   "run); nothing was deleted") from None
+            self._owner = _hold(work / OWNER)
+            self._work, self.run_id, self._secret = work, run_id, new_secret()
         return segments, self._work
 
     def _setup(self, rt: Runtime, report: RunReport) -> Setup:
-        return Setup(str(Path(rt.policy.path).resolve()), report.run_id, report.as_of, self.plugins)
+        if self._secret is None:
+            raise RuntimeError("a partitioned run's work dir is made before its jobs")
+        return Setup(str(Path(rt.policy.path).resolve()), report.run_id, report.as_of, self._secret, self.plugins)
 
     def scan(self, rt: Runtime, sources: Sequence[Source], ctx: Context, report: RunReport,
              keep: KeepPredicate) -> None:
-        setup = self._setup(rt, report)
         self.surveyed, self.segments = {}, 0  # one run's partitions
+        if rt.state.holds_lock(report.run_id):  # an enforcing run: no other enforcing run is running
+            remove_stale_work(rt.policy.audit, report.run_id)
         _, work = self._dirs(report.run_id)
+        setup = self._setup(rt, report)
         jobs: list[SurveyJob] = []
         for source in sources:
             try:
                 parts = rt.backend(source).partitions(source)
             except ConfigError as exc:
                 raise exc.located(file=exc.file or str(rt.policy.path)) from None
-            jobs += [SurveyJob(setup, source.name, part, keep, str(work / f"plan-{len(jobs) + i}.pickle"))
+            jobs += [SurveyJob(setup, source.name, part, keep, str(work / f"plan-{len(jobs) + i}.work"))
                      for i, part in enumerate(parts)]
         results = self.executor.map(survey_partition, jobs)
         for job, result in zip(jobs, results, strict=True):
@@ -261,7 +290,7 @@ class PartitionedRun:
                 raise BackendError(f"source {job.source!r}, {job.partition.label}: the survey task failed "
                                    f"({type(result).__name__}: {result}); nothing was deleted")
             merge_stats(report.sources[job.source], result.stats)
-            for record, decision in read_chunks(Path(result.plan)):
+            for record, decision in read_chunks(Path(job.plan), setup.secret):
                 report.spool.add(record, decision)
             self.surveyed.setdefault(job.source, []).append(result)
         report.spool.commit()
@@ -277,7 +306,7 @@ class PartitionedRun:
         for surveyed in todo:
             self.segments += 1
             jobs.append(DeleteJob(setup, source.name, surveyed, str(segments / f"{self.segments}.jsonl"),
-                                  str(work / f"outcomes-{self.segments}.pickle"), dict(journal.places)))
+                                  str(work / f"outcomes-{self.segments}.work"), dict(journal.places)))
         base = rt.policy.audit.parent
         journal.event("segments-dispatched", source=source.name,
                       segments=[{"file": _rel(job.segment, base), "partition": job.surveyed.partition.label}
@@ -297,8 +326,14 @@ class PartitionedRun:
                 for name, change in result.decisions.items():
                     stats.decisions[name] += change
                 stats.protected.update(result.protected)
-                for action, outcomes in _grouped(read_chunks(Path(job.outcomes))):
-                    report.spool.record_pushed_batch(outcomes, Decision(Action(action), "due under the policy"))
+                try:
+                    done = read_chunks(Path(job.outcomes), setup.secret)
+                except BackendError as exc:  # the segment holds the evidence; only the report's items lack them
+                    report.warnings.append(f"source {source.name!r}, {label}: {exc}; its outcomes are counted "
+                                           "and journalled in its segment, but not listed in this report")
+                else:
+                    for action, outcomes in _grouped(done):
+                        report.spool.record_pushed_batch(outcomes, Decision(Action(action), "due under the policy"))
             for status, count in counts.items():  # unknown, not attempted: not done, so failed in the counts
                 stats.outcomes[Status.FAILED.value if status in (UNKNOWN, NOT_ATTEMPTED) else status] += count
             segment = Path(job.segment)
@@ -350,6 +385,58 @@ class PartitionedRun:
         return counts
 
 
+def _hold(owner: Path) -> int:
+    """Create *owner* and lock it for as long as this process lives (an flock: the kernel
+    drops it when the process dies, so a work dir whose owner lock can be taken is a dead run's)."""
+    fd = os.open(owner, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+                 | getattr(os, "O_CLOEXEC", 0), 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def remove_stale_work(trail: Path, run_id: str) -> list[Path]:
+    """Remove the work dirs (plans and outcomes: records' keys and subjects) that runs which are
+    not running left next to *trail* — a main process killed mid-run; logged. Called by an
+    enforcing run under the state store's lock. A work dir whose owner lock is held (a dry run
+    in progress) stays, as does one without an owner lock younger than :data:`STALE_UNOWNED`
+    seconds (just made). Segments are evidence and are never touched."""
+    removed: list[Path] = []
+    folder = trail.parent / (trail.name + SEGMENTS_SUFFIX)
+    try:
+        candidates = sorted(folder.glob(f"*{WORK_SUFFIX}"))
+    except OSError:
+        return removed
+    for work in candidates:
+        if work.name == f"{run_id}{WORK_SUFFIX}" or work.is_symlink() or not work.is_dir():
+            continue
+        try:
+            fd = os.open(work / OWNER, os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+        except FileNotFoundError:
+            fd = None
+            if time.time() - work.stat().st_mtime < STALE_UNOWNED:
+                continue
+        except OSError:
+            continue
+        try:
+            if fd is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # its run is running
+            shutil.rmtree(work)
+        except OSError as exc:
+            logs.event("stale-work", f"could not remove the work dir {work} a crashed run left: {exc}",
+                       level=logging.WARNING, path=str(work), error=str(exc))
+            continue
+        finally:
+            if fd is not None:
+                os.close(fd)
+        removed.append(work)
+        logs.event("stale-work-removed", f"removed the work dir {work} a run that is not running left (its plans "
+                   "name records; its segments stay)", level=logging.WARNING, path=str(work))
+    return removed
+
+
 def require_shared_state(rt: Runtime) -> None:
     """Refuse a state store other processes cannot share: holds, erasure requests, the run lock
     and the hold fence must be the same rows for every worker (PostgreSQL)."""
@@ -390,34 +477,125 @@ def _rel(path: str, base: Path) -> str:
     return str(Path(path).relative_to(base))
 
 
-def write_chunks(path: Path, items: Iterable[Any], count: Any = None) -> int:
-    """Pickle *items* to *path* in chunks; return how many *count* approved (all without it)."""
-    counted = 0
+#: Work files: a header, then frames ``length (8 bytes) ‖ HMAC-SHA256 (32) ‖ payload``; the
+#: last frame's payload is the chunk count. Each MAC covers the file's name, the frame's index
+#: and kind and its payload, so a frame changed, dropped, reordered, moved from another work
+#: file or a truncated file is refused before anything of it is unpickled.
+WORK_MAGIC = b"retention-work/1\n"
+_CHUNK_FRAME, _END_FRAME = b"C", b"E"
+_MAC_SIZE = hashlib.sha256().digest_size
+#: No frame we write comes near this; a larger length is a forged one (refused before reading it).
+MAX_FRAME = 1 << 30
+
+
+def new_secret() -> bytes:
+    """A run's work-file key: made by the main process, handed to its tasks inside their jobs,
+    never written to disk."""
+    return secrets.token_bytes(32)
+
+
+def _mac(secret: bytes, path: Path, index: int, kind: bytes, payload: bytes) -> bytes:
+    mac = hmac.new(secret, digestmod=hashlib.sha256)
+    name = path.name.encode()
+    mac.update(len(name).to_bytes(4, "big") + name + index.to_bytes(8, "big") + kind)
+    mac.update(payload)
+    return mac.digest()
+
+
+def _create_private(path: Path) -> BinaryIO:
+    """*path* created exclusively, readable and writable by this user only (it names records)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except FileExistsError:
+        raise BackendError(f"work file {path} already exists (a work file is written once, by this run); "
+                           "nothing was deleted") from None
+    return os.fdopen(fd, "wb")
+
+
+def write_chunks(path: Path, items: Iterable[Any], secret: bytes, count: Any = None) -> int:
+    """Pickle *items* to *path* (created exclusively, 0600) in authenticated chunks; return how
+    many *count* approved (all without it)."""
+    counted = index = 0
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("wb") as handle:
+    with _create_private(path) as handle:
+        handle.write(WORK_MAGIC)
+
+        def frame(kind: bytes, payload: bytes) -> None:
+            nonlocal index
+            handle.write(len(payload).to_bytes(8, "big") + _mac(secret, path, index, kind, payload) + payload)
+            index += 1
+
         chunk: list[Any] = []
         for item in items:
             chunk.append(item)
             counted += 1 if count is None or count(item) else 0
             if len(chunk) >= CHUNK:
-                pickle.dump(chunk, handle, protocol=pickle.HIGHEST_PROTOCOL)
+                frame(_CHUNK_FRAME, pickle.dumps(chunk, protocol=pickle.HIGHEST_PROTOCOL))
                 chunk = []
         if chunk:
-            pickle.dump(chunk, handle, protocol=pickle.HIGHEST_PROTOCOL)
+            frame(_CHUNK_FRAME, pickle.dumps(chunk, protocol=pickle.HIGHEST_PROTOCOL))
+        frame(_END_FRAME, index.to_bytes(8, "big"))
     return counted
 
 
-def read_chunks(path: Path) -> Iterator[Any]:
-    """The items :func:`write_chunks` wrote (files this run wrote itself, in its work dir)."""
-    if not path.exists():
-        return
-    with path.open("rb") as handle:
-        while True:
-            try:
-                chunk = pickle.load(handle)  # noqa: S301 - our own work file, never input
-            except EOFError:
-                return
-            yield from chunk
+def read_chunks(path: Path, secret: bytes) -> Iterator[Any]:
+    """The items :func:`write_chunks` wrote to *path* with *secret*.
+
+    The whole file is authenticated first (a one-line BackendError naming it if any frame is
+    wrong, missing or extra, before this returns), then read again through the same open file
+    — each frame checked once more before it is unpickled — so nothing but what this run's
+    tasks wrote is ever unpickled, and nothing of a bad file is acted on."""
+    try:
+        handle = path.open("rb")
+    except FileNotFoundError:
+        raise BackendError(f"work file {path} is missing; nothing was deleted from it") from None
+    try:
+        for _ in _frames(handle, path, secret):
+            pass
+        handle.seek(0)
+    except BaseException:
+        handle.close()
+        raise
+    return _items(handle, path, secret)
+
+
+def _items(handle: BinaryIO, path: Path, secret: bytes) -> Iterator[Any]:
+    with handle:
+        for payload in _frames(handle, path, secret):
+            yield from pickle.loads(payload)  # noqa: S301 - authenticated above: this run's own chunk
+
+
+def _frames(handle: BinaryIO, path: Path, secret: bytes) -> Iterator[bytes]:
+    """The chunk payloads of *handle*, each authenticated; BackendError at the first bad frame."""
+    def bad(why: str) -> BackendError:
+        return BackendError(f"work file {path} is not what this run wrote ({why}): refused unread; "
+                            "nothing was deleted from it")
+
+    if handle.read(len(WORK_MAGIC)) != WORK_MAGIC:
+        raise bad("no work-file header")
+    index = 0
+    while True:
+        head = handle.read(8 + _MAC_SIZE)
+        if len(head) < 8 + _MAC_SIZE:
+            raise bad(f"it ends before its last frame, at frame {index}")
+        size = int.from_bytes(head[:8], "big")
+        if size > MAX_FRAME:
+            raise bad(f"frame {index} is {size} bytes long")
+        payload = handle.read(size)
+        if len(payload) < size:
+            raise bad(f"frame {index} is cut short")
+        if hmac.compare_digest(head[8:], _mac(secret, path, index, _CHUNK_FRAME, payload)):
+            yield payload
+        elif hmac.compare_digest(head[8:], _mac(secret, path, index, _END_FRAME, payload)):
+            if int.from_bytes(payload, "big") != index:
+                raise bad(f"its last frame counts {int.from_bytes(payload, 'big')} chunks, not {index}")
+            if handle.read(1):
+                raise bad("bytes after its last frame")
+            return
+        else:
+            raise bad(f"frame {index} fails its authentication")
+        index += 1
 
 
 def _grouped(pairs: Iterable[tuple[str, Outcome]]) -> Iterator[tuple[str, list[Outcome]]]:
@@ -435,5 +613,5 @@ def _grouped(pairs: Iterable[tuple[str, Outcome]]) -> Iterator[tuple[str, list[O
 
 
 __all__ = ["SEGMENTS_SUFFIX", "DeleteJob", "Deleted", "PartitionRuntime", "PartitionedRun", "Setup", "SurveyJob",
-           "Surveyed", "claim_segment", "delete_partition", "merge_stats", "read_chunks", "require_shared_state", "segment_ref",
-           "survey_partition", "write_chunks"]
+           "Surveyed", "claim_segment", "delete_partition", "merge_stats", "new_secret", "read_chunks",
+           "remove_stale_work", "require_shared_state", "segment_ref", "survey_partition", "write_chunks"]
