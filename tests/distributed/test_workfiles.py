@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from retention_core import audit
 from retention_core.errors import BackendError
 from retention_core.executors import LocalExecutor
 from retention_core.partitioned import (
@@ -184,8 +185,11 @@ def test_a_plan_swapped_before_its_deletion_task_reads_it_deletes_nothing(tmp_pa
     assert not marker.exists()
     assert len(memory.get_store(store).items) == 28
     assert not [c for c in memory.get_store(store).calls if c[0] == "delete"]
-    assert status != "ok"
+    assert status == "failed-deletions"
     assert any("is not what this run wrote" in w and "plan-" in w for w in warnings), warnings
+    lines = list(audit.records(tmp_path / "audit.jsonl"))
+    assert len([e for e in lines if e.get("event") == "segment-not-written"]) == 4  # one per partition
+    assert not [e for e in lines if e.get("event") == "intent"]
 
 
 # -- work dirs a killed run left ---------------------------------------------------------------------
