@@ -601,23 +601,31 @@ def _push_down(rt: Runtime, backend: Backend, source: Source, report: RunReport,
         if not restart:
             break
     report.spool.commit()
-    _held_midway(rt, source, stats, decision.action, done, given[0], now, report)
+    _held_midway(rt, source, stats, decision.action, done, plan.cutoffs, given[0], now, report)
 
 
-def _held_midway(rt: Runtime, source: Source, stats: SourceStats, action: Action, done: int, last: Cutoffs,
-                 now: datetime, report: RunReport) -> None:
-    """A hold that came to cover the whole source during its set-based batches stopped them:
-    the due records not deleted are counted as held (and protected by it), and the run says so."""
+def _held_midway(rt: Runtime, source: Source, stats: SourceStats, action: Action, done: int, first: Cutoffs,
+                 last: Cutoffs, now: datetime, report: RunReport) -> None:
+    """Holds that came during a source's set-based batches kept due records from them: the run
+    says so. A hold covering the whole source keeps all that was left: those count as held,
+    protected by it; one covering subjects keeps an uncounted part (decided again next run)."""
     planned = stats.decisions[action.value]
-    if not last.held or done >= planned:
+    came = last.held_subjects - first.held_subjects
+    if done >= planned or not (last.held and not first.held or came):
         return
     kept = planned - done
-    stats.decisions[action.value] -= kept
-    stats.decisions[Action.HOLD.value] += kept
-    holders = covering_holds(Record(source.name, "", now, category=source.category), rt.context(now).holds)
-    stats.protected.update({hold: kept for hold in holders})
-    report.warnings.append(f"source {source.name!r}: a hold placed during the run ({', '.join(holders)}) covers "
-                           f"the whole source: {kept} of its {planned} due records were kept, not deleted")
+    if last.held:
+        holders = covering_holds(Record(source.name, "", now, category=source.category), rt.context(now).holds)
+        stats.decisions[action.value] -= kept
+        stats.decisions[Action.HOLD.value] += kept
+        stats.protected.update({hold: kept for hold in holders})
+        report.warnings.append(f"source {source.name!r}: a hold placed during the run ({', '.join(holders)}) covers "
+                               f"the whole source: {kept} of its {planned} due records were kept, not deleted")
+        return
+    subjects = ", ".join(sorted(printable(s) for s in came)[:5]) + (" …" if len(came) > 5 else "")
+    report.warnings.append(f"source {source.name!r}: {kept} of its {planned} due records were not deleted: holds "
+                           f"placed during the run now cover subject(s) {subjects}; what they cover was kept, the "
+                           "rest is decided again next run")
 
 
 def _after_delete_hooked(rt: Runtime) -> bool:

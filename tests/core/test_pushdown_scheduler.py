@@ -112,6 +112,7 @@ def test_a_hold_placed_while_a_batch_is_settled_protects_the_next_uncommitted_ba
         report = run(rt, RunOptions(now=NOW))
         report.close()
     assert sorted(memory.get_store(store_name).items) == ["bob/2", "bob/3", "bob/4", "bob/5"]
+    assert any("4 of its 6 due records were not deleted" in w and "bob" in w for w in report.warnings)
     entries = [e for e in records(path.parent / "audit.jsonl") if e["event"] == "outcome"]
     assert sorted((e["location"], e["outcome"]) for e in entries) == [
         ("bob/0", "deleted"), ("bob/1", "deleted"), ("bob/2", "not-executed"), ("bob/3", "not-executed")]
