@@ -12,11 +12,15 @@ Object Lock refuses the delete as it does after a live listing. What the invento
 show is what was written after it was taken: the backend says so in every run's warnings,
 and an inventory older than ``max_age`` is refused.
 
-Trust is checked, never assumed: a manifest whose checksum does not match is skipped (with
-a warning) for an older complete one; a data file whose MD5 does not match, that cannot be
-read or lacks a column is a :class:`~retention_core.Problem` naming it (the source's listing
-is then incomplete: recovery takes no evidence from it, erasure requests stay open) and none
-of its rows is yielded — each file is parsed whole before its first record goes out.
+Trust is checked, never assumed: a manifest whose checksum does not match, or a field of
+which is of the wrong type or out of range (:func:`parse_manifest` checks each once), is
+skipped (with a warning) for an older complete one; a report dated in the future is refused
+(:func:`check_age`); a data file whose MD5 does not match, that cannot be read, lacks a
+column or has one twice or of the wrong type is a :class:`~retention_core.Problem` naming it
+(the source's listing is then incomplete: recovery takes no evidence from it, erasure
+requests stay open) and none of its rows is yielded — each file is parsed and checked whole
+before its first record goes out; a row value that cannot be right is a problem naming the
+column and the file. Nothing read from a report raises anything but :class:`InventoryError`.
 pyarrow is imported only here, lazily (``pip install 'retention[inventory]'``).
 """
 
