@@ -24,6 +24,7 @@ from retention_core import (
     Problem,
     PushdownPlan,
     Record,
+    RetentionError,
     Source,
     Status,
     Survey,
@@ -80,8 +81,12 @@ class SqlBackend(Backend):
             self._require_sqlite_file()
             try:
                 info = reflect(self.engine, self.flavor, self.settings)
-            except SQLAlchemyError as exc:
-                error = self.settings.error("url", f"cannot reach {self._safe_url()}: {first_line(exc)}")
+            except RetentionError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a driver's own failure to connect (pymysql: a bad
+                # charset is an AttributeError) is still "cannot reach", in one line
+                detail = first_line(exc) if isinstance(exc, SQLAlchemyError) else f"{type(exc).__name__}: {exc}"
+                error = self.settings.error("url", f"cannot reach {self._safe_url()}: {detail}")
                 raise Unreachable(error.detail, key=error.key) from None
             anonymizer = Anonymizer(self.settings, info.table)
             self._ops = TableOps(info, self.flavor, anonymizer, returning=self.engine.dialect.delete_returning)

@@ -24,6 +24,8 @@ from .dialects import Flavor
 
 #: What YAML can give as a value to compare with.
 SCALARS = (str, int, float, bool)
+#: The integers every driver binds (SQLite and MariaDB BIGINT, PostgreSQL bigint).
+INT64 = (-(2 ** 63), 2 ** 63 - 1)
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,8 @@ def read_filter(options: Options) -> tuple[FilterRule, ...]:
         for item in values:
             if item is not None and not isinstance(item, SCALARS):
                 raise options.error(key, f"expected text, a number, true/false or null, found {item!r}")
+            if isinstance(item, int) and not isinstance(item, bool) and not INT64[0] <= item <= INT64[1]:
+                raise options.error(key, f"{item} does not fit a 64-bit integer column (no database can bind it)")
         rules.append(FilterRule(column, values, negated))
     return tuple(rules)
 

@@ -197,6 +197,8 @@ def test_unknown_columns_and_wrong_types_are_config_errors(cases: Cases, where: 
     ({"status": {"nott": "x"}}, "expected a value, a list of values or {not: …}"),
     ({"status": {"a": 1}}, "found a mapping"),
     ({"status": [["x"]]}, "expected text, a number, true/false or null"),
+    ({"n": 99999999999999999999999}, "does not fit a 64-bit integer"),  # was an OverflowError mid-scan
+    ({"n": {"not": [-(2 ** 63) - 1]}}, "does not fit a 64-bit integer"),
     ("status = 'closed'", "expected a mapping"),
 ])
 def test_filter_shapes_are_checked_without_the_database(where: Any, text: str) -> None:
@@ -314,3 +316,18 @@ def test_boolean_and_numeric_columns(db: Database) -> None:
         keys({"score": True})
     with pytest.raises(ConfigError, match="where.archived"):
         keys({"archived": "yes"})
+
+
+def test_a_driver_failing_to_connect_in_its_own_way_is_one_line(tmp_path: Any) -> None:
+    """Adversarial review F05: pymysql answers a bad charset with an AttributeError; it is still
+    'cannot reach', naming the option, never an internal error."""
+    from retention_core import ConfigError
+
+    pytest.importorskip("pymysql")
+    options = {"url": "mysql+pymysql://root@127.0.0.1:1/test?charset=bogus", "table": "t", "key": "id",
+               "subject": "s", "created": "c"}
+    backend = SqlBackend(Options(options, where="sources[0].options"))
+    with pytest.raises(ConfigError) as raised:
+        backend.check(source())
+    assert raised.value.key == "sources[0].options.url" and "cannot reach" in str(raised.value)
+    assert "\n" not in str(raised.value)
