@@ -21,7 +21,6 @@ from .errors import AuditError
 from .model import Action, Decision, Record, RecordKey, TrailOutcome
 from .text import exact_hex, from_entry, printable
 
-
 #: The line recovery writes for a crashed run's batch whose evidence file cannot be believed.
 BATCH_UNREADABLE = "batch-unreadable"
 

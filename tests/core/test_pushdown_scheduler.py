@@ -88,11 +88,11 @@ def test_limits_bound_push_down_even_when_more_became_due_after_the_scan(make_po
     assert len(outcomes) == len(intents) == 2
 
 
-def test_a_hold_placed_while_a_batch_is_settled_protects_the_next_uncommitted_batch(make_policy, store_name,
-                                                                                     monkeypatch):
-    from retention_core.model import Hold, HoldScope
+def run_with_a_late_hold(make_policy, store_name, scope):
+    """Six due records of bob in batches of two; a hold with *scope* appears while the first batch
+    is settled (batch two is already selected, not committed). Returns (report, trail path)."""
+    from retention_core.model import Hold
 
-    monkeypatch.setattr(SetBased, "hidden", 0)
     for i in range(6):
         memory.seed(store_name, f"bob/{i}", NOW - timedelta(days=400))
     placed: list[Hold] = []
@@ -104,16 +104,25 @@ def test_a_hold_placed_while_a_batch_is_settled_protects_the_next_uncommitted_ba
 
         @hookimpl
         def retention_after_delete(self, outcomes, context):
-            # the first batch is being settled; batch two is already selected but not committed
-            placed.append(Hold("LH-9", "legal", HoldScope(subject="bob"), "late"))
+            if not placed:
+                placed.append(Hold("LH-9", "legal", scope, "late"))
 
     path = policy(make_policy, store_name)
     with Runtime.open(path, load_plugins(extra=[Plugin(), Counsel()])) as rt:
         report = run(rt, RunOptions(now=NOW))
         report.close()
+    return report, path.parent / "audit.jsonl"
+
+
+def test_a_hold_placed_while_a_batch_is_settled_protects_the_next_uncommitted_batch(make_policy, store_name,
+                                                                                     monkeypatch):
+    from retention_core.model import HoldScope
+
+    monkeypatch.setattr(SetBased, "hidden", 0)
+    report, trail = run_with_a_late_hold(make_policy, store_name, HoldScope(subject="bob"))
     assert sorted(memory.get_store(store_name).items) == ["bob/2", "bob/3", "bob/4", "bob/5"]
     assert any("4 of its 6 due records were not deleted" in w and "bob" in w for w in report.warnings)
-    entries = [e for e in records(path.parent / "audit.jsonl") if e["event"] == "outcome"]
+    entries = [e for e in records(trail) if e["event"] == "outcome"]
     assert sorted((e["location"], e["outcome"]) for e in entries) == [
         ("bob/0", "deleted"), ("bob/1", "deleted"), ("bob/2", "not-executed"), ("bob/3", "not-executed")]
 
@@ -286,28 +295,12 @@ def test_a_hold_source_failing_before_the_commit_closes_the_intent(make_policy, 
 def test_a_hold_covering_the_whole_source_midway_is_reported_not_a_silent_ok(make_policy, store_name, monkeypatch):
     """Adversarial review F08: the walk stopped by a source-wide hold kept the due records, yet the
     run said 'delete 6 … deleted 2' with no word of the hold. Now they count as held, protected by it."""
-    from retention_core.model import Hold, HoldScope
+    from retention_core.model import HoldScope
 
     monkeypatch.setattr(SetBased, "hidden", 0)
-    for i in range(6):
-        memory.seed(store_name, f"bob/{i}", NOW - timedelta(days=400))
-    placed: list[Hold] = []
-
-    class Counsel:
-        @hookimpl
-        def retention_register_hold_sources(self, register):
-            register("counsel", lambda: list(placed))
-
-        @hookimpl
-        def retention_after_delete(self, outcomes, context):
-            placed.append(Hold("LH-ALL", "legal", HoldScope(source="calls"), "the whole source"))
-
-    path = policy(make_policy, store_name)
-    with Runtime.open(path, load_plugins(extra=[Plugin(), Counsel()])) as rt:
-        report = run(rt, RunOptions(now=NOW))
-        report.close()
+    report, _ = run_with_a_late_hold(make_policy, store_name, HoldScope(source="calls"))
     assert len(memory.get_store(store_name).items) == 4
     stats = report.sources["calls"]
     assert stats.decisions["delete"] == 2 and stats.decisions["hold"] == 4
-    assert stats.protected["LH-ALL"] == 4
-    assert any("LH-ALL" in w and "4 of its 6 due records were kept" in w for w in report.warnings), report.warnings
+    assert stats.protected["LH-9"] == 4
+    assert any("LH-9" in w and "4 of its 6 due records were kept" in w for w in report.warnings), report.warnings
