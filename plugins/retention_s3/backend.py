@@ -28,6 +28,7 @@ from .client import describe, error_code, make_client, unreachable
 from .deletion import ChunkDeleter
 from .guard import NOT_ENFORCED, ConditionalDeletes, probe_conditional_deletes
 from .inventory import (
+    FUTURE_TOLERANCE,
     DataFile,
     InventoryError,
     Manifest,
@@ -261,9 +262,11 @@ class S3Backend(Backend):
 
     def listed_at(self, source: Source) -> datetime | None:
         """With ``inventory:``, the report's time: recovery settles only intents journalled before
-        it, and an erasure request received after it stays open (retention_core's rules)."""
+        it, and an erasure request received after it stays open (retention_core's rules). Taken
+        as :data:`FUTURE_TOLERANCE` earlier than the manifest says, so that AWS's clock running
+        ahead of ours never makes a report look later than what it saw."""
         if self.settings.inventory is not None:
-            return self.manifest().created
+            return self.manifest().created - FUTURE_TOLERANCE
         return None
 
     def scan(self, source: Source) -> Iterator[Record | Problem]:

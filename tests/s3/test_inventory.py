@@ -404,7 +404,8 @@ def test_inventory_options_are_checked(options: dict[str, Any], message: str) ->
 
 
 def test_a_crash_is_never_settled_from_a_report_taken_before_the_intent(
-        retention_cli: Any, policy_builder: Any, s3: Any, moto_endpoint: str, tmp_path: Path) -> None:
+        retention_cli: Any, policy_builder: Any, s3: Any, moto_endpoint: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """Killed after the backend deleted, before the outcome: the report still lists what was deleted.
 
     A report taken before the intent cannot tell whether it was executed: the rerun journals it
@@ -444,6 +445,8 @@ def test_a_crash_is_never_settled_from_a_report_taken_before_the_intent(
     assert {k: by_key.get(k) for k in due} == {k: ["unknown", "already_gone"] for k in due}, by_key
 
     # A report taken after the intent is evidence: the object absent from it was deleted (inferred).
+    # (A report counts as taken FUTURE_TOLERANCE before its date, for clock skew; none here.)
+    monkeypatch.setattr(retention_s3.backend, "FUTURE_TOLERANCE", timedelta(0))
     later = "tenants/acme/calls/later.wav"
     s3.put_object(Bucket=bucket, Key=later, Body=b"audio")
     before_kill = datetime.now(timezone.utc)
@@ -486,7 +489,7 @@ def test_a_report_filtered_to_part_of_the_source_is_refused(s3: Any, moto_endpoi
 
 
 def test_an_erasure_request_is_not_proven_done_by_a_report_taken_before_it(
-        retention_cli: Any, policy_builder: Any, s3: Any, moto_endpoint: str) -> None:
+        retention_cli: Any, policy_builder: Any, s3: Any, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """dave's recordings written before the request may be missing from an older report: the
     request stays open (with a warning naming the report's time) until a report taken after it."""
     bucket = seed(s3, versioned=False)
@@ -504,6 +507,8 @@ def test_an_erasure_request_is_not_proven_done_by_a_report_taken_before_it(
     assert "done" not in listed_now.output.split("dave", 1)[1].splitlines()[0], listed_now.output
     assert unseen in {k for k, _, _ in all_versions(s3, bucket)}  # not seen, not deleted: the request is owed
 
+    # (A report counts as taken FUTURE_TOLERANCE before its date, for clock skew; none here.)
+    monkeypatch.setattr(retention_s3.backend, "FUTURE_TOLERANCE", timedelta(0))
     write_inventory(s3, dest, "inv", bucket, listed(s3, bucket, versions=False), "CSV", datetime.now(timezone.utc))
     second = retention_cli("run", "-c", policy)
     assert second.exit_code == 0, second.output
