@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from . import logs
-from .audit import INTENT_FIELDS, AuditTrail, load_key, records
+from .audit import INTENT_FIELDS, SEGMENTS_SUFFIX, AuditTrail, load_key, records
 from .backend import Partition
 from .errors import BackendError, ConfigError, LockedError, RetentionError
 from .executors import Executor, LocalExecutor
@@ -57,8 +57,6 @@ from .runtime import Runtime, classify
 from .scheduler import DESTRUCTIVE, KeepPredicate, delete_due, scan_into
 from .spool import Spool
 
-#: A run's segments and work files: ``<trail>.segments/<run_id>/`` next to the trail.
-SEGMENTS_SUFFIX = ".segments"
 #: What a dead deletion task's ``segment`` line counts besides outcomes: intents it left
 #: without an outcome, and due items it never journalled.
 UNKNOWN, NOT_ATTEMPTED = "unknown", "not-attempted"
