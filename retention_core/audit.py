@@ -890,6 +890,14 @@ def sync_dir(path: Path) -> None:
             os.close(fd)
 
 
+def segment_ref(segment: Path, base: Path) -> dict[str, Any]:
+    """A ``segment`` line's reference: the file relative to the trail's directory *base*, its
+    line count and head hash, its SHA-256."""
+    head = AuditTrail(segment).head()
+    digest, _ = file_sha256(segment)
+    return {"file": os.path.relpath(segment, base), "lines": head.seq, "head": head.hash, "sha256": digest}
+
+
 def evidence_ref(trail_dir: Path, path: Path, rows: int, sha256: str) -> dict[str, Any]:
     """The ``evidence`` value of a line naming *path* (relative to the trail's directory)."""
     return {"file": os.path.relpath(path, trail_dir), "rows": rows, "sha256": sha256}

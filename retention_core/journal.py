@@ -188,16 +188,24 @@ class OpenIntents:
     #: outcome: their records cannot be named, so nothing of them is settled or inferred;
     #: recovery journals each as ``batch-unreadable`` (one line naming the file) and warns.
     unreadable: list[tuple[dict[str, Any], str]] = field(default_factory=list)
+    #: Segments a crashed distributed run dispatched whose ``segment`` line it never wrote (the
+    #: main process died after its workers journalled there): (run id, source, partition, file),
+    #: file relative to the trail's directory. Recovery names each in the main trail, so its
+    #: deletions are read (and verified) with the rest.
+    orphans: list[tuple[str, str, str, str]] = field(default_factory=list)
 
     @classmethod
     def read(cls, trail: Path, crashed: Iterable[str], unsettled: list[tuple[int, dict[str, Any]]]) -> OpenIntents:
         crashed = frozenset(crashed)
         dangling: dict[RecordKey, dict[str, Any]] = {}
         broken: dict[tuple[Any, Any], tuple[dict[str, Any], str]] = {}
+        dispatched: dict[str, tuple[str, str, str, str]] = {}
         if crashed and trail.exists():
             for line in _with_dispatched(walk(trail), crashed):
                 entry = line.entry
                 event = entry.get("event")
+                if line.top.get("run_id") in crashed:
+                    _track_segments(line.top if line.top is not entry else entry, dispatched)
                 if entry.get("run_id") not in crashed or event not in ("intent", "outcome", BATCH_UNREADABLE):
                     continue
                 batch = (entry.get("run_id"), entry.get("batch"))
@@ -221,7 +229,7 @@ class OpenIntents:
                         dangling[trail_key(one)] = one
                     else:
                         dangling.pop(trail_key(one), None)
-        return cls(crashed, dangling, unsettled, list(broken.values()))
+        return cls(crashed, dangling, unsettled, list(broken.values()), list(dispatched.values()))
 
     @property
     def keys(self) -> set[RecordKey]:
@@ -230,6 +238,19 @@ class OpenIntents:
     @property
     def sources(self) -> set[str]:
         return {key.source for key in self.keys}
+
+
+def _track_segments(entry: dict[str, Any], dispatched: dict[str, tuple[str, str, str, str]]) -> None:
+    """Keep the segments a crashed run dispatched until a line of it records each one."""
+    event = entry.get("event")
+    if event == "segments-dispatched":
+        for segment in entry.get("segments") or ():
+            rel = str(segment.get("file"))
+            dispatched[rel] = (str(entry.get("run_id")), str(entry.get("source")), str(segment.get("partition")), rel)
+    elif event == "segment" and isinstance(entry.get("segment"), dict):
+        dispatched.pop(str(entry["segment"].get("file")), None)
+    elif event == "segment-not-written":
+        dispatched.pop(str(entry.get("file")), None)
 
 
 def _with_dispatched(lines: Iterator[Line], runs: frozenset[str]) -> Iterator[Line]:

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from . import logs
-from .audit import INTENT_FIELDS, SEGMENTS_SUFFIX, AuditTrail, load_key, records
+from .audit import INTENT_FIELDS, SEGMENTS_SUFFIX, AuditTrail, load_key, records, segment_ref
 from .backend import Partition
 from .errors import BackendError, ConfigError, LockedError, RetentionError
 from .executors import Executor, LocalExecutor
@@ -54,7 +54,7 @@ from .plugins import load_plugins
 from .policy import load_policy
 from .report import PROBLEM_SAMPLES, RunReport, SourceStats
 from .runtime import Runtime, classify
-from .scheduler import DESTRUCTIVE, KeepPredicate, delete_due, scan_into
+from .scheduler import DESTRUCTIVE, KeepPredicate, checkpoint, delete_due, scan_into
 from .spool import Spool
 
 #: What a dead deletion task's ``segment`` line counts besides outcomes: intents it left
@@ -311,6 +311,7 @@ class PartitionedRun:
                                 for job in jobs])
         stats = report.sources[source.name]
         results = self.executor.map(delete_partition, jobs)
+        checkpoint("after-partitions")  # the workers journalled in their segments; the main trail not yet
         for job, result in zip(jobs, results, strict=True):
             label = job.surveyed.partition.label
             if isinstance(result, BaseException):
@@ -460,17 +461,6 @@ def merge_stats(into: SourceStats, part: SourceStats) -> None:
             into.unknown_subject_samples.append(name)
 
 
-def segment_ref(segment: Path, base: Path) -> dict[str, Any]:
-    """A ``segment`` line's reference (interfaces B): file relative to the trail's directory,
-    its line count and head hash, its SHA-256."""
-    head = AuditTrail(segment).head()
-    digest = hashlib.sha256()
-    with segment.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return {"file": _rel(str(segment), base), "lines": head.seq, "head": head.hash, "sha256": digest.hexdigest()}
-
-
 def _rel(path: str, base: Path) -> str:
     return str(Path(path).relative_to(base))
 
@@ -612,4 +602,4 @@ def _grouped(pairs: Iterable[tuple[str, Outcome]]) -> Iterator[tuple[str, list[O
 
 __all__ = ["SEGMENTS_SUFFIX", "DeleteJob", "Deleted", "PartitionRuntime", "PartitionedRun", "Setup", "SurveyJob",
            "Surveyed", "claim_segment", "delete_partition", "merge_stats", "new_secret", "read_chunks",
-           "remove_stale_work", "require_shared_state", "segment_ref", "survey_partition", "write_chunks"]
+           "remove_stale_work", "require_shared_state", "survey_partition", "write_chunks"]

@@ -18,7 +18,18 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
-from .audit import STREAMED_FIELDS, evidence_dir, evidence_ref, last_event, parse_copy_text, trail_for
+from .audit import (
+    STREAMED_FIELDS,
+    AuditTrail,
+    evidence_dir,
+    evidence_ref,
+    last_event,
+    load_key,
+    parse_copy_text,
+    records,
+    segment_ref,
+    trail_for,
+)
 from .backend import Backend, Cutoffs, PushdownPlan, StreamedBatch, Survey
 from .engine import Decider, covering_holds, cutoffs, plain_cutoff, protected_by
 from .errors import ClockError, ConfigError, LockedError, RetentionError
@@ -95,7 +106,9 @@ _KILL_AT = os.environ.get(KILL_ENV)
 _passes: dict[str, int] = {}
 
 
-def _checkpoint(point: str) -> None:
+def checkpoint(point: str) -> None:
+    """A kill point for crash tests: SIGKILL this process the Nth time *point* is passed when
+    ``RETENTION_TEST_KILL_AT=point[:N]`` is set (a no-op otherwise)."""
     if not _KILL_AT:
         return
     name, _, count = _KILL_AT.partition(":")
@@ -440,7 +453,7 @@ def _batches(rt: Runtime, backend: Backend, source: Source, report: RunReport, j
 def _execute(rt: Runtime, backend: Backend, action: Action, items: list[Item], report: RunReport,
              journal: Journal, ctx: Context, stats: SourceStats, batch_id: str) -> None:
     batch = journal.intent(items[0].record.source, action, ((i.record, i.decision) for i in items), batch_id)
-    _checkpoint("after-intent")
+    checkpoint("after-intent")
     records = [i.record for i in items]
     # RecordKey is a NamedTuple: plain tuples of its fields are equal to it and hash alike, and
     # cost a third of the property's call per record (profile of a 100k-file batch run).
@@ -466,14 +479,14 @@ def _execute(rt: Runtime, backend: Backend, action: Action, items: list[Item], r
             if key in wanted and key not in got:
                 got[key] = outcome
                 if _KILL_AT:
-                    _checkpoint("mid-batch")
+                    checkpoint("mid-batch")
     except Exception as exc:  # the rest of the batch gets `failed`, never silence
         error = f"{type(exc).__name__}: {exc}"
     done = [(got.get(key) or Outcome(item.record, Status.FAILED, error), item) for key, item in zip(keys, items,
                                                                                                    strict=True)]
-    _checkpoint("after-backend")
+    checkpoint("after-backend")
     journal.outcome(batch, ((o.status, o.error) for o, _ in done))
-    _checkpoint("after-outcome")
+    checkpoint("after-outcome")
     rt.state.add_unsettled(report.run_id, [journal.unsettled(o.record, i.decision)
                                            for o, i in done if o.status is Status.FAILED])
     # Without items, outcomes are read back only for subjects with erasure requests.
@@ -517,7 +530,7 @@ def _push_down(rt: Runtime, backend: Backend, source: Source, report: RunReport,
         if isinstance(batch, StreamedBatch):
             # One transaction: every row committed, so every row deleted (failures: none).
             journal.streamed_outcome(journalled, Status.DELETED)
-            _checkpoint("after-outcome")
+            checkpoint("after-outcome")
             stats.outcomes[Status.DELETED] += batch.rows
             if hooked:  # the rows are read back from the file only for a plugin that observes them
                 rt.plugins.after_delete(streamed_outcomes(batch.path, source), rt.context(now))
@@ -525,7 +538,7 @@ def _push_down(rt: Runtime, backend: Backend, source: Source, report: RunReport,
                 deleting(source.name, batch.rows, stats.decisions["delete"] + stats.decisions["anonymize"])
             return
         journal.outcome(journalled, ((o.status, o.error) for o in batch))
-        _checkpoint("after-outcome")
+        checkpoint("after-outcome")
         failed = [o for o in batch if o.status is Status.FAILED]
         rt.state.add_unsettled(report.run_id, [journal.unsettled(o.record, decision) for o in failed])
         report.spool.record_pushed_batch(batch if itemize else failed, decision)
@@ -560,7 +573,7 @@ def _push_down(rt: Runtime, backend: Backend, source: Source, report: RunReport,
                 if _KILL_AT and (pending is not None or batch is not None):
                     # Storage committed the pending batch (no outcome line yet) and selected this one
                     # (a streamed batch's evidence file is written; no intent names it yet).
-                    _checkpoint("after-backend")
+                    checkpoint("after-backend")
                 if pending is not None:
                     settle(*pending)
                     fences.leave(pending[1].batch_id)  # committed and journalled: no longer in flight
@@ -576,7 +589,7 @@ def _push_down(rt: Runtime, backend: Backend, source: Source, report: RunReport,
                     break
                 _still_ours(rt, report.run_id)
                 journalled = intent(batch, batch_id)
-                _checkpoint("after-intent")
+                checkpoint("after-intent")
                 # Holds and erasure requests are read once more just before the commit (the fence
                 # makes a hold placed from now on wait for it; this catches one placed, or an
                 # erasure request withdrawn, while the batch was being selected).
@@ -694,6 +707,7 @@ def _recover(rt: Runtime, report: RunReport, journal: Journal, left_open: OpenIn
     journalled ``unknown`` and carried to the next run: an absence not observed is never
     journalled as a deletion.
     """
+    _name_orphan_segments(rt, report, journal, left_open)
     settled: list[dict[str, Any]] = []
     carried: list[dict[str, Any]] = []
     places = journal.places  # what this run lists, as its intents record it (recovery runs over every source)
@@ -742,6 +756,30 @@ def _observed(rt: Runtime, report: RunReport, key: RecordKey, intent: dict[str, 
     # A listing taken before the intent (an inventory report) cannot tell whether it was executed.
     listed = rt.backend(source).listed_at(source)
     return listed is None or _journalled_before(intent, listed)
+
+
+def _name_orphan_segments(rt: Runtime, report: RunReport, journal: Journal, left_open: OpenIntents) -> None:
+    """Segments a crashed distributed run dispatched and never recorded: each is closed (a
+    ``segment-recovered`` line, which also cuts a torn last line) and named in the main trail by a
+    ``segment`` line with its head and SHA-256, so the deletions its workers journalled there are
+    read by ``audit find`` and certificates and checked by ``audit verify``; its open intents are
+    settled below like any other."""
+    base = rt.policy.audit.parent
+    for run_id, source, partition, rel in left_open.orphans:
+        segment = base / rel
+        if not segment.is_file() or segment.stat().st_size == 0:
+            continue  # claimed, never written: nothing of it happened
+        AuditTrail(segment, key=load_key()).append([{"event": "segment-recovered", "run_id": run_id,
+                                                     "recovered_by": report.run_id}])
+        counts: dict[str, int] = {}
+        for entry in records(segment):
+            if entry.get("event") == "outcome" and entry.get("outcome"):
+                counts[entry["outcome"]] = counts.get(entry["outcome"], 0) + 1
+        journal.trail.append([{"event": "segment", "run_id": run_id, "source": source, "partition": partition,
+                               "segment": segment_ref(segment, base), "outcomes": counts,
+                               "recovered_by": report.run_id}])
+        report.warnings.append(f"run {run_id} crashed before naming its segment {rel} ({partition}); named now, "
+                               f"with the outcomes its workers journalled there")
 
 
 def _still_there(rt: Runtime, report: RunReport, key: RecordKey) -> bool:
