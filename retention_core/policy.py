@@ -253,6 +253,9 @@ def parse_policy(data: Any, path: Path) -> Policy:
         state = _sqlite_relative(expand_env(r.string(state, "state"), key="state"), base)
     except ConfigError as exc:
         raise exc.located(file=r.file) from None
+    if _in_memory(state):
+        raise r.fail("state", f"{state!r} is an in-memory database: holds, erasure requests and the run lock "
+                              "would be forgotten when each command ends; give a file or a server")
     audit = Path(r.string(top.get("audit") or ".retention/audit.jsonl", "audit")).expanduser()
     audit = audit if audit.is_absolute() else base / audit
 
@@ -347,6 +350,16 @@ def _hold_sources(r: _Reader, value: Any) -> tuple[Mapping[str, Any], ...]:
             raise r.fail(f"{key}.name", f"duplicate hold source name {name!r} (give each a name:)")
         out.append({**body, "name": name, "source": source})
     return tuple(out)
+
+
+def _in_memory(url: str) -> bool:
+    """Whether a state URL names a SQLite database that lives only as long as one process."""
+    if not url.startswith("sqlite"):
+        return False
+    rest = url.split("://", 1)[-1].lstrip("/")
+    path, _, query = rest.partition("?")
+    return path in ("", ":memory:") or path.startswith(":memory:") or "mode=memory" in query \
+        or path.startswith("file::memory:")
 
 
 def _sqlite_relative(url: str, base: Path) -> str:

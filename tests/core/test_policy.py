@@ -70,6 +70,10 @@ def test_minimal_policy_loads_with_defaults_relative_to_the_file(tmp_path):
     (with_(limits={"max_fraction": 1.5}), "limits.max_fraction", "expected a number from 0 to 1"),
     (with_(limits={"max_deletions": -1}), "limits.max_deletions", "expected a whole number"),
     (with_(subjects={"path": "x.csv"}), "subjects.source", "is required"),
+    # an in-memory state store forgets a hold when `holds place` exits (adversarial review round 2)
+    (with_(state="sqlite:///:memory:"), "state", "in-memory"),
+    (with_(state="sqlite://"), "state", "in-memory"),
+    (with_(state="sqlite:///file:x?mode=memory&uri=true"), "state", "in-memory"),
 ])
 def test_every_error_names_file_key_expected_and_found(tmp_path, doc, key, message):
     path = write(tmp_path, doc)
