@@ -225,54 +225,62 @@ class AuditTrail:
         one from storage itself); an intent never does. The head is recorded (``on_append``)
         only after a synced append, so the recorded head is always on disk.
         """
-        fd = self._open()
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            if self._last is not None and self._last[0] == _identity(fd):
-                tail, torn = self._last[1], b""
-            else:
-                tail, torn = _read_tail(fd, self.path)
-            if torn and (whole := _whole_line(torn, tail.head)) is not None:
-                # A complete, chained entry missing only its newline is evidence, not debris: it is
-                # completed, never cut (cutting it would erase a committed line without a trace).
-                os.write(fd, b"\n")
-                tail, torn = whole, b""
-                entries = [{"event": "trail-repaired", "cut_bytes": 0, "cut_sha256": hashlib.sha256(b"").hexdigest(),
-                            "completed_seq": whole.head.seq,
-                            "reason": "the last line was complete but for its final newline; the newline "
-                                      "was added, nothing was cut"}, *entries]
-            self._check_key(tail)
-            now = datetime.now(timezone.utc).isoformat(timespec="microseconds")
-            if torn:
-                entries = [self._repair(fd, torn), *entries]
-            lines = []
-            seq, prev = tail.head.seq, tail.head.hash
-            keyed = {"key_id": self.key.id} if self.key is not None else {}
-            for entry in entries:
-                if not _WRITTEN_KEYS.isdisjoint(entry):
-                    raise ValueError(f"an audit entry may not set {sorted(_WRITTEN_KEYS.intersection(entry))}: "
-                                     "the trail writes them (a second 'hash' would make the line ambiguous)")
-                seq += 1
-                body_text = canonical({"seq": seq, "time": now, **entry, **keyed, "prev_hash": prev})
-                text = prev + body_text
-                prev = hashlib.sha256(text.encode("ascii")).hexdigest()
-                # The written line is the hashed text with "hash" (and "hmac") appended as its
-                # last keys: verify() parses the line and re-canonicalises, so key order is free.
-                mac = f',"hmac":"{self.key.sign(text)}"' if self.key is not None else ""
-                lines.append(f'{body_text[:-1]},"hash":"{prev}"{mac}}}')
-            head = Head(seq, prev)
-            if lines:
-                data = ("\n".join(lines) + "\n").encode("ascii")
-                if os.write(fd, data) != len(data):
-                    raise OSError(f"short write to the audit trail {self.path}")
-                if sync or torn:
-                    os.fsync(fd)
-                if (sync or torn) and self.on_append is not None:
-                    self.on_append(head)
-            self._last = (_identity(fd), _Tail(head, self.key.id if self.key is not None else tail.key_id))
-            return head
+            fd = self._open()
+        except OSError as exc:
+            raise AuditError(f"cannot write the audit trail {self.path}: {exc.strerror or exc}") from None
+        try:
+            return self._append(fd, entries, sync)
+        except OSError as exc:  # a full disk, an I/O error: one line, never an internal error
+            raise AuditError(f"cannot write the audit trail {self.path}: {exc.strerror or exc}") from None
         finally:
             os.close(fd)
+
+    def _append(self, fd: int, entries: Iterable[Mapping[str, Any]], sync: bool) -> Head:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if self._last is not None and self._last[0] == _identity(fd):
+            tail, torn = self._last[1], b""
+        else:
+            tail, torn = _read_tail(fd, self.path)
+        if torn and (whole := _whole_line(torn, tail.head)) is not None:
+            # A complete, chained entry missing only its newline is evidence, not debris: it is
+            # completed, never cut (cutting it would erase a committed line without a trace).
+            os.write(fd, b"\n")
+            tail, torn = whole, b""
+            entries = [{"event": "trail-repaired", "cut_bytes": 0, "cut_sha256": hashlib.sha256(b"").hexdigest(),
+                        "completed_seq": whole.head.seq,
+                        "reason": "the last line was complete but for its final newline; the newline "
+                                  "was added, nothing was cut"}, *entries]
+        self._check_key(tail)
+        now = datetime.now(timezone.utc).isoformat(timespec="microseconds")
+        if torn:
+            entries = [self._repair(fd, torn), *entries]
+        lines = []
+        seq, prev = tail.head.seq, tail.head.hash
+        keyed = {"key_id": self.key.id} if self.key is not None else {}
+        for entry in entries:
+            if not _WRITTEN_KEYS.isdisjoint(entry):
+                raise ValueError(f"an audit entry may not set {sorted(_WRITTEN_KEYS.intersection(entry))}: "
+                                 "the trail writes them (a second 'hash' would make the line ambiguous)")
+            seq += 1
+            body_text = canonical({"seq": seq, "time": now, **entry, **keyed, "prev_hash": prev})
+            text = prev + body_text
+            prev = hashlib.sha256(text.encode("ascii")).hexdigest()
+            # The written line is the hashed text with "hash" (and "hmac") appended as its
+            # last keys: verify() parses the line and re-canonicalises, so key order is free.
+            mac = f',"hmac":"{self.key.sign(text)}"' if self.key is not None else ""
+            lines.append(f'{body_text[:-1]},"hash":"{prev}"{mac}}}')
+        head = Head(seq, prev)
+        if lines:
+            data = ("\n".join(lines) + "\n").encode("ascii")
+            if os.write(fd, data) != len(data):
+                raise OSError(f"short write to the audit trail {self.path}")
+            if sync or torn:
+                os.fsync(fd)
+            if (sync or torn) and self.on_append is not None:
+                self.on_append(head)
+        self._last = (_identity(fd), _Tail(head, self.key.id if self.key is not None else tail.key_id))
+        return head
 
     def head(self) -> Head:
         """The last complete line's seq and hash (a torn last line is not counted)."""
@@ -350,6 +358,8 @@ def check_writable(path: Path) -> None:
             raise _unwritable(path, NotADirectoryError(20, f"{beside} is not a directory (the trail keeps the "
                                                            "files its lines name there)"))
     if path.exists():
+        if not path.is_file():  # a device (/dev/full), a FIFO: never a trail that can be verified
+            raise _unwritable(path, OSError(22, "it is not a regular file"))
         if not os.access(path, os.W_OK):
             raise _unwritable(path, PermissionError(13, "the file is not writable"))
         return

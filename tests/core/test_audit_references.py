@@ -238,3 +238,30 @@ def test_a_file_where_the_trail_keeps_its_evidence_is_a_config_error_before_the_
             raise AssertionError(f"{beside} as a file was accepted")
         beside.unlink()
     check_writable(trail)
+
+
+def test_a_trail_that_cannot_be_written_is_one_line_never_an_internal_error(tmp_path, monkeypatch):
+    """Adversarial review round 2 (F07): a full disk was 'internal error: OSError [Errno 28]';
+    a device as the trail passed validate."""
+    import errno
+    import os
+
+    from retention_core.audit import AuditTrail, check_writable
+    from retention_core.errors import AuditError, ConfigError
+
+    trail = AuditTrail(tmp_path / "audit.jsonl")
+    trail.append([{"event": "first"}])
+    real_write = os.write
+
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "write", full)
+    with pytest.raises(AuditError) as raised:
+        trail.append([{"event": "second"}])
+    monkeypatch.setattr(os, "write", real_write)
+    assert "cannot write the audit trail" in str(raised.value) and "No space left" in str(raised.value)
+    assert "\n" not in str(raised.value)
+    if os.path.exists("/dev/full"):
+        with pytest.raises(ConfigError, match="not a regular file"):
+            check_writable(Path("/dev/full"))
