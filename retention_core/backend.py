@@ -149,9 +149,12 @@ class Backend(ABC):
         without such addresses). Lets ``explain`` and ``audit find`` ask only the right source."""
         return None
 
-    def present(self, source: Source, location: str) -> bool | None:
-        """Whether *location* is in storage, when the backend can tell without a scan (fs);
-        None (the default) when only a scan can tell."""
+    def present(self, source: Source, location: str, version: str | None = None) -> bool | None:
+        """Whether *location* (that *version* of it, on versioned storage) is in storage now, when
+        the backend can look it up without a scan (fs, SQL, S3); None (the default) when only a
+        scan can tell. Recovery asks it before reading a record's absence from a listing as its
+        deletion (a SQL row that left the filter, an object an S3 Inventory report left out), so
+        an error must raise, never answer False."""
         return None
 
     def fingerprint(self, source: Source) -> str | None:

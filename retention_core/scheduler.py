@@ -785,13 +785,12 @@ def _name_orphan_segments(rt: Runtime, report: RunReport, journal: Journal, left
 def _still_there(rt: Runtime, report: RunReport, key: RecordKey) -> bool:
     """Whether the record is still in storage: listed by this run's scan, or — absent from the
     listing — found where the backend can look it up (a SQL row that left the source's
-    ``where:`` filter is not listed, yet not deleted)."""
+    ``where:`` filter, or an object an S3 Inventory report left out, is not listed, yet not
+    deleted)."""
     if report.spool.contains(*key):
         return True
-    if key.version is not None:
-        return False
     source = rt.policy.source(key.source)
-    return rt.backend(source).present(source, key.location) is True
+    return rt.backend(source).present(source, key.location, key.version) is True
 
 
 def _journalled_before(intent: dict[str, Any], listed: datetime) -> bool:

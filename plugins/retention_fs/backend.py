@@ -125,7 +125,7 @@ class FilesystemBackend(Backend):
                 return candidate[len(root):]
         return None
 
-    def present(self, source: Source, location: str) -> bool:
+    def present(self, source: Source, location: str, version: str | None = None) -> bool:
         return os.path.lexists(os.path.join(self.root, location))
 
     def fingerprint(self, source: Source) -> str:

@@ -141,6 +141,21 @@ class S3Backend(Backend):
         bucket, _, key = given[len("s3://"):].partition("/")
         return key if bucket == self.settings.bucket and key.startswith(self.settings.prefix) and key else None
 
+    def present(self, source: Source, location: str, version: str | None = None) -> bool | None:
+        """Whether the object (that version of it) is in the bucket now: one HeadObject. Recovery
+        asks it before reading an object's absence from a listing — an S3 Inventory report that
+        left the object out, for one — as its deletion; an error raises, never answers False."""
+        request: dict[str, Any] = {"Bucket": self.settings.bucket, "Key": location}
+        if version is not None:
+            request["VersionId"] = version
+        try:
+            self.client.head_object(**request)
+        except Exception as exc:
+            if error_code(exc) in ("404", "NoSuchKey", "NoSuchVersion", "405", "MethodNotAllowed"):
+                return False  # 405: the version is a delete marker, so no object is there
+            raise BackendError(f"{self.settings.where}: cannot look up {location!r}: {describe(exc)}") from None
+        return True
+
     def conditional_deletes(self) -> ConditionalDeletes:
         """Whether this endpoint enforces per-object ETags in DeleteObjects, probed once per instance.
 

@@ -175,7 +175,7 @@ class SqlBackend(Backend):
                        "stores in UTC")
         return out
 
-    def present(self, source: Source, location: str) -> bool | None:
+    def present(self, source: Source, location: str, version: str | None = None) -> bool | None:
         """Whether a live (not anonymized) row has this key, inside the source's ``where:`` or not:
         recovery asks it of a record its scan did not list, so that a row that only left the
         filter (a case reopened) is never taken for one deleted."""

@@ -515,3 +515,44 @@ def test_an_erasure_request_is_not_proven_done_by_a_report_taken_before_it(
     assert not {k for k, _, _ in all_versions(s3, bucket)} & {"tenants/dave/calls/keep.wav", unseen}
     assert "predates the request" not in second.output
     assert "for dave: done" in second.output, second.output
+
+
+def test_a_report_leaving_out_objects_a_crash_left_open_never_makes_them_deleted(
+        retention_cli: Any, policy_builder: Any, s3: Any, moto_endpoint: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Adversarial review round 2 (F08): killed after its intent (nothing deleted), then a report
+    taken later that leaves the objects out: absence from a report is checked with HeadObject
+    before it is read as a deletion, so they are journalled not executed and stay."""
+    import os
+    import shutil
+    import subprocess
+
+    from retention_core.audit import records
+
+    from .conftest import FAKE_ENV
+
+    exe = shutil.which("retention")
+    if exe is None:
+        pytest.skip("the retention console script is not installed (pip install -e .)")
+    bucket = seed(s3, versioned=False)
+    dest, _ = report(s3, bucket, "CSV", versioned=False)
+    policy = policy_builder.write(categories=CATEGORIES, subjects=SUBJECTS, limits=NO_LIMIT,
+                                  sources=[source_entry(bucket, moto_endpoint, inventory=inventory_options(dest))])
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RETENTION_"))}
+    env.update(FAKE_ENV, AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+               RETENTION_TEST_KILL_AT="after-intent")
+    killed = subprocess.run([exe, "run", "-c", str(policy)], env=env, capture_output=True, text=True, timeout=120,
+                            check=False)
+    assert killed.returncode != 0, killed.stdout + killed.stderr
+    due = set(PLAIN_KEYS[:4] + ODD_KEYS)
+    assert due <= {k for k, _, _ in all_versions(s3, bucket)}, "nothing was deleted before the kill"
+
+    monkeypatch.setattr(retention_s3.backend, "FUTURE_TOLERANCE", timedelta(0))
+    kept = [obj for obj in listed(s3, bucket, versions=False) if obj["Key"] not in due]
+    write_inventory(s3, dest, "inv", bucket, kept, "CSV", datetime.now(timezone.utc) + timedelta(seconds=1))
+    rerun = retention_cli("run", "-c", policy)
+    assert rerun.exit_code == 0, rerun.output
+    assert due <= {k for k, _, _ in all_versions(s3, bucket)}
+    settled = {e["location"]: e["outcome"] for e in records(policy.parent / "audit.jsonl")
+               if e.get("event") == "outcome" and e.get("settled_by")}
+    assert {k: settled.get(k) for k in due} == {k: "not-executed" for k in due}, settled
