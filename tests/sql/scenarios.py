@@ -22,6 +22,7 @@ from retention_core import (
     Hold,
     HoldScope,
     PushdownPlan,
+    Record,
     Source,
     Status,
     Subject,
@@ -98,7 +99,8 @@ def scenario(seed: int, *, after: str = "created", action: Action = Action.DELET
 
 def per_record(backend: Any, source: Source, ctx: Context) -> set[str]:
     """Scan, decide each record, and delete or anonymize what is due; the affected locations."""
-    due = [r for r in backend.scan(source) if decide(r, ctx).action in (Action.DELETE, Action.ANONYMIZE)]
+    due = [r for r in backend.scan(source)
+           if isinstance(r, Record) and decide(r, ctx).action in (Action.DELETE, Action.ANONYMIZE)]
     action = ctx.categories[source.category or ""].action
     outcomes = list(backend.anonymize(due) if action is Action.ANONYMIZE else backend.delete(due))
     assert len(outcomes) == len(due)
