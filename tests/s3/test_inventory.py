@@ -403,6 +403,31 @@ def test_inventory_options_are_checked(options: dict[str, Any], message: str) ->
 # -- recovery over an inventory -----------------------------------------------------------------------
 
 
+def inventory_run_killed_at(point: str, policy_builder: Any, s3: Any, moto_endpoint: str) -> tuple[str, str, Path]:
+    """An enforcing run over a fresh CSV report of a seeded bucket, SIGKILLed at *point* in its own
+    process (the console script). Returns (bucket, destination bucket, policy path)."""
+    import os
+    import shutil
+    import subprocess
+
+    from .conftest import FAKE_ENV
+
+    exe = shutil.which("retention")
+    if exe is None:
+        pytest.skip("the retention console script is not installed (pip install -e .)")
+    bucket = seed(s3, versioned=False)
+    dest, _ = report(s3, bucket, "CSV", versioned=False)
+    policy = policy_builder.write(categories=CATEGORIES, subjects=SUBJECTS, limits=NO_LIMIT,
+                                  sources=[source_entry(bucket, moto_endpoint, inventory=inventory_options(dest))])
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RETENTION_"))}
+    env.update(FAKE_ENV, AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+               RETENTION_TEST_KILL_AT=point)
+    killed = subprocess.run([exe, "run", "-c", str(policy)], env=env, capture_output=True, text=True, timeout=120,
+                            check=False)
+    assert killed.returncode != 0, killed.stdout + killed.stderr
+    return bucket, dest, policy
+
+
 def test_a_crash_is_never_settled_from_a_report_taken_before_the_intent(
         retention_cli: Any, policy_builder: Any, s3: Any, moto_endpoint: str, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -420,19 +445,12 @@ def test_a_crash_is_never_settled_from_a_report_taken_before_the_intent(
 
     from .conftest import FAKE_ENV
 
+    bucket, dest, policy = inventory_run_killed_at("after-backend", policy_builder, s3, moto_endpoint)
     exe = shutil.which("retention")
-    if exe is None:
-        pytest.skip("the retention console script is not installed (pip install -e .)")
-    bucket = seed(s3, versioned=False)
-    dest, _ = report(s3, bucket, "CSV", versioned=False)
-    policy = policy_builder.write(categories=CATEGORIES, subjects=SUBJECTS, limits=NO_LIMIT,
-                                  sources=[source_entry(bucket, moto_endpoint, inventory=inventory_options(dest))])
+    assert exe is not None
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RETENTION_"))}
     env.update(FAKE_ENV, AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull,
                RETENTION_TEST_KILL_AT="after-backend")
-    killed = subprocess.run([exe, "run", "-c", str(policy)], env=env, capture_output=True, text=True, timeout=120,
-                            check=False)
-    assert killed.returncode != 0, killed.stdout + killed.stderr
     due = {k for k in PLAIN_KEYS[:4] + ODD_KEYS}
     assert not due & {k for k, _, _ in all_versions(s3, bucket)}, "the backend deleted before the kill"
 
@@ -523,27 +541,9 @@ def test_a_report_leaving_out_objects_a_crash_left_open_never_makes_them_deleted
     """Adversarial review round 2 (F08): killed after its intent (nothing deleted), then a report
     taken later that leaves the objects out: absence from a report is checked with HeadObject
     before it is read as a deletion, so they are journalled not executed and stay."""
-    import os
-    import shutil
-    import subprocess
-
     from retention_core.audit import records
 
-    from .conftest import FAKE_ENV
-
-    exe = shutil.which("retention")
-    if exe is None:
-        pytest.skip("the retention console script is not installed (pip install -e .)")
-    bucket = seed(s3, versioned=False)
-    dest, _ = report(s3, bucket, "CSV", versioned=False)
-    policy = policy_builder.write(categories=CATEGORIES, subjects=SUBJECTS, limits=NO_LIMIT,
-                                  sources=[source_entry(bucket, moto_endpoint, inventory=inventory_options(dest))])
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RETENTION_"))}
-    env.update(FAKE_ENV, AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull,
-               RETENTION_TEST_KILL_AT="after-intent")
-    killed = subprocess.run([exe, "run", "-c", str(policy)], env=env, capture_output=True, text=True, timeout=120,
-                            check=False)
-    assert killed.returncode != 0, killed.stdout + killed.stderr
+    bucket, dest, policy = inventory_run_killed_at("after-intent", policy_builder, s3, moto_endpoint)
     due = set(PLAIN_KEYS[:4] + ODD_KEYS)
     assert due <= {k for k, _, _ in all_versions(s3, bucket)}, "nothing was deleted before the kill"
 
