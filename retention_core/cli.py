@@ -18,7 +18,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import IO, Any
 
@@ -819,6 +819,9 @@ def requests_erase(config: str, subject: str, controller: str, received: str | N
             raise ConfigError(f"{controller!r} is not the controller of subject {subject!r}; requests are "
                               "accepted only from the subject's controller", key="--controller")
         at = _parse_date(received, "--received") or datetime.now(timezone.utc)
+        if at > datetime.now(timezone.utc) + timedelta(days=1):  # a typo'd year would never be proven done
+            raise ConfigError(f"{at:%Y-%m-%d} is in the future: a request is received when it arrives",
+                              key="--received")
         trail = trail_for(rt.policy.audit, rt.state)
         request = rt.state.add_request(subject, controller, at, ticket=ticket)
         trail.append([{"event": "erasure-requested", "request": request.id, "subject": subject,

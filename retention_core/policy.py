@@ -318,8 +318,8 @@ def _executor(r: _Reader, value: Any) -> ExecutorConfig:
         if problem is not None:
             raise r.fail("executor.scheduler", problem)
     workers = body.get("workers")
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
-        raise r.fail("executor.workers", f"expected a whole number >= 1, found {describe(workers)}")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 1024):
+        raise r.fail("executor.workers", f"expected a whole number from 1 to 1024, found {describe(workers)}")
     if kind == "local" and (scheduler is not None or workers is not None):
         raise r.fail("executor", "scheduler: and workers: need kind: dask")
     return ExecutorConfig(kind, scheduler, workers)

@@ -322,3 +322,10 @@ def test_plan_csv_neutralises_formula_cells(make_policy, store_name):
     result = invoke("plan", "-c", str(policy), "--format", "csv", "--as-of", "2026-06-01")
     assert result.exit_code == 0, result.output
     assert "due_now,2026-06-01,2026-06-01,'-1-1,1,0" in result.stdout.splitlines()
+
+
+def test_erasure_request_received_in_the_future_is_refused(make_policy):
+    """Adversarial review round 2: a request received in 9000 could never be proven done."""
+    result = invoke("requests", "erase", "-c", str(make_policy()), "--subject", "alice", "--controller", "ctl-a",
+                    "--received", "9000-12-31")
+    one_error_line(result, "--received", "in the future")

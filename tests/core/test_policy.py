@@ -74,6 +74,7 @@ def test_minimal_policy_loads_with_defaults_relative_to_the_file(tmp_path):
     (with_(state="sqlite:///:memory:"), "state", "in-memory"),
     (with_(state="sqlite://"), "state", "in-memory"),
     (with_(state="sqlite:///file:x?mode=memory&uri=true"), "state", "in-memory"),
+    (with_(executor={"kind": "dask", "workers": 10 ** 20}), "executor.workers", "from 1 to 1024"),
 ])
 def test_every_error_names_file_key_expected_and_found(tmp_path, doc, key, message):
     path = write(tmp_path, doc)
