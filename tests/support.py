@@ -34,3 +34,27 @@ def ok(*args: str | Path) -> Any:
     result = invoke(*args)
     assert result.exit_code == 0, result.output
     return result
+
+
+def memory_calls_policy(folder: Path, store: str) -> Path:
+    """A policy over one memory-backend source of calls per subject (alice … dave), 30 days kept,
+    no safety limit: what the partitioned-run tests split and compare."""
+    from retention_core.testing.builders import PolicyBuilder
+
+    return PolicyBuilder(folder).write(
+        categories={"calls": {"retain": "30d"}},
+        sources=[{"name": "calls", "backend": "memory", "options": {"store": store, "page_size": 3},
+                  "category": "calls", "match": "(?P<subject>[^/]+)/.*"}],
+        subjects=[{"subject_id": s, "controller": "acme"} for s in ("alice", "bob", "carol", "dave")],
+        limits={"max_fraction": 1.0})
+
+
+def seed_calls(store: str, now: Any) -> None:
+    """Seven calls per subject, 0 to 60 days old (four of them due under 30 days)."""
+    from datetime import timedelta
+
+    from retention_core.testing import memory
+
+    for subject in ("alice", "bob", "carol", "dave"):
+        for i in range(7):
+            memory.seed(store, f"{subject}/rec-{i}", now - timedelta(days=10 * i), size=i)

@@ -20,25 +20,18 @@ from retention_core.plugins import load_plugins
 from retention_core.runtime import Runtime
 from retention_core.scheduler import RunOptions, run
 from retention_core.testing import memory
-from retention_core.testing.builders import PolicyBuilder
+from tests.support import memory_calls_policy, seed_calls
 
 NOW = datetime(2026, 6, 1, tzinfo=timezone.utc)
 MEMORY = ("retention_core.testing.memory",)
 
 
 def policy(folder: Path, store: str) -> Path:
-    return PolicyBuilder(folder).write(
-        categories={"calls": {"retain": "30d"}},
-        sources=[{"name": "calls", "backend": "memory", "options": {"store": store, "page_size": 3},
-                  "category": "calls", "match": "(?P<subject>[^/]+)/.*"}],
-        subjects=[{"subject_id": s, "controller": "acme"} for s in ("alice", "bob", "carol", "dave")],
-        limits={"max_fraction": 1.0})
+    return memory_calls_policy(folder, store)
 
 
 def seed(store: str) -> None:
-    for subject in ("alice", "bob", "carol", "dave"):
-        for i in range(7):
-            memory.seed(store, f"{subject}/rec-{i}", NOW - timedelta(days=10 * i), size=i)
+    seed_calls(store, NOW)
 
 
 def per_record(trail: Path) -> Counter[tuple[object, ...]]:
