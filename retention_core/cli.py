@@ -43,7 +43,7 @@ from .policy import EXECUTOR_KINDS, HOLD_KINDS, check_actions, check_hold_id, sc
 from .report import RunReport, check_writable, one_line, run_warnings, text_summary
 from .runtime import POLICY_FILE, Runtime
 from .scheduler import RunOptions, over_limits, run
-from .state import actor, check_fits, holds_table
+from .state import HOLDS, actor, check_fits
 from .subjects import parse_given_date, parse_instant
 from .text import printable
 
@@ -630,7 +630,7 @@ def holds_place(config: str, hold_id: str, kind: str, reason: str, subject: str 
         if taken is not None:
             raise ConfigError(f"hold {hold_id!r} already exists (from {taken.origin}); hold ids are never reused",
                               key="--id")
-        check_fits(holds_table, "scope_subject", subject, "--subject")  # a value too long says so first
+        check_fits(HOLDS, "scope_subject", subject, "--subject")  # a value too long says so first
         unknown = _unknown_subject(rt, HoldScope(subject, category, source))
         if unknown and not force:
             raise ConfigError(f"{unknown}; give --force to place it anyway", key="--subject")

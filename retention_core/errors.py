@@ -38,6 +38,14 @@ class BackendError(RetentionError):
     exit_code = 1
 
 
+class StateStoreError(RetentionError):
+    """The state store's database refused or failed a statement (retention_core/statedb.py)."""
+
+
+class DuplicateKeyError(StateStoreError):
+    """A state store row with that key exists already: another process wrote it first."""
+
+
 class LockedError(RetentionError):
     """Another run holds the state store's lock."""
 

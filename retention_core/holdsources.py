@@ -18,15 +18,13 @@ from datetime import datetime, timezone, tzinfo
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-
-from .errors import ConfigError, PluginError, RetentionError
+from .errors import ConfigError, DuplicateKeyError, PluginError, RetentionError, StateStoreError
 from .model import Hold, HoldScope
 from .options import Options
 from .policy import HOLD_ID, HOLD_KINDS
-from .sqlread import Table, open_table, read_columns, read_zone
-from .state import StateStore, actor, holds_table, source_holds_table, utc
+from .sqlread import ReadFailed, Table, open_table, read_columns, read_zone
+from .state import SOURCE_HOLDS, StateStore, actor, insert, utc
+from .statedb import Row
 from .subjects import instant_cell
 
 #: The fields of a hold row; the scope fields name what it covers (at least one is given).
@@ -53,7 +51,7 @@ def hold_from(row: Mapping[str, Any], zone: tzinfo | None, names: Mapping[str, s
         value = "" if value is None else str(value).strip()
         if not value.isprintable():
             raise ValueError(f"{label(field)}: expected printable text, found {value!r}")
-        limit = getattr(source_holds_table.c[field].type, "length", None) if field in source_holds_table.c else None
+        limit = SOURCE_HOLDS.length(field)
         if limit is not None and len(value) > limit:
             raise ValueError(f"{label(field)}: expected at most {limit} characters, found {len(value)}")
         return value
@@ -152,9 +150,8 @@ class SqlHolds:
                     out.append(hold_from(row, self.zone, self.names))
                 except ValueError as exc:
                     raise ConfigError(f"{self.table.label}, row {n}: {exc}", key=self.where) from None
-        except SQLAlchemyError as exc:
-            raise ConfigError(f"cannot read {self.table.label}: {str(exc).strip().splitlines()[0]}",
-                              key=self.where) from None
+        except ReadFailed as exc:
+            raise ConfigError(f"cannot read {self.table.label}: {exc}", key=self.where) from None
         return out
 
     def close(self) -> None:
@@ -177,13 +174,13 @@ def read_holds(sources: Mapping[str, HoldReader], state: StateStore, journal: Jo
     events: list[dict[str, Any]] = []
     out: list[Hold] = []
     try:
-        with state.engine.connect() as conn:
-            remembered: dict[str, dict[str, sa.Row[Any]]] = {}
-            for row in conn.execute(sa.select(source_holds_table)):
+        remembered: dict[str, dict[str, Row]] = {}
+        with state.db.connect() as conn:
+            for row in conn.execute("SELECT * FROM retention_source_holds"):
                 remembered.setdefault(row.origin, {})[row.id] = row
         for name in sorted(set(listed) | set(remembered)):
             out += _settle(state, name, listed.get(name), remembered.get(name, {}), now, events)
-    except SQLAlchemyError as exc:
+    except StateStoreError as exc:
         raise RetentionError(f"cannot remember the hold sources' holds in the state store: "
                              f"{str(exc).strip().splitlines()[0]}") from None
     finally:
@@ -224,13 +221,13 @@ def _unfit(hold: Hold) -> str | None:
     for column, value in (("id", hold.id), ("kind", hold.kind), ("scope_subject", hold.scope.subject),
                           ("scope_category", hold.scope.category), ("scope_source", hold.scope.source),
                           ("placed_by", hold.placed_by)):
-        limit = getattr(source_holds_table.c[column].type, "length", None)
+        limit = SOURCE_HOLDS.length(column)
         if value is not None and limit is not None and len(value) > limit:
             return f"{column}: expected at most {limit} characters, found {len(value)}"
     return None
 
 
-def _settle(state: StateStore, name: str, listed: list[Hold] | None, remembered: dict[str, sa.Row[Any]],
+def _settle(state: StateStore, name: str, listed: list[Hold] | None, remembered: dict[str, Row],
             now: datetime, events: list[dict[str, Any]]) -> list[Hold]:
     """Bring the memory of source *name* up to what it lists now (None: no longer configured);
     return its holds, vanished ones included."""
@@ -259,15 +256,16 @@ def _settle(state: StateStore, name: str, listed: list[Hold] | None, remembered:
     return out
 
 
-def _listed_active(state: StateStore, name: str, hold: Hold, row: sa.Row[Any] | None, now: datetime,
+def _listed_active(state: StateStore, name: str, hold: Hold, row: Row | None, now: datetime,
                    events: list[dict[str, Any]]) -> None:
     """Remember a hold the source lists as active: new, back after vanishing, reinstated, or changed."""
     content = _content(hold)
     if row is None:
         try:
-            with state.engine.begin() as conn:
-                conn.execute(source_holds_table.insert().values(origin=name, first_seen_at=now, **content))
-        except IntegrityError:
+            row_values = {"origin": name, "first_seen_at": now, **content}
+            with state.db.begin() as conn:
+                conn.execute(insert(SOURCE_HOLDS, row_values), row_values)
+        except DuplicateKeyError:
             return  # another process remembered it first, and journalled it
         events.append({"event": "hold-placed", "hold": hold.id, "origin": name, "kind": hold.kind,
                        "scope": hold.scope.as_dict(), "reason": hold.reason, "by": hold.placed_by or f"source {name}"})
@@ -289,7 +287,7 @@ def _listed_active(state: StateStore, name: str, hold: Hold, row: sa.Row[Any] | 
                            "scope": hold.scope.as_dict(), "reason": hold.reason})
 
 
-def _released_by_source(state: StateStore, name: str, hold: Hold, row: sa.Row[Any] | None, now: datetime,
+def _released_by_source(state: StateStore, name: str, hold: Hold, row: Row | None, now: datetime,
                         events: list[dict[str, Any]]) -> Hold:
     """A hold the source lists as released: remembered released, journalled once."""
     released = replace(hold, released_at=now, released_by=f"source {name}",
@@ -298,10 +296,10 @@ def _released_by_source(state: StateStore, name: str, hold: Hold, row: sa.Row[An
               "release_reason": released.release_reason}
     if row is None:
         try:
-            with state.engine.begin() as conn:
-                conn.execute(source_holds_table.insert().values(origin=name, first_seen_at=now, **_content(hold),
-                                                                **values))
-        except IntegrityError:
+            row_values = {"origin": name, "first_seen_at": now, **_content(hold), **values}
+            with state.db.begin() as conn:
+                conn.execute(insert(SOURCE_HOLDS, row_values), row_values)
+        except DuplicateKeyError:
             return released
     elif row.released_at is None:
         if not _update(state, name, hold.id, {**values, "vanished_at": None}, released=False):
@@ -323,16 +321,20 @@ def _update(state: StateStore, name: str, hold_id: str, values: dict[str, Any], 
             vanished: bool | None = None) -> bool:
     """Update the remembered hold only if it is still as read (released or not, vanished or not):
     of two processes noticing the same change, one journals it."""
-    t = source_holds_table
-    where = [t.c.origin == name, t.c.id == hold_id,
-             t.c.released_at.is_not(None) if released else t.c.released_at.is_(None)]
+    where = ["origin = :where_origin", "id = :where_id",
+             "released_at IS NOT NULL" if released else "released_at IS NULL"]
     if vanished is not None:
-        where.append(t.c.vanished_at.is_not(None) if vanished else t.c.vanished_at.is_(None))
-    with state.engine.begin() as conn:
-        return conn.execute(t.update().where(*where).values(**values)).rowcount == 1
+        where.append("vanished_at IS NOT NULL" if vanished else "vanished_at IS NULL")
+    unknown = set(values) - set(SOURCE_HOLDS.by_name)
+    if unknown:
+        raise ValueError(f"retention_source_holds has no column {', '.join(sorted(unknown))}")
+    assignments = ", ".join(f"{column} = :{column}" for column in values)
+    with state.db.begin() as conn:
+        return conn.execute(f"UPDATE retention_source_holds SET {assignments} WHERE {' AND '.join(where)}",
+                            {**values, "where_origin": name, "where_id": hold_id}).rowcount == 1
 
 
-def _row_hold(row: sa.Row[Any]) -> Hold:
+def _row_hold(row: Row) -> Hold:
     return Hold(id=row.id, kind=row.kind,
                 scope=HoldScope(subject=row.scope_subject, category=row.scope_category, source=row.scope_source),
                 reason=row.reason, placed_by=row.placed_by, placed_at=utc(row.placed_at),
@@ -349,14 +351,13 @@ def release_hold(state: StateStore, hold_id: str, reason: str, *, by: str | None
     and the case system, not this tool, is where it ends. *read_sources* (``Runtime.holds``) is
     called first for a source's hold, so that whether it vanished is known now.
     """
-    t = source_holds_table
-    with state.engine.connect() as conn:
-        own = conn.execute(sa.select(holds_table.c.id).where(holds_table.c.id == hold_id)).first()
+    with state.db.connect() as conn:
+        own = conn.execute("SELECT id FROM retention_holds WHERE id = :id", {"id": hold_id}).first()
     if own:
         return state.release_hold(hold_id, reason, by=by)
     read_sources()
-    with state.engine.connect() as conn:
-        rows = conn.execute(sa.select(t).where(t.c.id == hold_id)).all()
+    with state.db.connect() as conn:
+        rows = conn.execute("SELECT * FROM retention_source_holds WHERE id = :id", {"id": hold_id}).all()
     if not rows:
         return state.release_hold(hold_id, reason, by=by)  # its error: no such hold
     if len(rows) > 1:
@@ -375,5 +376,6 @@ def release_hold(state: StateStore, hold_id: str, reason: str, *, by: str | None
                                                 "release_reason": reason}, released=False, vanished=True):
         raise ConfigError(f"hold {hold_id!r} changed while it was being released (its source listed it again, or "
                           "someone released it): look at `retention holds list`", key="HOLD_ID")
-    with state.engine.connect() as conn:
-        return _row_hold(conn.execute(sa.select(t).where(t.c.origin == row.origin, t.c.id == hold_id)).one())
+    with state.db.connect() as conn:
+        return _row_hold(conn.execute("SELECT * FROM retention_source_holds WHERE origin = :origin AND id = :id",
+                                      {"origin": row.origin, "id": hold_id}).one())

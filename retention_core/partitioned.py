@@ -439,7 +439,7 @@ def remove_stale_work(trail: Path, run_id: str) -> list[Path]:
 def require_shared_state(rt: Runtime) -> None:
     """Refuse a state store other processes cannot share: holds, erasure requests, the run lock
     and the hold fence must be the same rows for every worker (PostgreSQL)."""
-    if rt.state.engine.url.get_backend_name() == "sqlite":
+    if rt.state.dialect == "sqlite":
         raise ConfigError(f"a distributed run needs a state store its workers share (PostgreSQL), not SQLite "
                           f"({rt.policy.state}); see docs/scaling.md", file=str(rt.policy.path), key="state")
 

@@ -197,7 +197,7 @@ def _check_state_is_the_trails(rt: Runtime) -> None:
     if last is None or not last.get("state"):
         return
     if last["state"] != rt.state.store_id():
-        store = rt.state.engine.url.render_as_string(hide_password=True)
+        store = rt.state.display_url
         raise ConfigError(
             f"the state store ({store}) is not the one the audit trail's last run used (run "
             f"{last.get('run_id')}): it was emptied, deleted or replaced, so holds and erasure requests placed "

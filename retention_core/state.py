@@ -1,6 +1,8 @@
-"""The state store: holds, erasure requests, runs and the run lock (SQLAlchemy Core).
+"""The state store: holds, erasure requests, runs and the run lock.
 
-SQLite by default; any SQLAlchemy URL works (PostgreSQL is tested). Holds and requests are
+SQLite by default (through the standard library's sqlite3); any SQLAlchemy URL works
+(PostgreSQL is tested). The statements are plain SQL that all of them accept; the tables are
+described once, as data (:mod:`retention_core.statedb` says why and how). Holds and requests are
 never deleted: a released hold keeps who released it, when and why.
 
 The run lock is one row. Its holder refreshes ``refreshed_at`` every :data:`LOCK_HEARTBEAT`
@@ -24,14 +26,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-
-from .errors import ConfigError, LockedError
+from .errors import ConfigError, DuplicateKeyError, LockedError, StateStoreError
 from .model import ErasureRequest, Hold, HoldScope
+from .statedb import Column, Database, Row, Table, in_list, instant, open_database
 
 ERASURE_DEADLINE = timedelta(days=30)
 #: How often the lock holder proves it is alive.
@@ -42,127 +41,135 @@ LOCK_STALE_AFTER = timedelta(minutes=10)
 
 log = logging.getLogger("retention.state")
 
-metadata = sa.MetaData()
 
-def _hold_columns(*, placed_at_required: bool) -> list[sa.Column[Any]]:
+def _hold_columns(*, placed_at_required: bool) -> tuple[Column, ...]:
     """A hold's own columns: the state store's holds and the ones hold sources listed share them."""
-    return [
-        sa.Column("kind", sa.String(20), nullable=False),
-        sa.Column("scope_subject", sa.String(500)),
-        sa.Column("scope_category", sa.String(200)),
-        sa.Column("scope_source", sa.String(200)),
-        sa.Column("reason", sa.Text, nullable=False),
-        sa.Column("placed_by", sa.String(200), nullable=False),
-        sa.Column("placed_at", sa.DateTime(timezone=True), nullable=not placed_at_required),
-    ]
+    return (
+        Column("kind", "str", 20, nullable=False),
+        Column("scope_subject", "str", 500),
+        Column("scope_category", "str", 200),
+        Column("scope_source", "str", 200),
+        Column("reason", "text", nullable=False),
+        Column("placed_by", "str", 200, nullable=False),
+        Column("placed_at", "instant", nullable=not placed_at_required),
+    )
 
 
-def _release_columns() -> list[sa.Column[Any]]:
+def _release_columns() -> tuple[Column, ...]:
     """Who released a hold, when and why (released holds are kept)."""
-    return [
-        sa.Column("released_by", sa.String(200)),
-        sa.Column("released_at", sa.DateTime(timezone=True)),
-        sa.Column("release_reason", sa.Text),
-    ]
+    return (Column("released_by", "str", 200), Column("released_at", "instant"), Column("release_reason", "text"))
 
 
-holds_table = sa.Table(
-    "retention_holds", metadata,
-    sa.Column("id", sa.String(200), primary_key=True),
+HOLDS = Table("retention_holds", (
+    Column("id", "str", 200, nullable=False, primary_key=True),
     *_hold_columns(placed_at_required=True),
     *_release_columns(),
-)
+))
 
-source_holds_table = sa.Table(
-    "retention_source_holds", metadata,
+SOURCE_HOLDS = Table("retention_source_holds", (
     # Every hold a hold source (a case system's export) ever listed, remembered so that a hold
     # which vanishes from its source stays in force until its source says released or a person
     # releases it (retention_core/holdsources.py).
-    sa.Column("origin", sa.String(200), primary_key=True),  # the hold source's name in the policy
-    sa.Column("id", sa.String(200), primary_key=True),
+    Column("origin", "str", 200, nullable=False, primary_key=True),  # the hold source's name in the policy
+    Column("id", "str", 200, nullable=False, primary_key=True),
     *_hold_columns(placed_at_required=False),  # a case system may not say when
-    sa.Column("first_seen_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("vanished_at", sa.DateTime(timezone=True)),
+    Column("first_seen_at", "instant", nullable=False),
+    Column("vanished_at", "instant"),
     *_release_columns(),
-)
+))
 
-requests_table = sa.Table(
-    "retention_erasure_requests", metadata,
-    sa.Column("id", sa.String(64), primary_key=True),
-    sa.Column("subject", sa.String(500), nullable=False, index=True),
-    sa.Column("controller", sa.String(500), nullable=False),
-    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("due_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("done_at", sa.DateTime(timezone=True)),
-    sa.Column("done_run", sa.String(64)),
-    sa.Column("held_remaining", sa.Integer, nullable=False, default=0),
-    sa.Column("ticket", sa.String(200)),  # the controller's or helpdesk's reference
-    sa.Column("withdrawn_at", sa.DateTime(timezone=True)),
-    sa.Column("withdrawn_by", sa.String(200)),
-    sa.Column("withdraw_reason", sa.Text),
-)
+REQUESTS = Table("retention_erasure_requests", (
+    Column("id", "str", 64, nullable=False, primary_key=True),
+    Column("subject", "str", 500, nullable=False, index=True),
+    Column("controller", "str", 500, nullable=False),
+    Column("received_at", "instant", nullable=False),
+    Column("due_at", "instant", nullable=False),
+    Column("done_at", "instant"),
+    Column("done_run", "str", 64),
+    Column("held_remaining", "int", nullable=False),
+    Column("ticket", "str", 200),  # the controller's or helpdesk's reference
+    Column("withdrawn_at", "instant"),
+    Column("withdrawn_by", "str", 200),
+    Column("withdraw_reason", "text"),
+))
 
-runs_table = sa.Table(
-    "retention_runs", metadata,
-    sa.Column("run_id", sa.String(64), primary_key=True),
-    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("finished_at", sa.DateTime(timezone=True)),
-    sa.Column("as_of", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("dry_run", sa.Boolean, nullable=False),
-    sa.Column("status", sa.String(40), nullable=False),
-    sa.Column("actor", sa.String(200)),
-    sa.Column("audit_seq", sa.Integer),
-    sa.Column("audit_hash", sa.String(64)),
-)
+RUNS = Table("retention_runs", (
+    Column("run_id", "str", 64, nullable=False, primary_key=True),
+    Column("started_at", "instant", nullable=False),
+    Column("finished_at", "instant"),
+    Column("as_of", "instant", nullable=False),
+    Column("dry_run", "bool", nullable=False),
+    Column("status", "str", 40, nullable=False),
+    Column("actor", "str", 200),
+    Column("audit_seq", "int"),
+    Column("audit_hash", "str", 64),
+))
 
-unsettled_table = sa.Table(
-    "retention_unsettled", metadata,
+UNSETTLED = Table("retention_unsettled", (
     # Deletions reported `failed`: storage may have acted anyway (a lost acknowledgement). The
     # next full enforcing run settles each against its scan, so none goes unjournalled.
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("run_id", sa.String(64), nullable=False),
-    sa.Column("entry", sa.Text, nullable=False),  # the audit entry of the intent, as JSON
-)
+    Column("id", "int", nullable=False, primary_key=True),  # numbered by the database
+    Column("run_id", "str", 64, nullable=False),
+    Column("entry", "text", nullable=False),  # the audit entry of the intent, as JSON
+))
 
-inflight_table = sa.Table(
-    "retention_inflight", metadata,
+INFLIGHT = Table("retention_inflight", (
     # The hold fence (see retention_core/fence.py): one row per deletion batch between the
     # moment it is registered — before it reads holds — and the moment its outcome is journalled.
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("run_id", sa.String(64), nullable=False),
-    sa.Column("source", sa.String(200), nullable=False),
-    sa.Column("batch", sa.String(64), nullable=False),
-    sa.Column("host", sa.String(255), nullable=False),
-    sa.Column("pid", sa.Integer, nullable=False),
-    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
-)
+    Column("id", "int", nullable=False, primary_key=True),  # numbered by the database
+    Column("run_id", "str", 64, nullable=False),
+    Column("source", "str", 200, nullable=False),
+    Column("batch", "str", 64, nullable=False),
+    Column("host", "str", 255, nullable=False),
+    Column("pid", "int", nullable=False),
+    Column("started_at", "instant", nullable=False),
+))
 
-meta_table = sa.Table(
-    "retention_meta", metadata,
+META = Table("retention_meta", (
     # This store's identity (name "store-id"), made once: every run-start line of the audit trail
     # records it, so a run refuses a state store that is not the one the trail was written with.
-    sa.Column("name", sa.String(50), primary_key=True),
-    sa.Column("value", sa.String(200), nullable=False),
-)
+    Column("name", "str", 50, nullable=False, primary_key=True),
+    Column("value", "str", 200, nullable=False),
+))
 
-lock_table = sa.Table(
-    "retention_lock", metadata,
-    sa.Column("name", sa.String(50), primary_key=True),
-    sa.Column("run_id", sa.String(64), nullable=False),
-    sa.Column("host", sa.String(255), nullable=False),
-    sa.Column("pid", sa.Integer, nullable=False),
-    sa.Column("acquired_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("refreshed_at", sa.DateTime(timezone=True)),  # heartbeat; NULL in pre-heartbeat rows
-)
+LOCK = Table("retention_lock", (
+    Column("name", "str", 50, nullable=False, primary_key=True),
+    Column("run_id", "str", 64, nullable=False),
+    Column("host", "str", 255, nullable=False),
+    Column("pid", "int", nullable=False),
+    Column("acquired_at", "instant", nullable=False),
+    Column("refreshed_at", "instant"),  # heartbeat; NULL in pre-heartbeat rows
+))
 
-audit_head_table = sa.Table(
-    "retention_audit_head", metadata,
+AUDIT_HEAD = Table("retention_audit_head", (
     # The audit trail's head after its latest durable append (one row), so that `audit verify -c`
     # finds lines removed from the end even when they were written after the last run.
-    sa.Column("name", sa.String(50), primary_key=True),
-    sa.Column("seq", sa.Integer, nullable=False),
-    sa.Column("hash", sa.String(64), nullable=False),
-)
+    Column("name", "str", 50, nullable=False, primary_key=True),
+    Column("seq", "int", nullable=False),
+    Column("hash", "str", 64, nullable=False),
+))
+
+TABLES = (AUDIT_HEAD, REQUESTS, HOLDS, INFLIGHT, LOCK, META, RUNS, SOURCE_HOLDS, UNSETTLED)
+
+#: The SQLAlchemy names these tables had as module attributes (tests and plugins that read a
+#: store through SQLAlchemy still use them; building them imports SQLAlchemy, so only on demand).
+_SQLALCHEMY_NAMES = {"holds_table": HOLDS, "source_holds_table": SOURCE_HOLDS, "requests_table": REQUESTS,
+                     "runs_table": RUNS, "unsettled_table": UNSETTLED, "inflight_table": INFLIGHT,
+                     "meta_table": META, "lock_table": LOCK, "audit_head_table": AUDIT_HEAD}
+
+
+def __getattr__(name: str) -> Any:
+    """``metadata`` and the ``*_table`` objects as SQLAlchemy ``Table``s, built on first use."""
+    if name == "metadata" or name in _SQLALCHEMY_NAMES:
+        import sqlalchemy as sa
+
+        from .statedb import sqlalchemy_table
+
+        metadata = sa.MetaData()
+        built = {attr: sqlalchemy_table(table, metadata) for attr, table in _SQLALCHEMY_NAMES.items()}
+        globals().update(built, metadata=metadata)
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -190,7 +197,7 @@ def actor() -> str:
         name = given or getpass.getuser()
     except Exception:  # no passwd entry in some containers
         return "unknown"
-    limit: int = getattr(holds_table.c.placed_by.type, "length", 200)  # runs.actor, released_by: the same
+    limit = HOLDS.length("placed_by") or 200  # runs.actor, released_by: the same
     if len(name) > limit or not name.isprintable():
         raise ConfigError(f"expected a name of at most {limit} printable characters, found {len(name)} characters"
                           + ("" if name.isprintable() else " with control characters"),
@@ -198,42 +205,62 @@ def actor() -> str:
     return name
 
 
-def check_fits(table: sa.Table, column: str, value: str | None, key: str) -> None:
+def check_fits(table: Table, column: str, value: str | None, key: str) -> None:
     """Refuse *value* when it is longer than *column* (a ConfigError naming *key*).
 
     Checked before the write because PostgreSQL and MariaDB refuse it with a DataError quoting
     SQL, and SQLite stores it anyway (the same state would then fail on another store).
     """
-    limit = getattr(table.c[column].type, "length", None)
+    limit = table.length(column)
     if value is not None and limit is not None and len(value) > limit:
         raise ConfigError(f"expected at most {limit} characters, found {len(value)}", key=key)
 
 
-def utc(value: datetime | None) -> datetime | None:
-    """Databases hand back naive datetimes (SQLite) — they were stored as UTC."""
-    if value is None:
-        return None
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+def utc(value: Any) -> datetime | None:
+    """An instant as the database hands it back (SQLite: text; MariaDB: naive, stored as UTC)."""
+    return instant(value)
 
 
 class StateStore:
-    """Holds, erasure requests, runs and the lock, in one database."""
+    """Holds, erasure requests, runs and the lock, in one database (:mod:`retention_core.statedb`)."""
 
     def __init__(self, url: str, *, lock_heartbeat: timedelta = LOCK_HEARTBEAT,
                  lock_stale_after: timedelta = LOCK_STALE_AFTER) -> None:
         self.url = url
         self.lock_heartbeat = lock_heartbeat
         self.lock_stale_after = lock_stale_after
-        if url.startswith("sqlite:///") and not url.endswith(":memory:"):
-            Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        self._engine: Any = None
         try:
-            self.engine = sa.create_engine(url, future=True)
-            _create_tables(self.engine)
-        except (SQLAlchemyError, ImportError, OSError) as exc:
-            raise ConfigError(f"cannot open state store {url!r}: {_short(exc)}", key="state") from None
+            self.db: Database = open_database(url)
+            _create_tables(self.db)
+        except (StateStoreError, ImportError, OSError) as exc:
+            detail = _short(exc).removeprefix(f"state store {url}: ")
+            raise ConfigError(f"cannot open state store {url!r}: {detail}", key="state") from None
+
+    @property
+    def dialect(self) -> str:
+        """``sqlite``, ``postgresql``, ``mysql`` …"""
+        return self.db.dialect
+
+    @property
+    def display_url(self) -> str:
+        """The store's URL without its password."""
+        return self.db.display_url
+
+    @property
+    def engine(self) -> Any:
+        """An SQLAlchemy engine on this store's database, made on first use (it imports
+        SQLAlchemy): for plugins that keep tables of their own in the state store."""
+        if self._engine is None:
+            import sqlalchemy as sa
+
+            self._engine = getattr(self.db, "engine", None) or sa.create_engine(self.url)
+        return self._engine
 
     def close(self) -> None:
-        self.engine.dispose()
+        self.db.dispose()
+        if self._engine is not None and self._engine is not getattr(self.db, "engine", None):
+            self._engine.dispose()
 
     # -- holds ---------------------------------------------------------------------------
     def place_hold(self, hold_id: str, kind: str, scope: HoldScope, reason: str, *,
@@ -243,74 +270,73 @@ class StateStore:
         for column, value, key in (("id", hold_id, "--id"), ("scope_subject", scope.subject, "--subject"),
                                    ("scope_category", scope.category, "--category"),
                                    ("scope_source", scope.source, "--source"), ("placed_by", by, "placed_by")):
-            check_fits(holds_table, column, value, key)
+            check_fits(HOLDS, column, value, key)
         row = {"id": hold_id, "kind": kind, "scope_subject": scope.subject, "scope_category": scope.category,
                "scope_source": scope.source, "reason": reason, "placed_by": by or actor(),
                "placed_at": now or datetime.now(timezone.utc)}
         try:
-            with self.engine.begin() as conn:
-                conn.execute(holds_table.insert().values(**row))
-        except IntegrityError:
+            with self.db.begin() as conn:
+                conn.execute(insert(HOLDS, row), row)
+        except DuplicateKeyError:
             raise ConfigError(f"hold {hold_id!r} already exists (hold ids are never reused)",
                               key="--id") from None
         return self.hold(hold_id)
 
     def release_hold(self, hold_id: str, reason: str, *, by: str | None = None,
                      now: datetime | None = None) -> Hold:
-        with self.engine.begin() as conn:
-            row = conn.execute(sa.select(holds_table).where(holds_table.c.id == hold_id)).first()
+        with self.db.begin() as conn:
+            row = conn.execute("SELECT * FROM retention_holds WHERE id = :id", {"id": hold_id}).first()
             if row is None:
                 raise ConfigError(f"no hold {hold_id!r} in the state store", key="HOLD_ID")
             if row.released_at is not None:
                 raise ConfigError(f"hold {hold_id!r} was already released on {utc(row.released_at):%Y-%m-%d}"
                                   f" by {row.released_by}", key="HOLD_ID")
-            conn.execute(holds_table.update().where(holds_table.c.id == hold_id).values(
-                released_by=by or actor(), released_at=now or datetime.now(timezone.utc),
-                release_reason=reason))
+            conn.execute("UPDATE retention_holds SET released_by = :by, released_at = :at, release_reason = :reason"
+                         " WHERE id = :id", {"by": by or actor(), "at": now or datetime.now(timezone.utc),
+                                             "reason": reason, "id": hold_id})
         return self.hold(hold_id)
 
     def hold(self, hold_id: str) -> Hold:
-        with self.engine.connect() as conn:
-            row = conn.execute(sa.select(holds_table).where(holds_table.c.id == hold_id)).one()
+        with self.db.connect() as conn:
+            row = conn.execute("SELECT * FROM retention_holds WHERE id = :id", {"id": hold_id}).one()
         return _hold(row)
 
     def holds(self, *, include_released: bool = True) -> list[Hold]:
-        query = sa.select(holds_table).order_by(holds_table.c.placed_at, holds_table.c.id)
-        if not include_released:
-            query = query.where(holds_table.c.released_at.is_(None))
-        with self.engine.connect() as conn:
-            return [_hold(row) for row in conn.execute(query)]
+        where = "" if include_released else " WHERE released_at IS NULL"
+        with self.db.connect() as conn:
+            rows = conn.execute(f"SELECT * FROM retention_holds{where} ORDER BY placed_at, id")
+        return [_hold(row) for row in rows]
 
     # -- erasure requests ------------------------------------------------------------------
     def add_request(self, subject: str, controller: str, received_at: datetime, *,
                     ticket: str | None = None) -> ErasureRequest:
         """Store a new request; refused (naming it) while the subject has one still open —
         a second would only split one erasure's evidence over two ids."""
-        check_fits(requests_table, "subject", subject, "--subject")
-        check_fits(requests_table, "controller", controller, "--controller")
-        check_fits(requests_table, "ticket", ticket, "--ticket")
+        check_fits(REQUESTS, "subject", subject, "--subject")
+        check_fits(REQUESTS, "controller", controller, "--controller")
+        check_fits(REQUESTS, "ticket", ticket, "--ticket")
         request = ErasureRequest(id=uuid.uuid4().hex[:12], subject=subject, controller=controller,
                                  received_at=received_at, due_at=received_at + ERASURE_DEADLINE, ticket=ticket)
-        with self.engine.begin() as conn:
-            open_ = conn.execute(sa.select(requests_table).where(
-                requests_table.c.subject == subject, requests_table.c.done_at.is_(None),
-                requests_table.c.withdrawn_at.is_(None)).order_by(requests_table.c.received_at)).first()
+        with self.db.begin() as conn:
+            open_ = conn.execute(f"SELECT * FROM retention_erasure_requests WHERE subject = :subject AND {_OPEN}"
+                                 " ORDER BY received_at", {"subject": subject}).first()
             if open_ is not None:
                 found = _request(open_)
                 ref = f", ticket {found.ticket}" if found.ticket else ""
                 raise ConfigError(f"subject {subject!r} already has an open erasure request {found.id} (received "
                                   f"{found.received_at:%Y-%m-%d}, {found.status(datetime.now(timezone.utc))}{ref}); "
                                   "withdraw it first if this one replaces it", key="--subject")
-            conn.execute(requests_table.insert().values(
-                id=request.id, subject=subject, controller=controller, received_at=received_at,
-                due_at=request.due_at, held_remaining=0, ticket=ticket))
+            row = {"id": request.id, "subject": subject, "controller": controller, "received_at": received_at,
+                   "due_at": request.due_at, "held_remaining": 0, "ticket": ticket}
+            conn.execute(insert(REQUESTS, row), row)
         return request
 
     def withdraw_request(self, request_id: str, reason: str, *, by: str | None = None,
                          now: datetime | None = None) -> ErasureRequest:
         """Withdraw an open (or held) request, keeping who, when and why; a done one stays done."""
-        with self.engine.begin() as conn:
-            row = conn.execute(sa.select(requests_table).where(requests_table.c.id == request_id)).first()
+        select = "SELECT * FROM retention_erasure_requests WHERE id = :id"
+        with self.db.begin() as conn:
+            row = conn.execute(select, {"id": request_id}).first()
             if row is None:
                 raise ConfigError(f"no erasure request {request_id!r} in the state store", key="ID")
             found = _request(row)
@@ -321,21 +347,22 @@ class StateStore:
                 raise ConfigError(f"erasure request {request_id!r} is {found.status(found.done_at)} since "
                                   f"{found.done_at:%Y-%m-%d} (run {found.done_run}): its data is gone, there is "
                                   "nothing to withdraw", key="ID")
-            who = by or actor()
-            conn.execute(requests_table.update().where(requests_table.c.id == request_id).values(
-                withdrawn_at=now or datetime.now(timezone.utc), withdrawn_by=who, withdraw_reason=reason))
-            return _request(conn.execute(sa.select(requests_table).where(requests_table.c.id == request_id)).one())
+            conn.execute("UPDATE retention_erasure_requests SET withdrawn_at = :at, withdrawn_by = :by,"
+                         " withdraw_reason = :reason WHERE id = :id",
+                         {"at": now or datetime.now(timezone.utc), "by": by or actor(), "reason": reason,
+                          "id": request_id})
+            return _request(conn.execute(select, {"id": request_id}).one())
 
     def request(self, request_id: str) -> ErasureRequest | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(sa.select(requests_table).where(requests_table.c.id == request_id)).first()
+        with self.db.connect() as conn:
+            row = conn.execute("SELECT * FROM retention_erasure_requests WHERE id = :id", {"id": request_id}).first()
         return _request(row) if row is not None else None
 
     def requests(self) -> list[ErasureRequest]:
         """Every request ever stored, withdrawn and done ones included, oldest first."""
-        with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(requests_table).order_by(requests_table.c.received_at))
-            return [_request(r) for r in rows]
+        with self.db.connect() as conn:
+            rows = conn.execute("SELECT * FROM retention_erasure_requests ORDER BY received_at")
+        return [_request(r) for r in rows]
 
     def mark_requests(self, subject: str, run_id: str, now: datetime, held_remaining: int) -> None:
         """A run listed every source completely and deleted every unheld record of *subject*.
@@ -343,33 +370,34 @@ class StateStore:
         With nothing held left its open requests are done; with records still held they are
         ``held`` (not done: the hold's release makes the rest due, and a later run finishes them).
         """
-        with self.engine.begin() as conn:
-            open_ = (requests_table.c.subject == subject, requests_table.c.done_at.is_(None),
-                     requests_table.c.withdrawn_at.is_(None))
+        with self.db.begin() as conn:
             if held_remaining:
-                conn.execute(requests_table.update().where(*open_).values(held_remaining=held_remaining))
+                conn.execute(f"UPDATE retention_erasure_requests SET held_remaining = :held"
+                             f" WHERE subject = :subject AND {_OPEN}", {"held": held_remaining, "subject": subject})
             else:
-                conn.execute(requests_table.update().where(*open_).values(done_at=now, done_run=run_id,
-                                                                            held_remaining=0))
+                conn.execute(f"UPDATE retention_erasure_requests SET done_at = :now, done_run = :run,"
+                             f" held_remaining = 0 WHERE subject = :subject AND {_OPEN}",
+                             {"now": now, "run": run_id, "subject": subject})
 
     # -- runs and the lock -------------------------------------------------------------------
     def start_run(self, run_id: str, as_of: datetime, dry_run: bool) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(runs_table.insert().values(run_id=run_id, started_at=datetime.now(timezone.utc),
-                                                    as_of=as_of, dry_run=dry_run, status="running",
-                                                    actor=actor()))
+        row = {"run_id": run_id, "started_at": datetime.now(timezone.utc), "as_of": as_of, "dry_run": dry_run,
+               "status": "running", "actor": actor()}
+        with self.db.begin() as conn:
+            conn.execute(insert(RUNS, row), row)
 
     def finish_run(self, run_id: str, status: str, audit_seq: int | None = None,
                    audit_hash: str | None = None) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(runs_table.update().where(runs_table.c.run_id == run_id).values(
-                finished_at=datetime.now(timezone.utc), status=status, audit_seq=audit_seq,
-                audit_hash=audit_hash))
+        with self.db.begin() as conn:
+            conn.execute("UPDATE retention_runs SET finished_at = :at, status = :status, audit_seq = :seq,"
+                         " audit_hash = :hash WHERE run_id = :run",
+                         {"at": datetime.now(timezone.utc), "status": status, "seq": audit_seq, "hash": audit_hash,
+                          "run": run_id})
 
     def run(self, run_id: str) -> RunInfo | None:
         """One run as recorded: who started it, when, its status."""
-        with self.engine.connect() as conn:
-            row = conn.execute(sa.select(runs_table).where(runs_table.c.run_id == run_id)).first()
+        with self.db.connect() as conn:
+            row = conn.execute("SELECT * FROM retention_runs WHERE run_id = :run", {"run": run_id}).first()
         if row is None:
             return None
         return RunInfo(run_id=row.run_id, started_at=utc(row.started_at), finished_at=utc(row.finished_at),
@@ -378,64 +406,63 @@ class StateStore:
 
     def add_unsettled(self, run_id: str, entries: list[dict[str, Any]]) -> None:
         if entries:
-            with self.engine.begin() as conn:
-                conn.execute(unsettled_table.insert(), [{"run_id": run_id, "entry": json.dumps(e)} for e in entries])
+            with self.db.begin() as conn:
+                for entry in entries:
+                    conn.execute("INSERT INTO retention_unsettled (run_id, entry) VALUES (:run, :entry)",
+                                 {"run": run_id, "entry": json.dumps(entry)})
 
     def unsettled(self) -> list[tuple[int, dict[str, Any]]]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(unsettled_table.c.id, unsettled_table.c.entry)
-                                .order_by(unsettled_table.c.id))
-            return [(row.id, json.loads(row.entry)) for row in rows]
+        with self.db.connect() as conn:
+            rows = conn.execute("SELECT id, entry FROM retention_unsettled ORDER BY id")
+        return [(row.id, json.loads(row.entry)) for row in rows]
 
     def drop_unsettled(self, ids: list[int]) -> None:
         if ids:
-            with self.engine.begin() as conn:
-                conn.execute(unsettled_table.delete().where(unsettled_table.c.id.in_(ids)))
+            members, params = in_list("id", ids)
+            with self.db.begin() as conn:
+                conn.execute(f"DELETE FROM retention_unsettled WHERE id IN {members}", params)
 
     def crashed_runs(self, current: str) -> list[str]:
         """Enforcing runs that never finished: their process died holding the lock."""
-        query = sa.select(runs_table.c.run_id).where(runs_table.c.status == "running",
-                                                     runs_table.c.dry_run.is_(False),
-                                                     runs_table.c.run_id != current)
-        with self.engine.connect() as conn:
-            return [row.run_id for row in conn.execute(query)]
+        with self.db.connect() as conn:
+            rows = conn.execute("SELECT run_id FROM retention_runs WHERE status = 'running' AND dry_run = :no"
+                                " AND run_id != :current", {"no": False, "current": current})
+        return [row.run_id for row in rows]
 
     def last_run_time(self) -> datetime | None:
         """The latest ``as_of`` of any finished enforcing run, to notice a clock that went back."""
-        query = sa.select(sa.func.max(runs_table.c.as_of)).where(runs_table.c.dry_run.is_(False),
-                                                                 runs_table.c.finished_at.is_not(None))
-        with self.engine.connect() as conn:
-            return utc(conn.execute(query).scalar())
+        with self.db.connect() as conn:
+            latest = conn.execute("SELECT max(as_of) FROM retention_runs WHERE dry_run = :no"
+                                  " AND finished_at IS NOT NULL", {"no": False}).scalar()
+        return utc(latest)
 
     def last_audit_head(self) -> tuple[int, str] | None:
         """The audit head the last finished run recorded, to detect a truncated trail."""
-        query = (sa.select(runs_table.c.audit_seq, runs_table.c.audit_hash)
-                 .where(runs_table.c.audit_seq.is_not(None))
-                 .order_by(runs_table.c.audit_seq.desc()).limit(1))
-        with self.engine.connect() as conn:
-            row = conn.execute(query).first()
+        with self.db.connect() as conn:
+            row = conn.execute("SELECT audit_seq, audit_hash FROM retention_runs WHERE audit_seq IS NOT NULL"
+                               " ORDER BY audit_seq DESC LIMIT 1").first()
         return (row.audit_seq, row.audit_hash) if row else None
 
     # -- the audit trail's head --------------------------------------------------------------
     def record_audit_head(self, seq: int, hash: str) -> None:
         """Record the trail's head after an append. It only moves forward: two writers finishing
         out of order must not leave the older head recorded."""
-        with self.engine.begin() as conn:
-            moved = conn.execute(audit_head_table.update().where(
-                audit_head_table.c.name == "trail", audit_head_table.c.seq < seq).values(seq=seq, hash=hash))
+        with self.db.begin() as conn:
+            moved = conn.execute("UPDATE retention_audit_head SET seq = :seq, hash = :hash"
+                                 " WHERE name = 'trail' AND seq < :seq", {"seq": seq, "hash": hash})
         if moved.rowcount == 0:
             try:
-                with self.engine.begin() as conn:
-                    conn.execute(audit_head_table.insert().values(name="trail", seq=seq, hash=hash))
-            except IntegrityError:
+                with self.db.begin() as conn:
+                    conn.execute("INSERT INTO retention_audit_head (name, seq, hash) VALUES ('trail', :seq, :hash)",
+                                 {"seq": seq, "hash": hash})
+            except DuplicateKeyError:
                 pass  # a head at or past seq is recorded already
 
     def audit_head(self) -> tuple[int, str] | None:
         """The newest audit head recorded: after every append, or (stores written before that
         was recorded) at the end of the last run."""
-        with self.engine.connect() as conn:
-            row = conn.execute(sa.select(audit_head_table.c.seq, audit_head_table.c.hash)
-                               .where(audit_head_table.c.name == "trail")).first()
+        with self.db.connect() as conn:
+            row = conn.execute("SELECT seq, hash FROM retention_audit_head WHERE name = 'trail'").first()
         last_run = self.last_audit_head()
         if row is None or (last_run is not None and last_run[0] > row.seq):
             return last_run
@@ -443,43 +470,45 @@ class StateStore:
 
     def store_id(self) -> str:
         """This state store's identity, made on first use (a store emptied or replaced gets a new one)."""
-        query = sa.select(meta_table.c.value).where(meta_table.c.name == "store-id")
-        with self.engine.connect() as conn:
+        query = "SELECT value FROM retention_meta WHERE name = 'store-id'"
+        with self.db.connect() as conn:
             found = conn.execute(query).scalar()
         if found is None:
             try:
-                with self.engine.begin() as conn:
-                    conn.execute(meta_table.insert().values(name="store-id", value=uuid.uuid4().hex))
-            except IntegrityError:
+                with self.db.begin() as conn:
+                    conn.execute("INSERT INTO retention_meta (name, value) VALUES ('store-id', :value)",
+                                 {"value": uuid.uuid4().hex})
+            except DuplicateKeyError:
                 pass  # another process made it first: read theirs
-            with self.engine.connect() as conn:
-                found = conn.execute(query).scalar_one()
+            with self.db.connect() as conn:
+                found = conn.execute(query).one()[0]
         return str(found)
 
     # -- the hold fence --------------------------------------------------------------------------
     def enter_batch(self, run_id: str, source: str, batch: str) -> int:
         """Register a deletion batch as in flight; committed before the batch reads holds."""
-        with self.engine.begin() as conn:
-            key = conn.execute(inflight_table.insert().values(
-                run_id=run_id, source=source, batch=batch, host=host_id(), pid=os.getpid(),
-                started_at=datetime.now(timezone.utc))).inserted_primary_key
-        assert key is not None
-        return int(key[0])
+        with self.db.begin() as conn:
+            return conn.insert("INSERT INTO retention_inflight (run_id, source, batch, host, pid, started_at)"
+                               " VALUES (:run, :source, :batch, :host, :pid, :at)",
+                               {"run": run_id, "source": source, "batch": batch, "host": host_id(),
+                                "pid": os.getpid(), "at": datetime.now(timezone.utc)})
 
     def leave_batch(self, ticket: int) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(inflight_table.delete().where(inflight_table.c.id == ticket))
+        with self.db.begin() as conn:
+            conn.execute("DELETE FROM retention_inflight WHERE id = :id", {"id": ticket})
 
-    def batches_in_flight(self, ids: set[int] | None = None) -> list[sa.Row]:
+    def batches_in_flight(self, ids: set[int] | None = None) -> list[Row]:
         """The batches registered now (or those of *ids* still registered) whose process may be alive."""
-        query = sa.select(inflight_table)
+        query = "SELECT * FROM retention_inflight"
+        params: dict[str, Any] = {}
         if ids is not None:
             if not ids:
                 return []
-            query = query.where(inflight_table.c.id.in_(sorted(ids)))
-        with self.engine.connect() as conn:
-            rows = conn.execute(query).all()
-            owner = conn.execute(sa.select(lock_table).where(lock_table.c.name == "run")).first()
+            members, params = in_list("id", sorted(ids))
+            query += f" WHERE id IN {members}"
+        with self.db.connect() as conn:
+            rows = conn.execute(query, params).all()
+            owner = conn.execute("SELECT * FROM retention_lock WHERE name = 'run'").first()
         # Batches run only under the run lock: a batch of a run that no longer owns it, or whose
         # owner is dead or stale, cannot delete any more and is not waited for (its open intent
         # is settled by the next run).
@@ -498,14 +527,14 @@ class StateStore:
             yield
         finally:
             beat.stop()
-            with self.engine.begin() as conn:
-                conn.execute(lock_table.delete().where(lock_table.c.run_id == run_id))
+            with self.db.begin() as conn:
+                conn.execute("DELETE FROM retention_lock WHERE run_id = :run", {"run": run_id})
 
     def holds_lock(self, run_id: str) -> bool:
         """Whether *run_id* still owns the lock (it was not taken over as stale)."""
-        with self.engine.connect() as conn:
-            owner = conn.execute(sa.select(lock_table.c.run_id).where(lock_table.c.name == "run")).scalar()
-        return owner == run_id
+        with self.db.connect() as conn:
+            owner = conn.execute("SELECT run_id FROM retention_lock WHERE name = 'run'").scalar()
+        return bool(owner == run_id)
 
     def _acquire(self, run_id: str) -> None:
         host, pid = host_id(), os.getpid()
@@ -513,29 +542,30 @@ class StateStore:
         for _ in range(5):  # each retry follows a takeover or a lock released meanwhile
             now = datetime.now(timezone.utc)
             try:
-                with self.engine.begin() as conn:
-                    conn.execute(lock_table.insert().values(name="run", run_id=run_id, host=host, pid=pid,
-                                                            acquired_at=now, refreshed_at=now))
+                with self.db.begin() as conn:
+                    conn.execute("INSERT INTO retention_lock (name, run_id, host, pid, acquired_at, refreshed_at)"
+                                 " VALUES ('run', :run, :host, :pid, :now, :now)",
+                                 {"run": run_id, "host": host, "pid": pid, "now": now})
                 return
-            except IntegrityError:
-                with self.engine.begin() as conn:
-                    row = conn.execute(sa.select(lock_table).where(lock_table.c.name == "run")).first()
+            except DuplicateKeyError:
+                with self.db.begin() as conn:
+                    row = conn.execute("SELECT * FROM retention_lock WHERE name = 'run'").first()
                     if row is None:
                         continue
                     why = self._takeover_reason(row, host, now)
                     if why is not None:
                         log.warning("taking over the run lock of %s (pid %s on %s): %s",
                                     row.run_id, row.pid, row.host, why)
-                        conn.execute(lock_table.delete().where(lock_table.c.run_id == row.run_id))
+                        conn.execute("DELETE FROM retention_lock WHERE run_id = :run", {"run": row.run_id})
                         continue
                 seen = utc(row.refreshed_at or row.acquired_at)
-                raise LockedError(  # noqa: B904 - the IntegrityError is the expected signal
+                raise LockedError(  # noqa: B904 - the DuplicateKeyError is the expected signal
                     f"another run ({row.run_id}, pid {row.pid} on {row.host}, since "
                     f"{utc(row.acquired_at):%Y-%m-%d %H:%M:%S} UTC, alive at {seen:%H:%M:%S} UTC) holds the "
                     f"lock on {self.url}")
         raise LockedError(f"could not take the run lock on {self.url}: other runs kept taking it")
 
-    def _takeover_reason(self, row: sa.Row, host: str, now: datetime) -> str | None:
+    def _takeover_reason(self, row: Row, host: str, now: datetime) -> str | None:
         """Why the lock in *row* belongs to a dead run, or None if it may be alive."""
         if row.host == host and not _alive(row.pid):
             return "its process is gone"
@@ -566,54 +596,42 @@ class _Heartbeat:
         interval = self.store.lock_heartbeat.total_seconds()
         while not self.stopped.wait(interval):
             try:
-                with self.store.engine.begin() as conn:
-                    done = conn.execute(lock_table.update().where(lock_table.c.run_id == self.run_id)
-                                        .values(refreshed_at=datetime.now(timezone.utc)))
+                with self.store.db.begin() as conn:
+                    done = conn.execute("UPDATE retention_lock SET refreshed_at = :now WHERE run_id = :run",
+                                        {"now": datetime.now(timezone.utc), "run": self.run_id})
                 if done.rowcount == 0:
                     log.error("run %s lost its lock on %s (taken over as stale)", self.run_id, self.store.url)
                     return
-            except SQLAlchemyError as exc:  # a busy or briefly unreachable store: try again next beat
+            except StateStoreError as exc:  # a busy or briefly unreachable store: try again next beat
                 log.warning("could not refresh the run lock: %s", _short(exc))
 
 
-def _create_tables(engine: sa.Engine) -> None:
-    """Create missing tables. Runs started together on a new store race to create them: the
-    loser's CREATE TABLE fails with "already exists", and looking again settles it."""
+#: Where an erasure request is still open: not done, not withdrawn.
+_OPEN = "done_at IS NULL AND withdrawn_at IS NULL"
+
+
+def insert(table: Table, row: dict[str, Any]) -> str:
+    """``INSERT INTO table (…) VALUES (:…)`` for the keys of *row*."""
+    unknown = set(row) - set(table.by_name)
+    if unknown:
+        raise ValueError(f"{table.name} has no column {', '.join(sorted(unknown))}")
+    return (f"INSERT INTO {table.name} ({', '.join(row)}) VALUES ({', '.join(':' + k for k in row)})")
+
+
+def _create_tables(db: Database) -> None:
+    """Create missing tables and columns. Runs started together on a new store race to create
+    them: the loser's CREATE TABLE fails with "already exists", and looking again settles it."""
     for attempt in range(1, 6):
         try:
-            metadata.create_all(engine)
-            _add_heartbeat_column(engine)
-            _add_request_columns(engine)
+            db.create(TABLES)
             return
-        except SQLAlchemyError:
+        except StateStoreError:
             if attempt == 5:
                 raise
             time.sleep(0.05 * attempt)
 
 
-def _add_heartbeat_column(engine: sa.Engine) -> None:
-    """State stores created before the heartbeat lack ``retention_lock.refreshed_at``: add it."""
-    columns = {c["name"] for c in sa.inspect(engine).get_columns(lock_table.name)}
-    if "refreshed_at" in columns:
-        return
-    kind = sa.DateTime(timezone=True).compile(dialect=engine.dialect)
-    with engine.begin() as conn:
-        conn.exec_driver_sql(f"ALTER TABLE {lock_table.name} ADD COLUMN refreshed_at {kind}")
-
-
-def _add_request_columns(engine: sa.Engine) -> None:
-    """State stores created before tickets and withdrawals lack those request columns: add them."""
-    columns = {c["name"] for c in sa.inspect(engine).get_columns(requests_table.name)}
-    missing = [c for c in requests_table.columns if c.name not in columns]
-    if not missing:
-        return
-    with engine.begin() as conn:
-        for column in missing:
-            kind = column.type.compile(dialect=engine.dialect)
-            conn.exec_driver_sql(f"ALTER TABLE {requests_table.name} ADD COLUMN {column.name} {kind}")
-
-
-def _request(row: sa.Row) -> ErasureRequest:
+def _request(row: Row) -> ErasureRequest:
     return ErasureRequest(id=row.id, subject=row.subject, controller=row.controller,
                           received_at=utc(row.received_at), due_at=utc(row.due_at),  # type: ignore[arg-type]
                           done_at=utc(row.done_at), done_run=row.done_run, held_remaining=row.held_remaining or 0,
@@ -642,7 +660,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _hold(row: sa.Row) -> Hold:
+def _hold(row: Row) -> Hold:
     return Hold(id=row.id, kind=row.kind,
                 scope=HoldScope(subject=row.scope_subject, category=row.scope_category, source=row.scope_source),
                 reason=row.reason, placed_by=row.placed_by, placed_at=utc(row.placed_at),
