@@ -13,18 +13,22 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timezone, tzinfo
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import sqlalchemy as sa
-from sqlalchemy.exc import ArgumentError, NoSuchTableError, SQLAlchemyError
-
 from .options import Options
+
+if TYPE_CHECKING:  # imported where a table is read: a run that reads none never loads SQLAlchemy
+    import sqlalchemy as sa
 
 _VAR = re.compile(r"\$\{([^}]*)\}")
 _ENV_NAME = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]*\Z")
 #: Rows fetched per round trip while streaming.
 STREAM_CHUNK = 2000
+
+
+class ReadFailed(Exception):
+    """The database failed while a table was read; the message is its first line."""
 
 
 def substitute_env(text: str, options: Options, key: str) -> str:
@@ -47,10 +51,12 @@ def substitute_env(text: str, options: Options, key: str) -> str:
 
 def read_url(options: Options, key: str = "url") -> sa.URL:
     """The ``url`` option as an SQLAlchemy URL; a relative SQLite path is relative to the policy file."""
+    import sqlalchemy as sa
+
     raw = options.str(key)
     try:
         url = sa.make_url(substitute_env(raw, options, key))
-    except ArgumentError:
+    except sa.exc.ArgumentError:
         raise options.error(key, "expected an SQLAlchemy URL like postgresql+psycopg://user@host/db, "
                                  "mysql+pymysql://user@host/db or sqlite:///path.db") from None
     database = url.database or ""
@@ -96,21 +102,32 @@ class Table:
     label: str  # how errors name it: "table 'customers' (postgresql://app@db/crm)"
 
     def stream(self) -> Iterator[dict[str, Any]]:
-        """Every row as field → value, fetched in chunks (a server-side cursor where the driver has one)."""
+        """Every row as field → value, fetched in chunks (a server-side cursor where the driver has one).
+        Raises :class:`ReadFailed` when the database fails."""
+        import sqlalchemy as sa
+
         fields = list(self.columns)
         query = sa.select(*self.columns.values())
-        with self.engine.connect() as conn:
-            result = conn.execution_options(stream_results=True, yield_per=STREAM_CHUNK).execute(query)
-            for row in result:
-                yield dict(zip(fields, row, strict=True))
+        try:
+            with self.engine.connect() as conn:
+                result = conn.execution_options(stream_results=True, yield_per=STREAM_CHUNK).execute(query)
+                for row in result:
+                    yield dict(zip(fields, row, strict=True))
+        except sa.exc.SQLAlchemyError as exc:
+            raise ReadFailed(_short(exc)) from None
 
     def first_duplicate(self, field: str) -> tuple[Any, int] | None:
         """A value of *field* that more than one row holds, with how many, or None (counted by the database)."""
+        import sqlalchemy as sa
+
         column = self.columns[field]
         query = (sa.select(column, sa.func.count()).group_by(column)
                  .having(sa.func.count() > 1).order_by(column).limit(1))
-        with self.engine.connect() as conn:
-            row = conn.execute(query).first()
+        try:
+            with self.engine.connect() as conn:
+                row = conn.execute(query).first()
+        except sa.exc.SQLAlchemyError as exc:
+            raise ReadFailed(_short(exc)) from None
         return (row[0], int(row[1])) if row is not None else None
 
     def close(self) -> None:
@@ -123,6 +140,9 @@ def open_table(options: Options, fields: tuple[str, ...], required: tuple[str, .
     Every mapped column must exist in the reflection; a field not mapped uses the column of its
     own name when there is one. Errors name the option and list what the database has.
     """
+    import sqlalchemy as sa
+    from sqlalchemy.exc import ArgumentError, NoSuchTableError, SQLAlchemyError
+
     url = read_url(options)
     name = options.str("table")
     schema = options.str("schema", None)

@@ -12,12 +12,10 @@ from datetime import date, datetime, time, timezone, tzinfo
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.exc import SQLAlchemyError
-
 from .errors import ConfigError
 from .model import Subject
 from .options import Options
-from .sqlread import Table, open_table, read_zone
+from .sqlread import ReadFailed, Table, open_table, read_zone
 
 COLUMNS = ("subject_id", "controller", "service_ended_at", "minor")
 _TRUE = {"true", "yes", "1", "y"}
@@ -205,9 +203,9 @@ def sql_subjects(options: Options) -> Iterator[Subject]:
     options.done()
     try:
         duplicate = table.first_duplicate("subject_id")
-    except SQLAlchemyError as exc:
+    except ReadFailed as exc:
         table.close()
-        raise options.error("table", f"cannot read {table.label}: {_short(exc)}") from None
+        raise options.error("table", f"cannot read {table.label}: {exc}") from None
     if duplicate is not None:
         table.close()
         raise options.error("table", f"{table.label}: subject {str(duplicate[0])!r} appears {duplicate[1]} times "
@@ -226,8 +224,8 @@ def _stream_subjects(table: Table, zone: tzinfo | None, options: Options) -> Ite
                 yield subject_from(row, zone, names)
             except ValueError as exc:
                 raise options.error("table", f"{where}: {exc}") from None
-    except SQLAlchemyError as exc:
-        raise options.error("table", f"cannot read {table.label}: {_short(exc)}") from None
+    except ReadFailed as exc:
+        raise options.error("table", f"cannot read {table.label}: {exc}") from None
     finally:
         table.close()
 
@@ -345,7 +343,3 @@ def _header(reader: csv.DictReader[str], path: Path) -> list[str]:
     if twice:
         raise ConfigError(f"column {twice[0]!r} appears twice in the header", file=str(path), key="line 1")
     return fieldnames
-
-
-def _short(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
