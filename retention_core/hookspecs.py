@@ -43,7 +43,11 @@ def retention_register_backends(register: BackendRegistry) -> None:
     :param register: call ``register(BackendClass)`` for each
         :class:`~retention_core.Backend` subclass (its ``name`` is the config name), or
         ``register.unavailable(name, hint)`` when an optional dependency is missing so
-        users get an install hint instead of "unknown backend".
+        users get an install hint instead of "unknown backend". A backend whose module
+        imports a heavy library registers with ``register.deferred(name, load, hint=...)``:
+        ``load()`` imports and returns the class the first time a policy uses *name*, so
+        runs that never use it do not pay for the import (an ImportError from it makes the
+        backend unavailable with *hint*).
 
     Called once per plugin when the backends are first needed. Registering a name another
     plugin already registered is a :class:`~retention_core.PluginError` naming both.

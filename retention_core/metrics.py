@@ -16,11 +16,14 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-
-from prometheus_client import CollectorRegistry, Gauge, generate_latest, write_to_textfile
-from prometheus_client.parser import text_string_to_metric_families
+from typing import TYPE_CHECKING
 
 from .report import RunReport
+
+# prometheus_client is imported where metrics are written (16 ms of start-up, with http.server
+# and ssl): a run without --metrics-file never loads it.
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 LAST_SUCCESS = "retention_last_success_timestamp_seconds"
 
@@ -80,6 +83,8 @@ def run_metrics(report: RunReport | None, *, started: float, finished: float, ex
 
 def registry_of(families: Iterable[Family]) -> CollectorRegistry:
     """The families as prometheus_client gauges in a registry of their own."""
+    from prometheus_client import CollectorRegistry, Gauge
+
     registry = CollectorRegistry(auto_describe=False)
     for family in families:
         labels = sorted({k for sample_labels, _ in family.samples for k in sample_labels})
@@ -91,11 +96,15 @@ def registry_of(families: Iterable[Family]) -> CollectorRegistry:
 
 def render(families: Iterable[Family]) -> str:
     """The exposition text (HELP, TYPE gauge and samples per family), as prometheus_client writes it."""
+    from prometheus_client import generate_latest
+
     return generate_latest(registry_of(families)).decode("utf-8")
 
 
 def previous_success(path: Path) -> float | None:
     """The last-success timestamp of the file being replaced, if it has one."""
+    from prometheus_client.parser import text_string_to_metric_families
+
     try:
         text = path.read_text(encoding="utf-8")
         for family in text_string_to_metric_families(text):
@@ -113,6 +122,8 @@ def write_metrics(path: Path, report: RunReport | None, *, started: float, finis
     a temporary file beside it, whose name does not end in ``.prom``, renamed over it)."""
     families = run_metrics(report, started=started, finished=finished, exit_code=exit_code,
                            previous_success=previous_success(path))
+    from prometheus_client import write_to_textfile
+
     path.parent.mkdir(parents=True, exist_ok=True)
     write_to_textfile(str(path), registry_of(families))
     os.chmod(path, 0o644)  # node_exporter usually runs as another user; cron's umask may be 077

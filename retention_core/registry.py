@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, cast
 
 from .backend import Backend
 from .errors import ConfigError, PluginError
@@ -88,14 +88,52 @@ class Registry(Generic[T]):
 
 
 class BackendRegistry(Registry[type[Backend]]):
-    """``register(BackendClass)`` — the class's ``name`` is its config name."""
+    """``register(BackendClass)`` — the class's ``name`` is its config name — or
+    ``register.deferred(name, load)``, whose *load* returns the class when a policy first uses it."""
 
     kind = "backend"
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._loaders: dict[str, tuple[Callable[[], type[Backend]], str | None]] = {}
+
     def __call__(self, backend: type[Backend]) -> None:
-        if not (isinstance(backend, type) and issubclass(backend, Backend)):
+        if not _is_backend(backend):
             raise PluginError(f"plugin {self._plugin!r} registered {backend!r}, which is not a Backend subclass")
         self._add(backend.name, backend)
+
+    def deferred(self, name: str, load: Callable[[], type[Backend]], *, hint: str | None = None) -> None:
+        """Register backend *name* now and import it later: *load* runs on the first :meth:`get`
+        of *name*. A backend that needs a heavy library (SQLAlchemy, boto3) registers this way,
+        so a run that does not use it never imports it. An ImportError from *load* makes the
+        backend unavailable, with *hint* (how to install what is missing)."""
+        if not callable(load):
+            raise PluginError(f"plugin {self._plugin!r} registered backend {name!r} with loader {load!r}, "
+                              "which is not callable")
+        self._add(name, cast("type[Backend]", Backend))  # a placeholder until loaded
+        self._loaders[name] = (load, hint)
+
+    def get(self, name: str, *, key: str = "") -> type[Backend]:
+        if name in self._loaders:
+            self._load(name, *self._loaders.pop(name))
+        return super().get(name, key=key)
+
+    def _load(self, name: str, load: Callable[[], type[Backend]], hint: str | None) -> None:
+        entry = self.entries.pop(name)
+        try:
+            backend = load()
+        except ImportError as exc:  # a library the backend needs is not installed
+            missing = f"{exc.name or exc} is missing"
+            self.unavailable(name, f"{missing}: {hint}" if hint else missing)
+            return
+        if not _is_backend(backend) or backend.name != name:
+            raise PluginError(f"plugin {entry.plugin!r} registered backend {name!r}, but its loader returned "
+                              f"{backend!r}: expected a Backend subclass named {name!r}")
+        self.entries[name] = Entry(name, backend, entry.plugin)
+
+
+def _is_backend(value: object) -> bool:
+    return isinstance(value, type) and issubclass(value, Backend)
 
 
 SubjectFactory = Callable[["Options"], Iterable[Subject]]

@@ -14,7 +14,7 @@ import click
 from retention_core import hookimpl
 
 if TYPE_CHECKING:
-    from retention_core import BackendRegistry
+    from retention_core import Backend, BackendRegistry
 
 INSTALL_HINT = "pip install 'retention[s3]'"
 
@@ -23,14 +23,18 @@ def boto3_available() -> bool:
     return importlib.util.find_spec("boto3") is not None
 
 
+def _load() -> type[Backend]:
+    from .backend import S3Backend
+
+    return S3Backend
+
+
 @hookimpl
 def retention_register_backends(register: BackendRegistry) -> None:
     if not boto3_available():
         register.unavailable("s3", INSTALL_HINT)
         return
-    from .backend import S3Backend
-
-    register(S3Backend)
+    register.deferred("s3", _load, hint=INSTALL_HINT)
 
 
 @hookimpl
