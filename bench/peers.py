@@ -46,6 +46,136 @@ def scandir_stat(root: str, cutoff: str) -> int:
     return 0
 
 
+#: The fs backend's batch size (plugins/retention_fs/backend.py ``FilesystemBackend.batch_size``):
+#: the guarded floor journals and fsyncs per batch of this many records, as ours does.
+FS_BATCH = 5000
+
+
+def guarded_floor(root: str, cutoff: str, journal: str, batch: str = str(FS_BATCH)) -> int:
+    """The least a Python program must do to delete as retention promises to (issue 16's fs
+    floor); print how many files it deleted.
+
+    - scan: ``os.scandir`` with one ``lstat`` per entry; each due file's name and stamp (device,
+      inode, size, mtime_ns, ctime_ns) are kept on disk, not in memory: one ``marshal`` chunk
+      per directory appended to a temporary file next to *journal*;
+    - per batch of *batch* records read back from it: one intent line naming every record
+      (hash-chained: SHA-256 of the previous line's hash and this line), written and fsynced;
+    - per file: ``fstatat(dir_fd, name, AT_SYMLINK_NOFOLLOW)``, the five numbers compared with
+      the scan's, then ``unlinkat`` — the guard;
+    - the outcome line, one status per record (``d`` deleted, ``c`` changed or not a regular
+      file, ``g`` already gone, ``f`` failed), hash-chained, written and fsynced.
+
+    Not done (so it is a floor, not a rival): names are not escaped (no tab or newline in the
+    bench's trees), no hold fence, no state store, no safety limits, no descriptor-only walk.
+    Written the fastest way found: tuples, one ``marshal`` write per directory, one ``write``
+    per journal line, names bound locally.
+    """
+    import hashlib
+    import marshal
+    import stat as st_mod
+    import struct
+    import tempfile
+
+    limit, size = float(cutoff), int(batch)
+    is_reg, is_dir = st_mod.S_ISREG, st_mod.S_ISDIR
+    base = os.path.dirname(os.path.abspath(journal))
+    dumps, loads, pack, unpack = marshal.dumps, marshal.loads, struct.pack, struct.unpack
+    with tempfile.TemporaryFile(dir=base) as spool:
+        # The scan: one lstat per entry; a directory's due files are one chunk on disk.
+        stack = [""]
+        prefix_root = root.rstrip("/") + "/"
+        while stack:
+            rel = stack.pop()
+            due = []
+            with os.scandir(prefix_root + rel if rel else root) as it:
+                for entry in it:
+                    s = entry.stat(follow_symlinks=False)
+                    mode = s.st_mode
+                    if is_reg(mode):
+                        if s.st_mtime < limit:
+                            due.append((entry.name, (s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns, s.st_ctime_ns)))
+                    elif is_dir(mode):
+                        stack.append(rel + entry.name + "/" if rel else entry.name + "/")
+            if due:  # length-prefixed: marshal.load on a file reads it in many small calls
+                chunk = dumps((rel, due))
+                spool.write(pack("<I", len(chunk)) + chunk)
+        spool.seek(0)
+
+        root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+        out = os.open(journal, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        stat_at, unlink, open_, close, write, fsync = os.stat, os.unlink, os.open, os.close, os.write, os.fsync
+        dir_flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+        sha = hashlib.sha256
+        head = b"0" * 64
+        deleted = 0
+        number = 0
+
+        def line(kind: str, body: str) -> None:
+            nonlocal head
+            text = f"{kind}\t{number}\t{body}".encode("utf-8", "surrogateescape")
+            head = sha(head + text).hexdigest().encode("ascii")
+            write(out, text + b"\t" + head + b"\n")
+            fsync(out)
+
+        def run(groups: list[tuple[str, list[tuple[str, tuple[int, ...]]]]]) -> None:
+            nonlocal deleted
+            line("intent", "\t".join([rel + name for rel, rows in groups for name, _ in rows]))
+            statuses = []
+            add = statuses.append
+            for rel, rows in groups:
+                try:
+                    fd = open_(rel, dir_flags, dir_fd=root_fd) if rel else root_fd
+                except FileNotFoundError:
+                    statuses.extend("g" * len(rows))
+                    continue
+                try:
+                    for name, seen in rows:
+                        try:
+                            s = stat_at(name, dir_fd=fd, follow_symlinks=False)
+                            if is_reg(s.st_mode) and (s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns,
+                                                      s.st_ctime_ns) == seen:
+                                unlink(name, dir_fd=fd)
+                                add("d")
+                            else:
+                                add("c")
+                        except FileNotFoundError:
+                            add("g")
+                        except OSError:
+                            add("f")
+                finally:
+                    if fd != root_fd:
+                        close(fd)
+            done = "".join(statuses)
+            deleted += done.count("d")
+            line("outcome", done)
+
+        try:
+            groups: list[tuple[str, list[tuple[str, tuple[int, ...]]]]] = []
+            held = 0
+            while True:
+                length = spool.read(4)
+                if not length:
+                    break
+                rel, rows = loads(spool.read(unpack("<I", length)[0]))
+                while rows:
+                    take = rows[:size - held]
+                    rows = rows[size - held:]
+                    groups.append((rel, take))
+                    held += len(take)
+                    if held == size:
+                        number += 1
+                        run(groups)
+                        groups, held = [], 0
+            if groups:
+                number += 1
+                run(groups)
+        finally:
+            os.close(out)
+            os.close(root_fd)
+    print(deleted)
+    return 0
+
+
 def _s3(endpoint: str):  # type: ignore[no-untyped-def]
     import boto3
     from botocore.config import Config
@@ -183,8 +313,8 @@ def sql_batched(url: str, table: str, days: str) -> int:
 
 
 COMMANDS = {"sql-single": sql_single, "sql-returning": sql_returning, "sql-batched": sql_batched, "sql-copy": sql_copy,
-            "scandir-unlink": scandir_unlink, "scandir-stat": scandir_stat, "boto3-list": boto3_list,
-            "boto3-delete": boto3_delete,
+            "scandir-unlink": scandir_unlink, "scandir-stat": scandir_stat, "guarded-floor": guarded_floor,
+            "boto3-list": boto3_list, "boto3-delete": boto3_delete,
             "boto3-delete-versions": boto3_delete_versions}
 
 

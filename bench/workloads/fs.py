@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..measure import Measured, execute
 from ..ours import run_cli, version, write_policy
+from ..peers import FS_BATCH
 from ..results import OURS, Goal, WorkloadResult, alternate, require_same
 
 DAY = 86400.0
@@ -109,11 +110,16 @@ def run_enforce(n: int, rounds: int, workdir: Path) -> WorkloadResult:
     ours = Measured(res.name, OURS, version(), n, note="audit trail fsynced per batch")
     find = Measured(res.name, "find -mtime +365 -delete", _find_version(), n)
     py = Measured(res.name, "python scandir+unlink", f"CPython {sys.version.split()[0]}", n)
-    res.contenders = [ours, find, py]
+    # The floor of our promises in Python (no goal): one lstat per entry, due records spooled to
+    # disk, per batch an intent line fsynced, the five-number guard before each unlinkat, the
+    # outcome line fsynced (bench.peers guarded_floor).
+    floor = Measured(res.name, "python guarded floor", f"CPython {sys.version.split()[0]}", n,
+                     note=f"intent + outcome fsynced per {FS_BATCH:,} files, fstatat guard")
+    res.contenders = [ours, find, py, floor]
     res.goals = [Goal(find.contender, 0.6, "ours ≥ 0.6× find -delete"),
                  Goal(py.contender, 0.75, "ours ≥ 0.75× the bare Python loop")]
     for r in range(rounds):
-        for who in alternate([ours, find, py], r):
+        for who in alternate([ours, find, py, floor], r):
             shutil.rmtree(base, ignore_errors=True)
             root = base / "tree"
             due = make_tree(root, n, now)
@@ -124,9 +130,15 @@ def run_enforce(n: int, rounds: int, workdir: Path) -> WorkloadResult:
                     raise AssertionError(f"retention deleted {got.get('deleted')} of {due} due files")
             elif who is find:
                 sample = execute(["find", str(root), "-type", "f", "-mtime", "+365", "-delete"])
-            else:
+            elif who is py:
                 sample = execute([sys.executable, "-m", "bench.peers", "scandir-unlink", str(root),
                                   str(now - 365 * DAY)])
+            else:
+                (base / "floor").mkdir()
+                sample = execute([sys.executable, "-m", "bench.peers", "guarded-floor", str(root),
+                                  str(now - 365 * DAY), str(base / "floor" / "journal")])
+                if int(sample.stdout.strip() or -1) != due:
+                    raise AssertionError(f"the guarded floor deleted {sample.stdout.strip()} of {due} due files")
             who.samples.append(sample)
             who.selected.append(count_files(root))
     require_same(res)

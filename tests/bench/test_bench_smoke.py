@@ -59,7 +59,7 @@ def test_fs_engine_and_memory_workloads_produce_their_rows(tmp_path: Path) -> No
     assert contenders(rows[f"fs dry-run ({N} files)"]) == ["retention", "find -mtime +365 -print",
                                                           "python scandir+lstat"]
     assert contenders(rows[f"fs enforce ({N} files)"]) == ["retention", "find -mtime +365 -delete",
-                                                          "python scandir+unlink"]
+                                                          "python scandir+unlink", "python guarded floor"]
     for name in (f"fs dry-run ({N} files)", f"fs enforce ({N} files)", f"engine decide() ({N} records)"):
         assert_selections_match(rows[name])
     dry = rows[f"fs dry-run ({N} files)"]
