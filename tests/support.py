@@ -58,3 +58,17 @@ def seed_calls(store: str, now: Any) -> None:
     for subject in ("alice", "bob", "carol", "dave"):
         for i in range(7):
             memory.seed(store, f"{subject}/rec-{i}", now - timedelta(days=10 * i), size=i)
+
+
+def reachable(url: str) -> bool:
+    """Whether a database answers at the SQLAlchemy *url* within a few seconds."""
+    import sqlalchemy as sa
+
+    try:
+        engine = sa.create_engine(url, connect_args={"connect_timeout": 3})
+        with engine.connect():
+            pass
+        engine.dispose()
+        return True
+    except Exception:
+        return False

@@ -49,7 +49,8 @@ def test_a_loader_missing_its_library_makes_the_backend_unavailable_with_the_hin
         raise ModuleNotFoundError("No module named 'heavylib'", name="heavylib")
 
     registry = backends(Deferring(load, hint="pip install heavylib"))
-    with pytest.raises(ConfigError, match=r"backend 'memory' is not installed: heavylib is missing: pip install heavylib"):
+    missing = r"backend 'memory' is not installed: heavylib is missing: pip install heavylib"
+    with pytest.raises(ConfigError, match=missing):
         registry.get("memory", key="sources[0].backend")
 
 

@@ -25,21 +25,11 @@ from retention_core.model import HoldScope
 from retention_core.state import StateStore, host_id
 from retention_core.statedb import SqlAlchemyDatabase, SqliteDatabase
 from retention_core.testing import require_service
+from tests.support import reachable
 
 UTC = timezone.utc
 POSTGRES = os.environ.get("RETENTION_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 MARIADB = os.environ.get("RETENTION_TEST_MARIADB", "mysql+pymysql://root@127.0.0.1:3306/test")
-
-
-def _reachable(url: str) -> bool:
-    try:
-        engine = sa.create_engine(url, connect_args={"connect_timeout": 3})
-        with engine.connect():
-            pass
-        engine.dispose()
-        return True
-    except Exception:
-        return False
 
 
 @pytest.fixture(params=["sqlite3", "sqlalchemy-sqlite", "postgresql", "mariadb"])
@@ -51,7 +41,7 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield f"sqlite+pysqlite:///{tmp_path}/state.db"
     else:
         server = POSTGRES if request.param == "postgresql" else MARIADB
-        require_service(_reachable(server), f"{request.param} at {server}")
+        require_service(reachable(server), f"{request.param} at {server}")
         name = f"st_{uuid.uuid4().hex[:10]}"
         engine = sa.create_engine(server)
         with engine.begin() as conn:
@@ -255,7 +245,8 @@ def test_a_store_older_than_its_columns_gets_them(tmp_path: Path) -> None:
     store = StateStore(f"sqlite:///{path}")
     try:
         request = store.request("r1")
-        assert request is not None and request.ticket is None and request.received_at == datetime(2026, 1, 1, tzinfo=UTC)
+        assert request is not None and request.ticket is None
+        assert request.received_at == datetime(2026, 1, 1, tzinfo=UTC)
         with store.lock("run-x"):
             assert store.holds_lock("run-x")
     finally:

@@ -15,6 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from retention_core.testing import require_service
+from tests.support import reachable
 
 POSTGRES = os.environ.get("RETENTION_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 #: What the worker processes inherit: fake AWS keys, never real AWS.
@@ -24,14 +25,7 @@ FAKE_AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", 
 
 
 def postgres_up() -> bool:
-    try:
-        engine = sa.create_engine(POSTGRES, connect_args={"connect_timeout": 3})
-        with engine.connect():
-            pass
-        engine.dispose()
-        return True
-    except Exception:
-        return False
+    return reachable(POSTGRES)
 
 
 @pytest.fixture
