@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 
 hookimpl = pluggy.HookimplMarker("retention")
 
-from .backend import Backend, Cutoffs, Partition, PushdownPlan, Survey  # noqa: E402
+from .backend import Backend, Cutoffs, Partition, PushdownPlan, Survey, Tally  # noqa: E402
 from .durations import Duration, parse_duration  # noqa: E402
 from .engine import covering_holds  # noqa: E402
 from .errors import (  # noqa: E402
@@ -86,6 +86,7 @@ __all__ = [
     "Subject",
     "SubjectSourceRegistry",
     "Survey",
+    "Tally",
     "__version__",
     "atomic_write",
     "covering_holds",

@@ -17,12 +17,12 @@ import errno
 import os
 import re
 import stat
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import NamedTuple
 
-from retention_core import Backend, BackendError, Options, Outcome, Partition, Problem, Record, Source, Status
+from retention_core import Backend, BackendError, Options, Outcome, Partition, Problem, Record, Source, Status, Tally
 from retention_core.text import printable
 
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
@@ -86,6 +86,8 @@ class FilesystemBackend(Backend):
     #: still waits only that long for the batch in flight.
     batch_size = 5000
     can_refuse = True
+    #: A dry run counts a source without ``match`` in :meth:`tally`, not Record by Record.
+    can_tally = True
 
     def __init__(self, options: Options) -> None:
         root: Path = options.path("root")
@@ -167,6 +169,20 @@ class FilesystemBackend(Backend):
         finally:
             dirs.close()
 
+    def tally(self, source: Source, cutoff: datetime, on_problem: Callable[[Problem], None]) -> Tally:
+        """Count what :meth:`scan` lists, and what of it is due at *cutoff*, on the scan's own
+        walk: the same entries, the same Problems, one ``lstat`` each — but no Record, stamp
+        or date per file (a dry run without report items of a plain source)."""
+        counts = _Counts(cutoff)
+        dirs = self._dirs()
+        try:
+            listing = self._read_root(dirs)
+            for problem in self._walk(listing, [], "", dirs, source, counts):
+                on_problem(problem)  # type: ignore[arg-type]  # counting, the walk yields only Problems
+        finally:
+            dirs.close()
+        return Tally(counts.total, counts.due)
+
     def partitions(self, source: Source) -> list[Partition]:
         """One partition for the files directly in root (with the root listing's problems: a
         mount boundary, an entry that cannot be stat'ed), then one per top-level directory.
@@ -226,7 +242,7 @@ class FilesystemBackend(Backend):
             raise BackendError(f"cannot list root {str(self.root)!r}: {exc.strerror or exc}") from None
 
     def _walk(self, listing: _Listing, parts: list[str], prefix: str, dirs: _Dirs,
-              source: Source) -> Iterator[Record | Problem]:
+              source: Source, counts: _Counts | None = None) -> Iterator[Record | Problem]:
         """Yield the files of the directory at *parts* (already read: *listing*) and of every
         directory below it, depth-first."""
         category = self._category(source)
@@ -234,7 +250,7 @@ class FilesystemBackend(Backend):
         # of locations ("a/b/"), and the subdirectories not walked yet.
         stack: list[tuple[list[str], str, Iterator[str]]] = []
         while True:
-            subdirs = yield from self._listing(listing, prefix, dirs, source.name, category)
+            subdirs = yield from self._listing(listing, prefix, dirs, source.name, category, counts)
             if subdirs:
                 stack.append((parts, prefix, iter(subdirs)))
             while stack:
@@ -263,24 +279,37 @@ class FilesystemBackend(Backend):
         return [], None
 
     def _listing(self, listing: _Listing, prefix: str, dirs: _Dirs, source: str,
-                 category: str | None) -> Generator[Record | Problem, None, list[str]]:
+                 category: str | None, counts: _Counts | None = None
+                 ) -> Generator[Record | Problem, None, list[str]]:
         """Yield the directory's files (or their Problems); return its subdirectories to walk.
 
         One ``lstat`` per entry: the listing gives no mtime. Names are bound locally because
-        this loop runs once per file.
+        this loop runs once per file. With *counts* (:meth:`tally`) files are counted into it,
+        not yielded: only Problems are.
         """
         entries, error = listing
         subdirs: list[str] = []
         make, from_ts, utc, is_reg, is_dir = Record, datetime.fromtimestamp, timezone.utc, stat.S_ISREG, stat.S_ISDIR
         dev, mounts = dirs.dev, dirs.mounts
+        total = due = 0
+        if counts is not None:
+            cutoff, first, due_below, keep_above, last = counts.bounds
         for entry in entries:
             location = prefix + entry.name
             try:
                 st = entry.stat(follow_symlinks=False)
                 if is_reg(st.st_mode):
-                    created = from_ts(st.st_mtime, utc)
-                    yield make(source, location, created, st.st_size, None, None, category,
-                               f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}")
+                    if counts is None:
+                        created = from_ts(st.st_mtime, utc)
+                        yield make(source, location, created, st.st_size, None, None, category,
+                                   f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}")
+                    else:
+                        mtime = st.st_mtime
+                        if first < mtime < due_below:
+                            due += 1
+                        elif not keep_above < mtime < last:  # near the cutoff or the calendar's ends:
+                            due += from_ts(mtime, utc) <= cutoff  # compared as the scan's created is
+                        total += 1
                 elif is_dir(st.st_mode):
                     if st.st_dev != dev:
                         yield Problem(source, location, "mount boundary: not listed (another filesystem)")
@@ -297,6 +326,9 @@ class FilesystemBackend(Backend):
                                                 "the dates this tool can hold (years 1 to 9999); not listed")
         if error is not None:
             yield Problem(source, prefix[:-1] or ".", f"directory listed only in part: {error.strerror or error}")
+        if counts is not None:
+            counts.total += total
+            counts.due += due
         return subdirs
 
     # -- delete ------------------------------------------------------------------------------------
@@ -376,6 +408,24 @@ def _parse_stamp(text: str | None) -> tuple[int, ...] | None:
     except ValueError:
         return None
     return seen if len(seen) == 5 else None
+
+
+class _Counts:
+    """A tally's running counts, and its cutoff as bounds on ``st_mtime``.
+
+    More than a millisecond from the cutoff (and inside the years a datetime holds), comparing
+    the float ``st_mtime`` decides as comparing the scan's ``created`` would — that rounds it to
+    the microsecond. Nearer, or outside, ``created`` is made and compared exactly as the scan
+    makes it (and an mtime no date can hold raises as there, for the same Problem)."""
+
+    _FIRST = datetime(1, 1, 2, tzinfo=timezone.utc).timestamp()
+    _LAST = datetime(9999, 12, 30, tzinfo=timezone.utc).timestamp()
+
+    def __init__(self, cutoff: datetime) -> None:
+        at = cutoff.timestamp()
+        self.bounds = (cutoff, self._FIRST, at - 0.001, at + 0.001, self._LAST)
+        self.total = 0
+        self.due = 0
 
 
 class _Dirs:

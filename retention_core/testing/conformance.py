@@ -616,7 +616,35 @@ class BackendConformanceTests(StorageTests):
                                             gone[0].location: Status.ALREADY_GONE}
         assert all(self.exists(loc) for loc in locations), "anonymize must keep the items"
 
-    # -- survey (push-down backends) ------------------------------------------------------
+    # -- tally (a dry run's count of a plain source) ----------------------------------------
+
+    def test_tally_counts_what_the_scan_lists(self, backend: Backend, source: Source) -> None:
+        """``tally`` stands in for the scan in a dry run: the same records counted, the same
+        split at the cutoff (items created exactly at it, and a microsecond either side, are
+        due, due and kept), the same Problems."""
+        if not backend.can_tally:
+            pytest.skip(f"backend {backend.name!r} does not declare can_tally")
+        self._seed_all(self._locations([f"tally/item-{i:03d}" for i in range(6)]))
+        try:
+            self.seed_problem(self._locations(["tally/problem"])[0])
+        except NotImplementedError:
+            pass
+        problems: list[Problem] = []
+        records = list(self._scan(backend, source, problems).values())
+        instants = sorted({r.created for r in records})
+        assert len(instants) >= 3, "the tally test needs items created at three different instants"
+        middle = instants[len(instants) // 2]
+        for cutoff in (instants[0] - timedelta(days=1), middle - timedelta(microseconds=1), middle,
+                       middle + timedelta(microseconds=1), instants[-1] + timedelta(days=1)):
+            told: list[Problem] = []
+            got = backend.tally(source, cutoff, told.append)
+            due = sum(r.created <= cutoff for r in records)
+            assert (got.total, got.due) == (len(records), due), (
+                f"cutoff {cutoff.isoformat()}: tally counted total/due {got.total}/{got.due}, "
+                f"the scan {len(records)}/{due}")
+            assert sorted((p.location, p.reason) for p in told) == sorted((p.location, p.reason) for p in problems), (
+                f"cutoff {cutoff.isoformat()}: tally told problems {told!r}, the scan yielded {problems!r}")
+
 
     def test_survey_counts_what_decide_selects(self, backend: Backend, source: Source) -> None:
         """``survey`` is what the safety limits trust instead of a scan: its counts must be
