@@ -57,6 +57,8 @@ class Spool:
         self._db.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;" + _SCHEMA)
         self._db.execute("BEGIN")
         self._rows: list[tuple[object, ...]] = []
+        #: Whether the buffered rows are of the short shape (see :meth:`add`).
+        self._short = False
         self._uncommitted = 0
         self._indexed = False
 
@@ -67,18 +69,33 @@ class Spool:
     def add(self, record: Record, decision: Decision) -> None:
         # Called once per scanned record: rows are buffered and inserted with executemany.
         holds = decision.holds
-        location, subject = record.location, record.subject
+        location, subject, version = record.location, record.subject, record.version
         # Names that are not UTF-8 use the audit trail's encoding (text.exact_hex): the hex
         # column, not a prefix in the text, so no key can be mistaken for an escape code.
         location_hex = None if location.isascii() else exact_hex(location)
-        subject_hex = None if subject is None or subject.isascii() else exact_hex(subject)
-        self._rows.append((
-            record.source, printable(location) if location_hex else location, location_hex, record.version,
-            (record.created - _EPOCH) // _US, record.size,
-            printable(subject) if subject is not None and subject_hex else subject, subject_hex,
-            record.category, record.stamp,
-            decision.action, decision.reason,
-            json.dumps(list(holds)) if holds else "[]", (decision.due - _EPOCH) // _US if decision.due else None))
+        due = (decision.due - _EPOCH) // _US if decision.due else None
+        if location_hex is None and subject is None and version is None:
+            # The common shape (an fs file, an unversioned key without subject): the four
+            # columns that are NULL are left to their default. Binding them cost as much as
+            # the other ten together (executemany of 50,000 rows: 0.10 s → 0.05 s).
+            row: tuple[object, ...] = (
+                record.source, location, (record.created - _EPOCH) // _US, record.size, record.category, record.stamp,
+                decision.action, decision.reason, json.dumps(list(holds)) if holds else "[]", due)
+            if not self._short:
+                self._flush()
+                self._short = True
+        else:
+            subject_hex = None if subject is None or subject.isascii() else exact_hex(subject)
+            row = (
+                record.source, printable(location) if location_hex else location, location_hex, version,
+                (record.created - _EPOCH) // _US, record.size,
+                printable(subject) if subject is not None and subject_hex else subject, subject_hex,
+                record.category, record.stamp,
+                decision.action, decision.reason, json.dumps(list(holds)) if holds else "[]", due)
+            if self._short:
+                self._flush()
+                self._short = False
+        self._rows.append(row)
         if len(self._rows) >= _BUFFERED:
             self._uncommitted += len(self._rows)
             self._flush()
@@ -86,11 +103,17 @@ class Spool:
                 self.commit()
 
     def _flush(self) -> None:
-        """Insert the buffered rows; every reader calls this first, so reads see every add."""
+        """Insert the buffered rows (all of one shape, in the order they were added); every
+        reader calls this first, so reads see every add."""
         if self._rows:
-            self._db.executemany(
-                "INSERT INTO items (source, location, location_hex, version, created, size, subject, subject_hex,"
-                " category, stamp, action, reason, holds, due) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", self._rows)
+            if self._short:
+                self._db.executemany(
+                    "INSERT INTO items (source, location, created, size, category, stamp, action, reason, holds, due)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?)", self._rows)
+            else:
+                self._db.executemany(
+                    "INSERT INTO items (source, location, location_hex, version, created, size, subject, subject_hex,"
+                    " category, stamp, action, reason, holds, due) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", self._rows)
             self._rows = []
 
     def commit(self) -> None:
