@@ -371,21 +371,27 @@ class FilesystemBackend(Backend):
                         yield Outcome(record, Status.FAILED, f"{exc.strerror or exc}")
                         continue
                     last_dir = parent
-                seen = _parse_stamp(record.stamp)  # before the check: nothing between it and the unlink
+                seen = record.stamp  # read before the check: nothing between it and the unlink
                 try:
                     st = stat_at(name, dir_fd=dir_fd, follow_symlinks=False)
                     if not is_reg(st.st_mode):
                         yield Outcome(record, Status.REFUSED, "no longer a regular file (a symlink, directory or "
                                                               "special file took its place); not followed")
                         continue
-                    if seen is None:
-                        yield Outcome(record, Status.CHANGED, "the scan's stamp is missing or unreadable, so "
-                                                              "nothing proves this is the file it saw; not deleted")
-                        continue
-                    if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns) != seen:
-                        yield Outcome(record, Status.CHANGED, "changed since the scan (" + ", ".join(
-                            Stamp(*seen).differences(Stamp.of(st))) + "); not deleted")
-                        continue
+                    # The five numbers written as the scan writes them and compared with its text:
+                    # equal text, equal numbers. Any other text (unreadable, or spelled otherwise) is
+                    # parsed and compared as numbers. Formatting once cost less than parsing.
+                    if f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}" != seen:
+                        parsed = _parse_stamp(seen)
+                        if parsed is None:
+                            yield Outcome(record, Status.CHANGED, "the scan's stamp is missing or unreadable, so "
+                                                                  "nothing proves this is the file it saw; not "
+                                                                  "deleted")
+                            continue
+                        if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns) != parsed:
+                            yield Outcome(record, Status.CHANGED, "changed since the scan (" + ", ".join(
+                                Stamp(*parsed).differences(Stamp.of(st))) + "); not deleted")
+                            continue
                     unlink(name, dir_fd=dir_fd)
                 except FileNotFoundError:
                     yield Outcome(record, gone)
