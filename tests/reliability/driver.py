@@ -72,16 +72,20 @@ def _kill_before_intent(nth: int) -> None:
 
     from retention_core.journal import Journal
 
-    original = Journal.intent
     seen = [0]
 
-    def intent(self: Any, *args: Any, **options: Any) -> Any:
-        seen[0] += 1
-        if seen[0] >= nth:
-            os.kill(os.getpid(), signal.SIGKILL)
-        return original(self, *args, **options)
+    def killing(original: Any) -> Any:
+        def intent(self: Any, *args: Any, **options: Any) -> Any:
+            seen[0] += 1
+            if seen[0] >= nth:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return original(self, *args, **options)
+        return intent
 
-    Journal.intent = intent  # type: ignore[method-assign]
+    # A streamed push-down batch (its rows in an evidence file) journals its intent with
+    # streamed_intent: killed before it, the rows are in the file and the transaction open.
+    Journal.intent = killing(Journal.intent)  # type: ignore[method-assign]
+    Journal.streamed_intent = killing(Journal.streamed_intent)  # type: ignore[method-assign]
 
 
 def _pauser() -> Pauser | None:
