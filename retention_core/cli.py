@@ -637,7 +637,7 @@ def holds_place(config: str, hold_id: str, kind: str, reason: str, subject: str 
         trail = trail_for(rt.policy.audit, rt.state)  # a trail that cannot be written fails before the hold
         hold = rt.state.place_hold(hold_id, kind, HoldScope(subject, category, source), reason)
         trail.append([{"event": "hold-placed", "hold": hold.id, "kind": kind, "scope": hold.scope.as_dict(),
-                       "reason": reason, "by": hold.placed_by}])
+                       "reason": reason, "by": hold.placed_by, "state": rt.state.store_id()}])
         click.echo(f"placed {kind} hold {hold.id} on {_scope(hold.scope)}")
         if warning := _unknown_subject(rt, hold.scope):
             logs.event("warning", warning, level=logging.WARNING, hold=hold.id)
@@ -826,6 +826,7 @@ def requests_erase(config: str, subject: str, controller: str, received: str | N
         request = rt.state.add_request(subject, controller, at, ticket=ticket)
         trail.append([{"event": "erasure-requested", "request": request.id, "subject": subject,
                        "controller": controller, "received_at": at.isoformat(), "by": actor(),
+                       "state": rt.state.store_id(),
                        **({"ticket": ticket} if ticket else {})}])
         ref = f" (ticket {ticket})" if ticket else ""
         click.echo(f"erasure request {request.id}{ref} for {subject}: due {request.due_at:%Y-%m-%d}")
@@ -846,7 +847,7 @@ def requests_withdraw(config: str, request_id: str, reason: str) -> None:
         trail = trail_for(rt.policy.audit, rt.state)  # a trail that cannot be written fails before the change
         request = rt.state.withdraw_request(request_id, reason)
         trail.append([{"event": "erasure-withdrawn", "request": request.id, "subject": request.subject,
-                       "reason": reason, "by": request.withdrawn_by}])
+                       "reason": reason, "by": request.withdrawn_by, "state": rt.state.store_id()}])
         click.echo(f"withdrew erasure request {request.id} for {one_line(request.subject)}")
         # A run deleting that subject's records only because of the request stops at its next
         # batch; one batch may be in flight: wait for it and say what it deleted meanwhile.

@@ -23,9 +23,9 @@ from .audit import (
     AuditTrail,
     evidence_dir,
     evidence_ref,
-    last_event,
     load_key,
     parse_copy_text,
+    read_backwards,
     records,
     segment_ref,
     trail_for,
@@ -189,20 +189,69 @@ def _check_clock(rt: Runtime, options: RunOptions) -> datetime | None:
                      "(journalled)")
 
 
+#: Trail lines that name the state store they were written with (``state``: its store id).
+_STORE_MARKED = frozenset({"run-start", "hold-placed", "erasure-requested", "erasure-withdrawn"})
+
+
 def _check_state_is_the_trails(rt: Runtime) -> None:
-    """Refuse a state store the audit trail's last run did not use: emptied, deleted or replaced,
-    it has lost the holds and erasure requests placed through it, and a run would delete what
-    they protect (the trail still shows them placed)."""
-    last = last_event(rt.policy.audit, "run-start")
-    if last is None or not last.get("state"):
+    """Refuse a state store that lacks what the audit trail says was put in it.
+
+    Emptied, deleted or replaced, a store has lost the holds and erasure requests placed
+    through it, and a run would delete what they protect (the trail still shows them placed):
+    the newest trail line that names a store (a run's start, a hold placed, a request) must
+    name this one. Restored from an older backup, it is the same store, but without what was
+    placed after the backup: every hold placed and request received or withdrawn in the lines
+    after the head the store recorded must be in it.
+    """
+    trail = rt.policy.audit
+    if not trail.is_file():
         return
-    if last["state"] != rt.state.store_id():
-        store = rt.state.display_url
+    head = rt.state.audit_head()
+    after_head: list[dict[str, Any]] = []
+    marked: dict[str, Any] | None = None
+    searching = True  # for the newest line naming a store; a run-start of a trail from before
+    for entry in read_backwards(trail):  # store ids ends the search (it names none)
+        if not isinstance(entry, dict):
+            continue
+        beyond = head is not None and isinstance(entry.get("seq"), int) and entry["seq"] > head[0]
+        if beyond:
+            after_head.append(entry)
+        if searching and entry.get("event") in _STORE_MARKED and (entry.get("state") or entry["event"] == "run-start"):
+            marked = entry if entry.get("state") else None
+            searching = False
+        if not searching and not beyond:
+            break
+    store = rt.state.display_url
+    where = {"file": str(rt.policy.path), "key": "state"}
+    if marked is not None and marked["state"] != rt.state.store_id():
         raise ConfigError(
-            f"the state store ({store}) is not the one the audit trail's last run used (run "
-            f"{last.get('run_id')}): it was emptied, deleted or replaced, so holds and erasure requests placed "
-            "through it may be gone; restore it from a backup — or, to start afresh on purpose, point `audit:` "
-            "at a new trail file", file=str(rt.policy.path), key="state")
+            f"the state store ({store}) is not the one the audit trail's line {marked.get('seq')} "
+            f"({marked.get('event')}) was written with: it was emptied, deleted or replaced, so holds and erasure "
+            "requests placed through it may be gone; restore it from a backup — or, to start afresh on purpose, "
+            "point `audit:` at a new trail file", **where)
+    for entry in reversed(after_head):
+        missing = _missing_from_state(rt, entry)
+        if missing:
+            raise ConfigError(
+                f"the state store ({store}) lacks {missing}, which the audit trail's line {entry.get('seq')} "
+                f"records after the last line the store knows of (line {head[0] if head else '?'}): it was "
+                "restored from an older backup or rolled back; place the hold or request again (or restore a newer "
+                "backup) before running", **where)
+
+
+def _missing_from_state(rt: Runtime, entry: dict[str, Any]) -> str | None:
+    """What of *entry* (a trail line) the state store does not hold, or None."""
+    event = entry.get("event")
+    if event == "hold-placed" and not entry.get("origin") and isinstance(entry.get("hold"), str):
+        if not any(h.id == entry["hold"] for h in rt.state.holds()):
+            return f"hold {entry['hold']}"
+    elif event in ("erasure-requested", "erasure-withdrawn") and isinstance(entry.get("request"), str):
+        request = rt.state.request(entry["request"])
+        if request is None:
+            return f"erasure request {entry['request']}"
+        if event == "erasure-withdrawn" and request.withdrawn_at is None:
+            return f"the withdrawal of erasure request {entry['request']}"
+    return None
 
 
 def _check(backend: Backend, source: Source, rt: Runtime) -> None:
@@ -480,6 +529,10 @@ def _execute(rt: Runtime, backend: Backend, action: Action, items: list[Item], r
             stream: Iterable[Outcome] = backend.anonymize(records)
         else:
             stream = backend.delete(records)
+        trouble = rt.state.lock_trouble
+        why = trouble(report.run_id)
+        if why is not None:
+            raise LockedError(f"run {report.run_id} {why}; stopped before the batch")
         for outcome in stream:
             done_record = outcome.record
             key = (done_record.source, done_record.location, done_record.version)
@@ -487,6 +540,11 @@ def _execute(rt: Runtime, backend: Backend, action: Action, items: list[Item], r
                 got[key] = outcome
                 if _KILL_AT:
                     checkpoint("mid-batch")
+            # Before the backend deletes the next one: a process stopped for long enough to look
+            # dead does not go on (the rest of the batch is failed, and settled by a later run).
+            why = trouble(report.run_id)
+            if why is not None:
+                raise LockedError(f"run {report.run_id} {why}; stopped in the middle of a batch")
     except Exception as exc:  # the rest of the batch gets `failed`, never silence
         error = f"{type(exc).__name__}: {exc}"
     done = [(got.get(key) or Outcome(item.record, Status.FAILED, error), item) for key, item in zip(keys, items,
@@ -697,7 +755,11 @@ class _Fences:
 
 
 def _still_ours(rt: Runtime, run_id: str) -> None:
-    """Stop before the next batch if this run's lock was taken over (it looked dead: a paused VM)."""
+    """Stop before the next batch if this run's lock was taken over (it looked dead: a paused VM),
+    or could have been (:meth:`StateStore.lock_trouble`)."""
+    trouble = rt.state.lock_trouble(run_id)
+    if trouble is not None:
+        raise LockedError(f"run {run_id} {trouble}; stopped before deleting more")
     if not rt.state.holds_lock(run_id):
         raise LockedError(f"run {run_id} lost the state store's lock (another run took it over as stale); "
                           "stopped before the next batch")

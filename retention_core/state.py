@@ -230,10 +230,16 @@ class StateStore:
         self.lock_heartbeat = lock_heartbeat
         self.lock_stale_after = lock_stale_after
         self._engine: Any = None
+        self._beats: dict[str, _Heartbeat] = {}
+        if url.startswith("sqlite") and any(part in url for part in (":///file:", "uri=", "mode=")):
+            # A URI filename or open mode is easy to get subtly wrong (a file literally named
+            # "file:x.db?mode=ro" is opened instead), and a store that opens elsewhere has no holds.
+            raise ConfigError(f"expected a plain SQLite path like sqlite:///path/state.db, found {url!r}: URI "
+                              "filenames and mode options are not supported for the state store", key="state")
         try:
             self.db: Database = open_database(url)
             _create_tables(self.db)
-        except (StateStoreError, ImportError, OSError) as exc:
+        except (StateStoreError, ImportError, OSError, ValueError) as exc:
             detail = _short(exc).removeprefix(f"state store {url}: ")
             raise ConfigError(f"cannot open state store {url!r}: {detail}", key="state") from None
 
@@ -285,15 +291,18 @@ class StateStore:
     def release_hold(self, hold_id: str, reason: str, *, by: str | None = None,
                      now: datetime | None = None) -> Hold:
         with self.db.begin() as conn:
-            row = conn.execute("SELECT * FROM retention_holds WHERE id = :id", {"id": hold_id}).first()
-            if row is None:
-                raise ConfigError(f"no hold {hold_id!r} in the state store", key="HOLD_ID")
-            if row.released_at is not None:
+            # Released only if not released yet, in the one statement: of two releases at once
+            # (PostgreSQL and MariaDB run them concurrently) one is refused, not both recorded.
+            done = conn.execute("UPDATE retention_holds SET released_by = :by, released_at = :at,"
+                                " release_reason = :reason WHERE id = :id AND released_at IS NULL",
+                                {"by": by or actor(), "at": now or datetime.now(timezone.utc), "reason": reason,
+                                 "id": hold_id})
+            if done.rowcount != 1:
+                row = conn.execute("SELECT * FROM retention_holds WHERE id = :id", {"id": hold_id}).first()
+                if row is None:
+                    raise ConfigError(f"no hold {hold_id!r} in the state store", key="HOLD_ID")
                 raise ConfigError(f"hold {hold_id!r} was already released on {utc(row.released_at):%Y-%m-%d}"
                                   f" by {row.released_by}", key="HOLD_ID")
-            conn.execute("UPDATE retention_holds SET released_by = :by, released_at = :at, release_reason = :reason"
-                         " WHERE id = :id", {"by": by or actor(), "at": now or datetime.now(timezone.utc),
-                                             "reason": reason, "id": hold_id})
         return self.hold(hold_id)
 
     def hold(self, hold_id: str) -> Hold:
@@ -318,6 +327,7 @@ class StateStore:
         request = ErasureRequest(id=uuid.uuid4().hex[:12], subject=subject, controller=controller,
                                  received_at=received_at, due_at=received_at + ERASURE_DEADLINE, ticket=ticket)
         with self.db.begin() as conn:
+            self._serialize(conn)  # no second open request for the subject from a concurrent process
             open_ = conn.execute(f"SELECT * FROM retention_erasure_requests WHERE subject = :subject AND {_OPEN}"
                                  " ORDER BY received_at", {"subject": subject}).first()
             if open_ is not None:
@@ -347,10 +357,13 @@ class StateStore:
                 raise ConfigError(f"erasure request {request_id!r} is {found.status(found.done_at)} since "
                                   f"{found.done_at:%Y-%m-%d} (run {found.done_run}): its data is gone, there is "
                                   "nothing to withdraw", key="ID")
-            conn.execute("UPDATE retention_erasure_requests SET withdrawn_at = :at, withdrawn_by = :by,"
-                         " withdraw_reason = :reason WHERE id = :id",
-                         {"at": now or datetime.now(timezone.utc), "by": by or actor(), "reason": reason,
-                          "id": request_id})
+            done = conn.execute(f"UPDATE retention_erasure_requests SET withdrawn_at = :at, withdrawn_by = :by,"
+                                f" withdraw_reason = :reason WHERE id = :id AND {_OPEN}",
+                                {"at": now or datetime.now(timezone.utc), "by": by or actor(), "reason": reason,
+                                 "id": request_id})
+            if done.rowcount != 1:  # withdrawn or done by another process since it was read
+                raise ConfigError(f"erasure request {request_id!r} changed while it was being withdrawn: look at "
+                                  "`retention requests list`", key="ID")
             return _request(conn.execute(select, {"id": request_id}).one())
 
     def request(self, request_id: str) -> ErasureRequest | None:
@@ -378,6 +391,12 @@ class StateStore:
                 conn.execute(f"UPDATE retention_erasure_requests SET done_at = :now, done_run = :run,"
                              f" held_remaining = 0 WHERE subject = :subject AND {_OPEN}",
                              {"now": now, "run": run_id, "subject": subject})
+
+    def _serialize(self, conn: Any) -> None:
+        """Make this read-then-write transaction wait for any other one that calls this: a row
+        lock on PostgreSQL and MariaDB (SQLite's write transactions are serial already)."""
+        if self.dialect != "sqlite":
+            conn.execute("SELECT value FROM retention_meta WHERE name = 'mutex' FOR UPDATE")
 
     # -- runs and the lock -------------------------------------------------------------------
     def start_run(self, run_id: str, as_of: datetime, dry_run: bool) -> None:
@@ -522,13 +541,26 @@ class StateStore:
         heartbeat is older than ``lock_stale_after``, is taken over."""
         self._acquire(run_id)
         beat = _Heartbeat(self, run_id)
+        self._beats[run_id] = beat
         beat.start()
         try:
             yield
         finally:
             beat.stop()
+            self._beats.pop(run_id, None)
             with self.db.begin() as conn:
                 conn.execute("DELETE FROM retention_lock WHERE run_id = :run", {"run": run_id})
+
+    def lock_trouble(self, run_id: str) -> str | None:
+        """Why this process can no longer trust that it holds *run_id*'s lock, or None.
+
+        A process stopped (Ctrl-Z, ``docker pause``, a suspended VM) stops its heartbeat too;
+        past ``lock_stale_after`` other processes take it for dead — ``holds place`` stops
+        waiting for its batch, a new run takes the lock over — and it must not delete once it
+        runs again. Checked by the clock alone (no database), before each record is deleted:
+        after half ``lock_stale_after`` without a heartbeat the answer stays no for good."""
+        beat = self._beats.get(run_id)
+        return beat.trouble() if beat is not None else None
 
     def holds_lock(self, run_id: str) -> bool:
         """Whether *run_id* still owns the lock (it was not taken over as stale)."""
@@ -577,13 +609,21 @@ class StateStore:
 
 
 class _Heartbeat:
-    """Refreshes the lock row while a run holds it; a failed refresh is retried next beat."""
+    """Refreshes the lock row while a run holds it; a failed refresh is retried next beat.
+
+    It also keeps when the lock was last confirmed, so that a process that was stopped for
+    long enough to look dead notices it when it runs again (:meth:`trouble`), whichever of its
+    threads runs first: the beat itself stops refreshing then."""
 
     def __init__(self, store: StateStore, run_id: str) -> None:
         self.store = store
         self.run_id = run_id
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._beat, name=f"retention-lock-{run_id}", daemon=True)
+        self.confirmed = time.time()  # the lock was just taken
+        self.limit = store.lock_stale_after.total_seconds() / 2
+        self.broken: str | None = None
+        self._mutex = threading.Lock()
 
     def start(self) -> None:
         self.thread.start()
@@ -592,9 +632,23 @@ class _Heartbeat:
         self.stopped.set()
         self.thread.join()
 
+    def trouble(self) -> str | None:
+        with self._mutex:
+            if self.broken is None:
+                gap = time.time() - self.confirmed
+                if gap > self.limit:
+                    self.broken = (f"went {gap:.0f} s without refreshing its lock (the process was stopped, "
+                                   f"suspended or starved): past half the {self.limit * 2:g} s after which other "
+                                   "processes take it for dead, so a hold placed meanwhile may not have waited "
+                                   "for it")
+            return self.broken
+
     def _beat(self) -> None:
         interval = self.store.lock_heartbeat.total_seconds()
         while not self.stopped.wait(interval):
+            if self.trouble() is not None:
+                log.error("run %s %s", self.run_id, self.broken)
+                return  # the run stops before deleting more; the lock goes stale
             try:
                 with self.store.db.begin() as conn:
                     done = conn.execute("UPDATE retention_lock SET refreshed_at = :now WHERE run_id = :run",
@@ -602,6 +656,9 @@ class _Heartbeat:
                 if done.rowcount == 0:
                     log.error("run %s lost its lock on %s (taken over as stale)", self.run_id, self.store.url)
                     return
+                with self._mutex:
+                    if self.broken is None:
+                        self.confirmed = time.time()
             except StateStoreError as exc:  # a busy or briefly unreachable store: try again next beat
                 log.warning("could not refresh the run lock: %s", _short(exc))
 
@@ -624,6 +681,14 @@ def _create_tables(db: Database) -> None:
     for attempt in range(1, 6):
         try:
             db.create(TABLES)
+            with db.connect() as conn:
+                present = conn.execute("SELECT 1 FROM retention_meta WHERE name = 'mutex'").first()
+            if present is None:  # the row StateStore._serialize locks
+                try:
+                    with db.begin() as conn:
+                        conn.execute("INSERT INTO retention_meta (name, value) VALUES ('mutex', '')")
+                except DuplicateKeyError:
+                    pass
             return
         except StateStoreError:
             if attempt == 5:

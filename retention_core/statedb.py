@@ -36,7 +36,6 @@ from .errors import DuplicateKeyError, StateStoreError
 
 #: How long a statement waits for another process's write lock (sqlite3's and pysqlite's default).
 SQLITE_TIMEOUT = 5.0
-_SQLITE_INSTANT = "%Y-%m-%d %H:%M:%S.%f"
 
 
 # -- the schema, as data ---------------------------------------------------------------------------
@@ -86,7 +85,7 @@ def sqlite_ddl(table: Table) -> list[str]:
     return out
 
 
-def sqlalchemy_table(table: Table, metadata: Any) -> Any:
+def sqlalchemy_table(table: Table, metadata: Any, *, mysql_collation: str = "utf8mb4_bin") -> Any:
     """The same table as an SQLAlchemy ``Table`` in *metadata* (imports SQLAlchemy)."""
     import sqlalchemy as sa
     from sqlalchemy.dialects import mysql
@@ -103,7 +102,10 @@ def sqlalchemy_table(table: Table, metadata: Any) -> Any:
     return sa.Table(table.name, metadata, *(
         sa.Column(c.name, kind(c), primary_key=c.primary_key, nullable=c.nullable or c.primary_key, index=c.index,
                   autoincrement=c.primary_key and c.kind == "int")
-        for c in table.columns))
+        for c in table.columns),
+        # MariaDB's default collations compare without case (and pad trailing spaces): holds
+        # CASE-1 and case-1 would be one row. Ids are exact text, as on SQLite and PostgreSQL.
+        mysql_charset="utf8mb4", mysql_collate=mysql_collation)
 
 
 # -- rows and results -----------------------------------------------------------------------------
@@ -181,7 +183,11 @@ class Connection:
         for name, value in out.items():
             if isinstance(value, datetime):
                 utc = value.astimezone(timezone.utc) if value.tzinfo else value
-                out[name] = utc.strftime(_SQLITE_INSTANT) if self._sqlite else utc.replace(tzinfo=timezone.utc)
+                # Zero-padded as SQLAlchemy wrote it (strftime's %Y gives "999" for the year 999,
+                # which neither sorts nor parses back).
+                out[name] = (f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d} {utc.hour:02d}:{utc.minute:02d}:"
+                             f"{utc.second:02d}.{utc.microsecond:06d}" if self._sqlite
+                             else utc.replace(tzinfo=timezone.utc))
         return out
 
 
@@ -320,6 +326,14 @@ class SqlAlchemyDatabase(Database):
             return Result([make(r) for r in result], result.rowcount)
 
         try:
+            if begin and self.dialect == "sqlite":
+                # pysqlite begins only before the first write: a read-then-write would not hold
+                # the write lock from its read (two processes could both read "none" and insert).
+                with self.engine.connect() as conn:
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
+                    yield Connection(run, sqlite=True)
+                    conn.commit()
+                return
             with (self.engine.begin() if begin else self.engine.connect()) as conn:
                 yield Connection(run, sqlite=self.dialect == "sqlite")
         except sa.exc.SQLAlchemyError as exc:
@@ -334,10 +348,18 @@ class SqlAlchemyDatabase(Database):
     def create(self, tables: Sequence[Table]) -> None:
         sa = self._sa
         metadata = sa.MetaData()
-        for table in tables:
-            sqlalchemy_table(table, metadata)
         try:
+            collation = "utf8mb4_bin"
+            if self.dialect in ("mysql", "mariadb"):
+                with self.engine.connect():  # the dialect learns the server's kind on first connect
+                    pass
+                # MariaDB's _nopad_ collation also tells "h1" from "h1 " (utf8mb4_bin pads spaces).
+                collation = "utf8mb4_nopad_bin" if getattr(self.engine.dialect, "is_mariadb", False) else collation
+            for table in tables:
+                sqlalchemy_table(table, metadata, mysql_collation=collation)
             metadata.create_all(self.engine)
+            if self.dialect in ("mysql", "mariadb"):
+                self._require_exact_text([t.name for t in tables])
             inspector = sa.inspect(self.engine)
             for table in tables:
                 have = {c["name"] for c in inspector.get_columns(table.name)}
@@ -348,6 +370,21 @@ class SqlAlchemyDatabase(Database):
                         conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}")
         except sa.exc.SQLAlchemyError as exc:
             raise StateStoreError(_first_line(exc)) from None
+
+    def _require_exact_text(self, names: list[str]) -> None:
+        """Refuse a MariaDB/MySQL store made before its tables compared text exactly."""
+        members, params = in_list("t", names)
+        with self.engine.connect() as conn:
+            found = conn.execute(self._sa.text(
+                "SELECT table_name, column_name, collation_name FROM information_schema.columns WHERE "
+                f"table_schema = DATABASE() AND table_name IN {members} AND collation_name IS NOT NULL "
+                "AND RIGHT(collation_name, 4) <> '_bin'"), params).first()
+        if found is not None:
+            table = found[0]
+            raise StateStoreError(
+                f"state store {self.display_url}: column {table}.{found[1]} compares text with collation {found[2]}, "
+                "which ignores case: hold ids CASE-1 and case-1 would be one hold; convert each retention_* table "
+                f"(ALTER TABLE {table} CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4_bin) and run again")
 
     def dispose(self) -> None:
         self.engine.dispose()

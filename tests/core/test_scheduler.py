@@ -251,6 +251,42 @@ def test_a_run_whose_lock_was_taken_over_stops_before_its_next_batch(make_policy
     assert len(memory.get_store(store_name).items) == 4  # only the first batch of two went
 
 
+@pytest.mark.parametrize("paused_at", ["before_delete", "mid_batch"])
+def test_a_run_stopped_long_enough_to_look_dead_deletes_nothing_more(make_policy, store_name, paused_at):
+    """Red team, C1/C2: a run stopped (Ctrl-Z, docker pause) past the lock's stale time resumed
+    its batch after `holds place` had stopped waiting for it. Now, on running again, it deletes
+    nothing more: the rest of the batch is journalled failed and the run stops (exit 4)."""
+    for i in range(6):
+        memory.seed(store_name, f"alice/{i}", NOW - timedelta(days=400))
+    path = make_policy(sources=[{"name": "calls", "backend": "small", "options": {"store": store_name},
+                                 "match": r"(?P<subject>[^/]+)/.+", "category": "call"}])
+
+    def pause(rt):  # as if SIGSTOPped for an hour: the heartbeat last confirmed the lock then
+        for beat in rt.state._beats.values():
+            beat.confirmed -= 3600
+
+    with runtime(path) as rt:
+        class Stop:
+            if paused_at == "before_delete":
+                @hookimpl
+                def retention_before_delete(self, batch, context):
+                    if memory.get_store(store_name).items and len(memory.get_store(store_name).items) == 4:
+                        pause(rt)  # the second batch, before its first deletion
+            else:
+                @hookimpl
+                def retention_after_delete(self, outcomes, context):
+                    pause(rt)
+
+        rt.plugins.pm.register(Stop())
+        with pytest.raises(LockedError, match="without refreshing its lock"):
+            do_run(rt)
+        trail = rt.policy.audit
+    assert len(memory.get_store(store_name).items) == 4  # the first batch of two only
+    assert verify(trail).ok
+    outcomes = [r for r in records(trail) if r.get("outcome")]
+    assert {r["outcome"] for r in outcomes} <= {"deleted", "failed"}
+
+
 def test_without_items_the_counters_and_deletions_are_those_of_an_itemized_run(make_policy, tmp_path):
     hold = [{"id": "LH-1", "kind": "legal", "scope": {"subject": "bob"}, "reason": "case"}]
     results = []

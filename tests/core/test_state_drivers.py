@@ -259,3 +259,89 @@ def test_an_unreadable_store_is_one_line_naming_it(tmp_path: Path) -> None:
     (tmp_path / "state.db").write_bytes(b"this is not a database" * 100)
     with pytest.raises(ConfigError, match=r"cannot open state store 'sqlite:///.*state\.db': file is not a database"):
         StateStore(f"sqlite:///{tmp_path}/state.db")
+
+
+def test_ids_differing_only_in_case_are_two_holds(store: StateStore) -> None:
+    """Red team, C5/H2: MariaDB's default collation made CASE-1 and case-1 one row."""
+    store.place_hold("CASE-1", "legal", HoldScope(subject="initech"), "r")
+    store.place_hold("case-1", "legal", HoldScope(subject="umbrella"), "r")
+    store.place_hold("case-1 ", "legal", HoldScope(subject="hooli"), "trailing space")
+    assert sorted(h.id for h in store.holds()) == ["CASE-1", "case-1", "case-1 "]
+    store.release_hold("case-1", "done")
+    assert store.hold("CASE-1").active and store.hold("case-1 ").active
+    store.add_request("ACME", "c", datetime(2026, 1, 1, tzinfo=UTC))
+    store.add_request("acme", "c", datetime(2026, 1, 1, tzinfo=UTC))  # another subject
+
+
+def test_a_mariadb_store_that_ignores_case_is_refused() -> None:
+    require_service(reachable(MARIADB), f"mariadb at {MARIADB}")
+    name = f"st_{uuid.uuid4().hex[:10]}"
+    engine = sa.create_engine(MARIADB)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci")
+    url = MARIADB.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        old = sa.create_engine(url)
+        with old.begin() as conn:  # as a store made before exact text: the database's collation
+            conn.exec_driver_sql("CREATE TABLE retention_holds (id VARCHAR(200) NOT NULL PRIMARY KEY)")
+        old.dispose()
+        with pytest.raises(ConfigError, match=r"retention_holds\.id compares text with collation utf8mb4_general_ci"):
+            StateStore(url)
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE {name}")
+        engine.dispose()
+
+
+def test_of_concurrent_releases_or_requests_exactly_one_wins(url: str) -> None:
+    """Red team, H1: on PostgreSQL and MariaDB a hold was released twice, and one subject got
+    two open erasure requests, when commands ran at once (check, then write)."""
+    import threading
+
+    stores = [StateStore(url) for _ in range(4)]
+    try:
+        stores[0].place_hold("SAME", "legal", HoldScope(subject="hooli"), "r")
+        for attempt in ("release", "request"):
+            barrier = threading.Barrier(len(stores))
+            results: list[str] = []
+
+            def act(store: StateStore, attempt: str = attempt, barrier: threading.Barrier = barrier,
+                    results: list[str] = results) -> None:
+                barrier.wait()
+                try:
+                    if attempt == "release":
+                        store.release_hold("SAME", f"by {id(store)}")
+                    else:
+                        store.add_request("hooli", "ctrl", datetime(2026, 1, 1, tzinfo=UTC))
+                    results.append("done")
+                except ConfigError:
+                    results.append("refused")
+
+            threads = [threading.Thread(target=act, args=(s,)) for s in stores]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert sorted(results) == ["done", "refused", "refused", "refused"], (attempt, results)
+        assert len([r for r in stores[0].requests() if r.subject == "hooli"]) == 1
+    finally:
+        for s in stores:
+            s.close()
+
+
+def test_instants_before_the_year_1000_come_back(store: StateStore) -> None:
+    """Red team (low): stored as '999-05-31 …' they neither sorted nor parsed back."""
+    early = datetime(999, 5, 31, 23, 6, 32, tzinfo=UTC)
+    store.place_hold("EARLY", "legal", HoldScope(subject="x"), "r", now=early)
+    store.place_hold("LATER", "legal", HoldScope(subject="x"), "r", now=datetime(2000, 1, 1, tzinfo=UTC))
+    assert [h.id for h in store.holds()] == ["EARLY", "LATER"]
+    assert store.hold("EARLY").placed_at == early
+
+
+@pytest.mark.parametrize("url", ["sqlite:///\x00.db", "sqlite:///file:f.db?uri=true", "sqlite:///x.db?mode=ro"])
+def test_an_unusable_sqlite_url_is_one_line(url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Red team, H3/H4: a NUL byte was an internal error; a URI filename opened another file."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="state"):
+        StateStore(url)
+    assert list(tmp_path.iterdir()) == []
