@@ -42,7 +42,7 @@ from .plugins import Plugins, load_plugins
 from .policy import EXECUTOR_KINDS, HOLD_KINDS, check_actions, check_hold_id, scheduler_address_problem
 from .report import RunReport, check_writable, one_line, run_warnings, text_summary
 from .runtime import POLICY_FILE, Runtime
-from .scheduler import RunOptions, over_limits, run
+from .scheduler import RunOptions, check_state_is_the_trails, over_limits, run
 from .state import HOLDS, actor, check_fits
 from .subjects import parse_given_date, parse_instant
 from .text import printable
@@ -634,6 +634,7 @@ def holds_place(config: str, hold_id: str, kind: str, reason: str, subject: str 
         unknown = _unknown_subject(rt, HoldScope(subject, category, source))
         if unknown and not force:
             raise ConfigError(f"{unknown}; give --force to place it anyway", key="--subject")
+        check_state_is_the_trails(rt, lacking=False)  # never write to a store the trail does not know
         trail = trail_for(rt.policy.audit, rt.state)  # a trail that cannot be written fails before the hold
         hold = rt.state.place_hold(hold_id, kind, HoldScope(subject, category, source), reason)
         trail.append([{"event": "hold-placed", "hold": hold.id, "kind": kind, "scope": hold.scope.as_dict(),
@@ -696,6 +697,7 @@ def holds_release(config: str, hold_id: str, reason: str) -> None:
     _reason(reason)
     with open_runtime(config) as rt:
         in_file = next((h for h in rt.policy.holds if h.id == hold_id), None)
+        check_state_is_the_trails(rt, lacking=False)  # never write to a store the trail does not know
         trail = trail_for(rt.policy.audit, rt.state)  # a trail that cannot be written fails before the release
         if in_file is not None:
             hold = _release_config_hold(rt, in_file, reason)
@@ -822,6 +824,7 @@ def requests_erase(config: str, subject: str, controller: str, received: str | N
         if at > datetime.now(timezone.utc) + timedelta(days=1):  # a typo'd year would never be proven done
             raise ConfigError(f"{at:%Y-%m-%d} is in the future: a request is received when it arrives",
                               key="--received")
+        check_state_is_the_trails(rt, lacking=False)  # never write to a store the trail does not know
         trail = trail_for(rt.policy.audit, rt.state)
         request = rt.state.add_request(subject, controller, at, ticket=ticket)
         trail.append([{"event": "erasure-requested", "request": request.id, "subject": subject,
@@ -844,6 +847,7 @@ def requests_withdraw(config: str, request_id: str, reason: str) -> None:
     if not reason.strip():
         raise ConfigError("expected a reason", key="--reason")
     with open_runtime(config) as rt:
+        check_state_is_the_trails(rt, lacking=False)  # never write to a store the trail does not know
         trail = trail_for(rt.policy.audit, rt.state)  # a trail that cannot be written fails before the change
         request = rt.state.withdraw_request(request_id, reason)
         trail.append([{"event": "erasure-withdrawn", "request": request.id, "subject": request.subject,

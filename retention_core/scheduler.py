@@ -134,7 +134,7 @@ def run(rt: Runtime, options: RunOptions) -> RunReport:
                        started_at=started, spool=Spool(), itemized=options.itemize)
     try:
         rt.check_overlaps()  # before anything, dry run included: the dry run predicts the real one
-        _check_state_is_the_trails(rt)
+        check_state_is_the_trails(rt)
         for name in options.allow_over_limit:
             rt.policy.source(name)  # an unknown name is a config error, not a silent no-op
         ctx = rt.context(options.now)
@@ -193,7 +193,7 @@ def _check_clock(rt: Runtime, options: RunOptions) -> datetime | None:
 _STORE_MARKED = frozenset({"run-start", "hold-placed", "erasure-requested", "erasure-withdrawn"})
 
 
-def _check_state_is_the_trails(rt: Runtime) -> None:
+def check_state_is_the_trails(rt: Runtime, *, lacking: bool = True) -> None:
     """Refuse a state store that lacks what the audit trail says was put in it.
 
     Emptied, deleted or replaced, a store has lost the holds and erasure requests placed
@@ -201,7 +201,10 @@ def _check_state_is_the_trails(rt: Runtime) -> None:
     the newest trail line that names a store (a run's start, a hold placed, a request) must
     name this one. Restored from an older backup, it is the same store, but without what was
     placed after the backup: every hold placed and request received or withdrawn in the lines
-    after the head the store recorded must be in it.
+    after the head the store recorded must be in it. The first is also checked before
+    ``holds place``, ``holds release`` and ``requests erase|withdraw`` write (*lacking* False):
+    a line they add names this store, and would otherwise make an emptied store look like the
+    trail's own; placing again what a restored store lacks stays possible.
     """
     trail = rt.policy.audit
     if not trail.is_file():
@@ -229,7 +232,7 @@ def _check_state_is_the_trails(rt: Runtime) -> None:
             f"({marked.get('event')}) was written with: it was emptied, deleted or replaced, so holds and erasure "
             "requests placed through it may be gone; restore it from a backup — or, to start afresh on purpose, "
             "point `audit:` at a new trail file", **where)
-    for entry in reversed(after_head):
+    for entry in reversed(after_head if lacking else []):
         missing = _missing_from_state(rt, entry)
         if missing:
             raise ConfigError(

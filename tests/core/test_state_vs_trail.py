@@ -59,3 +59,16 @@ def test_a_store_restored_without_a_withdrawal_is_refused(tmp_path: Path) -> Non
     result = invoke("run", "-c", policy)
     assert result.exit_code == 2, result.output
     assert f"the withdrawal of erasure request {request_id}" in result.output
+
+
+def test_a_new_line_in_an_emptied_store_does_not_make_it_the_trails(tmp_path: Path) -> None:
+    """An erasure request written to an emptied store would name it in the trail's newest line,
+    and the next run would take the store for the trail's own: the writing commands check too."""
+    policy = demo_copy(tmp_path, max_fraction=1.0)
+    ok("holds", "place", "-c", policy, "--id", "CASE-1", "--kind", "legal", "--reason", "r", "--subject", HELD)
+    (policy.parent / ".retention" / "state.db").unlink()
+    for command in (["requests", "erase", "--subject", "acme", "--controller", "acme-corp"],
+                    ["holds", "place", "--id", "CASE-2", "--kind", "legal", "--reason", "r", "--subject", "acme"]):
+        result = invoke(command[0], command[1], "-c", policy, *command[2:])
+        assert result.exit_code == 2 and "not the one the audit trail's line" in result.output, result.output
+    assert invoke("run", "-c", policy).exit_code == 2
