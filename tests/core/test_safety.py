@@ -475,7 +475,7 @@ def test_a_run_refuses_a_state_store_emptied_since_the_trails_last_run(retention
     (path.parent / "state.db").write_bytes(b"")  # emptied
     for args in (["run", "-c", str(path)], ["run", "-c", str(path), "--dry-run"]):
         result = retention_cli(*args)
-        assert result.exit_code == 2 and "is not the one the audit trail's last run used" in result.output
+        assert result.exit_code == 2 and "is not the one the audit trail's line" in result.output
     assert memory.exists(store_name, "alice/a")
 
 
