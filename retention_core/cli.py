@@ -42,8 +42,9 @@ from .plugins import Plugins, load_plugins
 from .policy import EXECUTOR_KINDS, HOLD_KINDS, check_actions, check_hold_id, scheduler_address_problem
 from .report import RunReport, check_writable, one_line, run_warnings, text_summary
 from .runtime import POLICY_FILE, Runtime
-from .scheduler import RunOptions, check_state_is_the_trails, over_limits, run
+from .scheduler import RunOptions, over_limits, run
 from .state import HOLDS, actor, check_fits
+from .statecheck import check_state_is_the_trails
 from .subjects import parse_given_date, parse_instant
 from .text import printable
 
@@ -702,13 +703,13 @@ def holds_release(config: str, hold_id: str, reason: str) -> None:
         if in_file is not None:
             hold = _release_config_hold(rt, in_file, reason)
             trail.append([{"event": "hold-released", "hold": hold.id, "reason": reason, "by": hold.released_by,
-                           "origin": "config"}])
+                           "origin": "config", "state": rt.state.store_id()}])
             click.echo(f"released hold {one_line(hold.id)} (defined in {rt.policy.path}: it stays released; remove "
                        "it from the file when convenient)")
             return
         hold = release_hold(rt.state, hold_id, reason, read_sources=rt.holds)
         trail.append([{"event": "hold-released", "hold": hold.id, "reason": reason, "by": hold.released_by,
-                       **({"origin": hold.origin} if hold.origin != "state" else {})}])
+                       **({"origin": hold.origin} if hold.origin != "state" else {}), "state": rt.state.store_id()}])
         click.echo(f"released hold {one_line(hold.id)}"
                    + (f" (from hold source {one_line(hold.origin)})" if hold.origin != "state" else ""))
 

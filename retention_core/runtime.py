@@ -170,7 +170,16 @@ class Runtime:
         # POLICY_FILE): released, with who, when and why, while the file still names it.
         # Once removed from the file it is still listed, released, as the file's.
         released = {h.id: replace(h, origin="config") for h in own if h.placed_by == POLICY_FILE and not h.active}
-        found: list[Hold] = [released.pop(h.id, h) for h in self.config_holds()]
+        found: list[Hold] = []
+        for hold in self.config_holds():
+            was = released.pop(hold.id, None)
+            if was is not None and (was.kind, was.scope) != (hold.kind, hold.scope):
+                # A new hold in the file under a released one's id would be taken for released.
+                raise ConfigError(f"hold {hold.id!r} in the policy file reuses the id of a hold released on "
+                                  f"{was.released_at:%Y-%m-%d} (kind {was.kind}, {was.scope.as_dict()}): hold ids "
+                                  "are never reused; give the new hold a new id", file=str(self.policy.path),
+                                  key="holds")
+            found.append(was or hold)
         found += [released.get(h.id, h) for h in own if h.id in released or h.placed_by != POLICY_FILE or h.active]
         try:
             found += read_holds(self.hold_sources, self.state, self._journal_holds,
@@ -204,8 +213,12 @@ class Runtime:
     def _journal_holds(self, entries: list[dict[str, Any]]) -> None:
         """Journal what changed in the hold sources (new, released, vanished holds)."""
         if self._hold_trail is None:
+            from .statecheck import check_state_is_the_trails
+
+            check_state_is_the_trails(self, lacking=False)  # the lines name this store: it must be the trail's
             self._hold_trail = trail_for(self.policy.audit, self.state)
-        self._hold_trail.append(entries)
+        store = self.state.store_id()
+        self._hold_trail.append([{**entry, "state": store} for entry in entries])
 
     def requests(self) -> dict[str, ErasureRequest]:
         """Erasure requests by subject. Once requested, a subject's data stays due (owed) —

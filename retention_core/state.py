@@ -316,6 +316,11 @@ class StateStore:
             rows = conn.execute(f"SELECT * FROM retention_holds{where} ORDER BY placed_at, id")
         return [_hold(row) for row in rows]
 
+    def remembered_source_holds(self) -> set[tuple[str, str]]:
+        """(hold source, hold id) of every hold a hold source ever listed (retention_core/holdsources.py)."""
+        with self.db.connect() as conn:
+            return {(row.origin, row.id) for row in conn.execute("SELECT origin, id FROM retention_source_holds")}
+
     # -- erasure requests ------------------------------------------------------------------
     def add_request(self, subject: str, controller: str, received_at: datetime, *,
                     ticket: str | None = None) -> ErasureRequest:

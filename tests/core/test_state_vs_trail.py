@@ -6,6 +6,7 @@ last hold: in both, the run saw no hold and deleted the held tenant's due record
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -72,3 +73,62 @@ def test_a_new_line_in_an_emptied_store_does_not_make_it_the_trails(tmp_path: Pa
         result = invoke(command[0], command[1], "-c", policy, *command[2:])
         assert result.exit_code == 2 and "not the one the audit trail's line" in result.output, result.output
     assert invoke("run", "-c", policy).exit_code == 2
+
+
+def _files_policy(folder: Path, **extra: str) -> Path:
+    """The red team's second-round policy: one fs source of logs, four due files."""
+    data = folder / "data"
+    data.mkdir(parents=True)
+    for i in range(4):
+        (data / f"f{i}").write_text("x")
+        os.utime(data / f"f{i}", (1_577_836_800, 1_577_836_800))  # 2020: long due
+    policy = folder / "policy.yaml"
+    policy.write_text("version: 1\nstate: sqlite:///st/state.db\naudit: st/audit.jsonl\n"
+                      "categories:\n  logs: {retain: 30d, after: created}\n  other: {retain: 1d, after: created}\n"
+                      "sources:\n  - {name: logs, backend: fs, options: {root: data}, category: logs}\n"
+                      "limits: {}\n" + "".join(extra.values()))
+    return policy
+
+
+HEADER = "id,kind,scope_subject,scope_category,scope_source,reason,status\n"
+
+
+def test_a_restored_store_lacking_a_hold_sources_vanished_hold_is_refused(tmp_path: Path) -> None:
+    """Round 2, critical 1: a source's hold that vanished from its export lived only in the
+    store's memory; a store restored from before it appeared deleted what it held."""
+    policy = _files_policy(tmp_path, holds="hold_sources: [{source: csv, name: legal, path: holds.csv}]\n")
+    holds = tmp_path / "holds.csv"
+    holds.write_text(HEADER)
+    assert invoke("run", "-c", policy, "--max-delete", "0").exit_code == 3  # a run, deleting nothing
+    shutil.copy(tmp_path / "st" / "state.db", tmp_path / "backup.db")
+    holds.write_text(HEADER + "LH-9,legal,,,logs,Smith v Acme,active\n")
+    ok("holds", "list", "-c", policy)
+    holds.write_text(HEADER)  # vanished: still in force, from the store's memory
+    assert "LH-9" in ok("holds", "list", "-c", policy, "--active").output
+    shutil.copy(tmp_path / "backup.db", tmp_path / "st" / "state.db")
+    result = invoke("run", "-c", policy)
+    assert result.exit_code == 2 and "lacks hold LH-9 of hold source legal" in result.output, result.output
+    assert len(list((tmp_path / "data").iterdir())) == 4
+
+
+def test_a_store_deleted_with_only_hold_source_lines_in_the_trail_is_refused(tmp_path: Path) -> None:
+    policy = _files_policy(tmp_path, holds="hold_sources: [{source: csv, name: legal, path: holds.csv}]\n")
+    (tmp_path / "holds.csv").write_text(HEADER + "LH-1,legal,,,logs,r,active\n")
+    ok("holds", "list", "-c", policy)  # the source's hold journalled, naming the store
+    (tmp_path / "holds.csv").write_text(HEADER)
+    (tmp_path / "st" / "state.db").unlink()
+    result = invoke("run", "-c", policy)
+    assert result.exit_code == 2 and "not the one the audit trail's line" in result.output, result.output
+    assert len(list((tmp_path / "data").iterdir())) == 4
+
+
+def test_a_policy_file_hold_reusing_a_released_id_is_refused(tmp_path: Path) -> None:
+    """Round 2, critical 3: the released record was applied to the file's new hold of that id."""
+    old = "holds: [{id: LH-1, kind: legal, scope: {category: other}, reason: old case}]\n"
+    policy = _files_policy(tmp_path, holds=old)
+    ok("holds", "release", "-c", policy, "LH-1", "--reason", "case closed")
+    policy.write_text(policy.read_text().replace(old, "holds: [{id: LH-1, kind: legal, scope: {source: logs}, "
+                                                      "reason: NEW case}]\n"))
+    result = invoke("run", "-c", policy)
+    assert result.exit_code == 2 and "reuses the id of a hold released on" in result.output, result.output
+    assert len(list((tmp_path / "data").iterdir())) == 4
