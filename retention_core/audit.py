@@ -196,7 +196,19 @@ class _Tail:
 class HeadStore(Protocol):
     """Where a writer records the trail's head (the state store)."""
 
-    def record_audit_head(self, seq: int, hash: str) -> None: ...
+    def record_audit_head(self, seq: int, hash: str, genesis: str | None = None) -> None: ...
+
+
+def genesis(path: Path) -> str | None:
+    """The hash of the trail's first line: which trail a recorded head belongs to (a trail
+    rotated to a new file starts its seq again), or None for an empty or unreadable one."""
+    try:
+        with path.open("rb") as f:
+            first = f.readline()
+        found = json.loads(first).get("hash")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return found if isinstance(found, str) else None
 
 
 class AuditTrail:
@@ -341,7 +353,7 @@ def trail_for(path: Path, state: HeadStore | None = None, *, key_file: Path | No
     its head in *state* after every append. The path and the key are checked now, so that a
     directory, an unwritable place or a missing key fails before the command changes anything."""
     check_writable(path)
-    on_append = None if state is None else (lambda head: state.record_audit_head(head.seq, head.hash))
+    on_append = None if state is None else (lambda head: state.record_audit_head(head.seq, head.hash, genesis(path)))
     trail = AuditTrail(path, key=load_key(key_file), on_append=on_append)
     trail.check()
     return trail

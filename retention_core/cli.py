@@ -25,7 +25,7 @@ from typing import IO, Any
 import click
 
 from . import logs
-from .audit import AuditTrail, Head, VerifyResult, load_key, trail_for, verify
+from .audit import AuditTrail, Head, VerifyResult, genesis, load_key, trail_for, verify
 from .audit import check_writable as check_trail_writable
 from .durations import parse_duration
 from .engine import Decider
@@ -935,7 +935,7 @@ def audit_verify(path: str | None, config: str | None, key_file: str | None) -> 
     if config:
         with open_runtime(config) as rt:
             target = Path(path) if path else rt.policy.audit
-            last = rt.state.audit_head()
+            last = rt.state.audit_head(genesis(target))
             expect = Head(*last) if last else None
     elif path:
         target = Path(path)
@@ -992,7 +992,7 @@ def audit_certificate(config: str, run_id: str | None, request_id: str | None, f
     if (run_id is None) == (request_id is None):
         raise ConfigError("give exactly one of --run RUN_ID and --request ID", key="--run")
     with open_runtime(config) as rt:
-        last = rt.state.audit_head()
+        last = rt.state.audit_head(genesis(rt.policy.audit))
         backends = {s.name: s.backend for s in rt.policy.sources}
         expect = Head(*last) if last else None
         if request_id is not None:

@@ -147,6 +147,9 @@ AUDIT_HEAD = Table("retention_audit_head", (
     Column("name", "str", 50, nullable=False, primary_key=True),
     Column("seq", "int", nullable=False),
     Column("hash", "str", 64, nullable=False),
+    # The hash of that trail's first line: a head recorded for a trail since rotated away says
+    # nothing of the current one (whose seq started again). NULL in stores from before.
+    Column("genesis", "str", 64),
 ))
 
 TABLES = (AUDIT_HEAD, REQUESTS, HOLDS, INFLIGHT, LOCK, META, RUNS, SOURCE_HOLDS, UNSETTLED)
@@ -468,29 +471,42 @@ class StateStore:
         return (row.audit_seq, row.audit_hash) if row else None
 
     # -- the audit trail's head --------------------------------------------------------------
-    def record_audit_head(self, seq: int, hash: str) -> None:
-        """Record the trail's head after an append. It only moves forward: two writers finishing
-        out of order must not leave the older head recorded."""
+    def record_audit_head(self, seq: int, hash: str, genesis: str | None = None) -> None:
+        """Record the trail's head after an append. It only moves forward — two writers finishing
+        out of order must not leave the older head recorded — except onto another trail (a
+        new *genesis*: the trail was rotated, and its seq started again)."""
+        values = {"seq": seq, "hash": hash, "genesis": genesis}
+        moves = "seq < :seq" if genesis is None else "(seq < :seq OR genesis IS NULL OR genesis <> :genesis)"
         with self.db.begin() as conn:
-            moved = conn.execute("UPDATE retention_audit_head SET seq = :seq, hash = :hash"
-                                 " WHERE name = 'trail' AND seq < :seq", {"seq": seq, "hash": hash})
+            moved = conn.execute("UPDATE retention_audit_head SET seq = :seq, hash = :hash, genesis = :genesis"
+                                 f" WHERE name = 'trail' AND {moves}", values)
         if moved.rowcount == 0:
             try:
                 with self.db.begin() as conn:
-                    conn.execute("INSERT INTO retention_audit_head (name, seq, hash) VALUES ('trail', :seq, :hash)",
-                                 {"seq": seq, "hash": hash})
+                    conn.execute("INSERT INTO retention_audit_head (name, seq, hash, genesis)"
+                                 " VALUES ('trail', :seq, :hash, :genesis)", values)
             except DuplicateKeyError:
                 pass  # a head at or past seq is recorded already
 
-    def audit_head(self) -> tuple[int, str] | None:
+    def audit_head(self, genesis: str | None = None) -> tuple[int, str] | None:
         """The newest audit head recorded: after every append, or (stores written before that
-        was recorded) at the end of the last run."""
+        was recorded) at the end of the last run. With *genesis* (the trail's first line's
+        hash), None when the head recorded is another trail's (it was rotated since)."""
         with self.db.connect() as conn:
-            row = conn.execute("SELECT seq, hash FROM retention_audit_head WHERE name = 'trail'").first()
+            row = conn.execute("SELECT seq, hash, genesis FROM retention_audit_head WHERE name = 'trail'").first()
+        if row is not None and row.genesis is not None and genesis is not None:
+            # Recorded with the trail it belongs to, after every synced append (the run-end line's
+            # too): the runs' heads, which do not say which trail they were in, add nothing.
+            return None if row.genesis != genesis else (row.seq, row.hash)
         last_run = self.last_audit_head()
         if row is None or (last_run is not None and last_run[0] > row.seq):
             return last_run
         return (row.seq, row.hash)
+
+    def recorded_trail(self) -> str | None:
+        """The genesis of the trail the recorded head belongs to (None: not known)."""
+        with self.db.connect() as conn:
+            return conn.execute("SELECT genesis FROM retention_audit_head WHERE name = 'trail'").scalar()
 
     def store_id(self) -> str:
         """This state store's identity, made on first use (a store emptied or replaced gets a new one)."""

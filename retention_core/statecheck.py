@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .audit import read_backwards
+from .audit import genesis, read_backwards
 from .errors import ConfigError
 
 if TYPE_CHECKING:
@@ -37,7 +37,10 @@ def check_state_is_the_trails(rt: Runtime, *, lacking: bool = True) -> None:
     trail = rt.policy.audit
     if not trail.is_file():
         return
-    head = rt.state.audit_head()
+    first = genesis(trail)
+    head = rt.state.audit_head(first)
+    if head is None and rt.state.recorded_trail() not in (None, first):
+        head = (0, "")  # the head recorded is a rotated-away trail's: every line of this one is after it
     after_head: list[dict[str, Any]] = []
     marked: dict[str, Any] | None = None
     searching = True  # for the newest line naming a store; a run-start of a trail from before

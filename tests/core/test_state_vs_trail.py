@@ -132,3 +132,24 @@ def test_a_policy_file_hold_reusing_a_released_id_is_refused(tmp_path: Path) -> 
     result = invoke("run", "-c", policy)
     assert result.exit_code == 2 and "reuses the id of a hold released on" in result.output, result.output
     assert len(list((tmp_path / "data").iterdir())) == 4
+
+
+def test_a_restored_store_is_checked_against_a_rotated_trail(tmp_path: Path) -> None:
+    """Round 2: after `audit:` moved to a new file the recorded head (forward-only, by seq)
+    stayed the old trail's, so the new trail's lines were never checked against a restored
+    store, and `audit verify -c` said lines were removed from the new trail's end."""
+    policy = _files_policy(tmp_path)
+    for i in range(3):
+        assert invoke("run", "-c", policy, "--max-delete", "0").exit_code == 3
+        ok("holds", "place", "-c", policy, "--id", f"X{i}", "--kind", "legal", "--reason", "r", "--source", "logs")
+        ok("holds", "release", "-c", policy, f"X{i}", "--reason", "done")
+    shutil.copy(tmp_path / "st" / "state.db", tmp_path / "backup.db")
+    (tmp_path / "st" / "audit.jsonl").rename(tmp_path / "st" / "audit-2026.jsonl")
+    policy.write_text(policy.read_text().replace("st/audit.jsonl", "st/audit2.jsonl"))
+    assert invoke("run", "-c", policy, "--max-delete", "0").exit_code == 3
+    assert "head: matches" in ok("audit", "verify", "-c", policy).output
+    ok("holds", "place", "-c", policy, "--id", "LH-1", "--kind", "legal", "--reason", "Smith", "--source", "logs")
+    shutil.copy(tmp_path / "backup.db", tmp_path / "st" / "state.db")
+    result = invoke("run", "-c", policy)
+    assert result.exit_code == 2 and "lacks hold LH-1" in result.output, result.output
+    assert len(list((tmp_path / "data").iterdir())) == 4
