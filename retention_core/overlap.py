@@ -39,17 +39,33 @@ def check_overlaps(sources: Sequence[Source], territory: Callable[[Source], str 
 
 
 def spread_holds(holds: Iterable[Hold], sources: Sequence[Source]) -> tuple[Hold, ...]:
-    """*holds*, with each hold scoped to a source repeated for every source declared to overlap it."""
+    """*holds*, with each hold scoped to a source repeated for every source declared to overlap it.
+
+    A hold scoped to a category is repeated too, for every source overlapping a source of that
+    category: there the same records carry the other source's category (red team, issue 16: a
+    category hold on the inner source's files did not keep the outer source from deleting
+    them). Like a source's hold, the copy holds the whole overlapping source — more than the
+    shared records, never less."""
     partners: dict[str, set[str]] = {}
     for source in sources:
         for other in source.overlaps:
             partners.setdefault(source.name, set()).add(other)
             partners.setdefault(other, set()).add(source.name)
+    of_category: dict[str, list[str]] = {}
+    for source in sources:
+        if source.category is not None:
+            of_category.setdefault(source.category, []).append(source.name)
     out = []
     for hold in holds:
         out.append(hold)
         for other in sorted(partners.get(hold.scope.source or "", ())):
             out.append(replace(hold, scope=replace(hold.scope, source=other)))
+        if hold.scope.category is None:
+            continue
+        for owner in of_category.get(hold.scope.category, ()):
+            if hold.scope.source in (None, owner):
+                for other in sorted(partners.get(owner, ())):
+                    out.append(replace(hold, scope=replace(hold.scope, source=other, category=None)))
     return tuple(out)
 
 
