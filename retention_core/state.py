@@ -726,14 +726,23 @@ def _request(row: Row) -> ErasureRequest:
 
 
 def host_id() -> str:
-    """This host as the lock sees it: the host name, and the PID namespace when there is one, so
-    a process in another container or ``unshare --pid`` on the same host — whose pids this one
-    cannot see — is never taken for dead (its lock goes stale by heartbeat instead)."""
+    """This host as the lock sees it: the host name, this boot, and the PID namespace when there
+    is one. Only a lock of this very host, boot and namespace is taken over at once when its pid
+    is gone; any other waits until its heartbeat is stale. The namespace: a process in another
+    container or ``unshare --pid`` on the same host, whose pids this one cannot see. The boot:
+    two VMs cloned with one host name share the initial namespace's inode too (red team, issue
+    16), and a lock from before a reboot is not this boot's."""
+    name = socket.gethostname()
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            name += f" boot:{f.read().strip()[:8]}"
+    except OSError:
+        pass
     try:
         namespace = os.stat("/proc/self/ns/pid").st_ino
     except OSError:
-        return socket.gethostname()
-    return f"{socket.gethostname()} pidns:{namespace}"
+        return name
+    return f"{name} pidns:{namespace}"
 
 
 def _alive(pid: int) -> bool:

@@ -91,6 +91,30 @@ def test_a_lock_from_another_pid_namespace_on_this_host_is_not_taken_for_dead(st
         pass
 
 
+def test_a_lock_of_a_cloned_vm_with_this_host_name_is_not_taken_for_dead(store, monkeypatch):
+    """Red team, issue 16: cloned VMs share the host name and the initial PID namespace's inode,
+    so a fresh lock of the twin, whose pid is not running here, was taken over at once."""
+    import io
+
+    import retention_core.state as state_module
+
+    real_open = open
+
+    def twin_boot(path, *args, **kwargs):  # the twin: this host, but another boot
+        if str(path).endswith("boot_id"):
+            return io.StringIO("00000000-0000-0000-0000-000000000000\n")
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(state_module, "open", twin_boot, raising=False)
+    twin = host_id()
+    monkeypatch.undo()
+    with store.engine.begin() as conn:
+        conn.execute(lock_table.insert().values(name="run", run_id="on-the-twin", host=twin, pid=2 ** 22 + 7,
+                                                acquired_at=datetime.now(UTC), refreshed_at=datetime.now(UTC)))
+    with pytest.raises(LockedError, match="on-the-twin"), store.lock("run-2"):
+        pass
+
+
 def test_a_live_lock_on_another_host_is_respected(store):
     with store.engine.begin() as conn:
         conn.execute(lock_table.insert().values(name="run", run_id="elsewhere", host="other-host", pid=1,
