@@ -44,6 +44,7 @@ import hashlib
 import hmac
 import json
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -219,10 +220,13 @@ class AuditTrail:
     """
 
     def __init__(self, path: Path, *, key: TrailKey | None = None,
-                 on_append: Callable[[Head], None] | None = None) -> None:
+                 on_append: Callable[[Head], None] | None = None, lock_timeout: float | None = None) -> None:
         self.path = path
         self.key = key
         self.on_append = on_append
+        #: How long an append waits for another writer's lock (None: as long as it takes). A
+        #: writer stopped while appending (SIGSTOP) keeps the lock: `holds place --wait` bounds it.
+        self.lock_timeout = lock_timeout
         # The tail as this object last wrote it, with the file's identity and size then: reused
         # while nobody else has appended (re-reading a 1,000-record batch line backwards to
         # find the head cost more than writing it).
@@ -249,7 +253,7 @@ class AuditTrail:
             os.close(fd)
 
     def _append(self, fd: int, entries: Iterable[Mapping[str, Any]], sync: bool) -> Head:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        self._lock(fd)
         if self._last is not None and self._last[0] == _identity(fd):
             tail, torn = self._last[1], b""
         else:
@@ -293,6 +297,21 @@ class AuditTrail:
                 self.on_append(head)
         self._last = (_identity(fd), _Tail(head, self.key.id if self.key is not None else tail.key_id))
         return head
+
+    def _lock(self, fd: int) -> None:
+        if self.lock_timeout is None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            return
+        deadline = time.monotonic() + self.lock_timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise AuditError(f"the audit trail {self.path} stayed locked by another writer for "
+                                     f"{self.lock_timeout:g} s (a run stopped or stuck while appending?)") from None
+                time.sleep(0.05)
 
     def head(self) -> Head:
         """The last complete line's seq and hash (a torn last line is not counted)."""
@@ -348,13 +367,14 @@ class AuditTrail:
                           "its bytes were cut off before appending"}
 
 
-def trail_for(path: Path, state: HeadStore | None = None, *, key_file: Path | None = None) -> AuditTrail:
+def trail_for(path: Path, state: HeadStore | None = None, *, key_file: Path | None = None,
+              lock_timeout: float | None = None) -> AuditTrail:
     """The trail a command appends to: keyed when a key is set (:func:`load_key`), recording
     its head in *state* after every append. The path and the key are checked now, so that a
     directory, an unwritable place or a missing key fails before the command changes anything."""
     check_writable(path)
     on_append = None if state is None else (lambda head: state.record_audit_head(head.seq, head.hash, genesis(path)))
-    trail = AuditTrail(path, key=load_key(key_file), on_append=on_append)
+    trail = AuditTrail(path, key=load_key(key_file), on_append=on_append, lock_timeout=lock_timeout)
     trail.check()
     return trail
 

@@ -29,7 +29,7 @@ from .audit import AuditTrail, Head, VerifyResult, genesis, load_key, trail_for,
 from .audit import check_writable as check_trail_writable
 from .durations import parse_duration
 from .engine import Decider
-from .errors import ConfigError, PluginError, RetentionError
+from .errors import AuditError, ConfigError, FenceTimeout, PluginError, RetentionError
 from .executors import make_executor
 from .fence import DEFAULT_WAIT, deleted_in_scope, wait_for_batches
 from .files import atomic_write
@@ -636,10 +636,17 @@ def holds_place(config: str, hold_id: str, kind: str, reason: str, subject: str 
         if unknown and not force:
             raise ConfigError(f"{unknown}; give --force to place it anyway", key="--subject")
         check_state_is_the_trails(rt, lacking=False)  # never write to a store the trail does not know
-        trail = trail_for(rt.policy.audit, rt.state)  # a trail that cannot be written fails before the hold
+        # A trail that cannot be written fails before the hold; one locked by a stopped writer
+        # is waited for no longer than --wait (the hold is stored by then, and in force).
+        trail = trail_for(rt.policy.audit, rt.state, lock_timeout=wait_seconds)
         hold = rt.state.place_hold(hold_id, kind, HoldScope(subject, category, source), reason)
-        trail.append([{"event": "hold-placed", "hold": hold.id, "kind": kind, "scope": hold.scope.as_dict(),
-                       "reason": reason, "by": hold.placed_by, "state": rt.state.store_id()}])
+        try:
+            trail.append([{"event": "hold-placed", "hold": hold.id, "kind": kind, "scope": hold.scope.as_dict(),
+                           "reason": reason, "by": hold.placed_by, "state": rt.state.store_id()}])
+        except AuditError as exc:
+            raise FenceTimeout(f"hold {hold.id} is stored and in force for every batch that starts from now, but "
+                               f"{exc}: its hold-placed line is not in the "
+                               "trail; a batch in flight may still delete records in its scope") from None
         click.echo(f"placed {kind} hold {hold.id} on {_scope(hold.scope)}")
         if warning := _unknown_subject(rt, hold.scope):
             logs.event("warning", warning, level=logging.WARNING, hold=hold.id)

@@ -153,3 +153,21 @@ def test_a_restored_store_is_checked_against_a_rotated_trail(tmp_path: Path) -> 
     result = invoke("run", "-c", policy)
     assert result.exit_code == 2 and "lacks hold LH-1" in result.output, result.output
     assert len(list((tmp_path / "data").iterdir())) == 4
+
+
+def test_holds_place_waits_for_a_locked_trail_no_longer_than_wait(tmp_path: Path) -> None:
+    """Round 2 (high): a run stopped while appending kept the trail's lock, and `holds place
+    --wait 5` hung for minutes; now it exits 1 after the wait, the hold stored and in force."""
+    import fcntl
+    import time
+
+    policy = _files_policy(tmp_path)
+    assert invoke("run", "-c", policy, "--max-delete", "0").exit_code == 3
+    with (tmp_path / "st" / "audit.jsonl").open("a") as locked:
+        fcntl.flock(locked, fcntl.LOCK_EX)  # as a writer stopped mid-append holds it
+        started = time.monotonic()
+        result = invoke("holds", "place", "-c", policy, "--id", "LH-1", "--kind", "legal", "--reason", "r",
+                        "--source", "logs", "--wait", "1")
+        assert time.monotonic() - started < 10
+    assert result.exit_code == 1 and "stored and in force" in result.output, result.output
+    assert "LH-1" in ok("holds", "list", "-c", policy, "--active").output
