@@ -568,6 +568,11 @@ def _push_down(rt: Runtime, backend: Backend, source: Source, report: RunReport,
         fences = _Fences(rt, report.run_id, source.name)
         try:
             while True:
+                why = rt.state.lock_trouble(report.run_id) if pending is not None else None
+                if why is not None:  # stopped long enough to look dead: never commit what waits
+                    stream.close()
+                    journal.rolled_back(pending[1], f"rolled back: the run {why}")  # type: ignore[index]
+                    raise LockedError(f"run {report.run_id} {why}; stopped before committing a batch")
                 batch_id = fences.enter()
                 batch = next(stream, None)  # commits the pending batch, then selects this one
                 if _KILL_AT and (pending is not None or batch is not None):

@@ -38,6 +38,9 @@ LOCK_HEARTBEAT = timedelta(seconds=30)
 #: A lock not refreshed for this long is a crashed run's. Far above the heartbeat, so that a
 #: slow database or a few minutes of clock skew between hosts never steal a live run's lock.
 LOCK_STALE_AFTER = timedelta(minutes=10)
+#: How often a process deleting under another's lock (a distributed run's worker) reads the
+#: lock's heartbeat (StateStore.lock_trouble).
+_OWNER_CHECK_EVERY = 5.0
 
 log = logging.getLogger("retention.state")
 
@@ -234,6 +237,7 @@ class StateStore:
         self.lock_stale_after = lock_stale_after
         self._engine: Any = None
         self._beats: dict[str, _Heartbeat] = {}
+        self._owner_checks: dict[str, tuple[float, str | None]] = {}
         if url.startswith("sqlite") and any(part in url for part in (":///file:", "uri=", "mode=")):
             # A URI filename or open mode is easy to get subtly wrong (a file literally named
             # "file:x.db?mode=ro" is opened instead), and a store that opens elsewhere has no holds.
@@ -581,7 +585,31 @@ class StateStore:
         runs again. Checked by the clock alone (no database), before each record is deleted:
         after half ``lock_stale_after`` without a heartbeat the answer stays no for good."""
         beat = self._beats.get(run_id)
-        return beat.trouble() if beat is not None else None
+        if beat is not None:
+            return beat.trouble()
+        return self._owner_trouble(run_id)
+
+    def _owner_trouble(self, run_id: str) -> str | None:
+        """:meth:`lock_trouble` in a process that does not hold the lock itself — a worker of a
+        distributed run, deleting for a main process that may be stopped: the lock row's own
+        heartbeat, read at most every few seconds, must be fresh."""
+        now = time.monotonic()
+        checked = self._owner_checks.get(run_id)
+        if checked is not None and (checked[1] is not None or now - checked[0] < _OWNER_CHECK_EVERY):
+            return checked[1]
+        with self.db.connect() as conn:
+            row = conn.execute("SELECT refreshed_at, acquired_at FROM retention_lock WHERE name = 'run'"
+                               " AND run_id = :run", {"run": run_id}).first()
+        why = None
+        if row is not None:  # no row: holds_lock() says the lock is lost
+            seen = utc(row.refreshed_at or row.acquired_at)
+            gap = (datetime.now(timezone.utc) - seen).total_seconds() if seen is not None else 0.0
+            if gap > self.lock_stale_after.total_seconds() / 2:
+                why = (f"has a lock its holder has not refreshed for {gap:.0f} s (stopped, suspended or starved): past "
+                       f"half the {self.lock_stale_after.total_seconds():g} s after which other processes take it "
+                       "for dead, so a hold placed meanwhile may not have waited for it")
+        self._owner_checks[run_id] = (now, why)
+        return why
 
     def holds_lock(self, run_id: str) -> bool:
         """Whether *run_id* still owns the lock (it was not taken over as stale)."""

@@ -345,3 +345,22 @@ def test_an_unusable_sqlite_url_is_one_line(url: str, tmp_path: Path, monkeypatc
     with pytest.raises(ConfigError, match="state"):
         StateStore(url)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_worker_deleting_for_a_stopped_holder_is_told_to_stop(url: str) -> None:
+    """A distributed run's workers delete under the main process's lock: when the main process
+    is stopped its heartbeat stops, and the workers must stop too (not only the holder)."""
+    holder, worker = StateStore(url), StateStore(url)
+    try:
+        with holder.lock("run-w"):
+            assert worker.lock_trouble("run-w") is None
+            with holder.db.begin() as conn:
+                conn.execute("UPDATE retention_lock SET refreshed_at = :t WHERE run_id = 'run-w'",
+                             {"t": datetime.now(UTC) - timedelta(hours=1)})
+            assert worker.lock_trouble("run-w") is None  # read again only every few seconds
+            worker._owner_checks.clear()
+            assert "not refreshed for" in (worker.lock_trouble("run-w") or "")
+            assert worker.lock_trouble("run-w") is not None  # for good
+    finally:
+        holder.close()
+        worker.close()
