@@ -597,7 +597,8 @@ def holds() -> None:
 @click.option("--source", help="Scope: this source.")
 @click.option("--wait", "wait_seconds", type=click.FloatRange(min=0, max=86400), default=DEFAULT_WAIT,
               show_default=True,
-              help="Seconds to wait for a deletion batch in flight to finish before saying the hold is in effect.")
+              help="Seconds to wait for a deletion batch in flight to finish before saying the hold is in effect "
+                   "(and, at most, for the audit trail's lock).")
 @click.option("--force", is_flag=True, help="Place it although --subject is not in the subjects source (records "
                                             "may name subjects the source does not list yet).")
 def holds_place(config: str, hold_id: str, kind: str, reason: str, subject: str | None,
